@@ -1,0 +1,371 @@
+"""AlexNet's fused ops as differentiable functions, named like torch.nn.functional.
+
+Each op is a ``torch.library.triton_op`` whose autograd formula calls the backward op,
+so ``torch.compile`` traces the kernels without graph breaks. This module only wires
+forward to backward; the work is in ``alexnet_triton.kernels`` (Triton) and
+``alexnet_triton.kernels.reference`` (plain PyTorch, the same launchers by name).
+
+Dispatch: CUDA tensors run the compiled Triton kernels. CPU tensors run the PyTorch
+reference, unless ``TRITON_INTERPRET=1`` is set, in which case the Triton kernels run
+through Triton's interpreter on the CPU tensors.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torch._subclasses.fake_tensor import is_fake
+from torch.library import triton_op
+
+from alexnet_triton import checks
+from alexnet_triton import kernels
+from alexnet_triton.kernels import conv2d_relu as conv2d_relu_kernels
+from alexnet_triton.kernels import dropout as dropout_kernels
+from alexnet_triton.kernels import linear as linear_kernels
+from alexnet_triton.kernels import lrn as lrn_kernels
+from alexnet_triton.kernels import max_pool2d as max_pool2d_kernels
+from alexnet_triton.kernels.reference import conv2d_relu as conv2d_relu_reference
+from alexnet_triton.kernels.reference import dropout as dropout_reference
+from alexnet_triton.kernels.reference import linear as linear_reference
+from alexnet_triton.kernels.reference import lrn as lrn_reference
+from alexnet_triton.kernels.reference import max_pool2d as max_pool2d_reference
+
+__all__ = [
+    "conv2d_relu",
+    "linear",
+    "linear_relu",
+    "linear_relu_dropout",
+    "local_response_norm",
+    "max_pool2d",
+    "dropout",
+    "uses_triton",
+]
+
+
+def uses_triton(x: Tensor) -> bool:
+    """Whether an op on ``x`` runs the Triton kernels (compiled or interpreted)."""
+    # Under torch.compile on CPU the op body also runs on fake tensors, which carry no
+    # data for the interpreter; the reference computes the same shapes for tracing.
+    return x.is_cuda or (x.device.type == "cpu" and kernels.interpreting() and not is_fake(x))
+
+
+def _pick(x: Tensor, triton_module: ModuleType, reference_module: ModuleType) -> ModuleType:
+    return triton_module if uses_triton(x) else reference_module
+
+
+def _autocast(*tensors: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
+    """Cast GEMM operands to the autocast dtype, as autocast does for conv2d and linear."""
+    device_type = tensors[0].device.type
+    if device_type in ("cuda", "cpu") and torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        return tuple(None if t is None else t.to(dtype) for t in tensors)
+    return tensors
+
+
+# --------------------------------------------------------------------------------------
+# conv2d + bias + ReLU
+# --------------------------------------------------------------------------------------
+
+
+@triton_op("alexnet_triton::conv2d_relu", mutates_args=())
+def _conv2d_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
+                 padding: List[int], groups: int) -> Tensor:
+    ops = _pick(input, conv2d_relu_kernels, conv2d_relu_reference)
+    return ops.conv2d_relu_forward(input, weight, bias, stride, padding, groups)
+
+
+@triton_op("alexnet_triton::conv2d_relu_backward_input", mutates_args=())
+def _conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tensor,
+                                input_size: List[int], stride: List[int], padding: List[int],
+                                groups: int) -> Tensor:
+    ops = _pick(grad_output, conv2d_relu_kernels, conv2d_relu_reference)
+    return ops.conv2d_relu_backward_input(grad_output, output, weight, input_size, stride,
+                                          padding, groups)
+
+
+@triton_op("alexnet_triton::conv2d_relu_backward_weight", mutates_args=())
+def _conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tensor,
+                                 weight_size: List[int], stride: List[int], padding: List[int],
+                                 groups: int) -> Tuple[Tensor, Tensor]:
+    ops = _pick(grad_output, conv2d_relu_kernels, conv2d_relu_reference)
+    return ops.conv2d_relu_backward_weight(grad_output, output, input, weight_size, stride,
+                                           padding, groups)
+
+
+def _conv2d_relu_setup_context(ctx, inputs, output):
+    input, weight, bias, stride, padding, groups = inputs
+    ctx.save_for_backward(input, weight, output)
+    ctx.conv = (stride, padding, groups)
+    ctx.has_bias = bias is not None
+
+
+def _conv2d_relu_backward(ctx, grad_output):
+    input, weight, output = ctx.saved_tensors
+    stride, padding, groups = ctx.conv
+    grad_input = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = _conv2d_relu_backward_input(grad_output, output, weight,
+                                                 list(input.shape), stride, padding, groups)
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        grad_weight, grad_bias = _conv2d_relu_backward_weight(
+            grad_output, output, input, list(weight.shape), stride, padding, groups)
+    if not ctx.has_bias:
+        grad_bias = None
+    return grad_input, grad_weight, grad_bias, None, None, None
+
+
+_conv2d_relu.register_autograd(_conv2d_relu_backward, setup_context=_conv2d_relu_setup_context)
+
+
+def conv2d_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                groups: int = 1) -> Tensor:
+    """``relu(conv2d(input, weight, bias, stride, padding, groups=groups))`` in one kernel.
+
+    input [N, C, H, W], weight [K, C/groups, R, S], bias [K]; returns [N, K, P, Q].
+    The Triton forward is an implicit GEMM (no im2col buffer); the backward computes the
+    input and weight gradients as implicit GEMMs with the ReLU mask applied as the output
+    gradient is loaded, and the bias gradient in the weight-gradient pass.
+    """
+    stride = checks.pair(stride, "conv2d_relu: stride")
+    padding = checks.pair(padding, "conv2d_relu: padding")
+    checks.conv2d_relu(input, weight, bias, stride, padding, groups)
+    input, weight, bias = _autocast(input, weight, bias)
+    return _conv2d_relu(input, weight, bias, stride, padding, groups)
+
+
+# --------------------------------------------------------------------------------------
+# linear + bias (+ ReLU) (+ dropout)
+# --------------------------------------------------------------------------------------
+
+
+@triton_op("alexnet_triton::linear", mutates_args=())
+def _linear(input: Tensor, weight: Tensor, bias: Optional[Tensor], relu: bool, p: float,
+            seed: Optional[Tensor]) -> Tensor:
+    ops = _pick(input, linear_kernels, linear_reference)
+    return ops.linear_forward(input, weight, bias, relu, p, seed)
+
+
+@triton_op("alexnet_triton::linear_backward_input", mutates_args=())
+def _linear_backward_input(grad_output: Tensor, output: Optional[Tensor], weight: Tensor,
+                           grad_scale: float) -> Tensor:
+    ops = _pick(grad_output, linear_kernels, linear_reference)
+    return ops.linear_backward_input(grad_output, output, weight, grad_scale)
+
+
+@triton_op("alexnet_triton::linear_backward_weight", mutates_args=())
+def _linear_backward_weight(grad_output: Tensor, output: Optional[Tensor], input: Tensor,
+                            grad_scale: float) -> Tuple[Tensor, Tensor]:
+    ops = _pick(grad_output, linear_kernels, linear_reference)
+    return ops.linear_backward_weight(grad_output, output, input, grad_scale)
+
+
+def _linear_setup_context(ctx, inputs, output):
+    input, weight, bias, relu, p, seed = inputs
+    # With a ReLU the output is its own mask: a kept, positive pre-activation is the only
+    # way to a positive output, so dropout's mask needs neither storing nor regenerating.
+    ctx.save_for_backward(input, weight, output if relu else None)
+    ctx.grad_scale = 1.0 / (1.0 - p) if seed is not None else 1.0
+    ctx.has_bias = bias is not None
+
+
+def _linear_backward(ctx, grad_output):
+    input, weight, output = ctx.saved_tensors
+    grad_input = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = _linear_backward_input(grad_output, output, weight, ctx.grad_scale)
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        grad_weight, grad_bias = _linear_backward_weight(grad_output, output, input,
+                                                         ctx.grad_scale)
+    if not ctx.has_bias:
+        grad_bias = None
+    return grad_input, grad_weight, grad_bias, None, None, None
+
+
+_linear.register_autograd(_linear_backward, setup_context=_linear_setup_context)
+
+
+def _linear_2d(name: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], relu: bool,
+               p: float, training: bool) -> Tensor:
+    checks.linear(name, input, weight, bias)
+    input, weight, bias = _autocast(input, weight, bias)
+    leading = input.shape[:-1]
+    seed = _dropout_seed(input) if training and p > 0 else None
+    output = _linear(input.reshape(-1, input.shape[-1]), weight, bias, relu, float(p), seed)
+    return output.reshape(*leading, weight.shape[0])
+
+
+def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """``input @ weight.T + bias``; input [*, in_features], weight [out, in], bias [out]."""
+    return _linear_2d("linear", input, weight, bias, relu=False, p=0.0, training=False)
+
+
+def linear_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """``relu(input @ weight.T + bias)`` with the ReLU in the GEMM's epilogue."""
+    return _linear_2d("linear_relu", input, weight, bias, relu=True, p=0.0, training=False)
+
+
+def linear_relu_dropout(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                        p: float = 0.5, training: bool = True) -> Tensor:
+    """``dropout(relu(input @ weight.T + bias), p, training)`` in one GEMM: AlexNet's fc6 and fc7.
+
+    The dropout mask is the one ``dropout`` draws for the same seed (Philox on the
+    element's flat index), so the fused and unfused forms agree bit for bit.
+    """
+    checks.dropout_p("linear_relu_dropout", p)
+    return _linear_2d("linear_relu_dropout", input, weight, bias, relu=True, p=p,
+                      training=training)
+
+
+# --------------------------------------------------------------------------------------
+# cross-channel local response normalization
+# --------------------------------------------------------------------------------------
+
+
+@triton_op("alexnet_triton::local_response_norm", mutates_args=())
+def _local_response_norm(input: Tensor, size: int, alpha: float, beta: float, k: float,
+                         groups: int) -> Tensor:
+    ops = _pick(input, lrn_kernels, lrn_reference)
+    return ops.lrn_forward(input, size, alpha, beta, k, groups)
+
+
+@triton_op("alexnet_triton::local_response_norm_backward", mutates_args=())
+def _local_response_norm_backward(grad_output: Tensor, input: Tensor, size: int, alpha: float,
+                                  beta: float, k: float, groups: int) -> Tensor:
+    ops = _pick(grad_output, lrn_kernels, lrn_reference)
+    return ops.lrn_backward(grad_output, input, size, alpha, beta, k, groups)
+
+
+def _local_response_norm_setup_context(ctx, inputs, output):
+    input, *ctx.lrn = inputs
+    ctx.save_for_backward(input)
+
+
+def _local_response_norm_backward_formula(ctx, grad_output):
+    (input,) = ctx.saved_tensors
+    grad_input = _local_response_norm_backward(grad_output, input, *ctx.lrn)
+    return grad_input, None, None, None, None, None
+
+
+_local_response_norm.register_autograd(_local_response_norm_backward_formula,
+                                       setup_context=_local_response_norm_setup_context)
+
+
+def local_response_norm(input: Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 2.0, groups: int = 1) -> Tensor:
+    """Cross-channel local response normalization (AlexNet section 3.3).
+
+    ``b_c = a_c / (k + alpha / size * sum_j a_j ** 2) ** beta`` over the channels
+    ``j = c - size // 2 ... c + (size - 1) // 2``; channels outside the tensor contribute
+    zero. This is torch.nn.functional.local_response_norm's convention and what
+    Krizhevsky's cuda-convnet computes; the paper's printed formula omits the ``1 / size``
+    (with alpha=1e-4 read as already divided it would be a 5x stronger normalization).
+
+    ``groups`` splits the channels into that many equal blocks and a window never crosses
+    a block boundary: with groups=2 each of AlexNet's two GPU columns normalizes only its
+    own maps. The backward recomputes the denominators instead of storing them.
+    """
+    checks.local_response_norm(input, size, alpha, beta, k, groups)
+    return _local_response_norm(input, size, float(alpha), float(beta), float(k), groups)
+
+
+# --------------------------------------------------------------------------------------
+# max pool
+# --------------------------------------------------------------------------------------
+
+
+@triton_op("alexnet_triton::max_pool2d", mutates_args=())
+def _max_pool2d(input: Tensor, kernel_size: List[int], stride: List[int]) -> Tuple[Tensor, Tensor]:
+    ops = _pick(input, max_pool2d_kernels, max_pool2d_reference)
+    return ops.max_pool2d_forward(input, kernel_size, stride)
+
+
+@triton_op("alexnet_triton::max_pool2d_backward", mutates_args=())
+def _max_pool2d_backward(grad_output: Tensor, argmax: Tensor, input_size: List[int],
+                         kernel_size: List[int], stride: List[int]) -> Tensor:
+    ops = _pick(grad_output, max_pool2d_kernels, max_pool2d_reference)
+    return ops.max_pool2d_backward(grad_output, argmax, input_size, kernel_size, stride)
+
+
+def _max_pool2d_setup_context(ctx, inputs, output):
+    input, kernel_size, stride = inputs
+    _, argmax = output
+    ctx.mark_non_differentiable(argmax)
+    ctx.save_for_backward(argmax)
+    ctx.pool = (list(input.shape), kernel_size, stride)
+
+
+def _max_pool2d_backward_formula(ctx, grad_output, _grad_argmax):
+    (argmax,) = ctx.saved_tensors
+    return _max_pool2d_backward(grad_output, argmax, *ctx.pool), None, None
+
+
+_max_pool2d.register_autograd(_max_pool2d_backward_formula,
+                              setup_context=_max_pool2d_setup_context)
+
+
+def max_pool2d(input: Tensor, kernel_size: int | Sequence[int] = 3,
+               stride: int | Sequence[int] | None = 2) -> Tensor:
+    """Max pooling without padding, floor mode; AlexNet's overlapping 3x3, stride 2 by default.
+
+    The forward stores the winner's position inside its window as int8 (not int64 as
+    PyTorch), and the backward gathers from it without atomics, so it is deterministic.
+    Ties go to the first position in row-major order, as in PyTorch. ``stride=None``
+    means ``stride=kernel_size``, as in torch.nn.functional.max_pool2d.
+    """
+    kernel_size = checks.pair(kernel_size, "max_pool2d: kernel_size")
+    stride = kernel_size if stride is None else checks.pair(stride, "max_pool2d: stride")
+    checks.max_pool2d(input, kernel_size, stride)
+    output, _ = _max_pool2d(input, kernel_size, stride)
+    return output
+
+
+# --------------------------------------------------------------------------------------
+# dropout
+# --------------------------------------------------------------------------------------
+
+
+def _dropout_seed(input: Tensor) -> Tensor:
+    """A Philox seed drawn from the default generator of the input's device.
+
+    It stays a one-element device tensor that the kernels read, so drawing it costs no
+    host synchronisation and ``torch.manual_seed`` makes a run reproducible.
+    """
+    return torch.randint(0, 2**31 - 1, (1,), device=input.device, dtype=torch.int64)
+
+
+@triton_op("alexnet_triton::dropout", mutates_args=())
+def _dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
+    ops = _pick(input, dropout_kernels, dropout_reference)
+    return ops.dropout(input, p, seed)
+
+
+def _dropout_setup_context(ctx, inputs, output):
+    _, ctx.p, seed = inputs
+    ctx.save_for_backward(seed)
+
+
+def _dropout_backward(ctx, grad_output):
+    # Dropout is linear in its input: the gradient is the same mask and scale applied
+    # to grad_output, regenerated from the seed rather than stored.
+    (seed,) = ctx.saved_tensors
+    return _dropout(grad_output, ctx.p, seed), None, None
+
+
+_dropout.register_autograd(_dropout_backward, setup_context=_dropout_setup_context)
+
+
+def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p).
+
+    The mask comes from Philox on (seed, flat element index), with the seed drawn from
+    the default generator of the input's device; it is regenerated in the backward and
+    never stored. In eval mode or with p=0 the input is returned unchanged.
+    """
+    checks.tensor(input, "dropout: input")
+    checks.dropout_p("dropout", p)
+    if not training or p == 0:
+        return input
+    return _dropout(input, float(p), _dropout_seed(input))

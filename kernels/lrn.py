@@ -1,0 +1,189 @@
+"""Cross-channel local response normalization (AlexNet section 3.3), forward and backward.
+
+``b_c = a_c / d_c ** beta`` with ``d_c = k + alpha / size * sum_j a_j ** 2`` over the
+channels ``j = c - size // 2 ... c + (size - 1) // 2`` of the same group; channels outside
+the group contribute zero. A program owns a [BLOCK_C channels, BLOCK_HW pixels] tile of one
+image and one group and reads the channel-shifted tiles the window needs; the shifted reads
+overlap the neighbouring tiles, so on a GPU they come from cache and each pass reads its
+inputs from memory about once. The backward recomputes the denominators from the input
+instead of having the forward store them.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from torch.library import wrap_triton
+
+from alexnet_triton.kernels import interpreting
+
+
+@triton.jit
+def _square_sum(a_ptrs, channel, channels_per_group, hw, pixel_in, HW,
+                FIRST: tl.constexpr, SIZE: tl.constexpr, ACC: tl.constexpr):
+    """sum of a_j ** 2 over j = channel + FIRST ... channel + FIRST + SIZE - 1 in the group.
+
+    a_ptrs points at the tile's channel 0 of the group ([BLOCK_HW] pixels); channel is the
+    tile's in-group channel index [BLOCK_C].
+    """
+    total = tl.zeros((channel.shape[0], hw.shape[0]), ACC)
+    for p in tl.static_range(SIZE):
+        j = channel + (FIRST + p)
+        # Channels of the other group (or past the tensor) are the zero padding.
+        j_in = (j >= 0) & (j < channels_per_group)
+        a = tl.load(a_ptrs + j[:, None] * HW + hw[None, :], mask=j_in[:, None] & pixel_in[None, :],
+                    other=0.0).to(ACC)
+        total += a * a
+    return total
+
+
+@triton.jit
+def lrn_forward_kernel(a_ptr, b_ptr, C, HW, channels_per_group, groups, alpha_over_size, beta, k,
+                       SIZE: tl.constexpr, FP64: tl.constexpr,
+                       BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    if FP64:
+        ACC: tl.constexpr = tl.float64
+    else:
+        ACC: tl.constexpr = tl.float32
+    hw = tl.program_id(0) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    channel = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # within the group
+    image_group = tl.program_id(2)
+    image, group = image_group // groups, image_group % groups
+    # Offsets inside one group's slab fit int32 (the launcher checks); the slab's start may not.
+    slab = (image.to(tl.int64) * C + group * channels_per_group) * HW
+    pixel_in = hw < HW
+    channel_in = channel < channels_per_group
+    sum_sq = _square_sum(a_ptr + slab, channel, channels_per_group, hw, pixel_in, HW,
+                         -(SIZE // 2), SIZE, ACC)
+    d = k + alpha_over_size * sum_sq  # [BLOCK_C, BLOCK_HW]
+    offsets = slab + channel[:, None] * HW + hw[None, :]
+    in_tile = channel_in[:, None] & pixel_in[None, :]
+    a = tl.load(a_ptr + offsets, mask=in_tile, other=0.0).to(ACC)
+    # d >= k > 0, so d ** -beta = 2 ** (-beta * log2(d)).
+    b = a * tl.exp2(-beta * tl.log2(d))
+    tl.store(b_ptr + offsets, b.to(b_ptr.dtype.element_ty), mask=in_tile)
+
+
+@triton.jit
+def lrn_backward_kernel(g_ptr, a_ptr, grad_a_ptr, C, HW, channels_per_group, groups,
+                        alpha_over_size, beta, k,
+                        SIZE: tl.constexpr, FP64: tl.constexpr,
+                        BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    # grad_a_i = g_i * d_i^-beta
+    #          - 2 * alpha * beta / size * a_i * sum_{c : i in window(c)} g_c * a_c * d_c^(-beta-1)
+    # and i is in window(c) for c = i - (SIZE - 1) // 2 ... i + SIZE // 2.
+    if FP64:
+        ACC: tl.constexpr = tl.float64
+    else:
+        ACC: tl.constexpr = tl.float32
+    hw = tl.program_id(0) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    channel = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # i, within the group
+    image_group = tl.program_id(2)
+    image, group = image_group // groups, image_group % groups
+    slab = (image.to(tl.int64) * C + group * channels_per_group) * HW
+    pixel_in = hw < HW
+    a_slab = a_ptr + slab
+    g_slab = g_ptr + slab
+
+    total = tl.zeros((BLOCK_C, BLOCK_HW), ACC)
+    for o in tl.static_range(SIZE):
+        c = channel + (o - (SIZE - 1) // 2)
+        c_in = (c >= 0) & (c < channels_per_group)
+        offsets = c[:, None] * HW + hw[None, :]
+        mask = c_in[:, None] & pixel_in[None, :]
+        # Outside the group g_c = a_c = 0, so that neighbour adds nothing.
+        g_c = tl.load(g_slab + offsets, mask=mask, other=0.0).to(ACC)
+        a_c = tl.load(a_slab + offsets, mask=mask, other=0.0).to(ACC)
+        sum_sq = _square_sum(a_slab, c, channels_per_group, hw, pixel_in, HW,
+                             -(SIZE // 2), SIZE, ACC)
+        d_c = k + alpha_over_size * sum_sq
+        d_c_pow = tl.exp2((-beta - 1.0) * tl.log2(d_c))  # d_c^(-beta-1)
+        total += g_c * a_c * d_c_pow
+        if o == (SIZE - 1) // 2:  # c == i: the term's own denominator
+            g_i = g_c
+            a_i = a_c
+            d_i_pow = d_c * d_c_pow  # d_i^-beta
+    grad_a = g_i * d_i_pow - (2.0 * alpha_over_size * beta) * a_i * total
+    channel_in = channel < channels_per_group
+    tl.store(grad_a_ptr + slab + channel[:, None] * HW + hw[None, :],
+             grad_a.to(grad_a_ptr.dtype.element_ty),
+             mask=channel_in[:, None] & pixel_in[None, :])
+
+
+def _configs(blocks):
+    return [triton.Config({"BLOCK_C": c, "BLOCK_HW": hw}, num_warps=w) for c, hw, w in blocks]
+
+
+# Hopper: the tile's shifted reads stay in L1, so modest tiles with many programs in flight
+# keep the memory system busy; the backward's SIZE * SIZE reads favour the smaller tiles.
+lrn_forward_autotuned = triton.autotune(
+    configs=_configs([(8, 256, 4), (16, 128, 4), (16, 256, 8), (32, 128, 8)]),
+    key=["channels_per_group", "HW", "SIZE"],
+)(lrn_forward_kernel)
+lrn_backward_autotuned = triton.autotune(
+    configs=_configs([(4, 256, 4), (8, 128, 4), (8, 256, 8), (16, 128, 8)]),
+    key=["channels_per_group", "HW", "SIZE"],
+)(lrn_backward_kernel)
+
+# Under the interpreter a program costs per op, not per element: few, big tiles.
+_INTERPRETER_BLOCKS = {"BLOCK_C": 32, "BLOCK_HW": 1024}
+
+
+def _check(name: str, input: Tensor, size: int, groups: int) -> None:
+    if input.dim() != 4:
+        raise ValueError(f"{name}: input must be [N, C, H, W], got shape {tuple(input.shape)}")
+    channels = input.shape[1]
+    if size < 1 or groups < 1 or channels % groups:
+        raise ValueError(f"{name}: size={size}, groups={groups} do not fit {channels} channels")
+    if channels // groups * input.shape[2] * input.shape[3] >= 2**31:
+        raise ValueError(f"{name}: one group's channels exceed the int32 offsets")
+    if input.shape[0] * groups > 65535:
+        raise ValueError(f"{name}: {input.shape[0]} images x {groups} groups exceed the grid's "
+                         "third dimension (65535)")
+
+
+def _launch(kernel, autotuned, tensors, input: Tensor, size: int, alpha: float, beta: float,
+            k: float, groups: int) -> None:
+    n, channels, h, w = input.shape
+    channels_per_group, hw = channels // groups, h * w
+    args = (*tensors, channels, hw, channels_per_group, groups, alpha / size, beta, k)
+    fp64 = input.dtype == torch.float64
+    if interpreting():
+        blocks = _INTERPRETER_BLOCKS
+        grid = (triton.cdiv(hw, blocks["BLOCK_HW"]),
+                triton.cdiv(channels_per_group, blocks["BLOCK_C"]), n * groups)
+        wrap_triton(kernel)[grid](*args, SIZE=size, FP64=fp64, **blocks)
+    else:
+        def grid(meta):
+            return (triton.cdiv(hw, meta["BLOCK_HW"]),
+                    triton.cdiv(channels_per_group, meta["BLOCK_C"]), n * groups)
+
+        wrap_triton(autotuned)[grid](*args, SIZE=size, FP64=fp64)
+
+
+def lrn_forward(input: Tensor, size: int, alpha: float, beta: float, k: float,
+                groups: int) -> Tensor:
+    """b = a / (k + alpha / size * windowed sum of a^2) ** beta; input [N, C, H, W]."""
+    _check("lrn_forward", input, size, groups)
+    a = input.contiguous()
+    b = torch.empty_like(a)
+    if a.numel():
+        _launch(lrn_forward_kernel, lrn_forward_autotuned, (a, b), a, size, alpha, beta, k, groups)
+    return b
+
+
+def lrn_backward(grad_output: Tensor, input: Tensor, size: int, alpha: float, beta: float, k: float,
+                 groups: int) -> Tensor:
+    """grad_input [N, C, H, W] of lrn_forward, recomputing the denominators from input."""
+    _check("lrn_backward", input, size, groups)
+    if grad_output.shape != input.shape:
+        raise ValueError(f"lrn_backward: grad_output shape {tuple(grad_output.shape)} != "
+                         f"input shape {tuple(input.shape)}")
+    g = grad_output.contiguous()
+    a = input.contiguous()
+    grad_a = torch.empty_like(a)
+    if a.numel():
+        _launch(lrn_backward_kernel, lrn_backward_autotuned, (g, a, grad_a), a, size, alpha, beta,
+                k, groups)
+    return grad_a

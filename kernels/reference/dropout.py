@@ -1,0 +1,62 @@
+"""PyTorch reference of kernels/dropout.py, bit for bit.
+
+It reimplements the Philox4x32-10 stream behind Triton's ``tl.rand(seed, offset)``, so a
+CPU run without the interpreter draws exactly the masks the Triton kernels draw.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_MASK32 = 0xFFFFFFFF
+_ROUND_A, _ROUND_B = 0xD2511F53, 0xCD9E8D57
+_KEY_A, _KEY_B = 0x9E3779B9, 0xBB67AE85
+# Triton's uint_to_uniform_float: the largest scale with (2**31 - 1) * scale < 1 in float32.
+_UNIFORM_SCALE = 4.6566127342e-10
+
+
+def _mulhilo(a: int, x: Tensor) -> tuple[Tensor, Tensor]:
+    """High and low 32 bits of a * x for a 32-bit constant a and uint32 values x in int64.
+
+    The product needs 64 unsigned bits, so x is split into 16-bit halves to stay exact
+    in signed int64 arithmetic.
+    """
+    x_hi, x_lo = x >> 16, x & 0xFFFF
+    lo_product = a * x_lo  # < 2**48
+    middle = a * x_hi + (lo_product >> 16)  # (a * x) >> 16, < 2**49
+    hi = middle >> 16
+    lo = ((middle & 0xFFFF) << 16) | (lo_product & 0xFFFF)
+    return hi, lo
+
+
+def philox_uniform(seed: int, offsets: Tensor) -> Tensor:
+    """``tl.rand(seed, offsets)`` for int32 offsets: float32 uniforms in [0, 1)."""
+    c0 = offsets.to(torch.int64) & _MASK32
+    c1 = torch.zeros_like(c0)
+    c2 = torch.zeros_like(c0)
+    c3 = torch.zeros_like(c0)
+    k0, k1 = seed & _MASK32, (seed >> 32) & _MASK32
+    for _ in range(10):
+        hi_b, lo_b = _mulhilo(_ROUND_B, c2)
+        hi_a, lo_a = _mulhilo(_ROUND_A, c0)
+        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        k0, k1 = (k0 + _KEY_A) & _MASK32, (k1 + _KEY_B) & _MASK32
+    as_int32 = torch.where(c0 >= 2**31, c0 - 2**32, c0)
+    as_int32 = torch.where(as_int32 < 0, -as_int32 - 1, as_int32)
+    return as_int32.to(torch.float32) * torch.tensor(_UNIFORM_SCALE, dtype=torch.float32)
+
+
+def keep_mask(seed: Tensor, p: float, numel: int, device: torch.device) -> Tensor:
+    """Which of ``numel`` flat elements survive dropout with probability p of dropping."""
+    offsets = torch.arange(numel, device=device, dtype=torch.int64)
+    return philox_uniform(int(seed.reshape(-1)[0]), offsets) >= torch.tensor(p, dtype=torch.float32)
+
+
+def dropout_scale(p: float, dtype: torch.dtype) -> Tensor:
+    """1/(1-p) rounded to float32 first, as the kernels receive it."""
+    return torch.tensor(1.0 / (1.0 - p), dtype=torch.float32).to(dtype)
+
+
+def dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
+    keep = keep_mask(seed, p, input.numel(), input.device).reshape(input.shape)
+    return torch.where(keep, input * dropout_scale(p, input.dtype), torch.zeros((), dtype=input.dtype))

@@ -1,0 +1,38 @@
+"""Test setup: Triton kernels run through the CPU interpreter unless told otherwise.
+
+TRITON_INTERPRET must be set before anything imports triton (see ../shared/TRITON_ON_CPU.md);
+`import torch` does not import it, so setting it here, first, is early enough. On a GPU
+machine, run with TRITON_INTERPRET=0 to test the compiled kernels on CUDA tensors.
+"""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from helpers import Poison  # noqa: E402
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Every torch.empty / torch.empty_like made during the test is filled with poison.
+
+    Floating-point tensors get NaN and integer tensors -1, so an element a kernel fails to
+    write shows up in the comparison. Tests check ``poisoned.allocations`` to prove that
+    the kernel's outputs really went through here.
+    """
+    poison = Poison()
+    monkeypatch.setattr(torch, "empty", poison.wrap(torch.empty))
+    monkeypatch.setattr(torch, "empty_like", poison.wrap(torch.empty_like))
+    return poison
+
+
+@pytest.fixture
+def device():
+    """CUDA when the compiled kernels are under test, else the CPU (interpreter)."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        pytest.skip("TRITON_INTERPRET=0 needs a CUDA device")
+    return torch.device("cuda")
