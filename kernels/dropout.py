@@ -18,8 +18,8 @@ def dropout_kernel(x_ptr, y_ptr, seed_ptr, numel, p, scale, ACC: tl.constexpr,
     seed = tl.load(seed_ptr)
     # A GPU launch passes Python floats as float32 and the interpreter as float64: round
     # here so that both (and the reference) keep and scale alike.
-    p = p.to(tl.float32)
-    scale = scale.to(tl.float32)
+    p = tl.cast(p, tl.float32)
+    scale = tl.cast(scale, tl.float32)
     # The same rule as the FC epilogue in linear.py: keep where U(0, 1) >= p.
     keep = tl.rand(seed, offsets) >= p
     x = tl.load(x_ptr + offsets, mask=in_bounds, other=0.0)

@@ -26,17 +26,17 @@ def linear_kernel(
     M, N, K,
     stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
     stride_mask_m, stride_mask_k,
-    p, scale,
+    p, scale: tl.float64,
     HAS_BIAS: tl.constexpr, RELU: tl.constexpr, DROPOUT: tl.constexpr,
     MASK_A: tl.constexpr, ROW_SUM: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """C[M, N] = epilogue(scale * A'[M, K] @ B[K, N]), A' = A * (a_mask > 0) if MASK_A else A.
+    """C[M, N] = scale * relu(A'[M, K] @ B[K, N] + bias[N]), A' = A * (a_mask > 0).
 
-    The epilogue adds bias[N] (HAS_BIAS), applies ReLU (RELU) and zeroes the elements that
-    dropout drops (DROPOUT: C must be contiguous [M, N], the mask is drawn on its flat
-    index). ROW_SUM also stores scale * A'.sum(1) into row_sum[M], from the programs of the
+    Bias (HAS_BIAS), ReLU (RELU) and the mask on A (MASK_A) are each optional. DROPOUT zeroes
+    the elements that dropout drops (C must be contiguous [M, N]: the mask is drawn on its
+    flat index). ROW_SUM also stores scale * A'.sum(1) into row_sum[M], from the programs of the
     first column tile so that no two programs write the same element.
     """
     pid_m = tl.program_id(0)
@@ -77,8 +77,9 @@ def linear_kernel(
     if RELU:
         acc = tl.maximum(acc, 0.0)
     # The scale is 1/(1-p) of dropout: forward for the survivors, backward for g'. It is a
-    # scalar, so it is applied once to the sums rather than to every loaded element.
-    acc = acc * scale
+    # scalar, so it is applied once to the sums rather than to every loaded element; it
+    # comes in float64 so that float64 results see it unrounded.
+    acc = (acc * scale).to(ACC_DTYPE)
     if DROPOUT:
         seed = tl.load(seed_ptr)
         # The rule of kernels/dropout.py on the flat index of C (int32, checked by the
@@ -88,9 +89,9 @@ def linear_kernel(
     c_ptrs = c_ptr + rm64[:, None] * stride_cm + rn64[None, :] * stride_cn
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
     if ROW_SUM:
-        row_sum = row_sum * scale
-        tl.store(row_sum_ptr + rm, row_sum.to(row_sum_ptr.dtype.element_ty),
-                 mask=(rm < M) & (pid_n == 0))
+        if pid_n == 0:
+            row_sum = (row_sum * scale).to(ACC_DTYPE)
+            tl.store(row_sum_ptr + rm, row_sum.to(row_sum_ptr.dtype.element_ty), mask=rm < M)
 
 
 def _configs():
@@ -106,8 +107,12 @@ def _configs():
 
 linear_kernel_autotuned = triton.autotune(configs=_configs(), key=["M", "N", "K"])(linear_kernel)
 
-# One config under the interpreter: every op costs the same whatever the block size.
-_INTERPRETER_BLOCKS = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128}
+
+def _interpreter_blocks(K: int) -> dict:
+    # One big config under the interpreter, where an op costs about the same whatever the
+    # block size; the reduction tile shrinks to a short K (the batch, for grad_weight),
+    # where padding it to 128 would only multiply the work of every program.
+    return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": min(128, max(16, triton.next_power_of_2(K)))}
 
 
 def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int, int],
@@ -134,7 +139,7 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
                  ACC_DTYPE=acc_dtype, INPUT_PRECISION=precision)
     # At least one column tile, so that row_sum is written even when N is 0.
     if interpreting():
-        blocks = _INTERPRETER_BLOCKS
+        blocks = _interpreter_blocks(K)
         grid = (triton.cdiv(M, blocks["BLOCK_M"]), max(1, triton.cdiv(N, blocks["BLOCK_N"])))
         wrap_triton(linear_kernel)[grid](*args, **flags, **blocks)
     else:

@@ -20,22 +20,33 @@ from alexnet_triton.kernels import interpreting
 
 
 @triton.jit
-def _square_sum(a_ptrs, channel, channels_per_group, hw, pixel_in, HW,
-                FIRST: tl.constexpr, SIZE: tl.constexpr, ACC: tl.constexpr):
-    """sum of a_j ** 2 over j = channel + FIRST ... channel + FIRST + SIZE - 1 in the group.
+def _load_shifted(slab_ptr, channel, SHIFT: tl.constexpr, channels_per_group, hw, pixel_in, HW,
+                  ACC: tl.constexpr):
+    """The [BLOCK_C, BLOCK_HW] tile of channels channel + SHIFT of one group's slab.
 
-    a_ptrs points at the tile's channel 0 of the group ([BLOCK_HW] pixels); channel is the
-    tile's in-group channel index [BLOCK_C].
+    Channels of the other group (or past the tensor) read as the zero padding. Every read
+    of a shifted tile goes through here, so reads of the same shift are the same
+    expression and the compiler merges them.
     """
-    total = tl.zeros((channel.shape[0], hw.shape[0]), ACC)
+    shifted = channel + SHIFT
+    shifted_in = (shifted >= 0) & (shifted < channels_per_group)
+    x = tl.load(slab_ptr + shifted[:, None] * HW + hw[None, :],
+                mask=shifted_in[:, None] & pixel_in[None, :], other=0.0)
+    return x.to(ACC)
+
+
+@triton.jit
+def _denominator(a_slab, channel, SHIFT: tl.constexpr, channels_per_group, hw, pixel_in, HW,
+                 alpha_over_size, k, SIZE: tl.constexpr, ACC: tl.constexpr,
+                 BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """d_c = k + alpha / size * sum_j a_j^2 for the channels c = channel + SHIFT."""
+    sum_sq = tl.zeros((BLOCK_C, BLOCK_HW), ACC)
     for p in tl.static_range(SIZE):
-        j = channel + (FIRST + p)
-        # Channels of the other group (or past the tensor) are the zero padding.
-        j_in = (j >= 0) & (j < channels_per_group)
-        a = tl.load(a_ptrs + j[:, None] * HW + hw[None, :], mask=j_in[:, None] & pixel_in[None, :],
-                    other=0.0).to(ACC)
-        total += a * a
-    return total
+        # j = c - SIZE // 2 ... c + (SIZE - 1) // 2
+        a_j = _load_shifted(a_slab, channel, SHIFT + p - SIZE // 2, channels_per_group, hw,
+                            pixel_in, HW, ACC)
+        sum_sq += a_j * a_j
+    return k + alpha_over_size * sum_sq
 
 
 @triton.jit
@@ -53,16 +64,14 @@ def lrn_forward_kernel(a_ptr, b_ptr, C, HW, channels_per_group, groups, alpha_ov
     # Offsets inside one group's slab fit int32 (the launcher checks); the slab's start may not.
     slab = (image.to(tl.int64) * C + group * channels_per_group) * HW
     pixel_in = hw < HW
-    channel_in = channel < channels_per_group
-    sum_sq = _square_sum(a_ptr + slab, channel, channels_per_group, hw, pixel_in, HW,
-                         -(SIZE // 2), SIZE, ACC)
-    d = k + alpha_over_size * sum_sq  # [BLOCK_C, BLOCK_HW]
-    offsets = slab + channel[:, None] * HW + hw[None, :]
-    in_tile = channel_in[:, None] & pixel_in[None, :]
-    a = tl.load(a_ptr + offsets, mask=in_tile, other=0.0).to(ACC)
-    # d >= k > 0, so d ** -beta = 2 ** (-beta * log2(d)).
+    d = _denominator(a_ptr + slab, channel, 0, channels_per_group, hw, pixel_in, HW,
+                     alpha_over_size, k, SIZE, ACC, BLOCK_C, BLOCK_HW)  # [BLOCK_C, BLOCK_HW]
+    a = _load_shifted(a_ptr + slab, channel, 0, channels_per_group, hw, pixel_in, HW, ACC)
+    # d >= k > 0, so d^-beta = 2^(-beta * log2(d)).
     b = a * tl.exp2(-beta * tl.log2(d))
-    tl.store(b_ptr + offsets, b.to(b_ptr.dtype.element_ty), mask=in_tile)
+    channel_in = channel < channels_per_group
+    tl.store(b_ptr + slab + channel[:, None] * HW + hw[None, :], b.to(b_ptr.dtype.element_ty),
+             mask=channel_in[:, None] & pixel_in[None, :])
 
 
 @triton.jit
@@ -72,7 +81,7 @@ def lrn_backward_kernel(g_ptr, a_ptr, grad_a_ptr, C, HW, channels_per_group, gro
                         BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     # grad_a_i = g_i * d_i^-beta
     #          - 2 * alpha * beta / size * a_i * sum_{c : i in window(c)} g_c * a_c * d_c^(-beta-1)
-    # and i is in window(c) for c = i - (SIZE - 1) // 2 ... i + SIZE // 2.
+    # and i is in the window of c = i - (SIZE - 1) // 2 ... i + SIZE // 2.
     if FP64:
         ACC: tl.constexpr = tl.float64
     else:
@@ -86,25 +95,22 @@ def lrn_backward_kernel(g_ptr, a_ptr, grad_a_ptr, C, HW, channels_per_group, gro
     a_slab = a_ptr + slab
     g_slab = g_ptr + slab
 
-    total = tl.zeros((BLOCK_C, BLOCK_HW), ACC)
+    neighbours = tl.zeros((BLOCK_C, BLOCK_HW), ACC)
     for o in tl.static_range(SIZE):
-        c = channel + (o - (SIZE - 1) // 2)
-        c_in = (c >= 0) & (c < channels_per_group)
-        offsets = c[:, None] * HW + hw[None, :]
-        mask = c_in[:, None] & pixel_in[None, :]
-        # Outside the group g_c = a_c = 0, so that neighbour adds nothing.
-        g_c = tl.load(g_slab + offsets, mask=mask, other=0.0).to(ACC)
-        a_c = tl.load(a_slab + offsets, mask=mask, other=0.0).to(ACC)
-        sum_sq = _square_sum(a_slab, c, channels_per_group, hw, pixel_in, HW,
-                             -(SIZE // 2), SIZE, ACC)
-        d_c = k + alpha_over_size * sum_sq
+        SHIFT: tl.constexpr = o - (SIZE - 1) // 2  # c = i + SHIFT
+        # Outside the group g_c = a_c = 0, so such a c adds nothing. The d_c windows of
+        # neighbouring c overlap: their reads of a are merged into 2 * SIZE - 1 shifts.
+        g_c = _load_shifted(g_slab, channel, SHIFT, channels_per_group, hw, pixel_in, HW, ACC)
+        a_c = _load_shifted(a_slab, channel, SHIFT, channels_per_group, hw, pixel_in, HW, ACC)
+        d_c = _denominator(a_slab, channel, SHIFT, channels_per_group, hw, pixel_in, HW,
+                           alpha_over_size, k, SIZE, ACC, BLOCK_C, BLOCK_HW)
         d_c_pow = tl.exp2((-beta - 1.0) * tl.log2(d_c))  # d_c^(-beta-1)
-        total += g_c * a_c * d_c_pow
-        if o == (SIZE - 1) // 2:  # c == i: the term's own denominator
+        neighbours += g_c * a_c * d_c_pow
+        if SHIFT == 0:  # c == i
             g_i = g_c
             a_i = a_c
             d_i_pow = d_c * d_c_pow  # d_i^-beta
-    grad_a = g_i * d_i_pow - (2.0 * alpha_over_size * beta) * a_i * total
+    grad_a = g_i * d_i_pow - (2.0 * alpha_over_size * beta) * a_i * neighbours
     channel_in = channel < channels_per_group
     tl.store(grad_a_ptr + slab + channel[:, None] * HW + hw[None, :],
              grad_a.to(grad_a_ptr.dtype.element_ty),

@@ -1,0 +1,398 @@
+"""Convolution + bias + ReLU (AlexNet's conv1 to conv5) as implicit GEMMs, forward and backward.
+
+No im2col buffer is ever built: every kernel gathers its GEMM operand tiles straight from
+the NCHW tensors with computed (n, c, h, w) indices, and the zero padding is a load mask.
+``groups`` splits the channels into independent convolutions, as the two GPU columns of
+the paper's figure 2 (conv2, conv4 and conv5 only see the kernel maps of their own column).
+
+- forward: GEMM over output pixels (n, p, q) x kernels, reducing over (c, r, s); the
+  epilogue adds the bias and applies the ReLU.
+- backward, input: GEMM over input pixels (n, h, w) x channels, reducing over (k, r, s);
+  the ReLU's gradient mask (output > 0) is applied as grad_output is loaded.
+- backward, weight: GEMM over kernels x (c, r, s), reducing over output pixels (n, p, q),
+  with the bias gradient (row sums of the masked grad_output) in the same pass. The long
+  reduction is split over programs that each write a float32 partial sum, summed after:
+  deterministic, no atomics.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from torch.library import wrap_triton
+
+from alexnet_triton.kernels import interpreting
+
+
+@triton.jit
+def conv2d_relu_forward_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    C, H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
+    M, K_GROUP, REDUCTION,
+    R: tl.constexpr, S: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """y[n, k, p, q] = relu(b[k] + sum_{c, r, s} x[n, c, p*sh - ph + r, q*sw - pw + s] w[k, c, r, s]).
+
+    GEMM rows are output pixels m = (n, p, q), columns the kernels of one group, and the
+    reduction runs over (c, r, s) in the weight's own memory order.
+    """
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    group = tl.program_id(2)
+    C_GROUP = REDUCTION // (R * S)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels (n, p, q)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # kernels within the group
+    m_mask = offs_m < M
+    n_mask = offs_n < K_GROUP
+    n = offs_m // (P * Q)
+    pq = offs_m % (P * Q)
+    h_start = (pq // Q) * stride_h - pad_h  # top-left input pixel of each receptive field
+    w_start = (pq % Q) * stride_w - pad_w
+    x_row = n.to(tl.int64) * C * H * W + group * C_GROUP * H * W  # [BLOCK_M]
+    kernel = group * K_GROUP + offs_n  # [BLOCK_N]
+    w_col = kernel.to(tl.int64) * REDUCTION
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for red_start in range(0, REDUCTION, BLOCK_K):
+        red = red_start + tl.arange(0, BLOCK_K)  # (c, r, s) flattened
+        red_mask = red < REDUCTION
+        c = red // (R * S)
+        r = (red % (R * S)) // S
+        s = red % S
+        h = h_start[:, None] + r[None, :]  # [BLOCK_M, BLOCK_K]
+        w = w_start[:, None] + s[None, :]
+        # Out-of-image taps read the zero padding: masked, never loaded.
+        x_mask = (m_mask[:, None] & red_mask[None, :]
+                  & (h >= 0) & (h < H) & (w >= 0) & (w < W))
+        x = tl.load(x_ptr + x_row[:, None] + (c * H * W)[None, :] + h * W + w,
+                    mask=x_mask, other=0.0)
+        weight = tl.load(w_ptr + w_col[None, :] + red[:, None],  # [BLOCK_K, BLOCK_N]
+                         mask=red_mask[:, None] & n_mask[None, :], other=0.0)
+        acc = tl.dot(x, weight, acc, input_precision=INPUT_PRECISION)
+
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + kernel, mask=n_mask, other=0.0)
+        acc += bias.to(ACC_DTYPE)[None, :]
+    acc = tl.maximum(acc, 0.0)
+    y_row = n.to(tl.int64) * K * P * Q + pq
+    tl.store(y_ptr + y_row[:, None] + (kernel * P * Q)[None, :],
+             acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
+@triton.jit
+def conv2d_relu_backward_input_kernel(
+    dy_ptr, y_ptr, w_ptr, dx_ptr,
+    C, H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
+    M, C_GROUP, REDUCTION,
+    R: tl.constexpr, S: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """dx[n, c, h, w] = sum_{k, r, s} [y > 0] dy[n, k, p, q] w[k, c, r, s], p = (h + ph - r) / sh.
+
+    GEMM rows are input pixels m = (n, h, w), columns the channels of one group, and the
+    reduction runs over (k, r, s). A tap (r, s) reaches an output pixel only where
+    h + ph - r is a non-negative multiple of the stride below P * stride (likewise for w).
+    """
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    group = tl.program_id(2)
+    K_GROUP = REDUCTION // (R * S)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # input pixels (n, h, w)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # channels within the group
+    m_mask = offs_m < M
+    n_mask = offs_n < C_GROUP
+    n = offs_m // (H * W)
+    hw = offs_m % (H * W)
+    h_padded = hw // W + pad_h
+    w_padded = hw % W + pad_w
+    dy_row = n.to(tl.int64) * K * P * Q + group * K_GROUP * P * Q  # [BLOCK_M]
+    channel = group * C_GROUP + offs_n  # [BLOCK_N]
+    w_col = offs_n * (R * S)
+    w_group = group.to(tl.int64) * K_GROUP * C_GROUP * R * S
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for red_start in range(0, REDUCTION, BLOCK_K):
+        red = red_start + tl.arange(0, BLOCK_K)  # (k, r, s) flattened
+        red_mask = red < REDUCTION
+        k = red // (R * S)
+        rs = red % (R * S)
+        hp = h_padded[:, None] - (rs // S)[None, :]  # p * stride_h where the tap lands
+        wq = w_padded[:, None] - (rs % S)[None, :]
+        valid = m_mask[:, None] & red_mask[None, :] & (hp >= 0) & (wq >= 0)
+        # Divide only non-negative values: C and Python disagree on rounding negatives.
+        hp = tl.where(valid, hp, 0)
+        wq = tl.where(valid, wq, 0)
+        p = hp // stride_h
+        q = wq // stride_w
+        valid = valid & (p * stride_h == hp) & (q * stride_w == wq) & (p < P) & (q < Q)
+        dy_offsets = dy_row[:, None] + (k * P * Q)[None, :] + p * Q + q
+        dy = tl.load(dy_ptr + dy_offsets, mask=valid, other=0.0)
+        y = tl.load(y_ptr + dy_offsets, mask=valid, other=0.0)
+        dy = tl.where(y > 0, dy, 0.0)  # the ReLU passes gradient only where it passed input
+        weight = tl.load(w_ptr + w_group + (k * C_GROUP * R * S + rs)[:, None] + w_col[None, :],
+                         mask=red_mask[:, None] & n_mask[None, :], other=0.0)  # [BLOCK_K, BLOCK_N]
+        acc = tl.dot(dy, weight, acc, input_precision=INPUT_PRECISION)
+
+    dx_row = n.to(tl.int64) * C * H * W + hw
+    tl.store(dx_ptr + dx_row[:, None] + (channel * H * W)[None, :],
+             acc.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
+@triton.jit
+def conv2d_relu_backward_weight_kernel(
+    dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr,
+    C, H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
+    NPQ, K_GROUP, C_GROUP, GROUPS, CHUNK,
+    R: tl.constexpr, S: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """dw[k, c, r, s] = sum_{n, p, q} [y > 0] dy[n, k, p, q] x[n, c, p*sh - ph + r, q*sw - pw + s].
+
+    GEMM rows are the kernels of one group, columns (c, r, s) in the weight's memory order,
+    and the reduction runs over output pixels (n, p, q), CHUNK of them per split. Split
+    ``split`` writes its partial sums to dw[split] and db[split]; with one split those are
+    the gradients themselves. db[k] = sum_{n, p, q} [y > 0] dy[n, k, p, q], summed by the
+    programs of the first column tile only.
+    """
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    group = tl.program_id(2) % GROUPS
+    split = tl.program_id(2) // GROUPS
+    CRS = C_GROUP * R * S
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # kernels within the group
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (c, r, s) flattened
+    m_mask = offs_m < K_GROUP
+    n_mask = offs_n < CRS
+    kernel = group * K_GROUP + offs_m  # [BLOCK_M]
+    c = offs_n // (R * S)
+    r = (offs_n % (R * S)) // S
+    s = offs_n % S
+    dy_col = kernel * P * Q
+    x_col = (group * C_GROUP + c) * H * W  # [BLOCK_N]
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    bias_acc = tl.zeros((BLOCK_M,), dtype=ACC_DTYPE)
+    start = split * CHUNK
+    end = tl.minimum(start + CHUNK, NPQ)
+    for red_start in range(start, end, BLOCK_K):
+        red = red_start + tl.arange(0, BLOCK_K)  # output pixels (n, p, q)
+        red_mask = red < end
+        n = red // (P * Q)
+        pq = red % (P * Q)
+        dy_offsets = dy_col[:, None] + (n.to(tl.int64) * K * P * Q + pq)[None, :]
+        dy_mask = m_mask[:, None] & red_mask[None, :]
+        dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)  # [BLOCK_M, BLOCK_K]
+        y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
+        dy = tl.where(y > 0, dy, 0.0)  # the ReLU passes gradient only where it passed input
+        h = ((pq // Q) * stride_h - pad_h)[:, None] + r[None, :]  # [BLOCK_K, BLOCK_N]
+        w = ((pq % Q) * stride_w - pad_w)[:, None] + s[None, :]
+        x_mask = (red_mask[:, None] & n_mask[None, :]
+                  & (h >= 0) & (h < H) & (w >= 0) & (w < W))
+        x = tl.load(x_ptr + (n.to(tl.int64) * C * H * W)[:, None] + x_col[None, :] + h * W + w,
+                    mask=x_mask, other=0.0)
+        acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION)
+        if pid_n == 0:
+            bias_acc += tl.sum(dy.to(ACC_DTYPE), axis=1)
+
+    dw_row = split.to(tl.int64) * K * CRS + kernel * CRS
+    tl.store(dw_ptr + dw_row[:, None] + offs_n[None, :], acc.to(dw_ptr.dtype.element_ty),
+             mask=m_mask[:, None] & n_mask[None, :])
+    if pid_n == 0:
+        tl.store(db_ptr + split * K + kernel, bias_acc.to(db_ptr.dtype.element_ty), mask=m_mask)
+
+
+@triton.jit
+def split_sum_kernel(partial_ptr, out_ptr, numel, SPLIT, ACC_DTYPE: tl.constexpr,
+                     BLOCK: tl.constexpr):
+    """out = sum over the leading axis of partial [SPLIT, numel], in a fixed order."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    in_bounds = offsets < numel
+    acc = tl.zeros((BLOCK,), dtype=ACC_DTYPE)
+    for split in range(SPLIT):
+        acc += tl.load(partial_ptr + split * numel + offsets, mask=in_bounds, other=0.0)
+    tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=in_bounds)
+
+
+def _gemm_configs() -> list:
+    """Hopper tiles for bf16 tensor cores; the 64x64x32 one also fits float64 in shared memory."""
+    return [
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=2),
+    ]
+
+
+_forward_autotuned = triton.autotune(
+    configs=_gemm_configs(), key=["M", "K_GROUP", "REDUCTION", "R", "S"])(conv2d_relu_forward_kernel)
+_backward_input_autotuned = triton.autotune(
+    configs=_gemm_configs(), key=["M", "C_GROUP", "REDUCTION", "R", "S"])(
+        conv2d_relu_backward_input_kernel)
+# Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
+# same whichever config wins.
+_backward_weight_autotuned = triton.autotune(
+    configs=_gemm_configs(), key=["NPQ", "K_GROUP", "C_GROUP", "CHUNK", "R", "S"])(
+        conv2d_relu_backward_weight_kernel)
+_SPLIT_ALIGN = 128
+
+
+def _kernel_and_blocks(autotuned, kernel, n_gemm: int):
+    """The autotuned kernel on CUDA; under the interpreter the raw kernel with big fixed tiles.
+
+    Big tiles keep the interpreter's per-op cost down; the column tile shrinks to the GEMM's
+    width (conv1's 3 input channels in the input gradient) but stays >= 16 for tl.dot.
+    """
+    if interpreting():
+        block_n = max(16, min(128, triton.next_power_of_2(n_gemm)))
+        return kernel, {"BLOCK_M": 128, "BLOCK_N": block_n, "BLOCK_K": 64}
+    return autotuned, {}
+
+
+def _acc_dtype(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _input_precision(dtype: torch.dtype) -> str:
+    return "tf32" if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 else "ieee"
+
+
+def _output_size(h: int, w: int, r: int, s: int, stride: list[int], padding: list[int]):
+    return (h + 2 * padding[0] - r) // stride[0] + 1, (w + 2 * padding[1] - s) // stride[1] + 1
+
+
+def _weight_grad_split(tiles: int, npq: int, device: torch.device) -> int:
+    """How many programs share one tile's reduction over the N * P * Q output pixels.
+
+    Enough to give every SM about two programs (conv1 has 3 tiles of 128 x 128 but
+    128 * 55 * 55 pixels to reduce), none shorter than 1024 pixels. One under the
+    interpreter, where programs run one after another anyway.
+    """
+    if interpreting():
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(triton.cdiv(2 * sms, tiles), triton.cdiv(npq, 1024)))
+
+
+def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
+                        padding: list[int], groups: int) -> Tensor:
+    """relu(conv2d(input, weight, bias, stride, padding, groups)): [N, C, H, W] -> [N, K, P, Q]."""
+    n, c, h, w = input.shape
+    k, c_group, r, s = weight.shape
+    if c != c_group * groups or k % groups:
+        raise ValueError(f"conv2d_relu: channels {c}, kernels {k} and groups={groups} disagree")
+    p, q = _output_size(h, w, r, s, stride, padding)
+    x = input.contiguous()
+    weight = weight.contiguous()
+    bias = None if bias is None else bias.contiguous()
+    output = torch.empty((n, k, p, q), dtype=input.dtype, device=input.device)  # [N, K, P, Q]
+    m, k_group, reduction = n * p * q, k // groups, c_group * r * s
+    kernel, blocks = _kernel_and_blocks(_forward_autotuned, conv2d_relu_forward_kernel, k_group)
+
+    def grid(meta):
+        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(k_group, meta["BLOCK_N"]), groups)
+
+    wrap_triton(kernel)[grid](
+        x, weight, weight if bias is None else bias, output,
+        c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
+        m, k_group, reduction,
+        R=r, S=s, HAS_BIAS=bias is not None,
+        ACC_DTYPE=_acc_dtype(input.dtype), INPUT_PRECISION=_input_precision(input.dtype),
+        **blocks,
+    )
+    return output
+
+
+def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tensor,
+                               input_size: list[int], stride: list[int], padding: list[int],
+                               groups: int) -> Tensor:
+    """The input gradient of conv2d for grad_output * (output > 0): [N, C, H, W]."""
+    n, c, h, w = input_size
+    k, c_group, r, s = weight.shape
+    p, q = _output_size(h, w, r, s, stride, padding)
+    if tuple(grad_output.shape) != (n, k, p, q) or output.shape != grad_output.shape:
+        raise ValueError(f"conv2d_relu: grad_output {tuple(grad_output.shape)} and output "
+                         f"{tuple(output.shape)} must be [N, K, P, Q] = {[n, k, p, q]}")
+    grad_output = grad_output.contiguous()
+    output = output.contiguous()
+    weight = weight.contiguous()
+    grad_input = torch.empty((n, c, h, w), dtype=grad_output.dtype, device=grad_output.device)
+    m, k_group, reduction = n * h * w, k // groups, (k // groups) * r * s
+    kernel, blocks = _kernel_and_blocks(_backward_input_autotuned,
+                                        conv2d_relu_backward_input_kernel, c_group)
+
+    def grid(meta):
+        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(c_group, meta["BLOCK_N"]), groups)
+
+    wrap_triton(kernel)[grid](
+        grad_output, output, weight, grad_input,
+        c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
+        m, c_group, reduction,
+        R=r, S=s,
+        ACC_DTYPE=_acc_dtype(grad_output.dtype),
+        INPUT_PRECISION=_input_precision(grad_output.dtype),
+        **blocks,
+    )
+    return grad_input
+
+
+def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tensor,
+                                weight_size: list[int], stride: list[int], padding: list[int],
+                                groups: int) -> tuple[Tensor, Tensor]:
+    """The weight and bias gradients for grad_output * (output > 0): ([K, C/groups, R, S], [K])."""
+    n, c, h, w = input.shape
+    k, c_group, r, s = weight_size
+    p, q = _output_size(h, w, r, s, stride, padding)
+    if tuple(grad_output.shape) != (n, k, p, q) or output.shape != grad_output.shape:
+        raise ValueError(f"conv2d_relu: grad_output {tuple(grad_output.shape)} and output "
+                         f"{tuple(output.shape)} must be [N, K, P, Q] = {[n, k, p, q]}")
+    grad_output = grad_output.contiguous()
+    output = output.contiguous()
+    x = input.contiguous()
+    dtype, device = grad_output.dtype, grad_output.device
+    grad_weight = torch.empty((k, c_group, r, s), dtype=dtype, device=device)
+    grad_bias = torch.empty((k,), dtype=dtype, device=device)
+    npq, k_group, crs = n * p * q, k // groups, c_group * r * s
+
+    tiles = triton.cdiv(k_group, 128) * triton.cdiv(crs, 128) * groups
+    split = _weight_grad_split(tiles, npq, device)
+    chunk = triton.cdiv(triton.cdiv(npq, split), _SPLIT_ALIGN) * _SPLIT_ALIGN
+    split = triton.cdiv(npq, chunk)
+    if split == 1:
+        weight_partial, bias_partial = grad_weight, grad_bias  # the single split is the sum
+    else:
+        # Every (split, kernel, column) element is written by exactly one program.
+        partial_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        weight_partial = torch.empty((split, k, crs), dtype=partial_dtype, device=device)
+        bias_partial = torch.empty((split, k), dtype=partial_dtype, device=device)
+
+    kernel, blocks = _kernel_and_blocks(_backward_weight_autotuned,
+                                        conv2d_relu_backward_weight_kernel, crs)
+
+    def grid(meta):
+        return (triton.cdiv(k_group, meta["BLOCK_M"]), triton.cdiv(crs, meta["BLOCK_N"]),
+                groups * split)
+
+    wrap_triton(kernel)[grid](
+        grad_output, output, x, weight_partial, bias_partial,
+        c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
+        npq, k_group, c_group, groups, chunk,
+        R=r, S=s,
+        ACC_DTYPE=_acc_dtype(dtype), INPUT_PRECISION=_input_precision(dtype),
+        **blocks,
+    )
+    if split > 1:
+        block = 4096 if interpreting() else 1024
+        for partial, total in ((weight_partial, grad_weight), (bias_partial, grad_bias)):
+            numel = total.numel()
+            wrap_triton(split_sum_kernel)[(triton.cdiv(numel, block),)](
+                partial, total, numel, split, ACC_DTYPE=_acc_dtype(dtype), BLOCK=block)
+    return grad_weight, grad_bias
