@@ -56,12 +56,19 @@ def _pick(x: Tensor, triton_module: ModuleType, reference_module: ModuleType) ->
 
 
 def _autocast(*tensors: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
-    """Cast GEMM operands to the autocast dtype, as autocast does for conv2d and linear."""
-    device_type = tensors[0].device.type
-    if device_type in ("cuda", "cpu") and torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-        return tuple(None if t is None else t.to(dtype) for t in tensors)
-    return tensors
+    """Cast GEMM operands to the autocast dtype, as autocast does for conv2d and linear.
+
+    Runs before the argument checks, which then see what the kernels will see; anything
+    that is not a floating-point tensor is left for the checks to reject.
+    """
+    first = tensors[0]
+    if not isinstance(first, Tensor) or first.device.type not in ("cuda", "cpu"):
+        return tensors
+    if not torch.is_autocast_enabled(first.device.type):
+        return tensors
+    dtype = torch.get_autocast_dtype(first.device.type)
+    return tuple(t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+                 for t in tensors)
 
 
 # --------------------------------------------------------------------------------------
@@ -131,8 +138,8 @@ def conv2d_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     """
     stride = checks.pair(stride, "conv2d_relu: stride")
     padding = checks.pair(padding, "conv2d_relu: padding")
-    checks.conv2d_relu(input, weight, bias, stride, padding, groups)
     input, weight, bias = _autocast(input, weight, bias)
+    checks.conv2d_relu(input, weight, bias, stride, padding, groups)
     return _conv2d_relu(input, weight, bias, stride, padding, groups)
 
 
@@ -189,8 +196,8 @@ _linear.register_autograd(_linear_backward, setup_context=_linear_setup_context)
 
 def _linear_2d(name: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], relu: bool,
                p: float, training: bool) -> Tensor:
-    checks.linear(name, input, weight, bias)
     input, weight, bias = _autocast(input, weight, bias)
+    checks.linear(name, input, weight, bias)
     leading = input.shape[:-1]
     seed = _dropout_seed(input) if training and p > 0 else None
     output = _linear(input.reshape(-1, input.shape[-1]), weight, bias, relu, float(p), seed)

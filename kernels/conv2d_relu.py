@@ -86,60 +86,76 @@ def conv2d_relu_forward_kernel(
 @triton.jit
 def conv2d_relu_backward_input_kernel(
     dy_ptr, y_ptr, w_ptr, dx_ptr,
-    C, H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
-    M, C_GROUP, REDUCTION,
+    N, C, H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
+    C_GROUP, K_GROUP, GROUPS,
     R: tl.constexpr, S: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dx[n, c, h, w] = sum_{k, r, s} [y > 0] dy[n, k, p, q] w[k, c, r, s], p = (h + ph - r) / sh.
 
-    GEMM rows are input pixels m = (n, h, w), columns the channels of one group, and the
-    reduction runs over (k, r, s). A tap (r, s) reaches an output pixel only where
-    h + ph - r is a non-negative multiple of the stride below P * stride (likewise for w).
+    A tap r reaches an output row only where h + ph - r is a multiple of the stride, so
+    the input pixels are split into stride_h x stride_w phases (h mod sh, w mod sw) and
+    each program sums over the taps of its phase alone: r = r0 + i * sh. conv1 (11x11,
+    stride 4) then reduces over 3 x 3 taps per kernel instead of 11 x 11 mostly masked ones.
+    GEMM rows are the input pixels (n, hh, ww) of one phase, h = hh * sh + phase_h,
+    columns the channels of one group, and the reduction runs over (k, i, j).
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
-    group = tl.program_id(2)
-    K_GROUP = REDUCTION // (R * S)
+    group = tl.program_id(2) % GROUPS
+    phase = tl.program_id(2) // GROUPS
+    phase_h = phase // stride_w
+    phase_w = phase % stride_w
+    # The phase's first tap and tap count, and the output row its tap i = 0 reaches.
+    r0 = (phase_h + pad_h) % stride_h
+    s0 = (phase_w + pad_w) % stride_w
+    taps_h = (R - r0 + stride_h - 1) // stride_h
+    taps_w = (S - s0 + stride_w - 1) // stride_w
+    p_offset = (phase_h + pad_h) // stride_h
+    q_offset = (phase_w + pad_w) // stride_w
+    h_phase = (H - phase_h + stride_h - 1) // stride_h  # input rows in this phase
+    w_phase = (W - phase_w + stride_w - 1) // stride_w
+    hw_phase = tl.maximum(h_phase * w_phase, 1)  # an empty phase must not divide by zero
+    reduction = K_GROUP * taps_h * taps_w
+    taps = tl.maximum(taps_h * taps_w, 1)
 
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # input pixels (n, h, w)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # input pixels (n, hh, ww) of the phase
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # channels within the group
-    m_mask = offs_m < M
+    m_mask = offs_m < N * h_phase * w_phase
     n_mask = offs_n < C_GROUP
-    n = offs_m // (H * W)
-    hw = offs_m % (H * W)
-    h_padded = hw // W + pad_h
-    w_padded = hw % W + pad_w
+    n = offs_m // hw_phase
+    hh = (offs_m % hw_phase) // tl.maximum(w_phase, 1)
+    ww = offs_m % tl.maximum(w_phase, 1)
     dy_row = n.to(tl.int64) * K * P * Q + group * K_GROUP * P * Q  # [BLOCK_M]
-    channel = group * C_GROUP + offs_n  # [BLOCK_N]
-    w_col = offs_n * (R * S)
+    w_col = offs_n * (R * S) + r0 * S + s0  # [BLOCK_N]
     w_group = group.to(tl.int64) * K_GROUP * C_GROUP * R * S
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for red_start in range(0, REDUCTION, BLOCK_K):
-        red = red_start + tl.arange(0, BLOCK_K)  # (k, r, s) flattened
-        red_mask = red < REDUCTION
-        k = red // (R * S)
-        rs = red % (R * S)
-        hp = h_padded[:, None] - (rs // S)[None, :]  # p * stride_h where the tap lands
-        wq = w_padded[:, None] - (rs % S)[None, :]
-        valid = m_mask[:, None] & red_mask[None, :] & (hp >= 0) & (wq >= 0)
-        # Divide only non-negative values: C and Python disagree on rounding negatives.
-        hp = tl.where(valid, hp, 0)
-        wq = tl.where(valid, wq, 0)
-        p = hp // stride_h
-        q = wq // stride_w
-        valid = valid & (p * stride_h == hp) & (q * stride_w == wq) & (p < P) & (q < Q)
+    for red_start in range(0, reduction, BLOCK_K):
+        red = red_start + tl.arange(0, BLOCK_K)  # (k, i, j) flattened
+        red_mask = red < reduction
+        k = red // taps
+        i = (red % taps) // tl.maximum(taps_w, 1)
+        j = red % tl.maximum(taps_w, 1)
+        p = hh[:, None] + p_offset - i[None, :]  # [BLOCK_M, BLOCK_K]
+        q = ww[:, None] + q_offset - j[None, :]
+        valid = (m_mask[:, None] & red_mask[None, :]
+                 & (p >= 0) & (p < P) & (q >= 0) & (q < Q))
         dy_offsets = dy_row[:, None] + (k * P * Q)[None, :] + p * Q + q
         dy = tl.load(dy_ptr + dy_offsets, mask=valid, other=0.0)
         y = tl.load(y_ptr + dy_offsets, mask=valid, other=0.0)
         dy = tl.where(y > 0, dy, 0.0)  # the ReLU passes gradient only where it passed input
-        weight = tl.load(w_ptr + w_group + (k * C_GROUP * R * S + rs)[:, None] + w_col[None, :],
+        w_row = k * C_GROUP * R * S + i * stride_h * S + j * stride_w  # [BLOCK_K]
+        weight = tl.load(w_ptr + w_group + w_row[:, None] + w_col[None, :],
                          mask=red_mask[:, None] & n_mask[None, :], other=0.0)  # [BLOCK_K, BLOCK_N]
         acc = tl.dot(dy, weight, acc, input_precision=INPUT_PRECISION)
 
-    dx_row = n.to(tl.int64) * C * H * W + hw
+    # Phases without taps (a kernel narrower than the stride) store their zeros too.
+    h = hh * stride_h + phase_h
+    w = ww * stride_w + phase_w
+    dx_row = n.to(tl.int64) * C * H * W + h * W + w
+    channel = group * C_GROUP + offs_n  # [BLOCK_N]
     tl.store(dx_ptr + dx_row[:, None] + (channel * H * W)[None, :],
              acc.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
@@ -235,7 +251,8 @@ def _gemm_configs() -> list:
 _forward_autotuned = triton.autotune(
     configs=_gemm_configs(), key=["M", "K_GROUP", "REDUCTION", "R", "S"])(conv2d_relu_forward_kernel)
 _backward_input_autotuned = triton.autotune(
-    configs=_gemm_configs(), key=["M", "C_GROUP", "REDUCTION", "R", "S"])(
+    configs=_gemm_configs(),
+    key=["N", "H", "W", "C_GROUP", "K_GROUP", "R", "S", "stride_h", "stride_w"])(
         conv2d_relu_backward_input_kernel)
 # Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
 # same whichever config wins.
@@ -253,7 +270,7 @@ def _kernel_and_blocks(autotuned, kernel, n_gemm: int):
     """
     if interpreting():
         block_n = max(16, min(128, triton.next_power_of_2(n_gemm)))
-        return kernel, {"BLOCK_M": 128, "BLOCK_N": block_n, "BLOCK_K": 64}
+        return kernel, {"BLOCK_M": 128, "BLOCK_N": block_n, "BLOCK_K": 128}
     return autotuned, {}
 
 
@@ -325,17 +342,20 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tens
     output = output.contiguous()
     weight = weight.contiguous()
     grad_input = torch.empty((n, c, h, w), dtype=grad_output.dtype, device=grad_output.device)
-    m, k_group, reduction = n * h * w, k // groups, (k // groups) * r * s
+    # Phase 0 has the most input pixels: ceil(H / sh) x ceil(W / sw) per image.
+    m, k_group, phases = (n * triton.cdiv(h, stride[0]) * triton.cdiv(w, stride[1]),
+                          k // groups, stride[0] * stride[1])
     kernel, blocks = _kernel_and_blocks(_backward_input_autotuned,
                                         conv2d_relu_backward_input_kernel, c_group)
 
     def grid(meta):
-        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(c_group, meta["BLOCK_N"]), groups)
+        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(c_group, meta["BLOCK_N"]),
+                groups * phases)
 
     wrap_triton(kernel)[grid](
         grad_output, output, weight, grad_input,
-        c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
-        m, c_group, reduction,
+        n, c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
+        c_group, k_group, groups,
         R=r, S=s,
         ACC_DTYPE=_acc_dtype(grad_output.dtype),
         INPUT_PRECISION=_input_precision(grad_output.dtype),

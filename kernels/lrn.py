@@ -10,6 +10,8 @@ instead of having the forward store them.
 """
 from __future__ import annotations
 
+import struct
+
 import torch
 import triton
 import triton.language as tl
@@ -17,6 +19,13 @@ from torch import Tensor
 from torch.library import wrap_triton
 
 from alexnet_triton.kernels import interpreting
+
+
+@triton.jit
+def _parameter(hi, lo, ACC: tl.constexpr):
+    """A float parameter passed as hi + lo: float kernel arguments are float32 on a GPU,
+    and float64 inputs need the parameter to more than float32's 24 bits."""
+    return tl.cast(hi, ACC) + tl.cast(lo, ACC)
 
 
 @triton.jit
@@ -50,13 +59,17 @@ def _denominator(a_slab, channel, SHIFT: tl.constexpr, channels_per_group, hw, p
 
 
 @triton.jit
-def lrn_forward_kernel(a_ptr, b_ptr, C, HW, channels_per_group, groups, alpha_over_size, beta, k,
+def lrn_forward_kernel(a_ptr, b_ptr, C, HW, channels_per_group, groups,
+                       alpha_over_size_hi, alpha_over_size_lo, beta_hi, beta_lo, k_hi, k_lo,
                        SIZE: tl.constexpr, FP64: tl.constexpr,
                        BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     if FP64:
         ACC: tl.constexpr = tl.float64
     else:
         ACC: tl.constexpr = tl.float32
+    alpha_over_size = _parameter(alpha_over_size_hi, alpha_over_size_lo, ACC)
+    beta = _parameter(beta_hi, beta_lo, ACC)
+    k = _parameter(k_hi, k_lo, ACC)
     hw = tl.program_id(0) * BLOCK_HW + tl.arange(0, BLOCK_HW)
     channel = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # within the group
     image_group = tl.program_id(2)
@@ -76,7 +89,7 @@ def lrn_forward_kernel(a_ptr, b_ptr, C, HW, channels_per_group, groups, alpha_ov
 
 @triton.jit
 def lrn_backward_kernel(g_ptr, a_ptr, grad_a_ptr, C, HW, channels_per_group, groups,
-                        alpha_over_size, beta, k,
+                        alpha_over_size_hi, alpha_over_size_lo, beta_hi, beta_lo, k_hi, k_lo,
                         SIZE: tl.constexpr, FP64: tl.constexpr,
                         BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     # grad_a_i = g_i * d_i^-beta
@@ -86,6 +99,9 @@ def lrn_backward_kernel(g_ptr, a_ptr, grad_a_ptr, C, HW, channels_per_group, gro
         ACC: tl.constexpr = tl.float64
     else:
         ACC: tl.constexpr = tl.float32
+    alpha_over_size = _parameter(alpha_over_size_hi, alpha_over_size_lo, ACC)
+    beta = _parameter(beta_hi, beta_lo, ACC)
+    k = _parameter(k_hi, k_lo, ACC)
     hw = tl.program_id(0) * BLOCK_HW + tl.arange(0, BLOCK_HW)
     channel = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # i, within the group
     image_group = tl.program_id(2)
@@ -96,17 +112,21 @@ def lrn_backward_kernel(g_ptr, a_ptr, grad_a_ptr, C, HW, channels_per_group, gro
     g_slab = g_ptr + slab
 
     neighbours = tl.zeros((BLOCK_C, BLOCK_HW), ACC)
+    # The c == i terms, taken from the loop (names made in a static loop do not outlive it).
+    g_i = tl.zeros((BLOCK_C, BLOCK_HW), ACC)
+    a_i = tl.zeros((BLOCK_C, BLOCK_HW), ACC)
+    d_i_pow = tl.zeros((BLOCK_C, BLOCK_HW), ACC)
     for o in tl.static_range(SIZE):
-        SHIFT: tl.constexpr = o - (SIZE - 1) // 2  # c = i + SHIFT
+        shift = o - (SIZE - 1) // 2  # c = i + shift
         # Outside the group g_c = a_c = 0, so such a c adds nothing. The d_c windows of
         # neighbouring c overlap: their reads of a are merged into 2 * SIZE - 1 shifts.
-        g_c = _load_shifted(g_slab, channel, SHIFT, channels_per_group, hw, pixel_in, HW, ACC)
-        a_c = _load_shifted(a_slab, channel, SHIFT, channels_per_group, hw, pixel_in, HW, ACC)
-        d_c = _denominator(a_slab, channel, SHIFT, channels_per_group, hw, pixel_in, HW,
+        g_c = _load_shifted(g_slab, channel, shift, channels_per_group, hw, pixel_in, HW, ACC)
+        a_c = _load_shifted(a_slab, channel, shift, channels_per_group, hw, pixel_in, HW, ACC)
+        d_c = _denominator(a_slab, channel, shift, channels_per_group, hw, pixel_in, HW,
                            alpha_over_size, k, SIZE, ACC, BLOCK_C, BLOCK_HW)
         d_c_pow = tl.exp2((-beta - 1.0) * tl.log2(d_c))  # d_c^(-beta-1)
         neighbours += g_c * a_c * d_c_pow
-        if SHIFT == 0:  # c == i
+        if shift == 0:  # c == i
             g_i = g_c
             a_i = a_c
             d_i_pow = d_c * d_c_pow  # d_i^-beta
@@ -121,8 +141,9 @@ def _configs(blocks):
     return [triton.Config({"BLOCK_C": c, "BLOCK_HW": hw}, num_warps=w) for c, hw, w in blocks]
 
 
-# Hopper: the tile's shifted reads stay in L1, so modest tiles with many programs in flight
-# keep the memory system busy; the backward's SIZE * SIZE reads favour the smaller tiles.
+# Hopper: the shifted reads of a tile and its neighbours stay in L1/L2, so modest tiles with
+# many programs in flight keep HBM busy. Pixels run along the contiguous axis (coalesced);
+# the backward holds more live tiles (3 * SIZE - 1 reads, SIZE denominators), so smaller ones.
 lrn_forward_autotuned = triton.autotune(
     configs=_configs([(8, 256, 4), (16, 128, 4), (16, 256, 8), (32, 128, 8)]),
     key=["channels_per_group", "HW", "SIZE"],
@@ -133,7 +154,7 @@ lrn_backward_autotuned = triton.autotune(
 )(lrn_backward_kernel)
 
 # Under the interpreter a program costs per op, not per element: few, big tiles.
-_INTERPRETER_BLOCKS = {"BLOCK_C": 32, "BLOCK_HW": 1024}
+_INTERPRETER_BLOCKS = {"BLOCK_C": 64, "BLOCK_HW": 1024}
 
 
 def _check(name: str, input: Tensor, size: int, groups: int) -> None:
@@ -149,11 +170,18 @@ def _check(name: str, input: Tensor, size: int, groups: int) -> None:
                          "third dimension (65535)")
 
 
+def _split(x: float) -> tuple[float, float]:
+    """x as the float32 pair (hi, lo) with hi + lo = x to about 48 bits."""
+    hi = struct.unpack("f", struct.pack("f", x))[0]
+    return hi, x - hi
+
+
 def _launch(kernel, autotuned, tensors, input: Tensor, size: int, alpha: float, beta: float,
             k: float, groups: int) -> None:
     n, channels, h, w = input.shape
     channels_per_group, hw = channels // groups, h * w
-    args = (*tensors, channels, hw, channels_per_group, groups, alpha / size, beta, k)
+    args = (*tensors, channels, hw, channels_per_group, groups,
+            *_split(alpha / size), *_split(beta), *_split(k))
     fp64 = input.dtype == torch.float64
     if interpreting():
         blocks = _INTERPRETER_BLOCKS

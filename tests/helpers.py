@@ -36,7 +36,7 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, name:
     assert actual.dtype == expected.dtype, f"{name}: dtype {actual.dtype} != {expected.dtype}"
     assert not torch.isnan(actual).any(), f"{name}: {int(torch.isnan(actual).sum())} NaN elements"
     expected = expected.to(actual.device)
-    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    scale = float(expected.detach().abs().max()) if expected.numel() else 0.0
     torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * max(scale, 1e-30),
                                msg=lambda m: f"{name}: {m}")
 

@@ -29,8 +29,12 @@ def _mulhilo(a: int, x: Tensor) -> tuple[Tensor, Tensor]:
     return hi, lo
 
 
-def philox_uniform(seed: int, offsets: Tensor) -> Tensor:
-    """``tl.rand(seed, offsets)`` for int32 offsets: float32 uniforms in [0, 1)."""
+def philox_uniform(seed: int | Tensor, offsets: Tensor) -> Tensor:
+    """``tl.rand(seed, offsets)`` for int32 offsets: float32 uniforms in [0, 1).
+
+    seed may be a one-element int64 tensor: it is never read back to the host, so the
+    reference traces under torch.compile like the kernels.
+    """
     c0 = offsets.to(torch.int64) & _MASK32
     c1 = torch.zeros_like(c0)
     c2 = torch.zeros_like(c0)
@@ -49,7 +53,7 @@ def philox_uniform(seed: int, offsets: Tensor) -> Tensor:
 def keep_mask(seed: Tensor, p: float, numel: int, device: torch.device) -> Tensor:
     """Which of ``numel`` flat elements survive dropout with probability p of dropping."""
     offsets = torch.arange(numel, device=device, dtype=torch.int64)
-    return philox_uniform(int(seed.reshape(-1)[0]), offsets) >= torch.tensor(p, dtype=torch.float32)
+    return philox_uniform(seed.reshape(()), offsets) >= torch.tensor(p, dtype=torch.float32)
 
 
 def dropout_scale(p: float, dtype: torch.dtype) -> Tensor:

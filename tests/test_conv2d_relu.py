@@ -1,0 +1,199 @@
+"""kernels/conv2d_relu.py against its PyTorch reference, and the reference against autograd."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from alexnet_triton.kernels import conv2d_relu as kernels
+from alexnet_triton.kernels.reference import conv2d_relu as reference
+from helpers import assert_close, tolerance
+
+
+@dataclass(frozen=True)
+class Conv:
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int
+    r: int
+    s: int
+    stride: tuple
+    padding: tuple
+    groups: int
+    bias: bool = True
+
+    @property
+    def input_size(self) -> list[int]:
+        return [self.n, self.c, self.h, self.w]
+
+    @property
+    def weight_size(self) -> list[int]:
+        return [self.k, self.c // self.groups, self.r, self.s]
+
+
+# AlexNet's layers at their real channel counts. conv1 runs on a 63x63 image (15x15 out)
+# for all three passes; at its real 224x224 (55x55 out) only the forward and weight
+# gradient, since nothing needs the image's gradient and the interpreter would take 20 s.
+ALEXNET = {
+    "conv1-63": Conv(1, 3, 63, 63, 96, 11, 11, (4, 4), (2, 2), 1),
+    "conv2-27": Conv(1, 96, 27, 27, 256, 5, 5, (1, 1), (2, 2), 2),
+    "conv3-13": Conv(1, 256, 13, 13, 384, 3, 3, (1, 1), (1, 1), 1),
+    "conv4-13": Conv(1, 384, 13, 13, 384, 3, 3, (1, 1), (1, 1), 2),
+    "conv5-13": Conv(1, 384, 13, 13, 256, 3, 3, (1, 1), (1, 1), 2),
+}
+CONV1_224 = Conv(1, 3, 224, 224, 96, 11, 11, (4, 4), (2, 2), 1)
+# Odd sizes: batches and widths that are not multiples of any tile, non-square strides and
+# padding, groups 3, no bias, kernels narrower than the stride (input-gradient phases
+# that no tap reaches), a kernel as large as the padded input.
+ODD = {
+    "odd-groups3-nobias": Conv(2, 6, 9, 7, 9, 3, 2, (2, 3), (1, 0), 3, bias=False),
+    "stride2": Conv(3, 5, 11, 10, 7, 3, 3, (2, 2), (1, 1), 1),
+    "1x1-stride2-nobias": Conv(2, 4, 5, 6, 6, 1, 1, (2, 2), (0, 0), 1, bias=False),
+    "2x1-stride3x2": Conv(2, 4, 8, 7, 6, 2, 1, (3, 2), (1, 0), 2),
+    "stride4-pad2": Conv(2, 3, 19, 17, 20, 5, 7, (4, 4), (2, 3), 1),
+    "kernel-covers-input": Conv(3, 4, 4, 3, 5, 6, 5, (1, 1), (1, 1), 1),
+}
+SHAPES = {**ALEXNET, **ODD}
+DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+
+
+def skip_bf16_on_cpu(dtype: torch.dtype, device: torch.device) -> None:
+    if dtype == torch.bfloat16 and device.type == "cpu":
+        pytest.skip("bf16 is wrong in Triton's interpreter")
+
+
+def conv_inputs(conv: Conv, dtype: torch.dtype, device: torch.device, seed: int = 0):
+    """Zero-mean input, weight and bias, scaled so about half the pre-activations are negative."""
+    generator = torch.Generator().manual_seed(seed)
+    fan_in = conv.weight_size[1] * conv.r * conv.s
+    x = torch.randn(conv.input_size, generator=generator, dtype=torch.float64)
+    weight = torch.randn(conv.weight_size, generator=generator, dtype=torch.float64) / fan_in**0.5
+    bias = torch.randn(conv.k, generator=generator, dtype=torch.float64) * 0.1 if conv.bias else None
+    return tuple(None if t is None else t.to(device=device, dtype=dtype) for t in (x, weight, bias))
+
+
+def float64(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.double()
+
+
+def output_and_grad(conv: Conv, x, weight, bias, seed: int = 1):
+    """The ReLU output that the backward reads its mask from, and a random grad_output."""
+    output = reference.conv2d_relu_forward(float64(x), float64(weight), float64(bias),
+                                           list(conv.stride), list(conv.padding), conv.groups)
+    generator = torch.Generator().manual_seed(seed)
+    grad_output = torch.randn(output.shape, generator=generator, dtype=torch.float64)
+    return output.to(x.dtype), grad_output.to(device=x.device, dtype=x.dtype)
+
+
+def check_forward(conv: Conv, dtype, device, poisoned) -> None:
+    x, weight, bias = conv_inputs(conv, dtype, device)
+    stride, padding = list(conv.stride), list(conv.padding)
+    expected = reference.conv2d_relu_forward(float64(x), float64(weight), float64(bias), stride,
+                                             padding, conv.groups)
+    actual = kernels.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups)
+    assert poisoned.allocations > 0
+    assert_close(actual, expected.to(dtype), tolerance(dtype, device, gemm=True), "output")
+    # The ReLU must matter: a fair share of the outputs is clipped, a fair share is not.
+    assert 0.25 < float((expected == 0).double().mean()) < 0.75
+
+
+def check_backward_weight(conv: Conv, dtype, device, poisoned) -> None:
+    x, weight, bias = conv_inputs(conv, dtype, device)
+    output, grad_output = output_and_grad(conv, x, weight, bias)
+    stride, padding = list(conv.stride), list(conv.padding)
+    expected_weight, expected_bias = reference.conv2d_relu_backward_weight(
+        float64(grad_output), float64(output), float64(x), conv.weight_size, stride, padding,
+        conv.groups)
+    grad_weight, grad_bias = kernels.conv2d_relu_backward_weight(
+        grad_output, output, x, conv.weight_size, stride, padding, conv.groups)
+    assert poisoned.allocations > 0
+    tol = tolerance(dtype, device, gemm=True)
+    assert_close(grad_weight, expected_weight.to(dtype), tol, "grad_weight")
+    assert_close(grad_bias, expected_bias.to(dtype), tolerance(dtype, device), "grad_bias")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
+def test_forward(conv, dtype, device, poisoned):
+    skip_bf16_on_cpu(dtype, device)
+    check_forward(conv, dtype, device, poisoned)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
+def test_backward_input(conv, dtype, device, poisoned):
+    skip_bf16_on_cpu(dtype, device)
+    x, weight, bias = conv_inputs(conv, dtype, device)
+    output, grad_output = output_and_grad(conv, x, weight, bias)
+    stride, padding = list(conv.stride), list(conv.padding)
+    expected = reference.conv2d_relu_backward_input(
+        float64(grad_output), float64(output), float64(weight), conv.input_size, stride, padding,
+        conv.groups)
+    actual = kernels.conv2d_relu_backward_input(grad_output, output, weight, conv.input_size,
+                                                stride, padding, conv.groups)
+    assert poisoned.allocations > 0
+    assert_close(actual, expected.to(dtype), tolerance(dtype, device, gemm=True), "grad_input")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
+def test_backward_weight(conv, dtype, device, poisoned):
+    skip_bf16_on_cpu(dtype, device)
+    check_backward_weight(conv, dtype, device, poisoned)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv1_full_size(dtype, device, poisoned):
+    """conv1 on a 224x224 image: 55x55 outputs, weight gradient reduced over 3025 pixels."""
+    skip_bf16_on_cpu(dtype, device)
+    check_forward(CONV1_224, dtype, device, poisoned)
+    check_backward_weight(CONV1_224, dtype, device, poisoned)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_backward_weight_split(dtype, device, poisoned, monkeypatch):
+    """The split-K path the GPU takes: float32 partial sums per split, summed afterwards.
+
+    The interpreter runs one split; force three, the last one shorter than the others.
+    """
+    monkeypatch.setattr(kernels, "_weight_grad_split", lambda tiles, npq, device: 3)
+    check_backward_weight(Conv(2, 8, 20, 20, 12, 3, 3, (1, 1), (1, 1), 2), dtype, device,
+                          poisoned)
+
+
+def test_strided_input(device, poisoned):
+    """A channels-last input and a transposed weight give the same output as contiguous ones."""
+    conv = ALEXNET["conv1-63"]
+    x, weight, bias = conv_inputs(conv, torch.float32, device)
+    stride, padding = list(conv.stride), list(conv.padding)
+    expected = kernels.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups)
+    strided_weight = weight.transpose(2, 3).contiguous().transpose(2, 3)
+    actual = kernels.conv2d_relu_forward(x.to(memory_format=torch.channels_last), strided_weight,
+                                         bias, stride, padding, conv.groups)
+    assert_close(actual, expected, 0.0, "output")
+
+
+@pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
+def test_reference_backward_matches_autograd(conv):
+    """The oracle itself: the reference backward is autograd of the reference forward."""
+    x, weight, bias = conv_inputs(conv, torch.float64, torch.device("cpu"))
+    bias = torch.zeros(conv.k, dtype=torch.float64) if bias is None else bias
+    x, weight, bias = (t.requires_grad_() for t in (x, weight, bias))
+    stride, padding = list(conv.stride), list(conv.padding)
+    output = reference.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups)
+    grad_output = torch.randn(output.shape, generator=torch.Generator().manual_seed(1),
+                              dtype=torch.float64)
+    output.backward(grad_output)
+    output = output.detach()
+    grad_input = reference.conv2d_relu_backward_input(grad_output, output, weight.detach(),
+                                                      conv.input_size, stride, padding,
+                                                      conv.groups)
+    grad_weight, grad_bias = reference.conv2d_relu_backward_weight(
+        grad_output, output, x.detach(), conv.weight_size, stride, padding, conv.groups)
+    tol = tolerance(torch.float64)
+    assert_close(grad_input, x.grad, tol, "grad_input")
+    assert_close(grad_weight, weight.grad, tol, "grad_weight")
+    assert_close(grad_bias, bias.grad, tol, "grad_bias")

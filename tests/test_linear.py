@@ -1,0 +1,228 @@
+"""The fused FC-layer GEMMs of kernels/linear.py against kernels/reference/linear.py."""
+import pytest
+import torch
+
+from alexnet_triton.kernels import dropout as dropout_kernels
+from alexnet_triton.kernels import linear as linear_kernels
+from alexnet_triton.kernels.reference import linear as linear_reference
+from alexnet_triton.kernels.reference.dropout import keep_mask
+from helpers import assert_close, tolerance
+
+BF16_ON_CPU = "bf16 is wrong in Triton's interpreter"
+
+DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+DTYPE_IDS = ["float32", "float64", "bfloat16"]
+
+# (batch M, in_features K, out_features N): sizes that are not multiples of any tile, and
+# fc6 (9216 -> 4096) with its output cut to 256 features so the interpreter stays quick.
+SHAPES = {"odd": (5, 300, 77), "fc6-like": (2, 9216, 256)}
+
+P = 0.5  # AlexNet's dropout
+
+
+def _skip_bf16_on_cpu(dtype, device):
+    if dtype == torch.bfloat16 and device.type == "cpu":
+        pytest.skip(BF16_ON_CPU)
+
+
+def _randn(generator, *shape, dtype, device, scale=1.0):
+    return (torch.randn(*shape, generator=generator, dtype=torch.float64) * scale).to(
+        dtype=dtype, device=device)
+
+
+def _layer(shape, dtype, device, seed=0):
+    """input [M, K], weight [N, K] (nn.Linear's init scale), bias [N], grad_output [M, N]."""
+    M, K, N = shape
+    generator = torch.Generator().manual_seed(seed)
+    input = _randn(generator, M, K, dtype=dtype, device=device)
+    weight = _randn(generator, N, K, dtype=dtype, device=device, scale=K ** -0.5)
+    bias = _randn(generator, N, dtype=dtype, device=device)
+    grad_output = _randn(generator, M, N, dtype=dtype, device=device)
+    return input, weight, bias, grad_output
+
+
+def _seed(device, value=1234):
+    return torch.tensor([value], dtype=torch.int64, device=device)
+
+
+def _float64(*tensors):
+    return tuple(None if t is None else t.double() for t in tensors)
+
+
+def _relu_dropout_output(input, weight, bias, device):
+    """An fc6/fc7 output (ReLU then dropout, so zeros from both) to mask the backward with."""
+    return linear_reference.linear_forward(input, weight, bias, True, P, _seed(device))
+
+
+# --------------------------------------------------------------------------------------
+# forward
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("dropout", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("has_bias", [False, True])
+def test_forward_odd(poisoned, device, dtype, has_bias, relu, dropout):
+    _skip_bf16_on_cpu(dtype, device)
+    input, weight, bias, _ = _layer(SHAPES["odd"], dtype, device)
+    bias = bias if has_bias else None
+    seed = _seed(device) if dropout else None
+    output = linear_kernels.linear_forward(input, weight, bias, relu, P, seed)
+    assert poisoned.allocations > 0
+    expected = linear_reference.linear_forward(*_float64(input, weight, bias), relu, P, seed)
+    assert_close(output, expected.to(dtype), tolerance(dtype, device, gemm=True), "output")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_forward_fc6_like(poisoned, device, dtype):
+    _skip_bf16_on_cpu(dtype, device)
+    input, weight, bias, _ = _layer(SHAPES["fc6-like"], dtype, device)
+    seed = _seed(device)
+    output = linear_kernels.linear_forward(input, weight, bias, True, P, seed)
+    assert poisoned.allocations > 0
+    expected = linear_reference.linear_forward(*_float64(input, weight, bias), True, P, seed)
+    assert_close(output, expected.to(dtype), tolerance(dtype, device, gemm=True), "output")
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_forward_dropout_mask_is_standalone_dropouts(device, p):
+    """Without ReLU only dropout makes zeros: they must be exactly the standalone mask."""
+    input, weight, bias, _ = _layer(SHAPES["odd"], torch.float32, device)
+    seed = _seed(device, 987654321)
+    output = linear_kernels.linear_forward(input, weight, bias, False, p, seed)
+    M, N = output.shape
+    standalone = dropout_kernels.dropout(torch.ones(M, N, device=device), p, seed)
+    assert torch.equal(output != 0, standalone != 0)
+    assert torch.equal(output != 0, keep_mask(seed, p, M * N, device).reshape(M, N))
+
+
+def test_forward_strided_operands(poisoned, device):
+    """Transposed and sliced operands are read through their strides, not copied."""
+    input, weight, bias, _ = _layer(SHAPES["odd"], torch.float64, device)
+    input_strided = input.t().contiguous().t()  # [M, K] with column-major strides
+    weight_strided = torch.cat([weight, weight], dim=1)[:, ::2]  # [N, K], stride 2 in K
+    weight_strided.copy_(weight)
+    output = linear_kernels.linear_forward(input_strided, weight_strided, bias, True, 0.0, None)
+    assert poisoned.allocations > 0
+    expected = linear_reference.linear_forward(input, weight, bias, True, 0.0, None)
+    assert_close(output, expected, tolerance(torch.float64), "output")
+
+
+def test_empty_reduction(poisoned, device):
+    """K = 0 leaves the bias; a batch of 0 gives zero weight and bias gradients."""
+    weight = torch.randn(7, 0, dtype=torch.float64, device=device)
+    bias = torch.randn(7, dtype=torch.float64, device=device)
+    output = linear_kernels.linear_forward(torch.randn(3, 0, dtype=torch.float64, device=device),
+                                           weight, bias, False, 0.0, None)
+    assert_close(output, bias.expand(3, 7), tolerance(torch.float64), "output")
+    grad_weight, grad_bias = linear_kernels.linear_backward_weight(
+        torch.randn(0, 7, dtype=torch.float64, device=device), None,
+        torch.randn(0, 5, dtype=torch.float64, device=device), 1.0)
+    assert poisoned.allocations > 0
+    assert_close(grad_weight, torch.zeros(7, 5, dtype=torch.float64), 0.0, "grad_weight")
+    assert_close(grad_bias, torch.zeros(7, dtype=torch.float64), 0.0, "grad_bias")
+
+
+# --------------------------------------------------------------------------------------
+# backward
+# --------------------------------------------------------------------------------------
+
+# (masked by the output, grad_scale): a plain linear (fc8), a ReLU (dropout off), and
+# ReLU + dropout (fc6, fc7 in training).
+BACKWARD_CASES = {"linear": (False, 1.0), "relu": (True, 1.0), "relu-dropout": (True, 1 / (1 - P))}
+
+
+def _backward_inputs(shape, dtype, device, masked, seed=0):
+    input, weight, bias, grad_output = _layer(shape, dtype, device, seed)
+    output = _relu_dropout_output(input, weight, bias, device) if masked else None
+    return input, weight, grad_output, output
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", ["odd", "fc6-like"])
+@pytest.mark.parametrize("case", list(BACKWARD_CASES))
+def test_backward_input(poisoned, device, dtype, shape, case):
+    _skip_bf16_on_cpu(dtype, device)
+    masked, grad_scale = BACKWARD_CASES[case]
+    input, weight, grad_output, output = _backward_inputs(SHAPES[shape], dtype, device, masked)
+    grad_input = linear_kernels.linear_backward_input(grad_output, output, weight, grad_scale)
+    assert poisoned.allocations > 0
+    expected = linear_reference.linear_backward_input(*_float64(grad_output, output, weight),
+                                                      grad_scale)
+    assert_close(grad_input, expected.to(dtype), tolerance(dtype, device, gemm=True), "grad_input")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", ["odd", "fc6-like"])
+@pytest.mark.parametrize("case", list(BACKWARD_CASES))
+def test_backward_weight(poisoned, device, dtype, shape, case):
+    _skip_bf16_on_cpu(dtype, device)
+    masked, grad_scale = BACKWARD_CASES[case]
+    input, weight, grad_output, output = _backward_inputs(SHAPES[shape], dtype, device, masked)
+    grad_weight, grad_bias = linear_kernels.linear_backward_weight(grad_output, output, input,
+                                                                   grad_scale)
+    assert poisoned.allocations > 0
+    expected_weight, expected_bias = linear_reference.linear_backward_weight(
+        *_float64(grad_output, output, input), grad_scale)
+    tol = tolerance(dtype, device, gemm=True)
+    assert_close(grad_weight, expected_weight.to(dtype), tol, "grad_weight")
+    assert_close(grad_bias, expected_bias.to(dtype), tol, "grad_bias")
+
+
+def test_backward_strided_grad_output(poisoned, device):
+    """A non-contiguous grad_output and output (as autograd may hand over) need no copy."""
+    input, weight, grad_output, output = _backward_inputs(SHAPES["odd"], torch.float64, device,
+                                                          masked=True)
+    grad_output_strided = grad_output.t().contiguous().t()
+    output_strided = output.t().contiguous().t()
+    grad_input = linear_kernels.linear_backward_input(grad_output_strided, output_strided,
+                                                      weight, 2.0)
+    grad_weight, grad_bias = linear_kernels.linear_backward_weight(
+        grad_output_strided, output_strided, input, 2.0)
+    assert poisoned.allocations > 0
+    tol = tolerance(torch.float64)
+    expected = linear_reference.linear_backward_input(grad_output, output, weight, 2.0)
+    assert_close(grad_input, expected, tol, "grad_input")
+    expected_weight, expected_bias = linear_reference.linear_backward_weight(
+        grad_output, output, input, 2.0)
+    assert_close(grad_weight, expected_weight, tol, "grad_weight")
+    assert_close(grad_bias, expected_bias, tol, "grad_bias")
+
+
+# --------------------------------------------------------------------------------------
+# the oracle: reference backward against autograd on the reference forward
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("relu,dropout", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("has_bias", [False, True])
+def test_reference_backward_is_autograd(relu, dropout, has_bias):
+    """The output-mask formula is the whole backward of bias, ReLU and dropout.
+
+    Dropout without ReLU is not covered: there the output is not a mask, and the library
+    never fuses it (linear_relu_dropout is the only caller with dropout).
+    """
+    input, weight, bias, grad_output = _layer(SHAPES["odd"], torch.float64, "cpu")
+    input.requires_grad_()
+    weight.requires_grad_()
+    bias = bias.requires_grad_() if has_bias else None
+    seed = _seed("cpu") if dropout else None
+    output = linear_reference.linear_forward(input, weight, bias, relu, P, seed)
+    output.backward(grad_output)
+
+    output = output.detach()
+    mask = output if relu else None
+    grad_scale = 1 / (1 - P) if dropout else 1.0
+    tol = tolerance(torch.float64)
+    grad_input = linear_reference.linear_backward_input(grad_output, mask, weight.detach(),
+                                                        grad_scale)
+    assert_close(grad_input, input.grad, tol, "grad_input")
+    grad_weight, grad_bias = linear_reference.linear_backward_weight(
+        grad_output, mask, input.detach(), grad_scale)
+    assert_close(grad_weight, weight.grad, tol, "grad_weight")
+    if has_bias:
+        assert_close(grad_bias, bias.grad, tol, "grad_bias")
+    if relu:
+        # The mask must have cut something, or the test would not tell ReLU from identity.
+        assert 0 < int((output == 0).sum()) < output.numel()
