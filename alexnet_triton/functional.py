@@ -157,24 +157,25 @@ def _linear(input: Tensor, weight: Tensor, bias: Optional[Tensor], relu: bool, p
 
 @triton_op("alexnet_triton::linear_backward_input", mutates_args=())
 def _linear_backward_input(grad_output: Tensor, output: Optional[Tensor], weight: Tensor,
-                           grad_scale: float) -> Tensor:
+                           p: float) -> Tensor:
     ops = _pick(grad_output, linear_kernels, linear_reference)
-    return ops.linear_backward_input(grad_output, output, weight, grad_scale)
+    return ops.linear_backward_input(grad_output, output, weight, p)
 
 
 @triton_op("alexnet_triton::linear_backward_weight", mutates_args=())
 def _linear_backward_weight(grad_output: Tensor, output: Optional[Tensor], input: Tensor,
-                            grad_scale: float) -> Tuple[Tensor, Tensor]:
+                            p: float) -> Tuple[Tensor, Tensor]:
     ops = _pick(grad_output, linear_kernels, linear_reference)
-    return ops.linear_backward_weight(grad_output, output, input, grad_scale)
+    return ops.linear_backward_weight(grad_output, output, input, p)
 
 
 def _linear_setup_context(ctx, inputs, output):
     input, weight, bias, relu, p, seed = inputs
     # With a ReLU the output is its own mask: a kept, positive pre-activation is the only
     # way to a positive output, so dropout's mask needs neither storing nor regenerating.
+    # (Hence dropout is only ever fused after a ReLU.)
     ctx.save_for_backward(input, weight, output if relu else None)
-    ctx.grad_scale = 1.0 / (1.0 - p) if seed is not None else 1.0
+    ctx.p = p if seed is not None else 0.0
     ctx.has_bias = bias is not None
 
 
@@ -182,10 +183,9 @@ def _linear_backward(ctx, grad_output):
     input, weight, output = ctx.saved_tensors
     grad_input = grad_weight = grad_bias = None
     if ctx.needs_input_grad[0]:
-        grad_input = _linear_backward_input(grad_output, output, weight, ctx.grad_scale)
+        grad_input = _linear_backward_input(grad_output, output, weight, ctx.p)
     if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-        grad_weight, grad_bias = _linear_backward_weight(grad_output, output, input,
-                                                         ctx.grad_scale)
+        grad_weight, grad_bias = _linear_backward_weight(grad_output, output, input, ctx.p)
     if not ctx.has_bias:
         grad_bias = None
     return grad_input, grad_weight, grad_bias, None, None, None

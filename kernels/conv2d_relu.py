@@ -8,7 +8,9 @@ the paper's figure 2 (conv2, conv4 and conv5 only see the kernel maps of their o
 - forward: GEMM over output pixels (n, p, q) x kernels, reducing over (c, r, s); the
   epilogue adds the bias and applies the ReLU.
 - backward, input: GEMM over input pixels (n, h, w) x channels, reducing over (k, r, s);
-  the ReLU's gradient mask (output > 0) is applied as grad_output is loaded.
+  the ReLU's gradient mask (output > 0) is applied as grad_output is loaded. A strided
+  convolution is split into stride_h x stride_w phases of input pixels, each reducing
+  only over the taps that reach an output pixel from it.
 - backward, weight: GEMM over kernels x (c, r, s), reducing over output pixels (n, p, q),
   with the bias gradient (row sums of the masked grad_output) in the same pass. The long
   reduction is split over programs that each write a float32 partial sum, summed after:

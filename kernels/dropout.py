@@ -11,27 +11,40 @@ from alexnet_triton.kernels import accumulator, interpreting
 
 
 @triton.jit
-def dropout_kernel(x_ptr, y_ptr, seed_ptr, numel, p, scale, ACC: tl.constexpr,
-                   BLOCK: tl.constexpr):
+def dropout_keep(seed, offsets, p):
+    """Whether the elements at these flat offsets survive: U(0, 1) >= p, Philox on (seed, offset).
+
+    A GPU launch passes a Python float as float32 and the interpreter as float64; p is
+    rounded to float32 here so that both, and the reference, draw the same mask.
+    """
+    return tl.rand(seed, offsets) >= tl.cast(p, tl.float32)
+
+
+@triton.jit
+def dropout_scale(p, ACC: tl.constexpr):
+    """1 / (1 - p) in the accumulation dtype, correctly rounded, from the float32 p."""
+    one = tl.full((), 1.0, ACC)
+    one_minus_p = one - tl.cast(tl.cast(p, tl.float32), ACC)
+    if ACC == tl.float64:
+        scale = one / one_minus_p
+    else:
+        # A plain float32 division may be approximate on a GPU; the reference rounds exactly.
+        scale = tl.math.div_rn(one, one_minus_p)
+    return scale
+
+
+@triton.jit
+def dropout_kernel(x_ptr, y_ptr, seed_ptr, numel, p, ACC: tl.constexpr, BLOCK: tl.constexpr):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     in_bounds = offsets < numel
-    seed = tl.load(seed_ptr)
-    # A GPU launch passes Python floats as float32 and the interpreter as float64: round
-    # here so that both (and the reference) keep and scale alike.
-    p = tl.cast(p, tl.float32)
-    scale = tl.cast(scale, tl.float32)
-    # The same rule as the FC epilogue in linear.py: keep where U(0, 1) >= p.
-    keep = tl.rand(seed, offsets) >= p
+    keep = dropout_keep(tl.load(seed_ptr), offsets, p)
     x = tl.load(x_ptr + offsets, mask=in_bounds, other=0.0)
-    y = tl.where(keep, x.to(ACC) * scale, 0.0)
+    y = tl.where(keep, x.to(ACC) * dropout_scale(p, ACC), 0.0)
     tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=in_bounds)
 
 
 def dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
-    """Zero each element with probability p, scale survivors by 1/(1-p); seed is int64 [1].
-
-    p and the scale reach the kernel as float32 scalars; the reference rounds them the same way.
-    """
+    """Zero each element with probability p, scale survivors by 1/(1-p); seed is int64 [1]."""
     if seed.dtype != torch.int64 or seed.numel() != 1 or seed.device != input.device:
         raise ValueError("dropout: seed must be a one-element int64 tensor on the input's device")
     if input.numel() >= 2**31:
@@ -41,6 +54,6 @@ def dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
     numel = x.numel()
     block = 4096 if interpreting() else 1024
     grid = (triton.cdiv(numel, block),)
-    wrap_triton(dropout_kernel)[grid](x, y, seed, numel, float(p), 1.0 / (1.0 - p),
-                                        ACC=accumulator(x.dtype), BLOCK=block)
+    wrap_triton(dropout_kernel)[grid](x, y, seed, numel, float(p), ACC=accumulator(x.dtype),
+                                        BLOCK=block)
     return y

@@ -3,7 +3,7 @@
 The forward computes ``dropout(relu(input @ weight.T + bias))`` with bias, ReLU and the
 Philox dropout mask of kernels/dropout.py in the GEMM's epilogue. The two backward GEMMs
 use the same kernel on transposed strides (no copies): ``grad_input = g' @ weight`` and
-``grad_weight = g'.T @ input``, where ``g' = grad_output * grad_scale * (output > 0)`` is
+``grad_weight = g'.T @ input``, where ``g' = grad_output / (1 - p) * (output > 0)`` is
 formed as grad_output is loaded, and ``grad_bias = g'.sum(0)`` is summed in the weight
 gradient's pass.
 """
@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.library import wrap_triton
 
 from alexnet_triton.kernels import interpreting
+from alexnet_triton.kernels.dropout import dropout_keep, dropout_scale
 
 
 @triton.jit
@@ -26,18 +27,19 @@ def linear_kernel(
     M, N, K,
     stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
     stride_mask_m, stride_mask_k,
-    p, scale: tl.float64,
-    HAS_BIAS: tl.constexpr, RELU: tl.constexpr, DROPOUT: tl.constexpr,
+    p,
+    HAS_BIAS: tl.constexpr, RELU: tl.constexpr, DROPOUT: tl.constexpr, SCALE: tl.constexpr,
     MASK_A: tl.constexpr, ROW_SUM: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """C[M, N] = scale * relu(A'[M, K] @ B[K, N] + bias[N]), A' = A * (a_mask > 0).
 
-    Bias (HAS_BIAS), ReLU (RELU) and the mask on A (MASK_A) are each optional. DROPOUT zeroes
-    the elements that dropout drops (C must be contiguous [M, N]: the mask is drawn on its
-    flat index). ROW_SUM also stores scale * A'.sum(1) into row_sum[M], from the programs of the
-    first column tile so that no two programs write the same element.
+    Bias (HAS_BIAS), ReLU (RELU) and the mask on A (MASK_A) are each optional; scale is
+    dropout's 1/(1-p) with SCALE, else 1. DROPOUT zeroes the elements that dropout drops
+    (C must be contiguous [M, N]: the mask is drawn on its flat index). ROW_SUM also stores
+    scale * A'.sum(1) into row_sum[M], from the programs of the first column tile so that
+    no two programs write the same element.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -77,20 +79,20 @@ def linear_kernel(
     if RELU:
         acc = tl.maximum(acc, 0.0)
     # The scale is 1/(1-p) of dropout: forward for the survivors, backward for g'. It is a
-    # scalar, so it is applied once to the sums rather than to every loaded element; it
-    # comes in float64 so that float64 results see it unrounded.
-    acc = (acc * scale).to(ACC_DTYPE)
+    # scalar, so it is applied once to the sums rather than to every loaded element.
+    if SCALE:
+        acc = acc * dropout_scale(p, ACC_DTYPE)
     if DROPOUT:
-        seed = tl.load(seed_ptr)
         # The rule of kernels/dropout.py on the flat index of C (int32, checked by the
         # launcher), so the fused mask equals the standalone dropout's mask.
-        keep = tl.rand(seed, rm[:, None] * N + rn[None, :]) >= p
+        keep = dropout_keep(tl.load(seed_ptr), rm[:, None] * N + rn[None, :], p)
         acc = tl.where(keep, acc, 0.0)
     c_ptrs = c_ptr + rm64[:, None] * stride_cm + rn64[None, :] * stride_cn
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
     if ROW_SUM:
         if pid_n == 0:
-            row_sum = (row_sum * scale).to(ACC_DTYPE)
+            if SCALE:
+                row_sum = row_sum * dropout_scale(p, ACC_DTYPE)
             tl.store(row_sum_ptr + rm, row_sum.to(row_sum_ptr.dtype.element_ty), mask=rm < M)
 
 
@@ -126,7 +128,7 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
           c: Tensor, M: int, N: int, K: int, *, bias: Optional[Tensor] = None,
           relu: bool = False, p: float = 0.0, seed: Optional[Tensor] = None,
           a_mask: Optional[Tensor] = None, a_mask_strides: Tuple[int, int] = (0, 0),
-          row_sum: Optional[Tensor] = None, scale: float = 1.0) -> None:
+          row_sum: Optional[Tensor] = None, scale: bool = False) -> None:
     """Launch linear_kernel for C[M, N] (contiguous) from A[M, K] and B[K, N] given by strides."""
     if M == 0:
         return
@@ -140,8 +142,8 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
     args = (a, b, c, c if bias is None else bias, c if a_mask is None else a_mask,
             c if row_sum is None else row_sum, c if seed is None else seed,
             M, N, K, *a_strides, *b_strides, c.stride(0), c.stride(1), *a_mask_strides,
-            float(p), float(scale))
-    flags = dict(HAS_BIAS=bias is not None, RELU=relu, DROPOUT=seed is not None,
+            float(p))
+    flags = dict(HAS_BIAS=bias is not None, RELU=relu, DROPOUT=seed is not None, SCALE=scale,
                  MASK_A=a_mask is not None, ROW_SUM=row_sum is not None,
                  ACC_DTYPE=acc_dtype, INPUT_PRECISION=precision)
     # At least one column tile, so that row_sum is written even when N is 0.
@@ -173,18 +175,19 @@ def linear_forward(input: Tensor, weight: Tensor, bias: Optional[Tensor], relu: 
     output = torch.empty((M, N), device=input.device, dtype=input.dtype)  # [M, N]
     # B = weight.T [K, N], read through the weight's strides.
     _gemm(input, (input.stride(0), input.stride(1)), weight, (weight.stride(1), weight.stride(0)),
-          output, M, N, K, bias=bias, relu=relu, p=p, seed=seed,
-          scale=1.0 / (1.0 - p) if seed is not None else 1.0)
+          output, M, N, K, bias=bias, relu=relu, p=p, seed=seed, scale=seed is not None)
     return output
 
 
 def linear_backward_input(grad_output: Tensor, output: Optional[Tensor], weight: Tensor,
-                          grad_scale: float) -> Tensor:
-    """grad_input [M, K] = g' @ weight, g' = grad_output * grad_scale * (output > 0).
+                          p: float) -> Tensor:
+    """grad_input [M, K] = g' @ weight, g' = grad_output / (1 - p) * (output > 0).
+
+    p is the forward's dropout probability, 0 when it had no dropout.
 
     With ReLU and dropout the output is positive exactly where the element was kept and
     its pre-activation was positive, so output > 0 times 1/(1-p) is their whole backward.
-    Without output (no ReLU) g' = grad_output * grad_scale.
+    Without output (no ReLU) there is no mask.
     """
     M, N = grad_output.shape
     K = weight.shape[1]
@@ -195,12 +198,12 @@ def linear_backward_input(grad_output: Tensor, output: Optional[Tensor], weight:
     mask_strides = (0, 0) if output is None else (output.stride(0), output.stride(1))
     _gemm(grad_output, (grad_output.stride(0), grad_output.stride(1)),
           weight, (weight.stride(0), weight.stride(1)), grad_input, M, K, N,
-          a_mask=output, a_mask_strides=mask_strides, scale=grad_scale)
+          a_mask=output, a_mask_strides=mask_strides, p=p, scale=p > 0)
     return grad_input
 
 
 def linear_backward_weight(grad_output: Tensor, output: Optional[Tensor], input: Tensor,
-                           grad_scale: float) -> Tuple[Tensor, Tensor]:
+                           p: float) -> Tuple[Tensor, Tensor]:
     """grad_weight [N, K] = g'.T @ input and grad_bias [N] = g'.sum(0), in one GEMM.
 
     g' is as in linear_backward_input. The reduction runs over the batch M, short for
@@ -217,5 +220,5 @@ def linear_backward_weight(grad_output: Tensor, output: Optional[Tensor], input:
     mask_strides = (0, 0) if output is None else (output.stride(1), output.stride(0))
     _gemm(grad_output, (grad_output.stride(1), grad_output.stride(0)),
           input, (input.stride(0), input.stride(1)), grad_weight, N, K, M,
-          a_mask=output, a_mask_strides=mask_strides, row_sum=grad_bias, scale=grad_scale)
+          a_mask=output, a_mask_strides=mask_strides, row_sum=grad_bias, p=p, scale=p > 0)
     return grad_weight, grad_bias

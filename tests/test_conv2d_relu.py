@@ -40,9 +40,9 @@ class Conv:
 ALEXNET = {
     "conv1-63": Conv(1, 3, 63, 63, 96, 11, 11, (4, 4), (2, 2), 1),
     "conv2-27": Conv(1, 96, 27, 27, 256, 5, 5, (1, 1), (2, 2), 2),
-    "conv3-13": Conv(1, 256, 13, 13, 384, 3, 3, (1, 1), (1, 1), 1),
+    "conv3-13": Conv(2, 256, 13, 13, 384, 3, 3, (1, 1), (1, 1), 1),
     "conv4-13": Conv(1, 384, 13, 13, 384, 3, 3, (1, 1), (1, 1), 2),
-    "conv5-13": Conv(1, 384, 13, 13, 256, 3, 3, (1, 1), (1, 1), 2),
+    "conv5-13": Conv(2, 384, 13, 13, 256, 3, 3, (1, 1), (1, 1), 2),
 }
 CONV1_224 = Conv(1, 3, 224, 224, 96, 11, 11, (4, 4), (2, 2), 1)
 # Odd sizes: batches and widths that are not multiples of any tile, non-square strides and
@@ -58,6 +58,7 @@ ODD = {
 }
 SHAPES = {**ALEXNET, **ODD}
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+DTYPE_IDS = ["float32", "float64", "bfloat16"]
 
 
 def skip_bf16_on_cpu(dtype: torch.dtype, device: torch.device) -> None:
@@ -115,14 +116,14 @@ def check_backward_weight(conv: Conv, dtype, device, poisoned) -> None:
     assert_close(grad_bias, expected_bias.to(dtype), tolerance(dtype, device), "grad_bias")
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
 def test_forward(conv, dtype, device, poisoned):
     skip_bf16_on_cpu(dtype, device)
     check_forward(conv, dtype, device, poisoned)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
 def test_backward_input(conv, dtype, device, poisoned):
     skip_bf16_on_cpu(dtype, device)
@@ -138,14 +139,14 @@ def test_backward_input(conv, dtype, device, poisoned):
     assert_close(actual, expected.to(dtype), tolerance(dtype, device, gemm=True), "grad_input")
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
 def test_backward_weight(conv, dtype, device, poisoned):
     skip_bf16_on_cpu(dtype, device)
     check_backward_weight(conv, dtype, device, poisoned)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_conv1_full_size(dtype, device, poisoned):
     """conv1 on a 224x224 image: 55x55 outputs, weight gradient reduced over 3025 pixels."""
     skip_bf16_on_cpu(dtype, device)
@@ -153,7 +154,7 @@ def test_conv1_full_size(dtype, device, poisoned):
     check_backward_weight(CONV1_224, dtype, device, poisoned)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES[:2], ids=DTYPE_IDS[:2])
 def test_backward_weight_split(dtype, device, poisoned, monkeypatch):
     """The split-K path the GPU takes: float32 partial sums per split, summed afterwards.
 

@@ -118,7 +118,7 @@ def test_empty_reduction(poisoned, device):
     assert_close(output, bias.expand(3, 7), tolerance(torch.float64), "output")
     grad_weight, grad_bias = linear_kernels.linear_backward_weight(
         torch.randn(0, 7, dtype=torch.float64, device=device), None,
-        torch.randn(0, 5, dtype=torch.float64, device=device), 1.0)
+        torch.randn(0, 5, dtype=torch.float64, device=device), 0.0)
     assert poisoned.allocations > 0
     assert_close(grad_weight, torch.zeros(7, 5, dtype=torch.float64), 0.0, "grad_weight")
     assert_close(grad_bias, torch.zeros(7, dtype=torch.float64), 0.0, "grad_bias")
@@ -128,9 +128,9 @@ def test_empty_reduction(poisoned, device):
 # backward
 # --------------------------------------------------------------------------------------
 
-# (masked by the output, grad_scale): a plain linear (fc8), a ReLU (dropout off), and
-# ReLU + dropout (fc6, fc7 in training).
-BACKWARD_CASES = {"linear": (False, 1.0), "relu": (True, 1.0), "relu-dropout": (True, 1 / (1 - P))}
+# (masked by the output, the forward's dropout p): a plain linear (fc8), a ReLU (dropout
+# off), and ReLU + dropout (fc6, fc7 in training).
+BACKWARD_CASES = {"linear": (False, 0.0), "relu": (True, 0.0), "relu-dropout": (True, P)}
 
 
 def _backward_inputs(shape, dtype, device, masked, seed=0):
@@ -144,12 +144,11 @@ def _backward_inputs(shape, dtype, device, masked, seed=0):
 @pytest.mark.parametrize("case", list(BACKWARD_CASES))
 def test_backward_input(poisoned, device, dtype, shape, case):
     _skip_bf16_on_cpu(dtype, device)
-    masked, grad_scale = BACKWARD_CASES[case]
+    masked, p = BACKWARD_CASES[case]
     input, weight, grad_output, output = _backward_inputs(SHAPES[shape], dtype, device, masked)
-    grad_input = linear_kernels.linear_backward_input(grad_output, output, weight, grad_scale)
+    grad_input = linear_kernels.linear_backward_input(grad_output, output, weight, p)
     assert poisoned.allocations > 0
-    expected = linear_reference.linear_backward_input(*_float64(grad_output, output, weight),
-                                                      grad_scale)
+    expected = linear_reference.linear_backward_input(*_float64(grad_output, output, weight), p)
     assert_close(grad_input, expected.to(dtype), tolerance(dtype, device, gemm=True), "grad_input")
 
 
@@ -158,13 +157,12 @@ def test_backward_input(poisoned, device, dtype, shape, case):
 @pytest.mark.parametrize("case", list(BACKWARD_CASES))
 def test_backward_weight(poisoned, device, dtype, shape, case):
     _skip_bf16_on_cpu(dtype, device)
-    masked, grad_scale = BACKWARD_CASES[case]
+    masked, p = BACKWARD_CASES[case]
     input, weight, grad_output, output = _backward_inputs(SHAPES[shape], dtype, device, masked)
-    grad_weight, grad_bias = linear_kernels.linear_backward_weight(grad_output, output, input,
-                                                                   grad_scale)
+    grad_weight, grad_bias = linear_kernels.linear_backward_weight(grad_output, output, input, p)
     assert poisoned.allocations > 0
     expected_weight, expected_bias = linear_reference.linear_backward_weight(
-        *_float64(grad_output, output, input), grad_scale)
+        *_float64(grad_output, output, input), p)
     tol = tolerance(dtype, device, gemm=True)
     assert_close(grad_weight, expected_weight.to(dtype), tol, "grad_weight")
     assert_close(grad_bias, expected_bias.to(dtype), tol, "grad_bias")
@@ -177,15 +175,15 @@ def test_backward_strided_grad_output(poisoned, device):
     grad_output_strided = grad_output.t().contiguous().t()
     output_strided = output.t().contiguous().t()
     grad_input = linear_kernels.linear_backward_input(grad_output_strided, output_strided,
-                                                      weight, 2.0)
+                                                      weight, 0.5)
     grad_weight, grad_bias = linear_kernels.linear_backward_weight(
-        grad_output_strided, output_strided, input, 2.0)
+        grad_output_strided, output_strided, input, 0.5)
     assert poisoned.allocations > 0
     tol = tolerance(torch.float64)
-    expected = linear_reference.linear_backward_input(grad_output, output, weight, 2.0)
+    expected = linear_reference.linear_backward_input(grad_output, output, weight, 0.5)
     assert_close(grad_input, expected, tol, "grad_input")
     expected_weight, expected_bias = linear_reference.linear_backward_weight(
-        grad_output, output, input, 2.0)
+        grad_output, output, input, 0.5)
     assert_close(grad_weight, expected_weight, tol, "grad_weight")
     assert_close(grad_bias, expected_bias, tol, "grad_bias")
 
@@ -213,13 +211,12 @@ def test_reference_backward_is_autograd(relu, dropout, has_bias):
 
     output = output.detach()
     mask = output if relu else None
-    grad_scale = 1 / (1 - P) if dropout else 1.0
+    p = P if dropout else 0.0
     tol = tolerance(torch.float64)
-    grad_input = linear_reference.linear_backward_input(grad_output, mask, weight.detach(),
-                                                        grad_scale)
+    grad_input = linear_reference.linear_backward_input(grad_output, mask, weight.detach(), p)
     assert_close(grad_input, input.grad, tol, "grad_input")
     grad_weight, grad_bias = linear_reference.linear_backward_weight(
-        grad_output, mask, input.detach(), grad_scale)
+        grad_output, mask, input.detach(), p)
     assert_close(grad_weight, weight.grad, tol, "grad_weight")
     if has_bias:
         assert_close(grad_bias, bias.grad, tol, "grad_bias")

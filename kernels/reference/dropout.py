@@ -56,11 +56,17 @@ def keep_mask(seed: Tensor, p: float, numel: int, device: torch.device) -> Tenso
     return philox_uniform(seed.reshape(()), offsets) >= torch.tensor(p, dtype=torch.float32)
 
 
+def accumulator(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def dropout_scale(p: float, dtype: torch.dtype) -> Tensor:
-    """1/(1-p) rounded to float32 first, as the kernels receive it."""
-    return torch.tensor(1.0 / (1.0 - p), dtype=torch.float32).to(dtype)
+    """1 / (1 - p) in the accumulation dtype of `dtype`, from p rounded to float32."""
+    one_minus_p = 1 - torch.tensor(p, dtype=torch.float32).to(accumulator(dtype))
+    return 1 / one_minus_p
 
 
 def dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
     keep = keep_mask(seed, p, input.numel(), input.device).reshape(input.shape)
-    return torch.where(keep, input * dropout_scale(p, input.dtype), torch.zeros((), dtype=input.dtype))
+    scaled = (input.to(accumulator(input.dtype)) * dropout_scale(p, input.dtype)).to(input.dtype)
+    return torch.where(keep, scaled, torch.zeros((), dtype=input.dtype))

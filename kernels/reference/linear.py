@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from alexnet_triton.kernels.reference.dropout import keep_mask
+from alexnet_triton.kernels.reference.dropout import dropout_scale, keep_mask
 
 
 def linear_forward(input: Tensor, weight: Tensor, bias: Optional[Tensor], relu: bool, p: float,
@@ -20,26 +20,27 @@ def linear_forward(input: Tensor, weight: Tensor, bias: Optional[Tensor], relu: 
     if seed is not None:
         # The Philox mask of the flat index of the contiguous [M, N] output, bit for bit.
         keep = keep_mask(seed, p, output.numel(), output.device).reshape(output.shape)
-        output = torch.where(keep, output * (1.0 / (1.0 - p)), torch.zeros((), dtype=output.dtype))
+        output = torch.where(keep, output * dropout_scale(p, output.dtype),
+                             torch.zeros((), dtype=output.dtype))
     return output
 
 
-def _masked_grad_output(grad_output: Tensor, output: Optional[Tensor], grad_scale: float) -> Tensor:
-    """g' = grad_output * grad_scale * (output > 0): ReLU's and dropout's backward in one."""
-    grad = grad_output * grad_scale  # [M, N]
+def _masked_grad_output(grad_output: Tensor, output: Optional[Tensor], p: float) -> Tensor:
+    """g' = grad_output / (1 - p) * (output > 0): ReLU's and dropout's backward in one."""
+    grad = grad_output * dropout_scale(p, grad_output.dtype) if p > 0 else grad_output  # [M, N]
     if output is not None:
         grad = torch.where(output > 0, grad, torch.zeros((), dtype=grad.dtype))
     return grad
 
 
 def linear_backward_input(grad_output: Tensor, output: Optional[Tensor], weight: Tensor,
-                          grad_scale: float) -> Tensor:
+                          p: float) -> Tensor:
     """grad_input [M, K] = g' @ weight."""
-    return _masked_grad_output(grad_output, output, grad_scale) @ weight
+    return _masked_grad_output(grad_output, output, p) @ weight
 
 
 def linear_backward_weight(grad_output: Tensor, output: Optional[Tensor], input: Tensor,
-                           grad_scale: float) -> Tuple[Tensor, Tensor]:
+                           p: float) -> Tuple[Tensor, Tensor]:
     """grad_weight [N, K] = g'.T @ input and grad_bias [N] = g'.sum(0)."""
-    grad = _masked_grad_output(grad_output, output, grad_scale)  # [M, N]
+    grad = _masked_grad_output(grad_output, output, p)  # [M, N]
     return grad.T @ input, grad.sum(0)
