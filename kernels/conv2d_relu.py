@@ -36,7 +36,7 @@ def conv2d_relu_forward_kernel(
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """y[n, k, p, q] = relu(b[k] + sum_{c, r, s} x[n, c, p*sh - ph + r, q*sw - pw + s] w[k, c, r, s]).
+    """y[n, k, p, q] = relu(b[k] + sum_{c,r,s} x[n, c, p*sh - ph + r, q*sw - pw + s] w[k, c, r, s]).
 
     GEMM rows are output pixels m = (n, p, q), columns the kernels of one group, and the
     reduction runs over (c, r, s) in the weight's own memory order.
@@ -251,7 +251,8 @@ def _gemm_configs() -> list:
 
 
 _forward_autotuned = triton.autotune(
-    configs=_gemm_configs(), key=["M", "K_GROUP", "REDUCTION", "R", "S"])(conv2d_relu_forward_kernel)
+    configs=_gemm_configs(), key=["M", "K_GROUP", "REDUCTION", "R", "S"])(
+        conv2d_relu_forward_kernel)
 _backward_input_autotuned = triton.autotune(
     configs=_gemm_configs(),
     key=["N", "H", "W", "C_GROUP", "K_GROUP", "R", "S", "stride_h", "stride_w"])(

@@ -72,7 +72,8 @@ def conv_inputs(conv: Conv, dtype: torch.dtype, device: torch.device, seed: int 
     fan_in = conv.weight_size[1] * conv.r * conv.s
     x = torch.randn(conv.input_size, generator=generator, dtype=torch.float64)
     weight = torch.randn(conv.weight_size, generator=generator, dtype=torch.float64) / fan_in**0.5
-    bias = torch.randn(conv.k, generator=generator, dtype=torch.float64) * 0.1 if conv.bias else None
+    bias = (torch.randn(conv.k, generator=generator, dtype=torch.float64) * 0.1
+            if conv.bias else None)
     return tuple(None if t is None else t.to(device=device, dtype=dtype) for t in (x, weight, bias))
 
 
