@@ -8,7 +8,7 @@ import torch
 
 from alexnet_triton.kernels import conv2d_relu as kernels
 from alexnet_triton.kernels.reference import conv2d_relu as reference
-from helpers import assert_close, tolerance
+from helpers import assert_close, skip_bf16_on_cpu, tolerance
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,6 @@ DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 DTYPE_IDS = ["float32", "float64", "bfloat16"]
 
 
-def skip_bf16_on_cpu(dtype: torch.dtype, device: torch.device) -> None:
-    if dtype == torch.bfloat16 and device.type == "cpu":
-        pytest.skip("bf16 is wrong in Triton's interpreter")
 
 
 def conv_inputs(conv: Conv, dtype: torch.dtype, device: torch.device, seed: int = 0):

@@ -6,9 +6,8 @@ from alexnet_triton.kernels import dropout as dropout_kernels
 from alexnet_triton.kernels import linear as linear_kernels
 from alexnet_triton.kernels.reference import linear as linear_reference
 from alexnet_triton.kernels.reference.dropout import keep_mask
-from helpers import assert_close, tolerance
+from helpers import assert_close, skip_bf16_on_cpu, tolerance
 
-BF16_ON_CPU = "bf16 is wrong in Triton's interpreter"
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 DTYPE_IDS = ["float32", "float64", "bfloat16"]
@@ -20,9 +19,6 @@ SHAPES = {"odd": (5, 300, 77), "fc6-like": (2, 9216, 256)}
 P = 0.5  # AlexNet's dropout
 
 
-def _skip_bf16_on_cpu(dtype, device):
-    if dtype == torch.bfloat16 and device.type == "cpu":
-        pytest.skip(BF16_ON_CPU)
 
 
 def _randn(generator, *shape, dtype, device, scale=1.0):
@@ -64,7 +60,7 @@ def _relu_dropout_output(input, weight, bias, device):
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("has_bias", [False, True])
 def test_forward_odd(poisoned, device, dtype, has_bias, relu, dropout):
-    _skip_bf16_on_cpu(dtype, device)
+    skip_bf16_on_cpu(dtype, device)
     input, weight, bias, _ = _layer(SHAPES["odd"], dtype, device)
     bias = bias if has_bias else None
     seed = _seed(device) if dropout else None
@@ -76,7 +72,7 @@ def test_forward_odd(poisoned, device, dtype, has_bias, relu, dropout):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_forward_fc6_like(poisoned, device, dtype):
-    _skip_bf16_on_cpu(dtype, device)
+    skip_bf16_on_cpu(dtype, device)
     input, weight, bias, _ = _layer(SHAPES["fc6-like"], dtype, device)
     seed = _seed(device)
     output = linear_kernels.linear_forward(input, weight, bias, True, P, seed)
@@ -143,7 +139,7 @@ def _backward_inputs(shape, dtype, device, masked, seed=0):
 @pytest.mark.parametrize("shape", ["odd", "fc6-like"])
 @pytest.mark.parametrize("case", list(BACKWARD_CASES))
 def test_backward_input(poisoned, device, dtype, shape, case):
-    _skip_bf16_on_cpu(dtype, device)
+    skip_bf16_on_cpu(dtype, device)
     masked, p = BACKWARD_CASES[case]
     input, weight, grad_output, output = _backward_inputs(SHAPES[shape], dtype, device, masked)
     grad_input = linear_kernels.linear_backward_input(grad_output, output, weight, p)
@@ -156,7 +152,7 @@ def test_backward_input(poisoned, device, dtype, shape, case):
 @pytest.mark.parametrize("shape", ["odd", "fc6-like"])
 @pytest.mark.parametrize("case", list(BACKWARD_CASES))
 def test_backward_weight(poisoned, device, dtype, shape, case):
-    _skip_bf16_on_cpu(dtype, device)
+    skip_bf16_on_cpu(dtype, device)
     masked, p = BACKWARD_CASES[case]
     input, weight, grad_output, output = _backward_inputs(SHAPES[shape], dtype, device, masked)
     grad_weight, grad_bias = linear_kernels.linear_backward_weight(grad_output, output, input, p)

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from alexnet_triton.kernels import lrn
 from alexnet_triton.kernels.reference import lrn as reference
-from helpers import assert_close, tolerance
+from helpers import assert_close, skip_bf16_on_cpu, tolerance
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
@@ -21,9 +21,6 @@ ALEXNET = (1e-4, 0.75, 2.0)
 STRONG = (1.0, 1.3, 0.5)
 
 
-def _skip_bf16_on_cpu(dtype: torch.dtype, device: torch.device) -> None:
-    if dtype == torch.bfloat16 and device.type == "cpu":
-        pytest.skip("bf16 is wrong in Triton's interpreter")
 
 
 def _randn(shape, seed: int, scale: float = 1.0) -> torch.Tensor:
@@ -78,7 +75,7 @@ CASE_IDS = [f"{'x'.join(map(str, shape))}-size{size}-groups{groups}-"
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape, size, groups, params, scale", CASES, ids=CASE_IDS)
 def test_forward(shape, size, groups, params, scale, dtype, device, poisoned):
-    _skip_bf16_on_cpu(dtype, device)
+    skip_bf16_on_cpu(dtype, device)
     a = _randn(shape, 0, scale).to(device=device, dtype=dtype)
     _check_forward(a, size, params, groups, poisoned)
 
@@ -86,7 +83,7 @@ def test_forward(shape, size, groups, params, scale, dtype, device, poisoned):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape, size, groups, params, scale", CASES, ids=CASE_IDS)
 def test_backward(shape, size, groups, params, scale, dtype, device, poisoned):
-    _skip_bf16_on_cpu(dtype, device)
+    skip_bf16_on_cpu(dtype, device)
     a = _randn(shape, 1, scale).to(device=device, dtype=dtype)
     g = _randn(shape, 2).to(device=device, dtype=dtype)
     _check_backward(g, a, size, params, groups, poisoned)
