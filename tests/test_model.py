@@ -333,3 +333,26 @@ def test_bad_constructor_arguments():
         AlexNet(num_classes=0)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         AlexNet(dropout=1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# torch.compile and autocast
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("devices", PLACEMENTS.values(), ids=PLACEMENTS.keys())
+def test_compiles_without_graph_breaks(reference_kernels, devices):
+    model, _ = _pair(devices, num_classes=10, dropout=0.0)
+    x = _images(2, 67)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    logits = compiled(x)
+    assert_close(logits, model(x), tolerance(torch.float32), "compiled logits")
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_autocast_runs_the_gemms_in_the_autocast_dtype(reference_kernels):
+    model, _ = _pair(None, num_classes=10)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model.eval()(_images(2, 67))
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
