@@ -31,15 +31,28 @@ def test_kernel_matches_reference(shape, p, dtype, device, poisoned):
     assert_close(y.cpu(), expected, tolerance(dtype), "dropout")
 
 
-def test_reference_reproduces_tl_rand_on_a_large_offset_range(device):
-    # Offsets up to 2**24 and seeds with high bits exercise every limb of the 32-bit products.
-    offsets = torch.arange(2**24 - 5000, 2**24, dtype=torch.int64)
-    x = torch.ones(5000, device=device)
-    seed = _seed(2**31 - 2, device)
-    y = kernels.dropout(x, 0.5, seed)
-    uniform = reference.philox_uniform(2**31 - 2, torch.arange(5000))
-    assert torch.equal(y.cpu() != 0, uniform >= 0.5)
-    assert offsets.numel() == 5000
+def _philox_in_python_ints(seed: int, offset: int) -> float:
+    """Triton's tl.rand(seed, offset) written with exact Python integers, as an oracle."""
+    mask = 0xFFFFFFFF
+    c0, c1, c2, c3 = offset & mask, 0, 0, 0
+    k0, k1 = seed & mask, (seed >> 32) & mask
+    for _ in range(10):
+        b, a = 0xCD9E8D57 * c2, 0xD2511F53 * c0
+        c0, c1, c2, c3 = (b >> 32) ^ c1 ^ k0, b & mask, (a >> 32) ^ c3 ^ k1, a & mask
+        k0, k1 = (k0 + 0x9E3779B9) & mask, (k1 + 0xBB67AE85) & mask
+    signed = c0 - 2**32 if c0 >= 2**31 else c0
+    magnitude = -signed - 1 if signed < 0 else signed
+    return float(torch.tensor(magnitude, dtype=torch.float32) * torch.tensor(4.6566127342e-10))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**31 - 2, 2**40 + 12345])
+def test_reference_philox_is_exact_over_the_whole_offset_range(seed):
+    # Offsets up to 2**31 - 1 and seeds with high bits exercise every bit of the products.
+    gen = torch.Generator().manual_seed(seed % 2**31)
+    offsets = torch.cat([torch.arange(64), torch.randint(0, 2**31 - 1, (256,), generator=gen),
+                         torch.tensor([2**31 - 1])])
+    expected = torch.tensor([_philox_in_python_ints(seed, int(o)) for o in offsets])
+    assert torch.equal(reference.philox_uniform(torch.tensor(seed), offsets), expected)
 
 
 @pytest.mark.parametrize("p", [0.5, 0.2])
