@@ -1,0 +1,232 @@
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of tensors and plain Python values only (no pickled objects), so
+loading one can never run code:
+
+    format, version         "alexnet_triton-checkpoint", 1
+    arch                    what network: {"name", "num_classes", "dropout", "lrn",
+                            "overlapping_pool", "bias_init", "weight_std"}
+    classes                 the class names, index order
+    data                    {"image_size", "crop_size", "mean" [3, S, S] float32, "eigval",
+                            "eigvec"}: what evaluate/predict need to feed the network
+    model                   the state dict, whole tensors on the CPU (any placement loads it)
+    config                  the resolved TrainConfig as a dict
+    optimizer, scheduler    their state dicts
+    epoch, step_in_epoch    where training resumes: the next batch is batch step_in_epoch
+                            of epoch `epoch` (0-based; step 0 of the next epoch at an epoch end)
+    global_step, epoch_loss_sum, epoch_loss_steps, best, history
+    rng                     one dict per rank: torch CPU and CUDA states, the augmentation
+                            generator, Python's random and NumPy's (all as tensors)
+
+Writes go to a temporary file in the same folder, are flushed to disk, then renamed over
+the target (os.replace), so a crash at any moment leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import shutil
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+FORMAT = "alexnet_triton-checkpoint"
+VERSION = 1
+LATEST = "latest.pt"
+BEST = "best.pt"
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line naming the problem."""
+
+
+# ---------------------------------------------------------------------------------------
+# files
+# ---------------------------------------------------------------------------------------
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save(state: dict, path: PathLike) -> Path:
+    """torch.save ``state`` to ``path`` atomically: temporary file, fsync, rename."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    _fsync_dir(path.parent)
+    return path
+
+
+def link_atomically(source: PathLike, target: PathLike) -> None:
+    """Make ``target`` the same file as ``source`` (a hard link, else a copy), atomically.
+
+    best.pt is latest.pt at the epoch it was written; since every save replaces latest.pt
+    with a new file, the link keeps the old contents.
+    """
+    source, target = Path(source), Path(target)
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        try:
+            os.link(source, temporary)
+        except OSError:
+            shutil.copyfile(source, temporary)
+        os.replace(temporary, target)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    _fsync_dir(target.parent)
+
+
+def resolve(path: PathLike, names: Sequence[str] = (LATEST,)) -> Path:
+    """A checkpoint file, or the first of ``names`` inside a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path} holds no checkpoint ({' or '.join(names)})")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file")
+    return path
+
+
+def load(path: PathLike, names: Sequence[str] = (LATEST,)) -> dict:
+    """Read a checkpoint (a file or a run directory) with weights_only=True, onto the CPU.
+
+    Anything that is not an alexnet_triton checkpoint, including a file that would need to
+    unpickle an object, raises CheckpointError.
+    """
+    path = resolve(path, names)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        globals_ = [line.strip().split(" was not")[0].split("error: ")[-1]
+                    for line in str(error).splitlines() if "Unsupported global" in line]
+        if not globals_:
+            raise CheckpointError(f"{path} is not a readable checkpoint (it does not unpickle "
+                                  f"as tensors and plain values)") from None
+        raise CheckpointError(f"{path} was refused by torch.load(weights_only=True): it holds "
+                              f"a pickled object ({globals_[0]}); a checkpoint may hold only "
+                              f"tensors and plain values") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint: {first}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an alexnet_triton checkpoint (no '{FORMAT}' "
+                              f"record; a bare state dict or another program's file?)")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{path} is checkpoint version {state.get('version')}, this "
+                              f"program reads version {VERSION}")
+    for key in ("arch", "classes", "data", "model"):
+        if key not in state:
+            raise CheckpointError(f"{path} lacks its '{key}' record")
+    state["path"] = str(path)
+    return state
+
+
+def load_model_state(model: torch.nn.Module, state: dict) -> None:
+    """Load the checkpoint's weights into ``model``; a mismatch raises CheckpointError."""
+    try:
+        model.load_state_dict(state["model"], strict=True)
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise CheckpointError(f"{state.get('path', 'checkpoint')} holds a different network "
+                              f"than {state['arch'].get('name')!r} describes: {detail}") from None
+
+
+def model_state(model: torch.nn.Module) -> dict:
+    """The state dict with every tensor copied to the CPU (placement-free)."""
+    return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+
+
+def to_cpu(value):
+    """Nested dicts/lists of tensors (an optimizer state dict) with tensors on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: to_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(item) for item in value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# random number generator states, as tensors and plain values
+# ---------------------------------------------------------------------------------------
+
+
+def capture_rng(generator: torch.Generator, cuda_devices: Sequence[torch.device] = ()) -> dict:
+    """Every random stream a training step draws from, in weights_only-safe form."""
+    python_version, python_state, python_gauss = random.getstate()
+    numpy_name, numpy_keys, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": {str(device): torch.cuda.get_rng_state(device) for device in cuda_devices},
+        "augment": generator.get_state(),
+        "python": {"version": python_version,
+                   "state": torch.tensor(python_state, dtype=torch.int64),
+                   "gauss": python_gauss},
+        "numpy": {"name": numpy_name, "keys": torch.from_numpy(numpy_keys.astype(np.int64)),
+                  "pos": int(numpy_pos), "has_gauss": int(numpy_has_gauss),
+                  "gauss": float(numpy_gauss)},
+    }
+
+
+def restore_rng(state: dict, generator: torch.Generator,
+                cuda_devices: Sequence[torch.device] = ()) -> None:
+    torch.set_rng_state(state["torch"])
+    for device in cuda_devices:
+        if str(device) in state["cuda"]:
+            torch.cuda.set_rng_state(state["cuda"][str(device)], device)
+    generator.set_state(state["augment"])
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["name"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["gauss"]))
+
+
+def describe(state: dict) -> str:
+    """One line: where a checkpoint stands."""
+    where = f"epoch {state.get('epoch', 0) + 1}"
+    if state.get("step_in_epoch"):
+        where += f", step {state['step_in_epoch']}"
+    else:
+        where = f"end of epoch {state.get('epoch', 0)}"
+    return f"{state.get('path', 'checkpoint')} ({where})"
+
+
+def checkpoint_path(run_dir: PathLike, name: str = LATEST) -> Path:
+    return Path(run_dir) / name
+
+
+def find_run_checkpoint(run_dir: PathLike) -> Optional[Path]:
+    for name in (LATEST, BEST):
+        if (Path(run_dir) / name).exists():
+            return Path(run_dir) / name
+    return None

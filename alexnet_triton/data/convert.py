@@ -1,0 +1,164 @@
+"""ImageFolder -> prepared store (see ``store.py`` for the layout): the work behind
+``python -m alexnet_triton.prepare``.
+
+Every image is decoded, rescaled (shorter side to S), center-cropped and re-encoded in a
+pool of worker processes, in chunks, in file order; the parent only appends the results and
+adds up the statistics, so the store's order is fixed whatever the number of workers.
+Unreadable or truncated files are skipped, counted and listed in skipped.log. The store is
+built in a temporary folder beside DST and renamed into place at the end, so an interrupted
+run (Ctrl-C, a crash, a full disk) leaves nothing half-written at DST.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from alexnet_triton.data.folder import SPLITS, DataError, scan_image_folder
+from alexnet_triton.data.images import load_image
+from alexnet_triton.data.stats import PixelStats
+from alexnet_triton.data.store import (FORMAT_VERSION, FORMATS, INFO_FILE, SHARD_BYTES, SplitWriter,
+                                       encode_payload)
+
+CHUNK = 64  # images per task: big enough to amortize the pickling, small enough to balance
+
+
+def check_destination(dst: Path, force: bool) -> None:
+    if dst.exists() and not dst.is_dir():
+        raise DataError(f"destination {dst} exists and is not a folder")
+    if dst.is_dir() and any(dst.iterdir()) and not force:
+        raise DataError(f"destination {dst} already exists and is not empty (pass --force to replace it)")
+
+
+def _process_chunk(task) -> Tuple[list, Optional[PixelStats]]:
+    """Worker: [(file, label)] -> ([(payload or None, label, file, error or None)], stats)."""
+    split_dir, items, size, fmt, quality, with_stats = task
+    stats = PixelStats(size) if with_stats else None
+    results = []
+    for file, label in items:
+        try:
+            pixels = load_image(os.path.join(split_dir, file), size)
+        except Exception as error:  # noqa: BLE001 - any undecodable file is skipped, never fatal
+            reason = f"{type(error).__name__}: {error}".replace("\n", " ").replace("\t", " ")
+            results.append((None, label, file, reason))
+            continue
+        if stats is not None:
+            stats.add(pixels)
+        results.append((encode_payload(pixels, fmt, quality), label, file, None))
+    if stats is not None:
+        # A chunk's pixel sums fit 32 bits: half the bytes to send back to the parent.
+        stats.image_sum = stats.image_sum.astype(np.uint32)
+    return results, stats
+
+
+def prepare(src, dst, *, size: int = 256, fmt: str = "jpeg", workers: Optional[int] = None,
+            quality: int = 95, force: bool = False, progress: bool = True,
+            shard_bytes: int = SHARD_BYTES) -> dict:
+    """Convert the ImageFolder SRC into a prepared store at DST; returns its info.json dict.
+
+    Raises DataError (before any work) on a bad SRC or an occupied DST.
+    """
+    src, dst = Path(src), Path(dst)
+    if fmt not in FORMATS:
+        raise DataError(f"unknown store format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if size < 1:
+        raise DataError(f"image size must be positive, got {size}")
+    check_destination(dst, force)
+    classes, train_items, val_items = scan_image_folder(src)
+    workers = max(1, workers or os.cpu_count() or 1)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        info = _build(src, tmp, classes, {"train": train_items, "val": val_items}, size, fmt,
+                      workers, quality, progress, shard_bytes)
+        _move_into_place(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info
+
+
+def _build(src: Path, out: Path, classes, items: dict, size: int, fmt: str, workers: int,
+           quality: int, progress: bool, shard_bytes: int) -> dict:
+    skipped: List[str] = []
+    counts = {}
+    stats = PixelStats(size)
+    total = sum(len(v) for v in items.values())
+    bar = _progress_bar(total, progress)
+    pool = multiprocessing.Pool(workers) if workers > 1 else None
+    try:
+        for split in SPLITS:
+            writer = SplitWriter(out / split, fmt, size, len(items[split]), quality, shard_bytes)
+            tasks = [(str(src / split), items[split][i:i + CHUNK], size, fmt, quality, split == "train")
+                     for i in range(0, len(items[split]), CHUNK)]
+            results = pool.imap(_process_chunk, tasks) if pool else map(_process_chunk, tasks)
+            for chunk, chunk_stats in results:
+                for payload, label, file, error in chunk:
+                    if error is None:
+                        writer.add(payload, label, file)
+                    else:
+                        skipped.append(f"{split}\t{file}\t{error}")
+                if chunk_stats is not None:
+                    stats.merge(chunk_stats)
+                bar.update(len(chunk))
+                bar.set_postfix(skipped=len(skipped), refresh=False)
+            counts[split] = writer.close()
+            if counts[split] == 0:
+                raise DataError(f"no readable image in {src / split} ({len(items[split])} files, all skipped)")
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        bar.close()
+    stats.finish().save(out)
+    info = {"format": fmt, "format_version": FORMAT_VERSION, "image_size": size,
+            "classes": list(classes), "train": counts["train"], "val": counts["val"],
+            "skipped": len(skipped), "jpeg_quality": quality if fmt == "jpeg" else None,
+            "source": str(src.resolve())}
+    (out / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    (out / "classes.txt").write_text("".join(c + "\n" for c in classes))
+    (out / "skipped.log").write_text("".join(line + "\n" for line in skipped))
+    return info
+
+
+def _move_into_place(tmp: Path, dst: Path) -> None:
+    """Rename the finished store onto DST; an old store there is moved aside first and
+    deleted only once the new one is in place."""
+    old = None
+    if dst.exists() and any(dst.iterdir()):
+        old = dst.parent / f".{dst.name}.old-{os.getpid()}"
+        os.rename(dst, old)
+    elif dst.exists():
+        dst.rmdir()
+    os.rename(tmp, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _progress_bar(total: int, enabled: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is a dependency, but a missing bar must not stop the work
+        enabled = False
+    if not enabled:
+        return _NoBar()
+    return tqdm(total=total, unit="img", desc="prepare", file=sys.stderr, dynamic_ncols=True)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def set_postfix(self, **kwargs):
+        pass
+
+    def close(self):
+        pass

@@ -1,0 +1,163 @@
+"""``DatasetInfo`` and ``open_dataset``: a prepared store, or a raw ImageFolder read on the fly.
+
+A raw ImageFolder (ROOT/train/<class>/..., ROOT/val/<class>/...) is usable without running
+``prepare``: images are decoded, rescaled and center-cropped in the loader workers on every
+read (slower), and the statistics come from a fixed sample of training images instead of
+all of them. Nothing is written into the user's folder.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Tuple
+
+import numpy as np
+import torch
+
+from alexnet_triton.data.folder import DataError, list_split, scan_image_folder
+from alexnet_triton.data.images import load_image
+from alexnet_triton.data.stats import DatasetStats, PixelStats
+from alexnet_triton.data.store import StoredSplit, is_store, read_info
+
+PAPER_IMAGE_SIZE = 256
+STATS_SAMPLE = 500  # training images behind a raw folder's statistics
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetInfo:
+    """What the trainer needs to know about a dataset (compared by identity: it holds tensors)."""
+    root: Path                 # the prepared store, or the raw ImageFolder
+    classes: Tuple[str, ...]   # sorted class names, label order
+    image_size: int            # S: every image the loaders yield is [3, S, S]
+    mean: torch.Tensor         # float32 [3, S, S], mean training image, 0..255
+    eigval: torch.Tensor       # float32 [3], eigenvalues of the RGB covariance (0..1 scale)
+    eigvec: torch.Tensor       # float32 [3, 3], columns are the eigenvectors
+    num_train: int
+    num_val: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def prepared(self) -> bool:
+        """False for a raw ImageFolder decoded on the fly."""
+        return is_store(self.root)
+
+
+def open_dataset(path, *, image_size: int = PAPER_IMAGE_SIZE) -> DatasetInfo:
+    """A prepared store (has info.json) or a raw ImageFolder -> DatasetInfo.
+
+    image_size applies to a raw folder only (a store has its own). Raises DataError naming
+    the problem, before any decoding, on a missing or malformed folder.
+    """
+    root = Path(path).expanduser()
+    if is_store(root):
+        info = read_info(root)
+        try:
+            stats = DatasetStats.load(root)
+        except (OSError, KeyError, ValueError) as error:
+            raise DataError(f"prepared store {root} has no readable statistics ({error})") from None
+        return _info(root, info["classes"], info["image_size"], stats, info["train"], info["val"])
+    if image_size < 1:
+        raise DataError(f"image size must be positive, got {image_size}")
+    classes, train_items, val_items = scan_image_folder(root)
+    # The loaders (and their forked workers) reuse this listing instead of walking again.
+    _LISTINGS[(str(root), "train", classes)] = train_items
+    _LISTINGS[(str(root), "val", classes)] = val_items
+    stats = _sample_stats(root / "train", train_items, image_size)
+    return _info(root, classes, image_size, stats, len(train_items), len(val_items))
+
+
+def _info(root, classes, size, stats: DatasetStats, num_train, num_val) -> DatasetInfo:
+    return DatasetInfo(Path(root), tuple(classes), int(size), torch.from_numpy(stats.mean),
+                       torch.from_numpy(stats.eigval), torch.from_numpy(stats.eigvec),
+                       int(num_train), int(num_val))
+
+
+def _sample_stats(split_dir: Path, items, size: int) -> DatasetStats:
+    """Statistics of up to STATS_SAMPLE evenly spaced training images (every class)."""
+    stats = PixelStats(size)
+    picks = np.unique(np.linspace(0, len(items) - 1, min(STATS_SAMPLE, len(items))).round().astype(int))
+    for i in picks.tolist():
+        try:
+            stats.add(load_image(split_dir / items[i][0], size))
+        except Exception:  # noqa: BLE001 - unreadable files are the loader's business
+            continue
+    if stats.images == 0:
+        raise DataError(f"none of the {len(picks)} sampled images of {split_dir} could be read")
+    return stats.finish()
+
+
+# -- the image sources the loaders read from -----------------------------------------------
+
+class FolderSplit:
+    """One split of a raw ImageFolder, decoded on every read.
+
+    An unreadable file is replaced by the next readable one of the list (with its label), and
+    a warning names it: training cannot skip a sample without changing the batch size.
+    """
+
+    def __init__(self, root: Path, split: str, classes: Tuple[str, ...], size: int) -> None:
+        self.directory = Path(root) / split
+        self.size = size
+        items = _listing(str(root), split, tuple(classes))
+        self.files = [f for f, _ in items]
+        self.labels = np.asarray([label for _, label in items], np.int64)
+        self._bad = set()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def read_one(self, i: int) -> Tuple[np.ndarray, int]:
+        for step in range(len(self.files)):
+            j = (i + step) % len(self.files)
+            if j in self._bad:
+                continue
+            try:
+                return load_image(self.directory / self.files[j], self.size).transpose(2, 0, 1), j
+            except Exception as error:  # noqa: BLE001
+                self._bad.add(j)
+                warnings.warn(f"skipping unreadable image {self.directory / self.files[j]}: {error}")
+        raise DataError(f"no readable image in {self.directory}")
+
+    def read(self, indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+        out = np.empty((len(indices), 3, self.size, self.size), np.uint8)
+        labels = np.empty(len(indices), np.int64)
+        for row, i in enumerate(indices):
+            out[row], j = self.read_one(int(i))
+            labels[row] = self.labels[j]
+        return out, labels
+
+
+_LISTINGS: dict = {}
+
+
+def _listing(root: str, split: str, classes: Tuple[str, ...]):
+    key = (root, split, classes)
+    if key not in _LISTINGS:
+        _LISTINGS[key] = list_split(Path(root) / split, classes)
+    return _LISTINGS[key]
+
+
+class StoreSource:
+    """Adapter giving StoredSplit the FolderSplit interface: read -> (pixels, labels)."""
+
+    def __init__(self, split: StoredSplit) -> None:
+        self.split = split
+        self.labels = split.labels
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def read(self, indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+        return self.split.read(indices), self.labels[np.asarray(indices, np.int64)]
+
+
+def split_source(info: DatasetInfo, split: str):
+    """The readable images of one split: StoreSource or FolderSplit, both picklable."""
+    if info.prepared:
+        meta = read_info(info.root)
+        return StoreSource(StoredSplit(info.root, split, meta["format"], meta["image_size"]))
+    return FolderSplit(info.root, split, info.classes, info.image_size)

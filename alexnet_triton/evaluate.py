@@ -1,0 +1,170 @@
+"""python -m alexnet_triton.evaluate --checkpoint C [--data D] [--ten-crop]: the paper's metrics.
+
+Prints the top-1 and top-5 error of a trained network on a dataset's validation split,
+from the center crop, or with ``--ten-crop`` from the softmax averaged over ten crops
+(the four corners and the center, and their horizontal flips), as the paper reports.
+Images are fed exactly as in training: the checkpoint's crop size and training-set mean.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import sys
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as TF
+from torch import nn
+
+from alexnet_triton import checkpoint as ckpt
+from alexnet_triton.metrics import Totals, percent
+
+PROG = "python -m alexnet_triton.evaluate"
+
+
+def autocast(device: torch.device, amp: bool):
+    """bf16 autocast on a CUDA device when asked, else nothing."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader, augmenter, device: torch.device, *,
+                   ten_crop: bool = False, amp: bool = False,
+                   reduce: Optional[Callable[[torch.Tensor], None]] = None,
+                   progress: Optional[Callable[[int], None]] = None) -> dict:
+    """Mean loss, top-1 and top-5 error over ``loader``'s (uint8 images, labels).
+
+    Center crop: the loss is the cross-entropy of the logits. Ten crops: the softmax
+    outputs of the ten crops are averaged and the loss is -log of the averaged probability
+    of the label. ``reduce`` sums the totals across DDP ranks (in place).
+    """
+    was_training = model.training
+    model.eval()
+    totals = Totals(device)
+    try:
+        for images, labels in loader:
+            labels = labels.to(device, non_blocking=True)
+            with autocast(device, amp):
+                if ten_crop:
+                    crops = augmenter.ten_crop(images)  # [10, N, 3, crop, crop]
+                    probabilities = torch.stack(
+                        [model(crop).float().softmax(dim=1) for crop in crops]).mean(dim=0)
+                    picked = probabilities.gather(1, labels[:, None]).clamp_min(1e-12)
+                    totals.add(-picked.log().sum(), probabilities, labels)
+                else:
+                    logits = model(augmenter.center(images)).float()
+                    totals.add(TF.cross_entropy(logits, labels, reduction="sum"), logits, labels)
+            if progress is not None:
+                progress(labels.numel())
+    finally:
+        model.train(was_training)
+    if reduce is not None:
+        reduce(totals.sums)
+    return totals.result()
+
+
+# ---------------------------------------------------------------------------------------
+# the command line
+# ---------------------------------------------------------------------------------------
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    description = " ".join(__doc__.split("\n\n")[:2]).replace("\n", " ")
+    parser = _OneLineParser(prog=PROG, description=description, allow_abbrev=False)
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a checkpoint file, or a run directory (its best.pt, else latest.pt)")
+    parser.add_argument("--data", metavar="PATH", default=None,
+                        help="dataset folder (a prepared store or a raw ImageFolder) whose val/ "
+                             "split is evaluated; default: the dataset the checkpoint was "
+                             "trained on (the built-in one when it had no --data)")
+    parser.add_argument("--ten-crop", action="store_true",
+                        help="average the softmax over ten crops (4 corners + center, and "
+                             "their flips) instead of the center crop")
+    parser.add_argument("--batch-size", type=int, default=128, metavar="N",
+                        help="images per forward pass (default: 128)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="data loader worker processes (default: as training)")
+    parser.add_argument("--devices", default="auto",
+                        help="'auto' (a GPU if there is one, else the CPU), 'cpu', 'cuda:0', or "
+                             "'cuda:0,cuda:1' for one column per GPU (default: auto)")
+    parser.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+                        help="bf16 autocast on a GPU that supports it ('auto'), or 'bf16', "
+                             "'off' (default: auto)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict:
+    # Imported here so --help answers without loading the data stack.
+    from alexnet_triton.config import ConfigError
+    from alexnet_triton.data import Augmenter, DataError, builtin_dataset, open_dataset
+    from alexnet_triton.train import (default_workers, describe_kernels, resolve_amp,
+                                      resolve_devices)
+    from alexnet_triton.one_column import build_model
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    state = ckpt.load(args.checkpoint, names=(ckpt.BEST, ckpt.LATEST))
+    devices = resolve_devices(args.devices, one_column=state["arch"]["name"] != "alexnet")
+    device = devices[0]
+    amp = resolve_amp(args.amp, device)
+    data = args.data if args.data is not None else state["config"].get("data")
+    info = open_dataset(data) if data is not None else builtin_dataset()
+    if tuple(info.classes) != tuple(state["classes"]):
+        raise DataError(f"{info.root} has classes {_few(info.classes)} but the checkpoint was "
+                        f"trained on {_few(state['classes'])}")
+    saved = state["data"]
+    if info.image_size != saved["image_size"]:
+        raise DataError(f"{info.root} stores {info.image_size}-px images but the checkpoint was "
+                        f"trained on {saved['image_size']}-px images")
+    # The network saw the training set's mean subtracted: use the checkpoint's.
+    info = dataclasses.replace(info, mean=saved["mean"], eigval=saved["eigval"],
+                               eigvec=saved["eigvec"])
+    model = build_model(state["arch"], devices if len(devices) > 1 else device)
+    ckpt.load_model_state(model, state)
+    augmenter = Augmenter(info, saved["crop_size"], 0.0, device=device)
+    workers = args.workers if args.workers is not None else default_workers(device)
+    from alexnet_triton.data import eval_loader
+    loader = eval_loader(info, args.batch_size, workers=workers,
+                         pin_memory=device.type == "cuda")
+    print(f"{PROG}: {state['path']} on {info.root} val ({info.num_val} images), "
+          f"{'ten crops' if args.ten_crop else 'center crop'} of {saved['crop_size']} px; "
+          f"device {', '.join(map(str, devices))}, kernels: {describe_kernels(device)}",
+          flush=True)
+    result = evaluate_model(model, loader, augmenter, device, ten_crop=args.ten_crop, amp=amp)
+    print(f"top-1 error {percent(result['val_top1_error'])}  "
+          f"top-5 error {percent(result['val_top5_error'])}  "
+          f"(top-1 accuracy {percent(1 - result['val_top1_error'])}, loss "
+          f"{result['val_loss']:.4f}, {result['images']} images)", flush=True)
+    return result
+
+
+def _few(names: Sequence[str], limit: int = 4) -> str:
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return f"[{shown}{', ...' if len(names) > limit else ''}] ({len(names)})"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from alexnet_triton.config import ConfigError
+    from alexnet_triton.data import DataError
+    try:
+        run(args)
+    except (ConfigError, DataError, ckpt.CheckpointError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The paper's one-GPU ablation net (section 6.1, ``--one-column``), and the model builder.
+
+The paper compares its two-GPU net with "a net with half as many kernels in each
+convolutional layer trained on one GPU", and its footnote adds that the one-GPU net keeps
+the full final conv layer and the full fully-connected layers so that the two nets have
+about the same number of parameters. So this is ONE column, no grouped convolutions:
+
+    conv1 48 x 11x11/4  -> LRN -> pool        (the two-column net: 96)
+    conv2 128 x 5x5     -> LRN -> pool        (256, grouped in two)
+    conv3 192 x 3x3                           (384)
+    conv4 192 x 3x3                           (384, grouped)
+    conv5 256 x 3x3     -> pool               (256, grouped): not halved
+    fc6 4096, fc7 4096 (ReLU + dropout), fc8  (the same)
+
+The state-dict keys are AlexNet's (``conv1.weight`` ... ``fc8.bias``); the shapes differ.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as TF
+from torch import Tensor, nn
+
+from alexnet_triton import layers
+from alexnet_triton.model import MIN_INPUT_SIZE, POOL5_SIZE, AlexNet
+
+ONE_COLUMN_KERNELS = (48, 128, 192, 192, 256)
+
+
+class OneColumnAlexNet(nn.Module):
+    """The paper's one-GPU net on the fused kernels; arguments as ``AlexNet``'s."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5,
+                 device: Optional[torch.device] = None, bias_init: float = 1.0,
+                 weight_std: float = 0.01, lrn: bool = True,
+                 overlapping_pool: bool = True) -> None:
+        super().__init__()
+        k1, k2, k3, k4, k5 = ONE_COLUMN_KERNELS
+        self.use_lrn = lrn
+        self.pool_kernel = 3 if overlapping_pool else 2
+        self.conv1 = layers.Conv2dReLU(3, k1, 11, stride=4, padding=2)
+        self.conv2 = layers.Conv2dReLU(k1, k2, 5, padding=2)
+        self.conv3 = layers.Conv2dReLU(k2, k3, 3, padding=1)
+        self.conv4 = layers.Conv2dReLU(k3, k4, 3, padding=1)
+        self.conv5 = layers.Conv2dReLU(k4, k5, 3, padding=1)
+        self.lrn = layers.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
+        self.pool = layers.MaxPool2d(self.pool_kernel, 2)
+        self.fc6 = layers.LinearReLUDropout(k5 * POOL5_SIZE * POOL5_SIZE, 4096, p=dropout)
+        self.fc7 = layers.LinearReLUDropout(4096, 4096, p=dropout)
+        self.fc8 = layers.Linear(4096, num_classes)
+        self.reset_parameters(bias_init, weight_std)
+        if device is not None:
+            self.to(device)
+
+    @torch.no_grad()
+    def reset_parameters(self, bias_init: float = 1.0, weight_std: float = 0.01) -> None:
+        """The paper's initialization, as ``AlexNet.reset_parameters``."""
+        for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+            layer = getattr(self, name)
+            layer.weight.normal_(0.0, weight_std)
+            layer.bias.fill_(0.0 if name in ("conv1", "conv3") else bias_init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != 3 or min(x.shape[2:]) < MIN_INPUT_SIZE:
+            raise ValueError(f"OneColumnAlexNet expects [N, 3, H, W] images with H, W >= "
+                             f"{MIN_INPUT_SIZE}, got shape {tuple(x.shape)}")
+        x = self.conv1(x)
+        x = self.pool(self.lrn(x) if self.use_lrn else x)
+        x = self.conv2(x)
+        x = self.pool(self.lrn(x) if self.use_lrn else x)
+        x = self.pool(self.conv5(self.conv4(self.conv3(x))))
+        if tuple(x.shape[2:]) != (POOL5_SIZE, POOL5_SIZE):
+            x = TF.adaptive_avg_pool2d(x, POOL5_SIZE)  # inputs other than 224, as AlexNet
+        return self.fc8(self.fc7(self.fc6(x.flatten(1))))
+
+
+def build_model(arch: dict, devices=None) -> nn.Module:
+    """The network an ``arch`` record describes (see ``alexnet_triton.checkpoint``).
+
+    arch: {"name": "alexnet" | "alexnet-one-column", "num_classes", "dropout", "lrn",
+    "overlapping_pool", "bias_init", "weight_std"}; devices: None, one device, or a pair
+    of column devices (AlexNet only; the one-column net takes the first).
+    """
+    common = dict(num_classes=arch["num_classes"], dropout=arch["dropout"],
+                  bias_init=arch["bias_init"], weight_std=arch["weight_std"], lrn=arch["lrn"],
+                  overlapping_pool=arch["overlapping_pool"])
+    if arch["name"] == "alexnet-one-column":
+        if isinstance(devices, (list, tuple)):
+            devices = devices[0]
+        return OneColumnAlexNet(device=devices, **common)
+    if arch["name"] == "alexnet":
+        return AlexNet(devices=devices, **common)
+    raise ValueError(f"unknown architecture {arch['name']!r}")

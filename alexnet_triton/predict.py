@@ -1,0 +1,112 @@
+"""python -m alexnet_triton.predict --checkpoint C IMAGE...: the five most likely classes.
+
+Each image is read as the training data was prepared (any Pillow format, converted to RGB,
+shorter side rescaled to the checkpoint's image size, center square), then its center crop,
+minus the training mean, goes through the network; the class names come from the
+checkpoint. Every image is checked before any is classified: one unreadable file is a
+one-line error and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from alexnet_triton import checkpoint as ckpt
+
+PROG = "python -m alexnet_triton.predict"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    description = " ".join(__doc__.split("\n\n")[:2]).replace("\n", " ")
+    parser = _OneLineParser(prog=PROG, description=description, allow_abbrev=False)
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a checkpoint file, or a run directory (its best.pt, else latest.pt)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser.add_argument("--top", type=int, default=5, metavar="K",
+                        help="how many classes to list per image (default: 5)")
+    parser.add_argument("--ten-crop", action="store_true",
+                        help="average the softmax over ten crops instead of the center crop")
+    parser.add_argument("--devices", default="auto",
+                        help="'auto' (a GPU if there is one, else the CPU), 'cpu' or 'cuda:N' "
+                             "(default: auto)")
+    return parser
+
+
+def predict(state: dict, model: torch.nn.Module, augmenter, pixels: torch.Tensor,
+            ten_crop: bool = False) -> torch.Tensor:
+    """uint8 [N, 3, S, S] images -> class probabilities [N, num_classes] (float32, CPU)."""
+    model.eval()
+    with torch.no_grad():
+        if ten_crop:
+            crops = augmenter.ten_crop(pixels)
+            return torch.stack([model(c).float().softmax(1) for c in crops]).mean(0).cpu()
+        return model(augmenter.center(pixels)).float().softmax(dim=1).cpu()
+
+
+def run(args: argparse.Namespace) -> list:
+    from alexnet_triton.config import ConfigError
+    from alexnet_triton.data import Augmenter, DataError, DatasetInfo, load_image
+    from alexnet_triton.one_column import build_model
+    from alexnet_triton.train import resolve_devices
+
+    if args.top < 1:
+        raise ConfigError(f"--top must be >= 1, got {args.top}")
+    state = ckpt.load(args.checkpoint, names=(ckpt.BEST, ckpt.LATEST))
+    saved = state["data"]
+    size = saved["image_size"]
+    images = []
+    for name in args.images:
+        path = Path(name)
+        if not path.is_file():
+            raise DataError(f"{path} is not a file")
+        try:
+            images.append(torch.from_numpy(load_image(path, size)).permute(2, 0, 1))
+        except Exception as error:  # noqa: BLE001 - any undecodable file
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise DataError(f"cannot read {path} as an image: {detail}") from None
+    if "," in args.devices:
+        raise ConfigError(f"--devices: predict runs on one device, got {args.devices!r}")
+    device = resolve_devices(args.devices)[0]
+    model = build_model(state["arch"], device)
+    ckpt.load_model_state(model, state)
+    info = DatasetInfo(Path(state["path"]), tuple(state["classes"]), size, saved["mean"],
+                       saved["eigval"], saved["eigvec"], 0, 0)
+    augmenter = Augmenter(info, saved["crop_size"], 0.0, device=device)
+    probabilities = predict(state, model, augmenter, torch.stack(images), args.ten_crop)
+    classes = state["classes"]
+    top = min(args.top, len(classes))
+    results = []
+    for name, row in zip(args.images, probabilities):
+        values, indices = row.topk(top)
+        ranked = [(classes[i], float(p)) for p, i in zip(values.tolist(), indices.tolist())]
+        results.append((name, ranked))
+        print(name)
+        for label, probability in ranked:
+            print(f"  {100 * probability:6.2f}%  {label}")
+    sys.stdout.flush()
+    return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from alexnet_triton.config import ConfigError
+    from alexnet_triton.data import DataError
+    try:
+        run(args)
+    except (ConfigError, DataError, ckpt.CheckpointError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""alexnet_triton.checkpoint: atomic writes, weights_only loading, RNG states, metrics, plots."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet_triton import checkpoint as ckpt
+from alexnet_triton import plots
+from alexnet_triton.metrics import MetricsFile, Totals, read_metrics, topk_correct
+from alexnet_triton.one_column import OneColumnAlexNet, build_model
+from train_support import trained_run
+
+
+def _state(**extra):
+    return {"format": ckpt.FORMAT, "version": ckpt.VERSION, "arch": {}, "classes": ["a"],
+            "data": {}, "model": {"w": torch.arange(4.0)}, **extra}
+
+
+def test_save_replaces_atomically_and_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pt"
+    ckpt.save(_state(epoch=1), path)
+    assert ckpt.load(path)["epoch"] == 1
+
+    def crash_halfway(obj, file, *args, **kwargs):
+        file.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save(_state(epoch=2), path)
+    monkeypatch.undo()
+    assert ckpt.load(path)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt"]  # no temporary left
+
+
+def test_best_keeps_its_contents_when_latest_is_replaced(tmp_path):
+    ckpt.save(_state(epoch=1), tmp_path / ckpt.LATEST)
+    ckpt.link_atomically(tmp_path / ckpt.LATEST, tmp_path / ckpt.BEST)
+    ckpt.save(_state(epoch=2), tmp_path / ckpt.LATEST)
+    assert ckpt.load(tmp_path, names=(ckpt.BEST,))["epoch"] == 1
+    assert ckpt.load(tmp_path)["epoch"] == 2
+
+
+class Payload:
+    """Anything that is not a tensor or a plain value."""
+
+    def __reduce__(self):
+        return (print, ("this would run at load time",))
+
+
+def test_a_checkpoint_carrying_a_pickled_object_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save(_state(extra=Payload()), path)
+    with pytest.raises(ckpt.CheckpointError, match=r"weights_only=True.*pickled object"):
+        ckpt.load(path)
+    assert "would run" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"conv1.weight": torch.zeros(1)}, "not an alexnet_triton checkpoint"),
+    ([1, 2, 3], "not an alexnet_triton checkpoint"),
+    (None, "not a readable checkpoint"),
+])
+def test_files_that_are_not_checkpoints_are_refused(tmp_path, content, message):
+    path = tmp_path / "file.pt"
+    if content is None:
+        path.write_bytes(b"\x00garbage" * 10)
+    else:
+        torch.save(content, path)
+    with pytest.raises(ckpt.CheckpointError, match=message):
+        ckpt.load(path)
+
+
+def test_a_newer_version_is_refused(tmp_path):
+    torch.save({**_state(), "version": ckpt.VERSION + 1}, tmp_path / "latest.pt")
+    with pytest.raises(ckpt.CheckpointError, match="version"):
+        ckpt.load(tmp_path)
+
+
+def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
+    generator = torch.Generator().manual_seed(7)
+    torch.manual_seed(3)
+    random.seed(4)
+    np.random.seed(5)
+    np.random.normal()  # a cached Gaussian in NumPy's state
+    ckpt.save(_state(rng=[ckpt.capture_rng(generator)]), tmp_path / "latest.pt")
+
+    def draws():
+        return (torch.rand(3).tolist(), torch.rand(3, generator=generator).tolist(),
+                random.random(), np.random.normal(), np.random.rand())
+
+    expected = draws()
+    draws()
+    ckpt.restore_rng(ckpt.load(tmp_path)["rng"][0], generator)
+    assert draws() == expected
+
+
+def test_trainer_checkpoints_hold_only_plain_data(tmp_path_factory):
+    state = torch.load(trained_run(tmp_path_factory) / ckpt.LATEST, weights_only=True)
+    assert state["format"] == ckpt.FORMAT
+    assert state["data"]["mean"].shape == (3, 72, 72) and state["data"]["crop_size"] == 63
+    assert set(state["rng"][0]) == {"torch", "cuda", "augment", "python", "numpy"}
+    model = build_model(state["arch"])
+    ckpt.load_model_state(model, state)
+
+
+def test_a_checkpoint_of_another_network_is_refused_by_name():
+    state = _state()
+    state["arch"] = {"name": "alexnet"}
+    state["model"] = OneColumnAlexNet(num_classes=10).state_dict()
+    with pytest.raises(ckpt.CheckpointError, match="different network.*conv1.weight"):
+        ckpt.load_model_state(build_model({"name": "alexnet", "num_classes": 10,
+                                           "dropout": 0.5, "lrn": True,
+                                           "overlapping_pool": True, "bias_init": 1.0,
+                                           "weight_std": 0.01}), state)
+
+
+# ---------------------------------------------------------------------------------------
+# the one-column ablation, metrics and plots
+# ---------------------------------------------------------------------------------------
+
+
+def test_one_column_net_is_the_papers_one_gpu_net():
+    model = OneColumnAlexNet(num_classes=1000)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    assert shapes["conv1.weight"] == (48, 3, 11, 11)
+    assert shapes["conv2.weight"] == (128, 48, 5, 5)
+    assert shapes["conv3.weight"] == (192, 128, 3, 3)
+    assert shapes["conv4.weight"] == (192, 192, 3, 3)
+    assert shapes["conv5.weight"] == (256, 192, 3, 3)  # not halved, as the footnote says
+    assert shapes["fc6.weight"] == (4096, 9216) and shapes["fc7.weight"] == (4096, 4096)
+    assert model.conv3.bias.eq(0).all() and model.conv2.bias.eq(1).all()
+    assert abs(model.fc7.weight.std().item() - 0.01) < 1e-4
+
+
+def test_topk_counts():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.05, 0.15], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 2, 0])
+    assert topk_correct(logits, labels, ks=(1, 2, 5)).tolist() == [1, 2, 3]
+    totals = Totals()
+    totals.add(torch.tensor(3.0), logits, labels)
+    result = totals.result()
+    assert result["val_top1_error"] == pytest.approx(2 / 3) and result["val_loss"] == 1.0
+
+
+def test_metrics_file_appends_and_rewrites(tmp_path):
+    metrics = MetricsFile(tmp_path / "metrics.csv")
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 2.0, "val_top1_error": 0.5,
+             "val_top5_error": 0.1, "lr": 0.01, "epoch_seconds": 3.0,
+             "images_per_second": 100.0} for e in (1, 2, 3)]
+    for row in rows:
+        metrics.append(row)
+    assert [row["epoch"] for row in read_metrics(metrics.path)] == [1, 2, 3]
+    metrics.rewrite(rows[:1])  # a run resumed from its epoch-1 checkpoint
+    assert [row["epoch"] for row in read_metrics(metrics.path)] == [1]
+
+
+def test_conv1_grid_puts_each_column_in_its_own_row_block(tmp_path):
+    weight = torch.zeros(96, 3, 11, 11)
+    weight[:48, 0] = torch.linspace(0, 1, 11)  # column 1: red ramps; column 2: green ramps
+    weight[48:, 1] = torch.linspace(0, 1, 11)
+    grid = plots.kernel_grid(weight, columns=2)
+    rows = 3 * 12  # per column: 3 rows of 16 kernels, 11 px + a 1 px gap each
+    assert grid.shape == (1 + rows + 3 + rows, 1 + 16 * 12, 3)  # a 3 px gap between blocks
+    top, bottom = grid[1:1 + rows], grid[1 + rows + 3:]
+    assert top[..., 0].max() == 1 and top[..., 1][top[..., 1] < 1].max() == 0
+    assert bottom[..., 1].max() == 1 and bottom[..., 0][bottom[..., 0] < 1].max() == 0
+    path = plots.plot_conv1(weight, 2, tmp_path / "conv1.png", epoch=3)
+    assert path.read_bytes()[:4] == b"\x89PNG"
