@@ -2,7 +2,6 @@
 disjoint rank shards, worker processes changing nothing, and raw folders read on the fly."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

@@ -8,12 +8,13 @@ stays off), so the caller can skip them rather than train on half-grey pictures.
 from __future__ import annotations
 
 import io
+import os
 from typing import Union
 
 import numpy as np
 from PIL import Image
 
-Source = Union[str, "os.PathLike[str]", bytes]
+Source = Union[str, os.PathLike, bytes]
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

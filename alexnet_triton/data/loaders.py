@@ -13,7 +13,7 @@ moves it to the GPU (pinned when ``pin_memory``) and augments it there.
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Sequence
 
 import numpy as np
 import torch

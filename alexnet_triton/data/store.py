@@ -23,7 +23,6 @@ DataLoader worker processes.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import List, Optional, Sequence
 
