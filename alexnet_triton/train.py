@@ -626,7 +626,7 @@ class Trainer:
             f"kernels: {describe_kernels(self.device)}",
             f"data: {source} {info.root}: {len(info.classes)} classes, {info.num_train} train / "
             f"{info.num_val} val images of {info.image_size} px, crops of {config.crop_size}, "
-            f"{config.workers} loader workers",
+            f"loader workers: {config.workers}",
             f"model: AlexNet, {placement}, {parameters:,} parameters"
             f"{'' if config.lrn else ', no LRN'}"
             f"{'' if config.overlapping_pool else ', 2x2 pooling'}; init N(0, "
