@@ -18,6 +18,7 @@ import torch.nn.functional as TF
 from torch import nn
 
 from alexnet_triton import checkpoint as ckpt
+from alexnet_triton.cli import run_cli
 from alexnet_triton.metrics import Totals, percent
 
 PROG = "python -m alexnet_triton.evaluate"
@@ -155,15 +156,7 @@ def _few(names: Sequence[str], limit: int = 4) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    from alexnet_triton.config import ConfigError
-    from alexnet_triton.data import DataError
-    try:
-        run(args)
-    except (ConfigError, DataError, ckpt.CheckpointError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import torch
 
 from alexnet_triton import checkpoint as ckpt
+from alexnet_triton.cli import run_cli
 
 PROG = "python -m alexnet_triton.predict"
 
@@ -97,15 +98,7 @@ def run(args: argparse.Namespace) -> list:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    from alexnet_triton.config import ConfigError
-    from alexnet_triton.data import DataError
-    try:
-        run(args)
-    except (ConfigError, DataError, ckpt.CheckpointError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,21 @@
+"""What the command-line tools share: bad input is one line on stderr and exit status 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Optional, Sequence
+
+
+def run_cli(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], object],
+            argv: Optional[Sequence[str]] = None) -> int:
+    """Parse argv and run; a configuration, data or checkpoint error ends with exit status 2."""
+    args = parser.parse_args(argv)
+    from alexnet_triton.checkpoint import CheckpointError
+    from alexnet_triton.config import ConfigError
+    from alexnet_triton.data import DataError
+    try:
+        run(args)
+    except (ConfigError, DataError, CheckpointError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
