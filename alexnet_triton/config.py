@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from alexnet_triton import tensorboard_log
+
 # The paper trains "roughly 90 cycles through the training set".
 PAPER_EPOCHS = 90
 # The built-in dataset reaches its target (>= 90% top-1 on its val split) within this many
@@ -59,7 +61,8 @@ class TrainConfig:
     resume: Optional[str] = _help(
         "continue a run exactly where it stopped: a run directory (its latest.pt) or a "
         "checkpoint file; the run's own configuration is used and other flags are ignored "
-        "except --epochs, --workers, --devices, --amp and --checkpoint-minutes",
+        "except --epochs, --workers, --devices, --amp, --checkpoint-minutes, --compile and "
+        "--tensorboard",
         default=None)
     epochs: Optional[int] = _help(
         f"epochs to train (default {PAPER_EPOCHS} for a dataset folder, the paper's count; "
@@ -126,6 +129,11 @@ class TrainConfig:
         default=10.0, metadata={"min_open": 0.0})
     compile: bool = _help("run the model under torch.compile (GPU only is worth it)",
                           default=False)
+    tensorboard: str = _help(
+        "TensorBoard event files in RUN_DIR/tensorboard (per-step loss and learning rate, "
+        "per-epoch errors, conv1's kernels): 'auto' when the tensorboard package is "
+        "installed, 'on' (an error without it), or 'off'", default="auto",
+        metadata={"choices": tensorboard_log.CHOICES})
 
     # ------------------------------------------------------------------------------------
 
@@ -141,7 +149,8 @@ class TrainConfig:
 # Flags whose name is not the field's: the paper's ablations read as switches.
 _NEGATED_FLAGS = {"lrn": "--no-lrn", "overlapping_pool": "--non-overlapping-pool"}
 # What may change when a run is resumed: where and how fast it runs, not what it computes.
-RESUME_OVERRIDES = ("epochs", "workers", "devices", "amp", "checkpoint_minutes", "compile")
+RESUME_OVERRIDES = ("epochs", "workers", "devices", "amp", "checkpoint_minutes", "compile",
+                    "tensorboard")
 
 
 class ConfigError(ValueError):
@@ -226,6 +235,9 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{flag} must be < {meta['max_open']}, got {value}")
     if config.amp not in AMP_CHOICES:
         raise ConfigError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {config.amp!r}")
+    if config.tensorboard not in tensorboard_log.CHOICES:
+        raise ConfigError(f"--tensorboard must be one of {', '.join(tensorboard_log.CHOICES)}, "
+                          f"got {config.tensorboard!r}")
     parse_devices(config.devices)
     return config
 

@@ -10,7 +10,8 @@ What a run leaves in its directory (default runs/<timestamp>/):
     metrics.csv         per epoch: train loss, val loss, val top-1 / top-5 error, lr, speed
     curves.png          loss and error curves;  conv1_kernels.png: the paper's figure 3
     latest.pt, best.pt  checkpoints (``alexnet_triton.checkpoint``); --resume DIR continues
-    tensorboard/        when the tensorboard package is installed
+    tensorboard/        TensorBoard event files (--tensorboard; by default when the
+                        tensorboard package is installed)
 
 Exit status: 0 done, 2 bad input (one line on stderr, before any work), 1 a NaN or infinite
 loss (the last good checkpoint is kept), 130 stopped by Ctrl-C or SIGTERM (a checkpoint of
@@ -47,7 +48,7 @@ from alexnet_triton.distributed import Replicas
 from alexnet_triton.evaluate import autocast, evaluate_model
 from alexnet_triton.metrics import MetricsFile, percent
 from alexnet_triton.one_column import build_model
-from alexnet_triton import plots
+from alexnet_triton import plots, tensorboard_log
 
 PROG = "python -m alexnet_triton.train"
 EXIT_OK, EXIT_NAN, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -138,6 +139,7 @@ class Setup:
     amp: bool
     run_dir: Path
     builtin: bool
+    tensorboard: bool = False
     resume_state: Optional[dict] = None
     notes: tuple = ()
 
@@ -163,6 +165,10 @@ def prepare(config: TrainConfig, given: set, replicas: Replicas,
             run_dir = Path(config.run_dir) if "run_dir" in given else Path(state["path"]).parent
     devices = resolve_devices(config.devices, config.one_column, replicas.local_rank)
     amp = resolve_amp(config.amp, devices[0])
+    try:
+        tensorboard = tensorboard_log.wanted(config.tensorboard)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     builtin = config.data is None
     info = builtin_dataset() if builtin else open_dataset(config.data)
     if state is not None:
@@ -208,7 +214,8 @@ def prepare(config: TrainConfig, given: set, replicas: Replicas,
         else:
             run_dir = new_run_dir()
     config = dataclasses.replace(config, run_dir=str(run_dir))
-    return Setup(config, info, devices, amp, Path(run_dir), builtin, state, tuple(notes))
+    return Setup(config, info, devices, amp, Path(run_dir), builtin, tensorboard, state,
+                 tuple(notes))
 
 
 # ---------------------------------------------------------------------------------------
@@ -238,17 +245,6 @@ def _progress_bar(total: int, initial: int, description: str, enabled: bool):
     bar = tqdm(total=total, initial=initial, desc=description, unit="batch", leave=False,
                dynamic_ncols=True, disable=None, file=sys.stderr)
     return None if bar.disable else bar
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except (ImportError, ModuleNotFoundError):
-        return None
-    try:
-        return SummaryWriter(str(run_dir / "tensorboard"))
-    except Exception:  # noqa: BLE001 - logging is optional, training is not
-        return None
 
 
 def _sgd(parameters, config: TrainConfig) -> torch.optim.SGD:
@@ -320,8 +316,10 @@ class Trainer:
         self.per_replica_batch = config.batch_size // self.replicas.world_size
         self.stop_signal: Optional[int] = None
         self.metrics = MetricsFile(self.run_dir / "metrics.csv")
-        self.tensorboard = None
+        self.tensorboard: Optional[tensorboard_log.TensorBoardLog] = None
         self.last_checkpoint = time.monotonic()
+        self.epoch_clock = time.monotonic()
+        self.epoch_rate: Optional[float] = None  # images/s, smoothed over the last epoch
 
     # -- state ---------------------------------------------------------------------------
 
@@ -389,7 +387,7 @@ class Trainer:
                 stale.unlink(missing_ok=True)
             self._write_config()
             self.metrics.rewrite(self.history)
-            self.tensorboard = _tensorboard(self.run_dir)
+            self.tensorboard = self._open_tensorboard()
         self._print_header()
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
@@ -500,8 +498,8 @@ class Trainer:
                     last_log = now
                     self.log(f"  epoch {epoch + 1} step {self.step_in_epoch}/{steps}: loss "
                              f"{mean_loss:.4f}, {rate:.0f} img/s, lr {self.lr:g}", flush=True)
-                if self.tensorboard is not None and self.global_step % 10 == 0:
-                    self.tensorboard.add_scalar("train/loss", loss_value, self.global_step)
+                if self.tensorboard is not None:
+                    self.tensorboard.step(self.global_step, loss_value, self.lr)
                 if flags[1] > 0:
                     if self.stop_signal is None:
                         self.stop_signal = signal.SIGTERM  # another replica was stopped
@@ -524,33 +522,31 @@ class Trainer:
                                   ten_crop=ten_crop, amp=self.amp, reduce=self.replicas.sum_)
 
     def end_epoch(self) -> None:
-        epoch_started = getattr(self, "_epoch_clock", None)
         result = self.validate()
         lr = self.lr
         self.scheduler.step(result["val_top1_error"])
         improved = result["val_top1_error"] < self.best["val_top1_error"]
         self.epoch += 1
-        seconds = time.monotonic() - epoch_started if epoch_started else math.nan
+        seconds = time.monotonic() - self.epoch_clock
         row = {"epoch": self.epoch,
                "train_loss": self.epoch_loss_sum / max(self.epoch_loss_steps, 1),
                "val_loss": result["val_loss"], "val_top1_error": result["val_top1_error"],
                "val_top5_error": result["val_top5_error"], "lr": lr,
                "epoch_seconds": seconds,
-               "images_per_second": float(getattr(self, "epoch_rate", None) or math.nan)}
+               "images_per_second": self.epoch_rate or math.nan}
         self.history.append(row)
         if improved:
             self.best = {"val_top1_error": result["val_top1_error"], "epoch": self.epoch}
         self.step_in_epoch, self.epoch_loss_sum, self.epoch_loss_steps = 0, 0.0, 0
         self.save_checkpoint(best=improved)
-        self._epoch_clock = time.monotonic()
+        self.epoch_clock = time.monotonic()
         if not self.main:
             return
         self.metrics.append(row)
         self._plot()
         if self.tensorboard is not None:
-            for key in ("train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr"):
-                self.tensorboard.add_scalar(f"epoch/{key}", row[key], self.epoch)
-            self.tensorboard.flush()
+            self.tensorboard.epoch(self.global_step, row,
+                                   plots.kernel_grid(self._conv1_weight(), self._columns()))
         note = ""
         if self.lr < lr:
             note = f"  -> lr {self.lr:g} (no improvement for {self.config.patience + 1} epochs)"
@@ -563,11 +559,26 @@ class Trainer:
     def _plot(self) -> None:
         try:
             plots.plot_curves(self.history, self.run_dir / plots.CURVES)
-            columns = 1 if self.config.one_column else 2
-            weight = self.model.state_dict()["conv1.weight"]
-            plots.plot_conv1(weight, columns, self.run_dir / plots.CONV1, self.epoch)
+            plots.plot_conv1(self._conv1_weight(), self._columns(), self.run_dir / plots.CONV1,
+                             self.epoch)
         except Exception as error:  # noqa: BLE001 - a plot must never stop training
             self.log(f"  (plots not updated: {type(error).__name__}: {error})", file=sys.stderr)
+
+    def _conv1_weight(self) -> torch.Tensor:
+        return self.model.state_dict()["conv1.weight"]  # [96, 3, 11, 11], both columns
+
+    def _columns(self) -> int:
+        return 1 if self.config.one_column else 2
+
+    def _open_tensorboard(self) -> Optional[tensorboard_log.TensorBoardLog]:
+        if not self.setup.tensorboard:
+            return None
+        try:
+            return tensorboard_log.TensorBoardLog(self.run_dir, first_step=self.global_step + 1)
+        except Exception as error:  # noqa: BLE001 - logging is optional, training is not
+            self.log(f"{PROG}: warning: no TensorBoard logging ({type(error).__name__}: "
+                     f"{error})", file=sys.stderr, flush=True)
+            return None
 
     def _finish(self, seconds: float) -> None:
         summary = {"epochs": self.epoch, "seconds": round(seconds, 1),
@@ -637,12 +648,17 @@ class Trainer:
             f"PCA colour noise {config.pca_sigma:g}, seed {config.seed}",
             f"run dir: {self.run_dir}",
         ]
+        if self.tensorboard is not None:
+            lines.append(f"tensorboard: {self.tensorboard.directory} (view with: tensorboard "
+                         f"--logdir {self.run_dir})")
+        elif self.config.tensorboard == "auto" and not self.setup.tensorboard:
+            lines.append("tensorboard: off (pip install tensorboard to log there too)")
         if self.setup.resume_state is not None:
             lines.append(f"resumed from {ckpt.describe(self.setup.resume_state)}")
         lines.extend(self.setup.notes)
         for line in lines:
             self.log(line, flush=True)
-        self._epoch_clock = time.monotonic()
+        self.epoch_clock = time.monotonic()
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from alexnet_triton import checkpoint as ckpt
+from alexnet_triton import tensorboard_log
 from alexnet_triton import train as train_module
 from alexnet_triton.config import TrainConfig, build_parser
 from train_support import (PYTHON, QUICK_ARGS, ROOT, quick_dataset, subprocess_env, train,
@@ -48,6 +49,13 @@ def _one_line_error(status, err, *words):
 
 def _weights(path):
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _logged_losses(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    reader = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    reader.Reload()
+    return [(event.step, event.value) for event in reader.Scalars("train/loss")]
 
 
 def _assert_same_training_state(a, b):
@@ -81,7 +89,7 @@ def test_help_explains_every_flag(capsys):
                  "--momentum", "--weight-decay", "--lr-factor", "--patience", "--bias-init",
                  "--weight-std", "--dropout", "--pca-sigma", "--crop-size", "--ten-crop",
                  "--no-lrn", "--non-overlapping-pool", "--one-column", "--seed", "--workers",
-                 "--devices", "--amp", "--checkpoint-minutes"):
+                 "--devices", "--amp", "--checkpoint-minutes", "--compile", "--tensorboard"):
         assert flag in out, flag
     assert "paper: 0.9" in out and "paper: 0.0005" in out and "paper: 128" in out
 
@@ -109,6 +117,7 @@ def test_every_config_field_is_a_flag_with_help():
     (["--weight-decay", "-1"], ["--weight-decay must be >= 0"]),
     (["--crop-size", "32"], ["--crop-size must be >= 63"]),
     (["--amp", "fp8"], ["--amp", "invalid choice"]),
+    (["--tensorboard", "maybe"], ["--tensorboard", "invalid choice"]),
     (["--devices", "tpu:0"], ["--devices", "not a device"]),
     (["--devices", "cpu,cpu,cpu"], ["--devices"]),
     (["--devices", "cuda:0"], ["CUDA is not available"]),
@@ -310,6 +319,9 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_equals_the_uninterrupted_run(
     _assert_same_training_state(_weights(run_dir / "latest.pt"), _weights(straight_run[1]))
     with open(run_dir / "metrics.csv") as file:
         assert [row["epoch"] for row in csv.DictReader(file)] == ["1", "2"]
+    if tensorboard_log.installed():  # TensorBoard shows the same curve as the straight run's
+        assert _logged_losses(run_dir) == _logged_losses(straight_run[1].parent)
+        assert [step for step, _ in _logged_losses(run_dir)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data, straight_run, tmp_path):
