@@ -40,7 +40,7 @@ def test_generation_is_deterministic(tmp_path):
     a = builtin_dataset(tmp_path / "a", quick=True, workers=1)
     b = builtin_dataset(tmp_path / "b", quick=True, workers=2)
     for split in ("train", "val"):
-        for name in ("labels.npy", "index.npy", "shard-00000.bin"):
+        for name in ("labels.npy", "images.npy"):  # a raw store: pixels, no JPEG shards
             assert (a.root / split / name).read_bytes() == (b.root / split / name).read_bytes()
 
 

@@ -15,41 +15,32 @@ _KEY_A, _KEY_B = 0x9E3779B9, 0xBB67AE85
 _UNIFORM_SCALE = 4.6566127342e-10
 
 
-def _mulhilo(a: int, x: Tensor) -> tuple[Tensor, Tensor]:
-    """High and low 32 bits of a * x for a 32-bit constant a and uint32 values x in int64.
-
-    The 64-bit product can pass int64's range; the multiply wraps modulo 2**64 as the
-    hardware does, which leaves both 32-bit halves intact (the kernel tests compare every
-    bit with tl.rand). One multiply instead of four half-width ones: this runs on every
-    dropout of a CPU training step.
-    """
-    product = x * a
-    return (product >> 32) & _MASK32, product & _MASK32
-
-
 def philox_uniform(seed: int | Tensor, offsets: Tensor) -> Tensor:
     """``tl.rand(seed, offsets)`` for int32 offsets: float32 uniforms in [0, 1).
+
+    uint32 words live in int64. Each round's two 32x32-bit products are one int64 multiply
+    apiece: it wraps modulo 2**64 as the hardware does, which leaves both 32-bit halves
+    intact (the kernel tests compare every bit with tl.rand). The low halves pass to the
+    next round unmasked, as only their low 32 bits reach an output (through an xor that is
+    masked): 10 tensor ops a round instead of 12, as this runs on every CPU dropout.
 
     seed may be a one-element int64 tensor: it is never read back to the host, so the
     reference traces under torch.compile like the kernels.
     """
     c0 = offsets.to(torch.int64) & _MASK32
-    c1 = torch.zeros_like(c0)
+    c1 = torch.zeros_like(c0)  # low half of the last round's product with c2 (unmasked)
     c2 = torch.zeros_like(c0)
-    c3 = torch.zeros_like(c0)
+    c3 = torch.zeros_like(c0)  # low half of the last round's product with c0 (unmasked)
     k0, k1 = seed & _MASK32, (seed >> 32) & _MASK32
     for _ in range(10):
-        hi_b, lo_b = _mulhilo(_ROUND_B, c2)
-        hi_a, lo_a = _mulhilo(_ROUND_A, c0)
-        hi_b ^= c1
-        hi_b ^= k0
-        hi_a ^= c3
-        hi_a ^= k1
-        c0, c1, c2, c3 = hi_b, lo_b, hi_a, lo_a
+        product_b, product_a = c2 * _ROUND_B, c0 * _ROUND_A
+        c0 = (product_b >> 32).bitwise_xor_(c1).bitwise_xor_(k0).bitwise_and_(_MASK32)
+        c2 = (product_a >> 32).bitwise_xor_(c3).bitwise_xor_(k1).bitwise_and_(_MASK32)
+        c1, c3 = product_b, product_a
         k0, k1 = (k0 + _KEY_A) & _MASK32, (k1 + _KEY_B) & _MASK32
-    as_int32 = torch.where(c0 >= 2**31, c0 - 2**32, c0)
-    as_int32 = torch.where(as_int32 < 0, -as_int32 - 1, as_int32)
-    return as_int32.to(torch.float32) * torch.tensor(_UNIFORM_SCALE, dtype=torch.float32)
+    # Triton reads the word as int32 x and maps x < 0 to -x - 1, i.e. 2**32 - 1 - word.
+    folded = torch.where(c0 >= 2**31, c0 ^ _MASK32, c0)
+    return folded.to(torch.float32) * torch.tensor(_UNIFORM_SCALE, dtype=torch.float32)
 
 
 def keep_mask(seed: Tensor, p: float, numel: int, device: torch.device) -> Tensor:
