@@ -140,7 +140,8 @@ class ColumnLinear(ColumnLayer):
             raise ValueError("ColumnLinear: dropout is fused only after a ReLU")
         self.relu, self.dropout = relu, dropout
 
-    def _apply_linear(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    def apply_linear(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        """This layer's fused op on given operands (fc6 passes a folded weight)."""
         if self.dropout:
             return F.linear_relu_dropout(x, weight, bias, self.dropout, self.training)
         if self.relu:
@@ -148,10 +149,10 @@ class ColumnLinear(ColumnLayer):
         return F.linear(x, weight, bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._apply_linear(x, self.weight, self.bias)
+        return self.apply_linear(x, self.weight, self.bias)
 
     def forward_column(self, x: Tensor, column: int) -> Tensor:
-        return self._apply_linear(x, self.column_weight(column), self.column_bias(column))
+        return self.apply_linear(x, self.column_weight(column), self.column_bias(column))
 
     def extra_repr(self) -> str:
         out, features = self.weight_shape

@@ -19,11 +19,11 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as TF
 from torch import Tensor, nn
 
 from alexnet_triton import layers
-from alexnet_triton.model import MIN_INPUT_SIZE, POOL5_SIZE, AlexNet
+from alexnet_triton import functional as F
+from alexnet_triton.model import MIN_INPUT_SIZE, POOL5_SIZE, AlexNet, fc6_operands
 
 ONE_COLUMN_KERNELS = (48, 128, 192, 192, 256)
 
@@ -70,9 +70,9 @@ class OneColumnAlexNet(nn.Module):
         x = self.conv2(x)
         x = self.pool(self.lrn(x) if self.use_lrn else x)
         x = self.pool(self.conv5(self.conv4(self.conv3(x))))
-        if tuple(x.shape[2:]) != (POOL5_SIZE, POOL5_SIZE):
-            x = TF.adaptive_avg_pool2d(x, POOL5_SIZE)  # inputs other than 224, as AlexNet
-        return self.fc8(self.fc7(self.fc6(x.flatten(1))))
+        features, weight = fc6_operands(x, self.fc6.weight)  # inputs other than 224, as AlexNet
+        x = F.linear_relu_dropout(features, weight, self.fc6.bias, self.fc6.p, self.training)
+        return self.fc8(self.fc7(x))
 
 
 def build_model(arch: dict, devices=None) -> nn.Module:

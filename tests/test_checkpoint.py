@@ -6,11 +6,13 @@ import random
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as TF
 
 from alexnet_triton import checkpoint as ckpt
 from alexnet_triton import plots
 from alexnet_triton.metrics import MetricsFile, Totals, read_metrics, topk_correct
 from alexnet_triton.one_column import OneColumnAlexNet, build_model
+from helpers import assert_close, tolerance
 from train_support import trained_run
 
 
@@ -134,6 +136,30 @@ def test_one_column_net_is_the_papers_one_gpu_net():
     assert shapes["fc6.weight"] == (4096, 9216) and shapes["fc7.weight"] == (4096, 4096)
     assert model.conv3.bias.eq(0).all() and model.conv2.bias.eq(1).all()
     assert abs(model.fc7.weight.std().item() - 0.01) < 1e-4
+
+
+@pytest.mark.parametrize("size", [127, 67])  # 67: 1x1 pool5 maps, fc6 folds its weight
+def test_one_column_net_computes_the_plain_pytorch_net(size, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the ops' PyTorch references
+    torch.manual_seed(0)
+    model = OneColumnAlexNet(num_classes=10).eval()
+    w = {name: p.detach().double() for name, p in model.named_parameters()}
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+    def conv(h, layer, padding, stride=1):
+        return torch.relu(TF.conv2d(h, w[f"{layer}.weight"], w[f"{layer}.bias"], stride, padding))
+
+    def lrn_pool(h):
+        return TF.max_pool2d(TF.local_response_norm(h, 5, 1e-4, 0.75, 2.0), 3, 2)
+
+    h = lrn_pool(conv(lrn_pool(conv(x.double(), "conv1", 2, 4)), "conv2", 2))
+    h = TF.max_pool2d(conv(conv(conv(h, "conv3", 1), "conv4", 1), "conv5", 1), 3, 2)
+    h = TF.adaptive_avg_pool2d(h, 6).flatten(1)
+    h = torch.relu(TF.linear(h, w["fc6.weight"], w["fc6.bias"]))
+    h = torch.relu(TF.linear(h, w["fc7.weight"], w["fc7.bias"]))
+    expected = TF.linear(h, w["fc8.weight"], w["fc8.bias"])
+    with torch.no_grad():
+        assert_close(model(x), expected.float(), tolerance(torch.float32), "one column")
 
 
 def test_topk_counts():

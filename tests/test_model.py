@@ -94,7 +94,8 @@ def test_placements_draw_the_same_weights_from_the_same_seed():
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [224, 127])
+# 127: pool5 maps of 3x3 averaged up to 6x6; 67: maps of 1x1, where fc6 folds its weight.
+@pytest.mark.parametrize("size", [224, 127, 67])
 @pytest.mark.parametrize("devices", PLACEMENTS.values(), ids=PLACEMENTS.keys())
 def test_logits_equal_the_reference_model(reference_kernels, devices, size):
     model, reference = _pair(devices)
@@ -106,11 +107,12 @@ def test_logits_equal_the_reference_model(reference_kernels, devices, size):
     assert_close(logits, expected.float(), tolerance(torch.float32), "logits")
 
 
+@pytest.mark.parametrize("size", [99, 67])
 @pytest.mark.parametrize("devices", PLACEMENTS.values(), ids=PLACEMENTS.keys())
-def test_gradients_equal_the_reference_model(reference_kernels, devices):
+def test_gradients_equal_the_reference_model(reference_kernels, devices, size):
     model, reference = _pair(devices, num_classes=10, dropout=0.0)
     reference.double()
-    x = _images(2, 99, seed=1)
+    x = _images(2, size, seed=1)
     target = torch.tensor([3, 7])
     nn.functional.cross_entropy(model.train()(x), target).backward()
     nn.functional.cross_entropy(reference.train()(x.double()), target).backward()
