@@ -131,6 +131,16 @@ class AlexNet(nn.Module):
             self.to(single_device)
         self._transfers: Optional[List[Tuple[str, torch.device, torch.device]]] = None
 
+    def _apply(self, fn, *args, **kwargs):
+        # .to(), .cuda(), .cpu() on a two-column model move the columns' parameters; the
+        # columns then live where their parameters went (both on one device after
+        # .to("cuda:0")), so the forward's transfers follow them.
+        result = super()._apply(fn, *args, **kwargs)
+        if self.column_devices is not None:
+            self.column_devices = tuple(self.conv1.column_weight(c).device
+                                        for c in range(COLUMNS))
+        return result
+
     @torch.no_grad()
     def reset_parameters(self, bias_init: float = 1.0, weight_std: float = 0.01) -> None:
         """The paper's initialization: N(0, weight_std) weights; biases 0 in conv1 and conv3

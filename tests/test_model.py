@@ -225,6 +225,16 @@ def test_columns_exchange_data_only_where_the_paper_does(reference_kernels):
     assert recorder.moves == len(transfers)
 
 
+def test_moving_a_two_column_model_moves_its_columns(reference_kernels):
+    model, _ = _pair(("cpu", "cpu"), num_classes=10, dropout=0.0)
+    model.to("meta")  # a device the forward's transfers must now follow
+    assert model.column_devices == (torch.device("meta"),) * 2
+    assert all(p.device.type == "meta" for p in model.parameters())
+    model.to_empty(device="cpu").double()
+    assert model.column_devices == (torch.device("cpu"),) * 2
+    assert model(_images(1, 67).double()).dtype == torch.float64
+
+
 def test_one_device_placement_moves_nothing(reference_kernels):
     model, _ = _pair(None, num_classes=10)
     with _MoveRecorder() as recorder:
