@@ -6,6 +6,13 @@ import sys
 from typing import Callable, Optional, Sequence
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line (no usage block), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def run_cli(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], object],
             argv: Optional[Sequence[str]] = None) -> int:
     """Parse argv and run; a configuration, data or checkpoint error ends with exit status 2."""

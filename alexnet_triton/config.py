@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from alexnet_triton import tensorboard_log
+from alexnet_triton.cli import OneLineParser
 
 # The paper trains "roughly 90 cycles through the training set".
 PAPER_EPOCHS = 90
@@ -159,13 +160,6 @@ class ConfigError(ValueError):
     """An out-of-range or inconsistent setting; the message is one line."""
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad command line in one line (no usage block), exit 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -189,7 +183,7 @@ def _field_type(f: dataclasses.Field) -> str:
 
 
 def build_parser(prog: str = "python -m alexnet_triton.train") -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=prog,
         description="Train AlexNet (Krizhevsky, Sutskever and Hinton 2012) with the paper's "
                     "recipe: SGD, momentum 0.9, batch 128, weight decay 5e-4, learning rate "

@@ -16,19 +16,14 @@ from typing import Optional, Sequence
 import torch
 
 from alexnet_triton import checkpoint as ckpt
-from alexnet_triton.cli import run_cli
+from alexnet_triton.cli import OneLineParser, run_cli
 
 PROG = "python -m alexnet_triton.predict"
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     description = " ".join(__doc__.split("\n\n")[:2]).replace("\n", " ")
-    parser = _OneLineParser(prog=PROG, description=description, allow_abbrev=False)
+    parser = OneLineParser(prog=PROG, description=description, allow_abbrev=False)
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
                         help="a checkpoint file, or a run directory (its best.pt, else latest.pt)")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")

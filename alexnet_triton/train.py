@@ -562,10 +562,10 @@ class Trainer:
         if not self.main:
             return
         self.metrics.append(row)
-        self._plot()
+        conv1 = self.model.conv1.state_dict()["weight"]  # [96, 3, 11, 11], both columns
+        self._plot(conv1)
         if self.tensorboard is not None:
-            self.tensorboard.epoch(self.global_step, row,
-                                   plots.kernel_grid(self._conv1_weight(), self._columns()))
+            self.tensorboard.epoch(self.global_step, row, plots.kernel_grid(conv1, self._columns()))
         note = ""
         if self.lr < lr:
             note = f"  -> lr {self.lr:g} (no improvement for {self.config.patience + 1} epochs)"
@@ -575,16 +575,12 @@ class Trainer:
                  f"{percent(row['val_top5_error'])}  lr {lr:g}  {seconds:.0f}s"
                  f"{'  (best)' if improved else ''}{note}", flush=True)
 
-    def _plot(self) -> None:
+    def _plot(self, conv1: torch.Tensor) -> None:
         try:
             plots.plot_curves(self.history, self.run_dir / plots.CURVES)
-            plots.plot_conv1(self._conv1_weight(), self._columns(), self.run_dir / plots.CONV1,
-                             self.epoch)
+            plots.plot_conv1(conv1, self._columns(), self.run_dir / plots.CONV1, self.epoch)
         except Exception as error:  # noqa: BLE001 - a plot must never stop training
             self.log(f"  (plots not updated: {type(error).__name__}: {error})", file=sys.stderr)
-
-    def _conv1_weight(self) -> torch.Tensor:
-        return self.model.state_dict()["conv1.weight"]  # [96, 3, 11, 11], both columns
 
     def _columns(self) -> int:
         return 1 if self.config.one_column else 2
