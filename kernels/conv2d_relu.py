@@ -74,7 +74,8 @@ def conv2d_relu_forward_kernel(
                     mask=x_mask, other=0.0)
         weight = tl.load(w_ptr + w_col[None, :] + red[:, None],  # [BLOCK_K, BLOCK_N]
                          mask=red_mask[:, None] & n_mask[None, :], other=0.0)
-        acc = tl.dot(x, weight, acc, input_precision=INPUT_PRECISION)
+        acc = tl.dot(x, weight, acc, input_precision=INPUT_PRECISION,
+                     out_dtype=ACC_DTYPE)
 
     if HAS_BIAS:
         bias = tl.load(b_ptr + kernel, mask=n_mask, other=0.0)
@@ -151,7 +152,8 @@ def conv2d_relu_backward_input_kernel(
         w_row = k * C_GROUP * R * S + i * stride_h * S + j * stride_w  # [BLOCK_K]
         weight = tl.load(w_ptr + w_group + w_row[:, None] + w_col[None, :],
                          mask=red_mask[:, None] & n_mask[None, :], other=0.0)  # [BLOCK_K, BLOCK_N]
-        acc = tl.dot(dy, weight, acc, input_precision=INPUT_PRECISION)
+        acc = tl.dot(dy, weight, acc, input_precision=INPUT_PRECISION,
+                     out_dtype=ACC_DTYPE)
 
     # Phases without taps (a kernel narrower than the stride) store their zeros too.
     h = hh * stride_h + phase_h
@@ -216,7 +218,8 @@ def conv2d_relu_backward_weight_kernel(
                   & (h >= 0) & (h < H) & (w >= 0) & (w < W))
         x = tl.load(x_ptr + (n.to(tl.int64) * C * H * W)[:, None] + x_col[None, :] + h * W + w,
                     mask=x_mask, other=0.0)
-        acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION)
+        acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION,
+                     out_dtype=ACC_DTYPE)
         if pid_n == 0:
             bias_acc += tl.sum(dy.to(ACC_DTYPE), axis=1)
 

@@ -69,7 +69,8 @@ def linear_kernel(
         if ROW_SUM:
             if pid_n == 0:
                 row_sum += tl.sum(a.to(ACC_DTYPE), axis=1)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION,
+                     out_dtype=ACC_DTYPE)
         a_ptrs += step * stride_ak
         b_ptrs += step * stride_bk
 
