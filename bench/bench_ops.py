@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as TF
 
 from alexnet_triton import functional as F
+from alexnet_triton.testing import max_relative_error
 from bench.timing import (cuda_timing, cycling, fresh_dynamo, measure, peak_memory,
-                          relative_error, rotation_count, tensor_bytes)
+                          rotation_count, tensor_bytes)
 
 pytestmark = cuda_timing
 
@@ -234,7 +235,7 @@ def check_against_eager(op: Op, dtype_name: str, inputs: InputSet, benchmark) ->
     with torch.no_grad():
         ours = triton_function(op)(*inputs.args)
         expected = eager_function(op)(*(a.float() for a in inputs.args))
-    error = relative_error(ours, expected)
+    error = max_relative_error(ours, expected)
     benchmark.extra_info["relative_error_vs_eager"] = error
     assert error <= SANITY[dtype_name], (
         f"{op.name} {dtype_name}: ours differs from eager by {error:.3g} (relative to the "

@@ -14,6 +14,13 @@ import platform  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from bench.gpu_check import autotune, bootstrap  # noqa: E402
+
+# The GPU check runs these from a bare checkout (nothing installed), with its bounded
+# autotuning and shared choice cache (ALEXNET_AUTOTUNE_CACHE; see bench/gpu_check).
+bootstrap.ensure_importable()
+autotune.install_from_environment()
+
 INTERPRETED = os.environ["TRITON_INTERPRET"] == "1"
 
 

@@ -111,15 +111,6 @@ def peak_memory(step: Callable[[], None], device: torch.device) -> dict:
             "resident_memory_bytes": resident}
 
 
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |actual - expected| / max |expected|, in float64; inf when anything is not finite."""
-    actual, expected = actual.detach().double(), expected.detach().double()
-    if not (torch.isfinite(actual).all() and torch.isfinite(expected).all()):
-        return math.inf
-    scale = expected.abs().max().clamp_min(1e-30)
-    return float((actual - expected).abs().max() / scale)
-
-
 def fresh_dynamo() -> None:
     """Forget every graph compiled so far, so each compiled case starts from its own cache
     entry and never falls back to eager by hitting the recompile limit."""

@@ -17,6 +17,18 @@ import torch  # noqa: E402
 from helpers import Poison  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def ieee_float32(monkeypatch):
+    """float32 GEMMs in full float32 precision, whatever torch's defaults (cuDNN's are tf32).
+
+    The launchers read torch's tf32 flags; with them on, a GPU computes float32 products
+    from 10-bit mantissas, which the float32 tolerance does not allow. tf32 is tested as a
+    precision of its own (helpers.use_precision). The interpreter ignores the flags.
+    """
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
 @pytest.fixture
 def poisoned(monkeypatch):
     """Every torch.empty / torch.empty_like made during the test is filled with poison.

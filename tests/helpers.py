@@ -1,29 +1,26 @@
-"""Shared test vocabulary: the tolerance table, poisoning, comparison."""
+"""Shared test vocabulary: precisions, their tolerances, poisoning, comparison.
+
+The tolerance table, the error measures and the poisoning live in alexnet_triton.testing,
+which the GPU check uses too; this module adds what only pytest needs.
+"""
 from __future__ import annotations
 
 import pytest
 import torch
 
-# One table of tolerances, from the dtype alone (relative to the largest expected
-# magnitude). Never widen an entry to make a test pass.
-TOLERANCE = {
-    torch.float64: 1e-10,
-    torch.float32: 1e-5,
-    "tf32": 3e-4,  # float32 GEMMs on tensor cores, the GPU default for convolutions
-    torch.float16: 1e-3,
-    torch.bfloat16: 1e-2,
-}
+from alexnet_triton.testing import (TOLERANCE, Poison, normwise_relative_error,  # noqa: F401
+                                    tf32_tolerance)
+
+# The precisions a GEMM kernel is tested in. "tf32" is float32 data with the tensor cores'
+# 10-bit-mantissa products (torch's allow_tf32 flags on); "float32" has them off (ieee).
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64,
+              "bfloat16": torch.bfloat16, "tf32": torch.float32}
 
 
-def tolerance(dtype: torch.dtype, device: torch.device | str = "cpu", gemm: bool = False) -> float:
-    """The tolerance for results of `dtype` computed on `device`.
-
-    The interpreter computes a float32 tl.dot exactly in float32; on a GPU a float32 GEMM
-    whose precision PyTorch leaves at tf32 is judged by the tf32 entry.
-    """
-    if gemm and dtype == torch.float32 and torch.device(device).type == "cuda":
-        if torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32:
-            return TOLERANCE["tf32"]
+def tolerance(dtype: torch.dtype) -> float:
+    """The elementwise tolerance of results of `dtype` (relative to the largest expected
+    magnitude). Float32 GEMMs are judged as float32: the suite runs them in ieee precision
+    (conftest.py) and tests tf32 on its own (assert_precision_close)."""
     return TOLERANCE[dtype]
 
 
@@ -41,23 +38,35 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, name:
                                msg=lambda m: f"{name}: {m}")
 
 
-class Poison:
-    """Wraps torch allocation functions so that what they return is filled with poison."""
+def assert_precision_close(actual: torch.Tensor, expected: torch.Tensor, precision: str,
+                           reduction: int, name: str = "") -> None:
+    """A GEMM result against its float64 reference, judged as `precision` computes it:
+    tf32 by the norm-wise error its mantissa allows over `reduction` products
+    (alexnet_triton.testing.tf32_tolerance), the others elementwise by their dtype."""
+    dtype = PRECISIONS[precision]
+    if precision != "tf32":
+        assert_close(actual, expected.to(dtype), tolerance(dtype), name)
+        return
+    assert actual.dtype == torch.float32, f"{name}: dtype {actual.dtype} != torch.float32"
+    assert not torch.isnan(actual).any(), f"{name}: {int(torch.isnan(actual).sum())} NaN elements"
+    error, allowed = normwise_relative_error(actual, expected), tf32_tolerance(reduction)
+    assert error <= allowed, (f"{name}: norm-wise relative error {error:.3e} over the tf32 "
+                              f"tolerance {allowed:.3e} (reduction {reduction})")
 
-    def __init__(self) -> None:
-        self.allocations = 0
 
-    def wrap(self, allocate):
-        def poisoned(*args, **kwargs):
-            tensor = allocate(*args, **kwargs)
-            if tensor.dtype.is_floating_point:
-                tensor.fill_(float("nan"))
-            elif tensor.dtype != torch.bool:
-                tensor.fill_(-1)
-            self.allocations += 1
-            return tensor
+def use_precision(precision: str, device: torch.device, monkeypatch) -> torch.dtype:
+    """Skip what the interpreter cannot compute, switch tf32 on for "tf32", return the dtype.
 
-        return poisoned
+    bf16 is wrong in Triton's interpreter (it computes on raw bit patterns), and tf32 is a
+    tensor-core mode that the interpreter does not have (its float32 dot is exact, which
+    the float32 cases test): both run on a GPU only.
+    """
+    if torch.device(device).type == "cpu" and precision in ("bfloat16", "tf32"):
+        pytest.skip(f"{precision} is a GPU-only case: Triton's interpreter does not compute it")
+    if precision == "tf32":
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    return PRECISIONS[precision]
 
 
 def skip_bf16_on_cpu(dtype: torch.dtype, device: torch.device) -> None:

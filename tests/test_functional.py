@@ -167,9 +167,12 @@ def test_conv_lrn_pool_fc_chain_matches_torch():
 # ---------------------------------------------------------------------------------------
 
 
-def test_cpu_tensors_run_the_interpreted_triton_kernels_under_triton_interpret():
-    assert os.environ.get("TRITON_INTERPRET") == "1"
-    assert F.uses_triton(torch.ones(1))
+def test_cpu_tensors_run_the_triton_kernels_exactly_when_interpreting():
+    # The suite runs interpreted on CPU machines and compiled (TRITON_INTERPRET=0) on a GPU.
+    interpreting = os.environ.get("TRITON_INTERPRET") == "1"
+    assert F.uses_triton(torch.ones(1)) is interpreting
+    if torch.cuda.is_available():
+        assert F.uses_triton(torch.ones(1, device="cuda"))
 
 
 def _run_python(code: str, interpret: str) -> str:

@@ -1,0 +1,142 @@
+"""Bounded autotuning for a short GPU window: fewer candidates, short timings, a cache.
+
+The launchers' autotuners try 5 (conv) or 9 (linear) tiles per shape, timed with Triton's
+defaults (25 ms warm-up, 100 ms of repeats each). In a window of a few minutes that is too
+much, so every process of the GPU check (and the benchmarks it starts) calls ``install``:
+
+- each autotuner keeps only the candidates in CANDIDATES (the same list in the process that
+  precompiles them, so the compiled kernels are the ones the GPU run asks for);
+- a candidate is timed for ``rep_ms`` after ``warmup_ms`` instead of Triton's defaults;
+- the chosen config of every (kernel, key) is read from and written back to a JSON cache,
+  so later phases, and a later window given the same file, choose without timing again.
+
+A cached choice is used only if it is still one of the kernel's candidates.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+# Per kernel: the tiles (BLOCK_M, BLOCK_N, BLOCK_K) kept. Conv: the largest tile, one half
+# as wide and the small one that keeps conv3-5's 13x13 maps on more SMs. Linear at M=128:
+# one 128x128 tile and three narrower ones that give fc6/fc7 64 to 256 programs.
+CONV_TILES = {(128, 128, 64), (128, 64, 32), (64, 64, 32)}
+LINEAR_TILES = {(128, 128, 64), (128, 64, 64), (64, 64, 64), (64, 32, 64)}
+CANDIDATES = {
+    "conv2d_relu_forward_kernel": CONV_TILES,
+    "conv2d_relu_backward_input_kernel": CONV_TILES,
+    "conv2d_relu_backward_weight_kernel": CONV_TILES,
+    "linear_kernel": LINEAR_TILES,
+}
+WARMUP_MS, REP_MS = 5, 20
+
+
+def autotuners() -> Dict[str, object]:
+    """{kernel name: its triton.runtime.Autotuner} over kernels/*.py."""
+    import importlib
+    import pkgutil
+
+    import triton
+
+    import alexnet_triton.kernels as package
+
+    found = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.ispkg:
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, triton.runtime.Autotuner):
+                found[value.base_fn.__name__] = value
+    return found
+
+
+def tile(config) -> tuple:
+    return tuple(config.kwargs.get(k) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+
+
+def restrict(tuners: Dict[str, object]) -> None:
+    """Keep each autotuner's candidates (CANDIDATES); kernels not listed keep all."""
+    for name, tuner in tuners.items():
+        keep = CANDIDATES.get(name)
+        if keep is None:
+            continue
+        if not hasattr(tuner, "all_configs"):
+            tuner.all_configs = list(tuner.configs)
+        tuner.configs = [c for c in tuner.all_configs if tile(c) in keep]
+        if not tuner.configs:
+            raise RuntimeError(f"{name}: none of its configs is among the candidates {keep}")
+
+
+def _describe(config) -> dict:
+    return {"kwargs": dict(config.kwargs), "num_warps": config.num_warps,
+            "num_stages": config.num_stages, "num_ctas": getattr(config, "num_ctas", 1)}
+
+
+def _same(config, described: dict) -> bool:
+    return _describe(config) == {**{"num_ctas": 1}, **described}
+
+
+def load(tuners: Dict[str, object], path: Path) -> int:
+    """Seed the autotuners' choices from ``path``; returns how many were taken."""
+    if not path.exists():
+        return 0
+    taken = 0
+    for name, entries in json.loads(path.read_text()).items():
+        tuner = tuners.get(name)
+        if tuner is None:
+            continue
+        for entry in entries:
+            config = next((c for c in tuner.configs if _same(c, entry["config"])), None)
+            if config is not None:
+                tuner.cache[tuple(entry["key"])] = config
+                taken += 1
+    return taken
+
+
+def save(tuners: Dict[str, object], path: Path) -> None:
+    """Merge the autotuners' choices into ``path`` (earlier phases' entries are kept)."""
+    merged: Dict[str, List[dict]] = json.loads(path.read_text()) if path.exists() else {}
+    for name, tuner in tuners.items():
+        entries = {json.dumps(e["key"]): e for e in merged.get(name, [])}
+        for key, config in tuner.cache.items():
+            entries[json.dumps(list(key))] = {"key": list(key), "config": _describe(config)}
+        if entries:
+            merged[name] = list(entries.values())
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(merged, indent=1, sort_keys=True))
+    os.replace(temporary, path)
+
+
+def short_timer(warmup_ms: int = WARMUP_MS, rep_ms: int = REP_MS) -> Callable:
+    import triton.testing
+
+    def do_bench(kernel_call, quantiles=None):
+        return triton.testing.do_bench(kernel_call, warmup=warmup_ms, rep=rep_ms,
+                                       quantiles=quantiles)
+    return do_bench
+
+
+def install(cache: Optional[Path], timer: Optional[Callable] = None) -> Dict[str, object]:
+    """Bound every autotuner of this process (see the module docstring); the choices are
+    saved to ``cache`` when the process exits."""
+    tuners = autotuners()
+    restrict(tuners)
+    timer = timer or short_timer()
+    for tuner in tuners.values():
+        tuner._do_bench = timer  # Autotuner.do_bench reads it (triton 3.6 and 3.9)
+    if cache is not None:
+        cache = Path(cache)
+        load(tuners, cache)
+        atexit.register(save, tuners, cache)
+    return tuners
+
+
+def install_from_environment() -> None:
+    """For processes the check starts (the benchmarks): ALEXNET_AUTOTUNE_CACHE=FILE."""
+    path = os.environ.get("ALEXNET_AUTOTUNE_CACHE")
+    if path:
+        install(Path(path))

@@ -1,0 +1,194 @@
+"""Phase 2: fill Triton's on-disk cache with every kernel the later phases launch, in parallel.
+
+Compiling is CPU work: about 1-2 CPU-seconds per kernel (triton 3.6), and the check needs
+several hundred (three precisions x ~40 launches x their autotune candidates, the
+two-column model's shapes, the sanitizer's small batch). One process would spend most of
+the window compiling; here one worker per CPU core compiles a share of them through the
+compile-only stand-in driver of tests/gpu_compile.py (nothing runs, tensors are
+torch.empty), which specializes exactly as a GPU launch does. The GPU phases then load
+the compiled kernels from the cache (phases record their cache hits; see compiles.py).
+
+Tasks are (variant, batch, launch) for the launchers called directly, and (model, placement,
+precision) for a training step of the two-column AlexNet, whose per-column shapes no direct
+launch covers; a model task runs the real model on CPU tensors with the ops routed to the
+Triton launchers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.gpu_check import autotune, bootstrap
+from bench.gpu_check.cli import phase_main
+from bench.gpu_check.record import ERROR, FAIL, PASS, PhaseRecord
+
+TESTS = bootstrap.ROOT / "tests"
+BATCH = 128
+SANITIZER_BATCH = 2
+# conv1's input gradient is never needed (its input is the images): not launched anywhere.
+UNUSED = {"conv1.backward_input"}
+MODEL_PRECISIONS = {  # name: (autocast bf16, conv tf32, matmul tf32)
+    "bf16": (True, False, False),
+    "fp32-ieee": (False, False, False),
+    "fp32-default": (False, True, False),  # torch's defaults: what the benchmarks run
+}
+DRY_RUN_LAUNCHES = ["pool1.backward", "dropout", "fc8.forward"]
+
+
+def gpu_compile():
+    if str(TESTS) not in sys.path:
+        sys.path.insert(0, str(TESTS))
+    import gpu_compile as module
+    return module
+
+
+def tasks(dry_run: bool) -> list:
+    """Everything the GPU phases launch, as worker tasks (see the module docstring)."""
+    names = [n for n in gpu_compile().launch_names("full") if n not in UNUSED]
+    if dry_run:
+        return [["launch", "bfloat16", BATCH, name] for name in DRY_RUN_LAUNCHES]
+    found = [["launch", variant, BATCH, name]
+             for variant in ("bfloat16", "float32-ieee", "float32-tf32") for name in names]
+    found += [["model", "two-columns", precision, BATCH] for precision in MODEL_PRECISIONS]
+    found += [["launch", "bfloat16", SANITIZER_BATCH, name] for name in names]
+    return found
+
+
+def _cost(task) -> int:
+    """A rough compile count, to deal the tasks out evenly: GEMMs have candidates."""
+    if task[0] == "model":
+        return 60
+    name = task[3]
+    return 4 if name.startswith(("conv", "fc")) else 1
+
+
+def deal(all_tasks: list, workers: int) -> list:
+    shares = [[] for _ in range(workers)]
+    loads = [0] * workers
+    for task in sorted(all_tasks, key=_cost, reverse=True):
+        lightest = loads.index(min(loads))
+        shares[lightest].append(task)
+        loads[lightest] += _cost(task)
+    return [share for share in shares if share]
+
+
+# --------------------------------------------------------------------------------------
+# the worker: one process, one share of the tasks, the compile-only driver installed
+# --------------------------------------------------------------------------------------
+
+
+def _set_flags(conv_tf32: bool, matmul_tf32: bool) -> None:
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = conv_tf32
+    torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+
+
+def _model_step(placement: str, precision: str, batch: int) -> None:
+    """One training step of AlexNet on CPU tensors with every op sent to the Triton launchers
+    (which the stand-in driver compiles and does not run)."""
+    import torch
+    from torch import nn
+
+    from alexnet_triton import functional
+    from alexnet_triton.model import AlexNet
+
+    bf16, conv_tf32, matmul_tf32 = MODEL_PRECISIONS[precision]
+    _set_flags(conv_tf32, matmul_tf32)
+    functional.uses_triton = lambda x: True
+    devices = None if placement == "one-device" else ("cpu", "cpu")
+    model = AlexNet(num_classes=1000, devices=devices).train()
+    images = torch.empty(batch, 3, 224, 224)
+    labels = torch.zeros(batch, dtype=torch.int64)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = nn.functional.cross_entropy(model(images).float(), labels)
+    loss.backward()
+
+
+def worker(share: list, out_path: Path) -> None:
+    import torch
+
+    module = gpu_compile()
+    recorder = module.Recorder()
+    module.install(recorder, "full")
+    autotune.restrict(autotune.autotuners())
+    report = []
+    for task in share:
+        recorder.attempts = []
+        start = time.perf_counter()
+        error = None
+        try:
+            if task[0] == "model":
+                _model_step(task[1], task[2], task[3])
+            else:
+                _, variant, batch, name = task
+                dtype, matmul_tf32, conv_tf32 = module.VARIANTS[variant]
+                _set_flags(conv_tf32, matmul_tf32)
+                module.BATCH = batch
+                module.launches(getattr(torch, dtype), "full")[name]()
+        except Exception as exc:  # noqa: BLE001 - reported per task
+            recorder.fail(exc)
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+        outcomes = [a["outcome"] for a in recorder.attempts]
+        report.append({"task": task, "seconds": round(time.perf_counter() - start, 2),
+                       "compiled": outcomes.count("ok"),
+                       "out_of_resources": outcomes.count("out of resources"),
+                       "errors": [a.get("error") for a in recorder.attempts
+                                  if a["outcome"] == "error"][:3],
+                       "error": error})
+        out_path.write_text(json.dumps(report))
+
+
+# --------------------------------------------------------------------------------------
+# the phase: start the workers, gather their reports
+# --------------------------------------------------------------------------------------
+
+
+def run(record: PhaseRecord, args) -> None:
+    all_tasks = tasks(args.dry_run)
+    workers = max(1, min(os.cpu_count() or 1, len(all_tasks)))
+    shares = deal(all_tasks, workers)
+    folder = Path(args.result).with_suffix(".workers")
+    folder.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    record.info(tasks=len(all_tasks), workers=len(shares),
+                triton_cache=os.environ.get("TRITON_CACHE_DIR", "~/.triton/cache"))
+    start = time.perf_counter()
+    processes = []
+    for index, share in enumerate(shares):
+        share_path, report_path = folder / f"share{index}.json", folder / f"report{index}.json"
+        share_path.write_text(json.dumps(share))
+        processes.append((subprocess.Popen(
+            [sys.executable, "-m", "bench.gpu_check.precompile", "--worker", str(share_path),
+             str(report_path)], cwd=bootstrap.ROOT, env=env), report_path))
+    reports = []
+    for process, report_path in processes:
+        process.wait()
+        if report_path.exists():
+            reports += json.loads(report_path.read_text())
+        if process.returncode != 0:
+            record.check(f"worker {report_path.stem}", ERROR, returncode=process.returncode)
+    wall = time.perf_counter() - start
+    cpu_seconds = sum(r["seconds"] for r in reports)
+    compiled = sum(r["compiled"] for r in reports)
+    record.info(wall_seconds=round(wall, 1), task_seconds=round(cpu_seconds, 1),
+                compiled=compiled, seconds_per_compile=round(cpu_seconds / max(compiled, 1), 2),
+                slowest=sorted(reports, key=lambda r: -r["seconds"])[:5])
+    failed = [r for r in reports if r["error"] or r["errors"]]
+    missing = len(all_tasks) - len(reports)
+    record.check("precompile", FAIL if failed or missing else PASS, compiled=compiled,
+                 tasks_done=len(reports), tasks_missing=missing,
+                 failures=[{"task": r["task"], "error": r["error"], "errors": r["errors"]}
+                           for r in failed][:10])
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--worker"]:
+        bootstrap.ensure_importable()
+        worker(json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[3]))
+    else:
+        phase_main("precompile", run)

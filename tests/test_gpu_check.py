@@ -1,0 +1,169 @@
+"""bench/gpu_check: the one-call GPU check, exercised where there is no GPU.
+
+The dry run goes through every phase's process, time box and output file with the GPU
+parts skipped; the pieces that decide whether a GPU window is well spent (time boxes that
+keep earlier results, the autotune cache, importing a bare checkout, the sanitizer's
+summary) are tested on their own.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bench.gpu_check import autotune, orchestrate, precompile, sanitize
+from bench.gpu_check.orchestrate import Phase
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(command, **kwargs):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900, **kwargs)
+
+
+def test_dry_run_goes_through_every_phase(tmp_path):
+    out = tmp_path / "out"
+    result = _run([sys.executable, "-m", "bench.gpu_check", str(out), "--dry-run"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((out / "gpu-check.json").read_text())
+    statuses = {name: record["status"] for name, record in results["phases"].items()}
+    assert statuses == {"environment": "skip", "precompile": "pass", "correctness": "pass",
+                        "model": "pass", "training": "skip", "sanitize": "skip",
+                        "speed": "pass"}
+    phases = results["phases"]
+    assert phases["precompile"]["info"]["compiled"] > 0
+    # Real checks ran: kernels through the interpreter, the model on the references.
+    assert sum(c["status"] == "pass" for c in phases["correctness"]["checks"]) >= 10
+    assert sum(c["status"] == "pass" for c in phases["model"]["checks"]) >= 60
+    for name in ("gpu-check.log", "summary.md", "bench.json", "bench.md"):
+        assert (out / name).exists(), name
+    # The device tool returns the end of the output: the summary must be last.
+    summary = (out / "summary.md").read_text()
+    assert result.stdout.rstrip().endswith(summary.rstrip())
+    assert "| correctness | pass |" in summary
+
+
+FAKE_PHASE = """
+import sys, time
+from bench.gpu_check.cli import phase_main
+from bench.gpu_check.record import PASS
+
+def run(record, args):
+    record.check("first", PASS)
+    time.sleep(float(sys.argv[-1]) if sys.argv[-1].replace('.', '').isdigit() else {sleep})
+    record.check("second", PASS)
+
+if __name__ == "__main__":
+    phase_main("{name}", run)
+"""
+
+
+def test_a_time_box_stops_its_phase_and_keeps_what_it_finished(tmp_path, monkeypatch):
+    for name, sleep in (("quick_phase", 0), ("slow_phase", 60)):
+        (tmp_path / f"{name}.py").write_text(FAKE_PHASE.format(name=name, sleep=sleep))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    # An early phase's unused time goes to the next: keep the first one's budget short.
+    phases = [Phase("quick", "quick_phase", 1), Phase("slow", "slow_phase", 3),
+              Phase("after", "quick_phase", 30)]
+    out = tmp_path / "out"
+    results = orchestrate.orchestrate(out, phases, dry_run=True, budget_s=100)
+    slow = results["phases"]["slow"]
+    assert slow["status"] == "timeout" and slow["wall_seconds"] < 20
+    assert [c["name"] for c in slow["checks"]] == ["first", "slow time box"]
+    assert results["phases"]["quick"]["status"] == "pass"
+    assert results["phases"]["after"]["status"] == "pass"  # the check went on
+    on_disk = json.loads((out / "gpu-check.json").read_text())
+    assert list(on_disk["phases"]) == ["quick", "slow", "after"]
+
+
+def test_the_whole_budget_is_kept(tmp_path, monkeypatch):
+    (tmp_path / "slow_phase.py").write_text(FAKE_PHASE.format(name="slow_phase", sleep=60))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    phases = [Phase("a", "slow_phase", 60), Phase("b", "slow_phase", 60)]
+    results = orchestrate.orchestrate(tmp_path / "out", phases, dry_run=True,
+                                      budget_s=orchestrate.SUMMARY_RESERVE_S + 8)
+    seconds = sum(r.get("wall_seconds", 0) for r in results["phases"].values())
+    assert seconds < 12 and results["phases"]["a"]["status"] == "timeout"
+
+
+def test_candidates_are_among_each_kernels_configs():
+    tuners = autotune.autotuners()
+    autotune.restrict(tuners)
+    for name, tiles in autotune.CANDIDATES.items():
+        assert {autotune.tile(c) for c in tuners[name].configs} == tiles, name
+
+
+def test_autotune_choices_survive_a_round_trip(tmp_path):
+    tuners = autotune.autotuners()
+    autotune.restrict(tuners)
+    conv = tuners["conv2d_relu_forward_kernel"]
+    key = (128 * 27 * 27, 128, 1200, 5, 5, "torch.bfloat16", "torch.bfloat16")
+    saved = dict(conv.cache)
+    try:
+        conv.cache[key] = conv.configs[-1]
+        path = tmp_path / "autotune.json"
+        autotune.save(tuners, path)
+        conv.cache.clear()
+        assert autotune.load(tuners, path) >= 1
+        assert conv.cache[key] is conv.configs[-1]
+        # A choice that is no longer a candidate is not taken.
+        document = json.loads(path.read_text())
+        document["conv2d_relu_forward_kernel"][0]["config"]["kwargs"]["BLOCK_M"] = 7
+        path.write_text(json.dumps(document))
+        conv.cache.clear()
+        autotune.load(tuners, path)
+        assert key not in conv.cache
+    finally:
+        conv.cache.clear()
+        conv.cache.update(saved)
+
+
+def test_a_bare_checkout_imports_its_own_kernels(tmp_path):
+    """The GPU machine gets the repository without installing it."""
+    copy = tmp_path / "checkout"
+    for folder in ("alexnet_triton", "kernels", "bench"):
+        shutil.copytree(ROOT / folder, copy / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "results"))
+    code = textwrap.dedent("""
+        from bench.gpu_check import bootstrap
+        bootstrap.ensure_importable()
+        import alexnet_triton.kernels.conv2d_relu as conv
+        import alexnet_triton.kernels.reference.lrn as lrn
+        print(conv.__file__); print(lrn.__file__)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=copy, capture_output=True,
+                            text=True, timeout=300,
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line in result.stdout.split():
+        assert Path(line).resolve().is_relative_to(copy.resolve()), line
+
+
+def test_precompile_covers_every_launch_in_every_precision():
+    tasks = precompile.tasks(dry_run=False)
+    names = set(precompile.gpu_compile().launch_names("full")) - precompile.UNUSED
+    for variant in ("bfloat16", "float32-ieee", "float32-tf32"):
+        assert {t[3] for t in tasks if t[:3] == ["launch", variant, 128]} == names
+    assert {t[3] for t in tasks if t[:3] == ["launch", "bfloat16", 2]} == names
+    assert {t[2] for t in tasks if t[0] == "model"} == set(precompile.MODEL_PRECISIONS)
+    shares = precompile.deal(tasks, 16)
+    assert sorted(map(json.dumps, sum(shares, []))) == sorted(map(json.dumps, tasks))
+    loads = [sum(map(precompile._cost, share)) for share in shares]
+    assert max(loads) - min(loads) <= 60  # no worker holds more than one extra model step
+
+
+@pytest.mark.parametrize("tool,output,count", [
+    ("memcheck", "========= COMPUTE-SANITIZER\n========= ERROR SUMMARY: 0 errors\n", 0),
+    ("memcheck", "========= Invalid __global__ read of size 2 bytes\n"
+                 "========= ERROR SUMMARY: 3 errors\n", 3),
+    ("racecheck", "========= RACECHECK SUMMARY: 2 hazards displayed (0 errors, 2 warnings)\n", 2),
+    ("racecheck", "========= Device not supported\n", None),
+])
+def test_sanitizer_summaries_are_read(tool, output, count):
+    assert sanitize.summary_count(output, tool) == count
