@@ -55,15 +55,24 @@ def tf32_truncate(t: torch.Tensor) -> torch.Tensor:
     return (t.contiguous().view(torch.int32) & ~((1 << drop) - 1)).view(torch.float32)
 
 
-def scaled_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |actual - expected| / (|expected| + max |expected|) in float64: the test suite's
-    elementwise criterion (tests/helpers.assert_close passes when this is <= tol); inf if
-    anything is not finite."""
+def _float64_pair(actual: torch.Tensor, expected: torch.Tensor):
+    """Both in float64 on actual's device; None when anything is not finite."""
     actual, expected = actual.detach().double(), expected.detach().to(actual.device).double()
     if actual.shape != expected.shape:
         raise ValueError(f"shapes differ: {tuple(actual.shape)} vs {tuple(expected.shape)}")
     if not (torch.isfinite(actual).all() and torch.isfinite(expected).all()):
+        return None
+    return actual, expected
+
+
+def scaled_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual - expected| / (|expected| + max |expected|) in float64: the test suite's
+    elementwise criterion (tests/helpers.assert_close passes when this is <= tol); inf if
+    anything is not finite (an unwritten, NaN-poisoned element never passes)."""
+    pair = _float64_pair(actual, expected)
+    if pair is None:
         return math.inf
+    actual, expected = pair
     if actual.numel() == 0:
         return 0.0
     scale = expected.abs() + expected.abs().max().clamp_min(1e-300)
@@ -71,27 +80,23 @@ def scaled_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def max_relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |actual - expected| / max |expected| in float64; inf if anything is not finite
-    (an unwritten, NaN-poisoned element never passes)."""
-    actual, expected = actual.detach().double(), expected.detach().to(actual.device).double()
-    if actual.shape != expected.shape:
-        raise ValueError(f"shapes differ: {tuple(actual.shape)} vs {tuple(expected.shape)}")
-    if not (torch.isfinite(actual).all() and torch.isfinite(expected).all()):
+    """max |actual - expected| / max |expected| in float64; inf if anything is not finite."""
+    pair = _float64_pair(actual, expected)
+    if pair is None:
         return math.inf
+    actual, expected = pair
     if actual.numel() == 0:
         return 0.0
-    scale = expected.abs().max().clamp_min(1e-300)
-    return float((actual - expected).abs().max() / scale)
+    return float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-300))
 
 
 def normwise_relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """||actual - expected|| / ||expected|| (Frobenius, float64); inf if anything is not
     finite."""
-    actual, expected = actual.detach().double(), expected.detach().to(actual.device).double()
-    if actual.shape != expected.shape:
-        raise ValueError(f"shapes differ: {tuple(actual.shape)} vs {tuple(expected.shape)}")
-    if not (torch.isfinite(actual).all() and torch.isfinite(expected).all()):
+    pair = _float64_pair(actual, expected)
+    if pair is None:
         return math.inf
+    actual, expected = pair
     norm = float(torch.linalg.vector_norm(expected))
     difference = float(torch.linalg.vector_norm(actual - expected))
     return difference / norm if norm > 0 else (0.0 if difference == 0 else math.inf)

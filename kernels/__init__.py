@@ -8,11 +8,22 @@ import os
 
 import torch
 import triton.language as tl
+from torch.library import wrap_triton
 
 
 def interpreting() -> bool:
     """True when Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def launchable(kernel):
+    """``kernel`` ready for ``[grid](...)``, traceable by torch.compile (wrap_triton).
+
+    Under the interpreter the kernel is launched as it is: torch.compile never traces it
+    there (fake CPU tensors take the reference path), and torch 2.11's wrap_triton refuses
+    the interpreter's InterpretedFunction (2.13 passes it through unwrapped).
+    """
+    return kernel if interpreting() else wrap_triton(kernel)
 
 
 def accumulator(dtype: torch.dtype) -> tl.dtype:

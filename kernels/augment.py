@@ -15,9 +15,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import wrap_triton
 
-from alexnet_triton.kernels import interpreting
+from alexnet_triton.kernels import interpreting, launchable
 
 
 @triton.jit
@@ -75,7 +74,7 @@ def augment(images: Tensor, mean: Tensor, top: Tensor, left: Tensor, flip: Tenso
     if numel == 0:
         return out
     block = _block()
-    wrap_triton(augment_kernel)[(triton.cdiv(numel, block),)](
+    launchable(augment_kernel)[(triton.cdiv(numel, block),)](
         images, mean, top.contiguous(), left.contiguous(), flip.contiguous(), shift, out,
         numel, s, crop_size, BLOCK=block)
     return out

@@ -22,9 +22,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import wrap_triton
 
-from alexnet_triton.kernels import interpreting
+from alexnet_triton.kernels import interpreting, launchable
 
 
 @triton.jit
@@ -323,7 +322,7 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(k_group, meta["BLOCK_N"]), groups)
 
-    wrap_triton(kernel)[grid](
+    launchable(kernel)[grid](
         x, weight, weight if bias is None else bias, output,
         c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
         m, k_group, reduction,
@@ -358,7 +357,7 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tens
         return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(c_group, meta["BLOCK_N"]),
                 groups * phases)
 
-    wrap_triton(kernel)[grid](
+    launchable(kernel)[grid](
         grad_output, output, weight, grad_input,
         n, c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
         c_group, k_group, groups,
@@ -407,7 +406,7 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         return (triton.cdiv(k_group, meta["BLOCK_M"]), triton.cdiv(crs, meta["BLOCK_N"]),
                 groups * split)
 
-    wrap_triton(kernel)[grid](
+    launchable(kernel)[grid](
         grad_output, output, x, weight_partial, bias_partial,
         c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
         npq, k_group, c_group, groups, chunk,
@@ -419,6 +418,6 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         block = 4096 if interpreting() else 1024
         for partial, total in ((weight_partial, grad_weight), (bias_partial, grad_bias)):
             numel = total.numel()
-            wrap_triton(split_sum_kernel)[(triton.cdiv(numel, block),)](
+            launchable(split_sum_kernel)[(triton.cdiv(numel, block),)](
                 partial, total, numel, split, ACC_DTYPE=_acc_dtype(dtype), BLOCK=block)
     return grad_weight, grad_bias

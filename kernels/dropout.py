@@ -5,9 +5,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import wrap_triton
 
-from alexnet_triton.kernels import accumulator, interpreting
+from alexnet_triton.kernels import accumulator, interpreting, launchable
 
 
 @triton.jit
@@ -54,6 +53,6 @@ def dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
     numel = x.numel()
     block = 4096 if interpreting() else 1024
     grid = (triton.cdiv(numel, block),)
-    wrap_triton(dropout_kernel)[grid](x, y, seed, numel, float(p), ACC=accumulator(x.dtype),
+    launchable(dropout_kernel)[grid](x, y, seed, numel, float(p), ACC=accumulator(x.dtype),
                                         BLOCK=block)
     return y

@@ -15,9 +15,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import wrap_triton
 
-from alexnet_triton.kernels import interpreting
+from alexnet_triton.kernels import interpreting, launchable
 from alexnet_triton.kernels.dropout import dropout_keep, dropout_scale
 
 
@@ -151,11 +150,11 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
     if interpreting():
         blocks = _interpreter_blocks(K)
         grid = (triton.cdiv(M, blocks["BLOCK_M"]), max(1, triton.cdiv(N, blocks["BLOCK_N"])))
-        wrap_triton(linear_kernel)[grid](*args, **flags, **blocks)
+        launchable(linear_kernel)[grid](*args, **flags, **blocks)
     else:
         def grid(meta):
             return (triton.cdiv(M, meta["BLOCK_M"]), max(1, triton.cdiv(N, meta["BLOCK_N"])))
-        wrap_triton(linear_kernel_autotuned)[grid](*args, **flags)
+        launchable(linear_kernel_autotuned)[grid](*args, **flags)
 
 
 def linear_forward(input: Tensor, weight: Tensor, bias: Optional[Tensor], relu: bool, p: float,

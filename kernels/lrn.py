@@ -16,9 +16,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import wrap_triton
 
-from alexnet_triton.kernels import interpreting
+from alexnet_triton.kernels import interpreting, launchable
 
 
 @triton.jit
@@ -187,13 +186,13 @@ def _launch(kernel, autotuned, tensors, input: Tensor, size: int, alpha: float, 
         blocks = _INTERPRETER_BLOCKS
         grid = (triton.cdiv(hw, blocks["BLOCK_HW"]),
                 triton.cdiv(channels_per_group, blocks["BLOCK_C"]), n * groups)
-        wrap_triton(kernel)[grid](*args, SIZE=size, FP64=fp64, **blocks)
+        launchable(kernel)[grid](*args, SIZE=size, FP64=fp64, **blocks)
     else:
         def grid(meta):
             return (triton.cdiv(hw, meta["BLOCK_HW"]),
                     triton.cdiv(channels_per_group, meta["BLOCK_C"]), n * groups)
 
-        wrap_triton(autotuned)[grid](*args, SIZE=size, FP64=fp64)
+        launchable(autotuned)[grid](*args, SIZE=size, FP64=fp64)
 
 
 def lrn_forward(input: Tensor, size: int, alpha: float, beta: float, k: float,

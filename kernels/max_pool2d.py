@@ -5,9 +5,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import wrap_triton
 
-from alexnet_triton.kernels import accumulator, interpreting
+from alexnet_triton.kernels import accumulator, interpreting, launchable
 
 
 @triton.jit
@@ -85,7 +84,7 @@ def max_pool2d_forward(input: Tensor, kernel_size: list[int], stride: list[int])
     argmax = torch.empty((n, c, oh, ow), device=x.device, dtype=torch.int8)
     numel = output.numel()
     block = _block()
-    wrap_triton(max_pool2d_forward_kernel)[(triton.cdiv(numel, block),)](
+    launchable(max_pool2d_forward_kernel)[(triton.cdiv(numel, block),)](
         x, output, argmax, numel, h, w, oh, ow, KH=kh, KW=kw, SH=sh, SW=sw, BLOCK=block)
     return output, argmax
 
@@ -102,7 +101,7 @@ def max_pool2d_backward(grad_output: Tensor, argmax: Tensor, input_size: list[in
     grad_input = torch.empty((n, c, h, w), device=grad_y.device, dtype=grad_y.dtype)
     numel = grad_input.numel()
     block = _block()
-    wrap_triton(max_pool2d_backward_kernel)[(triton.cdiv(numel, block),)](
+    launchable(max_pool2d_backward_kernel)[(triton.cdiv(numel, block),)](
         grad_y, argmax.contiguous(), grad_input, numel, h, w, oh, ow,
         KH=kh, KW=kw, SH=sh, SW=sw, ACC=accumulator(grad_y.dtype), BLOCK=block)
     return grad_input

@@ -8,10 +8,11 @@ compile-only stand-in driver of tests/gpu_compile.py (nothing runs, tensors are
 torch.empty), which specializes exactly as a GPU launch does. The GPU phases then load
 the compiled kernels from the cache (phases record their cache hits; see compiles.py).
 
-Tasks are (variant, batch, launch) for the launchers called directly, and (model, placement,
-precision) for a training step of the two-column AlexNet, whose per-column shapes no direct
-launch covers; a model task runs the real model on CPU tensors with the ops routed to the
-Triton launchers.
+Tasks are the launchers called directly (gpu_compile.launches) at batch 128 in three
+precisions and at the sanitizer's batch 2, and model steps for what no direct launch
+covers: the two-column AlexNet's per-column shapes, and the trainer's built-in data (63-px
+crops, its validation batches). A model task runs the real model on CPU tensors with the
+ops routed to the Triton launchers.
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ MODEL_PRECISIONS = {  # name: (autocast bf16, conv tf32, matmul tf32)
     "fp32-ieee": (False, False, False),
     "fp32-default": (False, True, False),  # torch's defaults: what the benchmarks run
 }
+# A model step compiles every candidate of ~40 kernels: split over this many workers,
+# each taking every SLICES-th candidate of each autotuner.
+SLICES = 4
 DRY_RUN_LAUNCHES = ["pool1.backward", "dropout", "fc8.forward"]
 
 
@@ -46,24 +50,51 @@ def gpu_compile():
     return module
 
 
+def trainer_shapes() -> dict:
+    """What `python -m alexnet_triton.train` runs on the built-in data (the training phase):
+    crops of the 72-px images, full training batches, validation in batches with a short
+    last one."""
+    from alexnet_triton.data import builtin
+    from alexnet_triton.train import auto_crop_size
+
+    validation = len(builtin.CLASSES) * builtin.VAL_PER_CLASS
+    return {"image_size": builtin.IMAGE_SIZE, "crop": auto_crop_size(builtin.IMAGE_SIZE),
+            "eval_batches": sorted({BATCH, validation % BATCH} - {0})}
+
+
+def _models(placement: str, precision: str, batch: int, image: int, mode: str) -> list:
+    return [{"kind": "model", "placement": placement, "precision": precision, "batch": batch,
+             "image": image, "mode": mode, "slice": index} for index in range(SLICES)]
+
+
 def tasks(dry_run: bool) -> list:
     """Everything the GPU phases launch, as worker tasks (see the module docstring)."""
     names = [n for n in gpu_compile().launch_names("full") if n not in UNUSED]
     if dry_run:
-        return [["launch", "bfloat16", BATCH, name] for name in DRY_RUN_LAUNCHES]
-    found = [["launch", variant, BATCH, name]
+        return [{"kind": "launch", "variant": "bfloat16", "batch": BATCH, "name": name}
+                for name in DRY_RUN_LAUNCHES]
+    found = [{"kind": "launch", "variant": variant, "batch": BATCH, "name": name}
              for variant in ("bfloat16", "float32-ieee", "float32-tf32") for name in names]
-    found += [["model", "two-columns", precision, BATCH] for precision in MODEL_PRECISIONS]
-    found += [["launch", "bfloat16", SANITIZER_BATCH, name] for name in names]
+    found += [{"kind": "launch", "variant": "bfloat16", "batch": SANITIZER_BATCH, "name": name}
+              for name in names]
+    for precision in MODEL_PRECISIONS:  # the model and speed phases' two-column model
+        found += _models("two-columns", precision, BATCH, 224, "train")
+    trainer = trainer_shapes()  # the training phase: bf16 autocast, one device
+    found += _models("one-device", "bf16", BATCH, trainer["crop"], "train")
+    for batch in trainer["eval_batches"]:
+        found += _models("one-device", "bf16", batch, trainer["crop"], "eval")
+    found.append({"kind": "augment", "batch": BATCH, "side": trainer["image_size"],
+                  "crop": trainer["crop"]})
     return found
 
 
 def _cost(task) -> int:
     """A rough compile count, to deal the tasks out evenly: GEMMs have candidates."""
-    if task[0] == "model":
-        return 60
-    name = task[3]
-    return 4 if name.startswith(("conv", "fc")) else 1
+    if task["kind"] == "model":
+        return 40 // SLICES if task["mode"] == "train" else 15 // SLICES
+    if task["kind"] == "augment":
+        return 1
+    return 4 if task["name"].startswith(("conv", "fc")) else 1
 
 
 def deal(all_tasks: list, workers: int) -> list:
@@ -88,25 +119,47 @@ def _set_flags(conv_tf32: bool, matmul_tf32: bool) -> None:
     torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
 
 
-def _model_step(placement: str, precision: str, batch: int) -> None:
-    """One training step of AlexNet on CPU tensors with every op sent to the Triton launchers
-    (which the stand-in driver compiles and does not run)."""
+def _model_step(task: dict) -> None:
+    """One training step (or eval forward) of AlexNet on CPU tensors with every op sent to
+    the Triton launchers (which the stand-in driver compiles and does not run)."""
     import torch
     from torch import nn
 
     from alexnet_triton import functional
     from alexnet_triton.model import AlexNet
 
-    bf16, conv_tf32, matmul_tf32 = MODEL_PRECISIONS[precision]
+    bf16, conv_tf32, matmul_tf32 = MODEL_PRECISIONS[task["precision"]]
     _set_flags(conv_tf32, matmul_tf32)
     functional.uses_triton = lambda x: True
-    devices = None if placement == "one-device" else ("cpu", "cpu")
-    model = AlexNet(num_classes=1000, devices=devices).train()
-    images = torch.empty(batch, 3, 224, 224)
-    labels = torch.zeros(batch, dtype=torch.int64)
+    devices = None if task["placement"] == "one-device" else ("cpu", "cpu")
+    model = AlexNet(num_classes=1000, devices=devices)
+    images = torch.empty(task["batch"], 3, task["image"], task["image"])
+    labels = torch.zeros(task["batch"], dtype=torch.int64)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = nn.functional.cross_entropy(model(images).float(), labels)
+        if task["mode"] == "eval":
+            with torch.no_grad():
+                model.eval()(images)
+            return
+        loss = nn.functional.cross_entropy(model.train()(images).float(), labels)
     loss.backward()
+
+
+def _augment(task: dict) -> None:
+    import torch
+
+    from alexnet_triton.kernels import augment
+
+    n, side = task["batch"], task["side"]
+    offsets = torch.zeros(n, dtype=torch.int32)
+    augment.augment(torch.empty(n, 3, side, side, dtype=torch.uint8),
+                    torch.empty(3, side, side), offsets, offsets, offsets,
+                    torch.empty(n, 3), task["crop"])
+
+
+def _slice(tuners: dict, index: int) -> None:
+    """Keep every SLICES-th candidate of each autotuner, from ``index``."""
+    for tuner in tuners.values():
+        tuner.configs = tuner.restricted[index::SLICES] or tuner.restricted[:1]
 
 
 def worker(share: list, out_path: Path) -> None:
@@ -115,21 +168,29 @@ def worker(share: list, out_path: Path) -> None:
     module = gpu_compile()
     recorder = module.Recorder()
     module.install(recorder, "full")
-    autotune.restrict(autotune.autotuners())
+    tuners = autotune.autotuners()
+    autotune.restrict(tuners)
+    for tuner in tuners.values():
+        tuner.restricted = list(tuner.configs)
     report = []
     for task in share:
         recorder.attempts = []
         start = time.perf_counter()
         error = None
+        for tuner in tuners.values():
+            tuner.configs = list(tuner.restricted)
+            tuner.cache.clear()  # every task "tunes" (compiles) its candidates afresh
         try:
-            if task[0] == "model":
-                _model_step(task[1], task[2], task[3])
+            if task["kind"] == "model":
+                _slice(tuners, task["slice"])
+                _model_step(task)
+            elif task["kind"] == "augment":
+                _augment(task)
             else:
-                _, variant, batch, name = task
-                dtype, matmul_tf32, conv_tf32 = module.VARIANTS[variant]
+                dtype, matmul_tf32, conv_tf32 = module.VARIANTS[task["variant"]]
                 _set_flags(conv_tf32, matmul_tf32)
-                module.BATCH = batch
-                module.launches(getattr(torch, dtype), "full")[name]()
+                module.BATCH = task["batch"]
+                module.launches(getattr(torch, dtype), "full")[task["name"]]()
         except Exception as exc:  # noqa: BLE001 - reported per task
             recorder.fail(exc)
             error = f"{type(exc).__name__}: {exc}"[:2000]
