@@ -252,17 +252,21 @@ def _gemm_configs() -> list:
     ]
 
 
+# INPUT_PRECISION is in every key: a tile chosen for ieee float32 may not fit the shared
+# memory of the tf32 code (tests/test_autotune_keys.py).
 _forward_autotuned = triton.autotune(
-    configs=_gemm_configs(), key=["M", "K_GROUP", "REDUCTION", "R", "S"])(
+    configs=_gemm_configs(), key=["M", "K_GROUP", "REDUCTION", "R", "S", "INPUT_PRECISION"])(
         conv2d_relu_forward_kernel)
 _backward_input_autotuned = triton.autotune(
     configs=_gemm_configs(),
-    key=["N", "H", "W", "C_GROUP", "K_GROUP", "R", "S", "stride_h", "stride_w"])(
+    key=["N", "H", "W", "C_GROUP", "K_GROUP", "R", "S", "stride_h", "stride_w",
+         "INPUT_PRECISION"])(
         conv2d_relu_backward_input_kernel)
 # Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
 # same whichever config wins.
 _backward_weight_autotuned = triton.autotune(
-    configs=_gemm_configs(), key=["NPQ", "K_GROUP", "C_GROUP", "CHUNK", "R", "S"])(
+    configs=_gemm_configs(),
+    key=["NPQ", "K_GROUP", "C_GROUP", "CHUNK", "R", "S", "INPUT_PRECISION"])(
         conv2d_relu_backward_weight_kernel)
 _SPLIT_ALIGN = 128
 

@@ -167,7 +167,8 @@ def test_precompile_covers_every_launch_in_every_precision():
     shares = precompile.deal(tasks, 16)
     assert sorted(map(json.dumps, sum(shares, []))) == sorted(map(json.dumps, tasks))
     loads = [sum(map(precompile._cost, share)) for share in shares]
-    assert max(loads) - min(loads) <= 10
+    longest = max(map(precompile._cost, tasks))
+    assert max(loads) - min(loads) <= longest  # dealt longest first, to the lightest
 
 
 @pytest.mark.parametrize("tool,output,count", [

@@ -37,12 +37,12 @@ class Phase:
 
 PHASES = (
     Phase("environment", "bench.gpu_check.environment", 20),
-    Phase("precompile", "bench.gpu_check.precompile", 90),
-    Phase("correctness", "bench.gpu_check.correctness", 75, interpret_dry_run=True),
-    Phase("model", "bench.gpu_check.model_check", 95),
+    Phase("precompile", "bench.gpu_check.precompile", 110),
+    Phase("correctness", "bench.gpu_check.correctness", 70, interpret_dry_run=True),
+    Phase("model", "bench.gpu_check.model_check", 110),
     Phase("training", "bench.gpu_check.train_run", 60),
     Phase("sanitize", "bench.gpu_check.sanitize", 60),
-    Phase("speed", "bench.gpu_check.speed", 120),
+    Phase("speed", "bench.gpu_check.speed", 100),
 )
 PHASE_NAMES = [phase.name for phase in PHASES]
 

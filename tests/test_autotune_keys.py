@@ -1,0 +1,50 @@
+"""An autotuner's choice must never be reused where it no longer fits.
+
+The GEMM autotuners cache their choice per key. A float32 GEMM compiles to different code
+with torch's tf32 flags on (wgmma on tf32, deeply pipelined shared-memory tiles) and off
+(ieee FMA): a tile chosen for one may not fit the other's shared memory. With the
+precision left out of the key, fc8 tuned in ieee and then run in tf32 (the GPU check's
+float32 then tf32 checks; a user toggling allow_tf32) launched the ieee choice and failed
+with OutOfResources (262144 bytes of shared memory needed). Compiled here for sm_90 by the
+stand-in driver of gpu_compile.py, nothing runs.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from test_gpu_compile import _missing_toolchain
+
+pytestmark = pytest.mark.skipif(_missing_toolchain() is not None,
+                                reason=str(_missing_toolchain()))
+
+SCRIPT = textwrap.dedent("""
+    import json, sys, torch
+    import gpu_compile
+    recorder = gpu_compile.Recorder()
+    gpu_compile.install(recorder, "full")
+    calls = gpu_compile.launches(torch.float32, "full")
+    errors = {}
+    for launch in sys.argv[1:]:
+        for tf32 in (False, True, False):
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+            try:
+                calls[launch]()
+            except Exception as error:
+                errors[f"{launch} tf32={tf32}"] = f"{type(error).__name__}: {error}"
+    print(json.dumps(errors))
+""")
+
+
+def test_gemm_autotuners_key_on_the_precision():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, "fc8.forward", "conv3.forward"],
+        cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = json.loads(result.stdout.strip().splitlines()[-1])
+    assert errors == {}
