@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bench.gpu_check import bootstrap
@@ -24,7 +25,6 @@ from bench.gpu_check.record import ERROR, FAIL, PASS, SKIP, TIMEOUT, PhaseRecord
 BATCH = 2
 TOOLS = {"memcheck": ["--tool", "memcheck", "--leak-check", "no"],
          "racecheck": ["--tool", "racecheck", "--racecheck-report", "hazard"]}
-TOOL_TIMEOUT_S = 120
 REFUSED = ("Device not supported", "not supported on", "Error 999", "CUDA_ERROR_UNKNOWN")
 
 
@@ -45,18 +45,19 @@ def summary_count(output: str, tool: str) -> int | None:
     return int(found[-1]) if found else None
 
 
-def sanitize(record: PhaseRecord, tool: str, sanitizer: str, out: Path) -> None:
+def sanitize(record: PhaseRecord, tool: str, sanitizer: str, out: Path,
+             timeout_s: float) -> None:
     scratch = Path(tempfile.mkdtemp(prefix=f"gpu-check-{tool}-"))
     command = [sanitizer, *TOOLS[tool], "--print-limit", "20", sys.executable, "-m",
                "bench.gpu_check.sanitize", "--target", "--out", str(out),
                "--result", str(scratch / "target.json")]
     try:
         result = subprocess.run(command, cwd=bootstrap.ROOT, capture_output=True, text=True,
-                                timeout=TOOL_TIMEOUT_S)
+                                timeout=timeout_s)
     except subprocess.TimeoutExpired as expired:
         tail = expired.stdout or ""
         tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
-        record.check(tool, TIMEOUT, seconds=TOOL_TIMEOUT_S, output_tail=tail[-2000:])
+        record.check(tool, TIMEOUT, seconds=round(timeout_s), output_tail=tail[-2000:])
         return
     output = result.stdout + result.stderr
     print(output[-20000:])
@@ -88,8 +89,11 @@ def run(record: PhaseRecord, args) -> None:
     if sanitizer is None:
         record.check("sanitizers", SKIP, reason="compute-sanitizer is not on this machine")
         return
-    for tool in TOOLS:
-        record.guarded(tool, lambda: sanitize(record, tool, sanitizer, Path(args.out)))
+    deadline = args.deadline or time.time() + 600
+    for index, tool in enumerate(TOOLS):
+        # Each tool gets an equal share of what is left, so the last one runs at all.
+        share = (deadline - time.time() - 2) / (len(TOOLS) - index)
+        record.guarded(tool, lambda: sanitize(record, tool, sanitizer, Path(args.out), share))
 
 
 def target() -> None:

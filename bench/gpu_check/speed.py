@@ -46,10 +46,15 @@ def pieces(dry_run: bool) -> list:
     if dry_run:  # what runs without a GPU: the harness on the CPU benchmarks
         return [("cpu", ["bench/bench_model.py::test_train_step_cpu",
                          "bench/bench_data.py::test_augment_cpu"])]
+    # torch.compile's case has a piece of its own: its compile can outlast a short window,
+    # and a piece cut off by its deadline writes no results.
     return [
         ("peaks+train-bf16", ["bench/bench_peak.py::test_matmul_bf16",
-                              "bench/bench_peak.py::test_copy", *model_ids("train", "bf16")]),
-        ("train-fp32", model_ids("train", "fp32")),
+                              "bench/bench_peak.py::test_copy",
+                              *model_ids("train", "bf16", ["triton", "triton-2col", "eager"])]),
+        ("train-bf16-compile", model_ids("train", "bf16", ["compile"])),
+        ("train-fp32", model_ids("train", "fp32", ["triton", "triton-2col", "eager"])),
+        ("train-fp32-compile", model_ids("train", "fp32", ["compile"])),
         ("ops-bf16-fwd+bwd", op_ids("bf16", "fwd+bwd", ["triton", "eager"])),
         ("infer-bf16", model_ids("infer", "bf16")),
         ("ops-bf16-fwd", op_ids("bf16", "fwd", ["triton", "eager"])),
