@@ -18,15 +18,19 @@ from helpers import Poison  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def ieee_float32(monkeypatch):
+def ieee_float32():
     """float32 GEMMs in full float32 precision, whatever torch's defaults (cuDNN's are tf32).
 
     The launchers read torch's tf32 flags; with them on, a GPU computes float32 products
     from 10-bit mantissas, which the float32 tolerance does not allow. tf32 is tested as a
-    precision of its own (helpers.use_precision). The interpreter ignores the flags.
+    precision of its own (helpers.use_precision turns the flags on; this restores them).
+    The interpreter ignores the flags. (Not monkeypatch: pytest 9.2 deletes the attribute on
+    undo, which torch's flag modules refuse.)
     """
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @pytest.fixture

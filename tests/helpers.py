@@ -54,7 +54,7 @@ def assert_precision_close(actual: torch.Tensor, expected: torch.Tensor, precisi
                               f"tolerance {allowed:.3e} (reduction {reduction})")
 
 
-def use_precision(precision: str, device: torch.device, monkeypatch) -> torch.dtype:
+def use_precision(precision: str, device: torch.device) -> torch.dtype:
     """Skip what the interpreter cannot compute, switch tf32 on for "tf32", return the dtype.
 
     bf16 is wrong in Triton's interpreter (it computes on raw bit patterns), and tf32 is a
@@ -63,9 +63,8 @@ def use_precision(precision: str, device: torch.device, monkeypatch) -> torch.dt
     """
     if torch.device(device).type == "cpu" and precision in ("bfloat16", "tf32"):
         pytest.skip(f"{precision} is a GPU-only case: Triton's interpreter does not compute it")
-    if precision == "tf32":
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    if precision == "tf32":  # conftest.ieee_float32 turns them off again after the test
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
     return PRECISIONS[precision]
 
 

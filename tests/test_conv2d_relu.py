@@ -133,15 +133,15 @@ def check_backward_weight(conv: Conv, precision: str, device, poisoned) -> None:
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
-def test_forward(conv, precision, device, poisoned, monkeypatch):
-    use_precision(precision, device, monkeypatch)
+def test_forward(conv, precision, device, poisoned):
+    use_precision(precision, device)
     check_forward(conv, precision, device, poisoned)
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
-def test_backward_input(conv, precision, device, poisoned, monkeypatch):
-    dtype = use_precision(precision, device, monkeypatch)
+def test_backward_input(conv, precision, device, poisoned):
+    dtype = use_precision(precision, device)
     x, weight, bias = conv_inputs(conv, dtype, device)
     output, grad_output = output_and_grad(conv, x, weight, bias)
     stride, padding = list(conv.stride), list(conv.padding)
@@ -157,15 +157,15 @@ def test_backward_input(conv, precision, device, poisoned, monkeypatch):
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
-def test_backward_weight(conv, precision, device, poisoned, monkeypatch):
-    use_precision(precision, device, monkeypatch)
+def test_backward_weight(conv, precision, device, poisoned):
+    use_precision(precision, device)
     check_backward_weight(conv, precision, device, poisoned)
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_conv1_full_size(precision, device, poisoned, monkeypatch):
+def test_conv1_full_size(precision, device, poisoned):
     """conv1 on a 224x224 image: 55x55 outputs, weight gradient reduced over 3025 pixels."""
-    use_precision(precision, device, monkeypatch)
+    use_precision(precision, device)
     check_forward(CONV1_224, precision, device, poisoned)
     check_backward_weight(CONV1_224, precision, device, poisoned)
 

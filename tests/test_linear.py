@@ -56,8 +56,8 @@ def _relu_dropout_output(input, weight, bias, device):
 @pytest.mark.parametrize("dropout", [False, True])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("has_bias", [False, True])
-def test_forward_odd(poisoned, device, precision, has_bias, relu, dropout, monkeypatch):
-    dtype = use_precision(precision, device, monkeypatch)
+def test_forward_odd(poisoned, device, precision, has_bias, relu, dropout):
+    dtype = use_precision(precision, device)
     input, weight, bias, _ = _layer(SHAPES["odd"], dtype, device)
     bias = bias if has_bias else None
     seed = _seed(device) if dropout else None
@@ -68,8 +68,8 @@ def test_forward_odd(poisoned, device, precision, has_bias, relu, dropout, monke
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_forward_fc6_like(poisoned, device, precision, monkeypatch):
-    dtype = use_precision(precision, device, monkeypatch)
+def test_forward_fc6_like(poisoned, device, precision):
+    dtype = use_precision(precision, device)
     input, weight, bias, _ = _layer(SHAPES["fc6-like"], dtype, device)
     seed = _seed(device)
     output = linear_kernels.linear_forward(input, weight, bias, True, P, seed)
@@ -135,8 +135,8 @@ def _backward_inputs(shape, dtype, device, masked, seed=0):
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("shape", ["odd", "fc6-like"])
 @pytest.mark.parametrize("case", list(BACKWARD_CASES))
-def test_backward_input(poisoned, device, precision, shape, case, monkeypatch):
-    dtype = use_precision(precision, device, monkeypatch)
+def test_backward_input(poisoned, device, precision, shape, case):
+    dtype = use_precision(precision, device)
     masked, p = BACKWARD_CASES[case]
     input, weight, grad_output, output = _backward_inputs(SHAPES[shape], dtype, device, masked)
     grad_input = linear_kernels.linear_backward_input(grad_output, output, weight, p)
@@ -148,8 +148,8 @@ def test_backward_input(poisoned, device, precision, shape, case, monkeypatch):
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("shape", ["odd", "fc6-like"])
 @pytest.mark.parametrize("case", list(BACKWARD_CASES))
-def test_backward_weight(poisoned, device, precision, shape, case, monkeypatch):
-    dtype = use_precision(precision, device, monkeypatch)
+def test_backward_weight(poisoned, device, precision, shape, case):
+    dtype = use_precision(precision, device)
     masked, p = BACKWARD_CASES[case]
     input, weight, grad_output, output = _backward_inputs(SHAPES[shape], dtype, device, masked)
     grad_weight, grad_bias = linear_kernels.linear_backward_weight(grad_output, output, input, p)
