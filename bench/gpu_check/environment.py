@@ -51,23 +51,33 @@ def median_ms(call, warmup: int, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def matmul_ms(device) -> float:
+    import torch
+
+    generator = torch.Generator(device).manual_seed(0)
+    a, b = (torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device, dtype=torch.bfloat16,
+                        generator=generator) for _ in range(2))
+    out = torch.empty_like(a)
+    return median_ms(lambda: torch.mm(a, b, out=out), warmup=3, repeats=10)
+
+
+def copy_ms(device) -> float:
+    import torch
+
+    source = torch.randn(COPY_BYTES // 4, device=device,
+                         generator=torch.Generator(device).manual_seed(0))
+    target = torch.empty_like(source)
+    return median_ms(lambda: target.copy_(source), warmup=3, repeats=10)
+
+
 def ceilings() -> dict:
     import torch
 
     device = torch.device("cuda")
-    generator = torch.Generator(device).manual_seed(0)
-    n = MATMUL_SIZE
-    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=generator)
-            for _ in range(2))
-    out = torch.empty(n, n, device=device, dtype=torch.bfloat16)
-    matmul_ms = median_ms(lambda: torch.mm(a, b, out=out), warmup=3, repeats=10)
-    del a, b, out
-    source = torch.randn(COPY_BYTES // 4, device=device, generator=generator)
-    target = torch.empty_like(source)
-    copy_ms = median_ms(lambda: target.copy_(source), warmup=3, repeats=10)
-    return {"matmul_bf16_tflops": 2 * n**3 / matmul_ms / 1e9,
-            "copy_tb_per_s": 2 * COPY_BYTES / copy_ms / 1e9,
-            "matmul_bf16_ms": matmul_ms, "copy_ms": copy_ms}
+    matmul, copy = matmul_ms(device), copy_ms(device)
+    return {"matmul_bf16_tflops": 2 * MATMUL_SIZE**3 / matmul / 1e9,
+            "copy_tb_per_s": 2 * COPY_BYTES / copy / 1e9,
+            "matmul_bf16_ms": matmul, "copy_ms": copy}
 
 
 def run(record: PhaseRecord, args) -> None:
