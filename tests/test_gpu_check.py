@@ -34,7 +34,7 @@ def test_dry_run_goes_through_every_phase(tmp_path):
     results = json.loads((out / "gpu-check.json").read_text())
     statuses = {name: record["status"] for name, record in results["phases"].items()}
     assert statuses == {"environment": "skip", "precompile": "pass", "correctness": "pass",
-                        "model": "pass", "training": "skip", "sanitize": "skip",
+                        "model": "pass", "training": "pass", "sanitize": "skip",
                         "speed": "pass"}
     phases = results["phases"]
     assert phases["precompile"]["info"]["compiled"] > 0
