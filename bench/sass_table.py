@@ -1,0 +1,101 @@
+"""The static report as Markdown: one table per variant of the configs the launchers use,
+the training-step totals, and (full scope) every autotune candidate."""
+from __future__ import annotations
+
+from bench import h100_model
+
+
+def config_text(config: dict) -> str:
+    if "BLOCK_M" in config:
+        text = f"{config['BLOCK_M']}x{config['BLOCK_N']}x{config['BLOCK_K']}"
+    else:
+        text = " ".join(f"{k}={v}" for k, v in config.items()
+                        if k.startswith("BLOCK"))
+    return f"{text} w{config['num_warps']} s{config['num_stages']}"
+
+
+def _widths(counts: dict) -> str:
+    return " ".join(f"{width}B:{n}" if width != "tma" else f"tma:{n}"
+                    for width, n in sorted(counts.items(), key=lambda kv: kv[0])) or "-"
+
+
+def _number(value, digits=1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _short_kernel(kernel: str) -> str:
+    return kernel.removesuffix("_kernel").replace("conv2d_relu_", "conv_")
+
+
+def kernel_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| launch | kernel | config | regs | spill B | smem KiB | programs | MMA | loop instr "
+        "| MMA/iter | loads in loop (bytes:count) | int div (32-bit / 64-bit calls) "
+        "| issue ratio | predicted us | bound | floor us |",
+        "|---" * 16 + "|"]
+    for r in rows:
+        loop = r["main_loop"]
+        scope = loop if loop else {"instructions": None, "mma": None,
+                                   "loads": r["kernel_loads"], "divisions": r["kernel_divisions"]}
+        divisions = scope["divisions"]
+        step = "" if r["in_step"] else " (not in step)"
+        lines.append(
+            f"| {r['launch']}{step} | {_short_kernel(r['kernel'])} | {config_text(r['config'])} "
+            f"| {r['registers']} | {r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} "
+            f"| {r['programs']:,} | {r['matrix_instruction']} "
+            f"| {'-' if loop is None else loop['instructions']} "
+            f"| {'-' if loop is None else (loop['mma'] or sum(loop['math'].values()))} "
+            f"| {_widths(scope['loads'])}{'' if loop else ' (kernel)'} "
+            f"| {divisions['runtime_32']} / {divisions['calls_64']} "
+            f"| {_number(r['issue_ratio'], 2)} | {_number(r['predicted_us']['predicted'])} "
+            f"| {r['bound']} | {_number(r['floor_us'])} |")
+    return lines
+
+
+def markdown(report: dict) -> str:
+    chosen = [r for r in report["kernels"] if r["chosen"]]
+    out = [
+        "# Static report: AlexNet's Triton kernels compiled for sm_90a (H100/H200), batch 128",
+        "",
+        "**A PREDICTION from compiled code, not a measurement.** Regenerate with "
+        f"`python -m bench.sass{' --full' if report['scope'] == 'full' else ''}` (no GPU needed; "
+        f"Triton {report['triton']}, torch {report['torch']}).",
+        "",
+        f"- Config of each launch: {report['chosen_config']}.",
+        f"- Predicted time = max(FLOPs / peak of the SMs in use, bytes / "
+        f"{h100_model.HBM_BYTES_PER_S / 1e12} TB/s, issued instructions / 4 schedulers / "
+        f"{h100_model.CLOCK_HZ / 1e9} GHz / SMs in use), SMs in use = min(programs, 132); "
+        "peaks (TFLOP/s): " + ", ".join(f"{k} {v / 1e12:g}" for k, v in
+                                        h100_model.PEAK_FLOPS.items())
+        + " (fp32 = FFMA on the CUDA cores). Floor = max(FLOPs / peak, bytes / bandwidth). "
+        "Bytes: each distinct tensor the kernel is given, read or written once.",
+        "- Issue ratio = main-loop instructions x warps per scheduler / tensor-core cycles of "
+        "the loop's MMAs (2,048 dense bf16 FMA per cycle per SM, tf32 half that; FFMA "
+        "128); above 1 the schedulers, not the tensor cores, set the pace.",
+        "- Main loop: found from the SASS's back edges (the innermost loop with MMAs, else the "
+        "longest); loads are global loads (LDG, LDGSTS, TMA) by bytes per thread.",
+        "",
+        "## One training step (every layer forward and backward, and the augmentation)",
+        "",
+        "| variant | kernels | predicted ms | floor ms | predicted / floor |",
+        "|---|---|---|---|---|",
+    ]
+    for variant, t in report["step"].items():
+        out.append(f"| {variant} | {t['kernels']} | {t['predicted_ms']:.2f} | "
+                   f"{t['floor_ms']:.2f} | {t['predicted_ms'] / t['floor_ms']:.1f}x |")
+    for variant in report["variants"]:
+        out += ["", f"## {variant}: the configs the launchers use", ""]
+        out += kernel_table([r for r in chosen if r["variant"] == variant])
+    candidates = [r for r in report["kernels"] if not r["chosen"]]
+    if report["scope"] == "full" and candidates:
+        out += ["", "## Every autotune candidate that compiles and fits", ""]
+        for variant in report["variants"]:
+            out += ["", f"### {variant}", ""]
+            out += kernel_table([r for r in candidates if r["variant"] == variant])
+    if report["failures"]:
+        out += ["", "## Configs that do not compile or fit", ""]
+        for f in report["failures"]:
+            config = config_text(f["config"]) if "config" in f else ""
+            out.append(f"- {f['variant']} {f['launch']} {f.get('kernel', '')} {config}: "
+                       f"{f.get('outcome', 'launch failed')}")
+    return "\n".join(out) + "\n"
