@@ -92,6 +92,10 @@ def build_report(scope: str, outputs: dict, seconds: float) -> dict:
                      for v, (d, m, c) in VARIANTS.items()},
         "chosen_config": sass_predict.CHOSEN_CONFIG,
         "compile_seconds": round(seconds, 1),
+        # Per launch: the seconds its compiling process spent in it (cached kernels: ~0).
+        "launch_seconds": {variant: {name: entry["seconds"] for part in parts
+                                     for name, entry in part["launches"].items()}
+                           for variant, parts in outputs.items()},
         "step": sass_predict.step_totals([r for r in kernels if r["chosen"]]),
         "kernels": kernels, "failures": failures,
     }

@@ -102,6 +102,20 @@ def body(program: Program, loop: Loop) -> list[Instruction]:
     return [i for i in program.instructions if loop.start <= i.address <= loop.end]
 
 
+def conditional(program: Program, loop: Loop) -> int:
+    """Instructions of the loop that a forward branch inside it can jump over (an `if` in
+    the loop body: conv's weight gradient sums the bias only in its first column tile).
+    The loop's count includes them: an upper bound for the programs that skip them."""
+    skipped = set()
+    for instruction in body(program, loop):
+        if instruction.base in _BRANCHES and instruction.target is not None:
+            target = program.labels.get(instruction.target)
+            if target is not None and instruction.address < target <= loop.end:
+                skipped.update(i.address for i in body(program, loop)
+                               if instruction.address < i.address < target)
+    return len(skipped)
+
+
 def executed(program: Program) -> list[Instruction]:
     """The kernel's own instructions: not the padding (NOPs, the end-of-code trap) nor the
     subroutines. ptxas calls its 64-bit division routine only on the slow path of a 64-bit
@@ -226,5 +240,5 @@ def analyse(sass: str) -> dict:
         "loops": len(loops(program)),
         "main_loop": None if loop is None else {
             "start": f"{loop.start:#06x}", "end": f"{loop.end:#06x}",
-            **summary(body(program, loop))},
+            "conditional": conditional(program, loop), **summary(body(program, loop))},
     }

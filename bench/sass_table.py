@@ -27,6 +27,17 @@ def _short_kernel(kernel: str) -> str:
     return kernel.removesuffix("_kernel").replace("conv2d_relu_", "conv_")
 
 
+def _loop_text(loop: dict | None) -> str:
+    if loop is None:
+        return "-"
+    text = f"{loop['instructions']}"
+    if loop["conditional"]:
+        text += f" ({loop['conditional']} in an if)"
+    if loop["local_memory"]:
+        text += f", {loop['local_memory']} LDL/STL"
+    return text
+
+
 def kernel_table(rows: list[dict]) -> list[str]:
     lines = [
         "| launch | kernel | config | regs | spill B | smem KiB | programs | MMA | loop instr "
@@ -43,7 +54,7 @@ def kernel_table(rows: list[dict]) -> list[str]:
             f"| {r['launch']}{step} | {_short_kernel(r['kernel'])} | {config_text(r['config'])} "
             f"| {r['registers']} | {r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} "
             f"| {r['programs']:,} | {r['matrix_instruction']} "
-            f"| {'-' if loop is None else loop['instructions']} "
+            f"| {_loop_text(loop)} "
             f"| {'-' if loop is None else (loop['mma'] or sum(loop['math'].values()))} "
             f"| {_widths(scope['loads'])}{'' if loop else ' (kernel)'} "
             f"| {divisions['runtime_32']} / {divisions['calls_64']} "

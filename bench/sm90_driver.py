@@ -203,6 +203,19 @@ def make_driver(recorder: Recorder):
     return CompileOnlyDriver()
 
 
+def missing_toolchain() -> str | None:
+    """Why sm_90a cannot be compiled here (no NVIDIA backend, no ptxas), or None."""
+    try:
+        from triton.backends import backends
+        if "nvidia" not in backends:
+            return "Triton's NVIDIA backend is not installed"
+        from triton import knobs
+        knobs.nvidia.ptxas.path  # raises when no ptxas is found
+    except Exception as error:  # noqa: BLE001 - any failure means: cannot compile here
+        return f"no ptxas for Triton's NVIDIA backend ({type(error).__name__}: {error})"
+    return None
+
+
 def install(recorder: Recorder) -> None:
     """Make this process compile for an H100 without one (see the module docstring)."""
     import types
