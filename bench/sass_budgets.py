@@ -73,7 +73,7 @@ def evaluate(report: dict) -> dict:
 
 def missed_table(report: dict) -> str:
     """The missed budgets as lines of a Python dict literal."""
-    lines = [f"    ({v!r}, {launch!r}, {budget!r}): {measured!r},"
+    lines = [f'    ("{v}", "{launch}", "{budget}"):\n        "{measured}",'
              for (v, launch, budget), (met, measured) in evaluate(report).items() if not met]
     return "\n".join(lines)
 
