@@ -33,6 +33,13 @@ def _unroll(loop_math: dict, config: dict, warps: int) -> int:
     return max(1, round(per_warp * warps / tile))
 
 
+def bytes_per_load(loads: dict) -> float | None:
+    """Mean bytes per thread of a global load instruction (TMA copies not counted)."""
+    counted = {int(w): n for w, n in loads.items() if w != "tma"}
+    total = sum(counted.values())
+    return sum(w * n for w, n in counted.items()) / total if total else None
+
+
 def row(variant: str, launch: str, attempt: dict, cubin: dict) -> dict:
     """One kernel launch (or autotuner trial) that compiled and fits."""
     config, resources, sass = attempt["config"], cubin["resources"], cubin["sass"]
@@ -72,6 +79,8 @@ def row(variant: str, launch: str, attempt: dict, cubin: dict) -> dict:
         "matrix_instruction": math_opcode, "kernel_instructions": kernel_instructions,
         "kernel_loads": sass["kernel"]["loads"], "kernel_stores": sass["kernel"]["stores"],
         "kernel_divisions": sass["kernel"]["divisions"],
+        # the memory-bound kernels' figure: of the main loop, or of the whole straight-line code
+        "bytes_per_load": bytes_per_load((loop or sass["kernel"])["loads"]),
         "main_loop": loop, "loop_trips": trips, "loop_unroll": unroll,
         "issue_ratio": issue_ratio, "instructions_per_warp": per_warp,
         "flops": flops, "bytes": attempt["tensor_bytes"],

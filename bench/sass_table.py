@@ -63,6 +63,35 @@ def kernel_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def summary_table(report: dict) -> list[str]:
+    """Per launch of the training step (its kernels summed), predicted beside floor, in
+    microseconds, and the step's total: the table the README shows."""
+    variants = list(report["variants"])
+    cells: dict = {}
+    for r in report["kernels"]:
+        if r["chosen"] and r["in_step"]:
+            cell = cells.setdefault(r["launch"], {}).setdefault(r["variant"], [0.0, 0.0, {}])
+            cell[0] += r["predicted_us"]["predicted"]
+            cell[1] += r["floor_us"]
+            cell[2][r["bound"]] = cell[2].get(r["bound"], 0.0) + r["predicted_us"]["predicted"]
+    header = "| launch | " + " | ".join(f"{v} predicted us | {v} floor us | {v} bound"
+                                          for v in variants) + " |"
+    lines = [header, "|---" * (1 + 3 * len(variants)) + "|"]
+    for launch, by_variant in cells.items():
+        row = [launch]
+        for v in variants:
+            predicted, floor, bounds = by_variant[v]
+            row += [f"{predicted:,.1f}", f"{floor:,.1f}", max(bounds, key=bounds.get)]
+        lines.append("| " + " | ".join(row) + " |")
+    total = ["**step**"]
+    for v in variants:
+        t = report["step"][v]
+        total += [f"**{t['predicted_ms'] * 1e3:,.0f}**", f"**{t['floor_ms'] * 1e3:,.0f}**",
+                  f"{t['predicted_ms'] / t['floor_ms']:.1f}x the floor"]
+    lines.append("| " + " | ".join(total) + " |")
+    return lines
+
+
 def markdown(report: dict) -> str:
     chosen = [r for r in report["kernels"] if r["chosen"]]
     out = [
@@ -94,6 +123,8 @@ def markdown(report: dict) -> str:
     for variant, t in report["step"].items():
         out.append(f"| {variant} | {t['kernels']} | {t['predicted_ms']:.2f} | "
                    f"{t['floor_ms']:.2f} | {t['predicted_ms'] / t['floor_ms']:.1f}x |")
+    out += ["", "## Per launch of the step: predicted and floor", ""]
+    out += summary_table(report)
     for variant in report["variants"]:
         out += ["", f"## {variant}: the configs the launchers use", ""]
         out += kernel_table([r for r in chosen if r["variant"] == variant])

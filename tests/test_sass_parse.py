@@ -190,3 +190,25 @@ def test_resident_programs():
     assert h100_model.resident_programs(255, 8, 65536) == 1  # registers: 255 x 256 threads
     assert h100_model.resident_programs(32, 4, 0) == 16  # warp slots: 64 / 4
     assert h100_model.resident_programs(32, 4, 100_000) == 2  # shared memory
+
+
+def _gemm_row(**fields):
+    row = {"kernel": "k", "flops": 1, "spill_bytes": 0, "issue_ratio": 0.9, "programs": 132,
+           "matrix_instruction": "HGMMA.64x128x16.F32.BF16",
+           "main_loop": {"instructions": 230, "math": {"HGMMA.64x128x16.F32.BF16": 4},
+                         "loads": {"16": 4, "tma": 1}}}
+    row.update(fields)
+    return row
+
+
+def test_budget_checks():
+    from bench import sass_budgets
+    good = [_gemm_row(), {"kernel": "split_sum", "flops": 0, "spill_bytes": 0}]
+    assert all(sass_budgets.check(b, good)[0] for b in sass_budgets.BUDGETS)
+    assert sass_budgets.check("no_spills", [_gemm_row(spill_bytes=8)]) == (False, "k spills 8 B")
+    assert not sass_budgets.check("issue_ratio", [_gemm_row(issue_ratio=1.01)])[0]
+    assert not sass_budgets.check("programs", [_gemm_row(programs=131)])[0]
+    narrow = _gemm_row(main_loop={**_gemm_row()["main_loop"], "loads": {"16": 4, "2": 32}})
+    assert sass_budgets.check("loads_16B", [narrow]) == (False, "32 loads of 2 B")
+    assert sass_budgets.budgets_of("pool1.backward") == ("no_spills",)
+    assert sass_budgets.budgets_of("fc6.forward") == sass_budgets.BUDGETS
