@@ -102,7 +102,8 @@ def rows(variant: str, compiled: dict) -> tuple[list[dict], list[dict]]:
             elif attempt["outcome"] != "ok":
                 failures.append({"variant": variant, "launch": launch,
                                  "kernel": attempt["kernel"], "config": attempt["config"],
-                                 "outcome": attempt["outcome"], "error": attempt.get("error")})
+                                 "outcome": attempt["outcome"], "shared": attempt.get("shared"),
+                                 "error": attempt.get("error")})
     return found, failures
 
 

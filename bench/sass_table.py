@@ -41,7 +41,7 @@ def _loop_text(loop: dict | None) -> str:
 def kernel_table(rows: list[dict]) -> list[str]:
     lines = [
         "| launch | kernel | config | regs | spill B | smem KiB | programs | MMA | loop instr "
-        "| MMA/iter | loads in loop (bytes:count) | int div (32-bit / 64-bit calls) "
+        "| MMA (FFMA)/iter | loads in loop (bytes:count) | int div (32-bit / 64-bit calls) "
         "| issue ratio | predicted us | bound | floor us |",
         "|---" * 16 + "|"]
     for r in rows:
@@ -92,6 +92,25 @@ def summary_table(report: dict) -> list[str]:
     return lines
 
 
+def best_candidate_table(chosen: list[dict], candidates: list[dict]) -> list[str]:
+    """Per autotuned kernel launch: the chosen config's prediction beside the lowest
+    predicted time among its candidates (what a timer agreeing with the model would pick)."""
+    by_kernel: dict = {}
+    for r in candidates:
+        by_kernel.setdefault((r["variant"], r["launch"], r["kernel"]), []).append(r)
+    lines = ["| variant | launch | kernel | chosen | predicted us | fastest predicted | "
+             "predicted us |", "|---" * 7 + "|"]
+    for r in chosen:
+        options = by_kernel.get((r["variant"], r["launch"], r["kernel"]))
+        if not options or len(options) < 2:
+            continue
+        best = min(options, key=lambda o: o["predicted_us"]["predicted"])
+        lines.append(f"| {r['variant']} | {r['launch']} | {_short_kernel(r['kernel'])} "
+                     f"| {config_text(r['config'])} | {r['predicted_us']['predicted']:,.1f} "
+                     f"| {config_text(best['config'])} | {best['predicted_us']['predicted']:,.1f} |")
+    return lines
+
+
 def markdown(report: dict) -> str:
     chosen = [r for r in report["kernels"] if r["chosen"]]
     out = [
@@ -130,14 +149,18 @@ def markdown(report: dict) -> str:
         out += kernel_table([r for r in chosen if r["variant"] == variant])
     candidates = [r for r in report["kernels"] if not r["chosen"]]
     if report["scope"] == "full" and candidates:
+        out += ["", "## Chosen config against the candidate the model predicts fastest", ""]
+        out += best_candidate_table(chosen, candidates)
         out += ["", "## Every autotune candidate that compiles and fits", ""]
         for variant in report["variants"]:
             out += ["", f"### {variant}", ""]
             out += kernel_table([r for r in candidates if r["variant"] == variant])
     if report["failures"]:
-        out += ["", "## Configs that do not compile or fit", ""]
+        out += ["", "## Configs that do not compile or fit (the autotuner skips those out of "
+                "resources, as on a GPU)", ""]
         for f in report["failures"]:
             config = config_text(f["config"]) if "config" in f else ""
+            needs = f" ({f['shared'] / 1024:.0f} KiB of shared memory)" if f.get("shared") else ""
             out.append(f"- {f['variant']} {f['launch']} {f.get('kernel', '')} {config}: "
-                       f"{f.get('outcome', 'launch failed')}")
+                       f"{f.get('outcome', 'launch failed')}{needs}")
     return "\n".join(out) + "\n"
