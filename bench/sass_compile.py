@@ -57,8 +57,8 @@ def compile_launches(variant: str, prune: str, names: list[str], sass_dir: str |
                 continue
             sass = cubin_tools.disassemble(path)
             if sass_dir:
-                with open(os.path.join(sass_dir, f"{attempt['kernel']}-{attempt['hash'][:12]}.sass"),
-                          "w") as f:
+                name = f"{attempt['kernel']}-{attempt['hash'][:12]}.sass"
+                with open(os.path.join(sass_dir, name), "w") as f:
                     f.write(sass)
             cubins[attempt["hash"]] = {"resources": cubin_tools.resource_usage(path),
                                        "sass": sass_parse.analyse(sass)}

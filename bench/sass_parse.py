@@ -179,7 +179,8 @@ def divisions(instructions) -> dict[str, int]:
     magic number), not counted here.
     """
     runtime = sum(i.base == "I2F" and "RP" in i.opcode.split(".")[1:] for i in instructions)
-    calls = sum(i.base == "CALL" and bool(re.search(r"div|rem", i.target or "")) for i in instructions)
+    calls = sum(i.base == "CALL" and bool(re.search(r"div|rem", i.target or ""))
+                for i in instructions)
     return {"runtime_32": runtime, "calls_64": calls}
 
 

@@ -107,7 +107,8 @@ def best_candidate_table(chosen: list[dict], candidates: list[dict]) -> list[str
         best = min(options, key=lambda o: o["predicted_us"]["predicted"])
         lines.append(f"| {r['variant']} | {r['launch']} | {_short_kernel(r['kernel'])} "
                      f"| {config_text(r['config'])} | {r['predicted_us']['predicted']:,.1f} "
-                     f"| {config_text(best['config'])} | {best['predicted_us']['predicted']:,.1f} |")
+                     f"| {config_text(best['config'])} "
+                     f"| {best['predicted_us']['predicted']:,.1f} |")
     return lines
 
 

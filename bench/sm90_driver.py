@@ -81,7 +81,8 @@ class Recorder:
                 tensors[value.data_ptr()] = value.nbytes  # a tensor passed twice counts once
         self.attempts.append({"kernel": fn.__name__, "config": config,
                               "autotuner_trial": self.benchmarking, "outcome": None,
-                              "options": options, "scalars": scalars, "tensor_bytes": sum(tensors.values())})
+                              "options": options, "scalars": scalars,
+                              "tensor_bytes": sum(tensors.values())})
 
     def finish(self, outcome: str, **fields) -> None:
         attempt = self.attempts[-1]

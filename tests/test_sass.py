@@ -377,7 +377,8 @@ def test_gemms_run_on_the_math_units_the_variant_allows(run):
         if not r["flops"] or not r["chosen"]:
             continue
         expected = {"bf16": "BF16", "tf32": "TF32", "fp32": "FFMA"}[r["floor_precision"]]
-        assert expected in r["matrix_instruction"], (r["variant"], r["launch"], r["matrix_instruction"])
+        assert expected in r["matrix_instruction"], (r["variant"], r["launch"],
+                                                     r["matrix_instruction"])
         assert r["main_loop"] and r["main_loop"]["math"], (r["variant"], r["launch"])
         assert r["loop_unroll"] == 1, (r["variant"], r["launch"], r["loop_unroll"])
 
