@@ -1,7 +1,7 @@
 """The static report: every kernel of a training step compiled for sm_90a and read from its SASS.
 
-    python -m bench.sass            # the configs the launchers use (about 2-3 minutes on 2 cores)
-    python -m bench.sass --full     # and every autotune candidate
+    python -m bench.sass            # the configs the launchers use (210 CPU-s cold, ~60 s warm)
+    python -m bench.sass --full     # and every autotune candidate (600 CPU-s cold)
 
 No GPU needed. Each launcher of kernels/*.py is called at AlexNet's batch-128 shapes, in
 bf16 and in fp32 (PyTorch's defaults: tf32 convolutions, ieee linear), under the stand-in

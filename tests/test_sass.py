@@ -1,7 +1,7 @@
 """The static report (python -m bench.sass) in its quick scope, and issue 11's budgets.
 
 Compiles every launch's chosen config for sm_90a at batch 128, bf16 and fp32, in parallel
-subprocesses (about 1 minute on 2 cores with a warm Triton cache, 2-4 with a cold one),
+subprocesses (about 1 minute on 2 cores with a warm Triton cache; cold, 210 CPU-seconds),
 then checks, per launch, the budgets of issue 11, section 2 (bench/sass_budgets.py): no
 spills; and for the GEMMs (convs, FCs) an issue ratio <= 1.0, 16-byte loads in the main
 loop, >= 132 programs. Today's kernels miss most of them: MISSED lists each (variant,
