@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import gpu_compile
+from bench.sm90_driver import missing_toolchain  # gpu_compile put the repository on sys.path
 
 SCOPE = os.environ.get("ALEXNET_GPU_COMPILE", "quick")
 if SCOPE not in gpu_compile.SCOPES:
@@ -29,22 +30,8 @@ if SCOPE not in gpu_compile.SCOPES:
 VARIANTS = gpu_compile.SCOPES[SCOPE][0]
 TIMEOUT_S = 900 if SCOPE == "quick" else 7200
 
-
-def _missing_toolchain():
-    """Why sm_90 cannot be compiled here, or None."""
-    try:
-        from triton.backends import backends
-        if "nvidia" not in backends:
-            return "Triton's NVIDIA backend is not installed"
-        from triton import knobs
-        knobs.nvidia.ptxas.path  # raises when no ptxas is found
-    except Exception as error:  # noqa: BLE001 - any failure means: cannot compile here
-        return f"no ptxas for Triton's NVIDIA backend ({type(error).__name__}: {error})"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_missing_toolchain() is not None,
-                                reason=str(_missing_toolchain()))
+pytestmark = pytest.mark.skipif(missing_toolchain() is not None,
+                                reason=str(missing_toolchain()))
 
 
 @pytest.fixture(scope="module")

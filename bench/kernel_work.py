@@ -1,0 +1,65 @@
+"""What one launch of each kernel of kernels/*.py does at its arguments: useful FLOPs and the
+trip count of its main loop, from the runtime scalars and config the launch was given.
+
+FLOPs are the convolution's or GEMM's own (2 per multiply-add, padding and masked taps not
+counted), so the floor is what any implementation would need. The trip count is the
+k-steps one program runs (the mean over programs where they differ), which is how many
+times its compiled main loop runs when one SASS iteration is one k-step (bench/sass.py
+corrects for an unrolled loop). These mirror the kernels' own loop bounds: a kernel whose
+loop changes needs its entry here changed with it (tests/test_sass.py runs every one).
+"""
+from __future__ import annotations
+
+import math
+
+
+def _conv_forward(a: dict) -> tuple[float, float]:
+    flops = 2 * a["M"] * a["K"] * a["REDUCTION"]  # every group: M x K_GROUP x REDUCTION
+    return flops, math.ceil(a["REDUCTION"] / a["BLOCK_K"])
+
+
+def _conv_backward_input(a: dict) -> tuple[float, float]:
+    sh, sw, ph, pw = a["stride_h"], a["stride_w"], a["pad_h"], a["pad_w"]
+    flops = 2 * a["N"] * a["P"] * a["Q"] * a["K"] * a["C_GROUP"] * a["R"] * a["S"]
+    # Each phase's programs reduce over K_GROUP x its taps (the kernel's taps_h, taps_w);
+    # every phase launches as many programs, so the mean over phases is the mean trip.
+    trips = []
+    for phase_h in range(sh):
+        for phase_w in range(sw):
+            taps_h = (a["R"] - (phase_h + ph) % sh + sh - 1) // sh
+            taps_w = (a["S"] - (phase_w + pw) % sw + sw - 1) // sw
+            trips.append(math.ceil(a["K_GROUP"] * taps_h * taps_w / a["BLOCK_K"]))
+    return flops, sum(trips) / len(trips)
+
+
+def _conv_backward_weight(a: dict) -> tuple[float, float]:
+    npq, chunk = a["NPQ"], a["CHUNK"]
+    flops = 2 * npq * a["K"] * a["C_GROUP"] * a["R"] * a["S"]
+    splits = math.ceil(npq / chunk)
+    trips = [math.ceil(min(chunk, npq - s * chunk) / a["BLOCK_K"]) for s in range(splits)]
+    return flops, sum(trips) / len(trips)
+
+
+def _linear(a: dict) -> tuple[float, float]:
+    return 2 * a["M"] * a["N"] * a["K"], math.ceil(a["K"] / a["BLOCK_K"])
+
+
+def _split_sum(a: dict) -> tuple[float, float]:
+    return 0, a["SPLIT"]
+
+
+WORK = {
+    "conv2d_relu_forward_kernel": _conv_forward,
+    "conv2d_relu_backward_input_kernel": _conv_backward_input,
+    "conv2d_relu_backward_weight_kernel": _conv_backward_weight,
+    "linear_kernel": _linear,
+    "split_sum_kernel": _split_sum,
+}
+
+
+def work(kernel: str, scalars: dict, config: dict) -> tuple[float, float | None]:
+    """(FLOPs, main-loop trips per program); (0, None) for a kernel without a runtime loop
+    (the element-wise and window kernels unroll theirs: tl.static_range)."""
+    if kernel not in WORK:
+        return 0, None
+    return WORK[kernel]({**scalars, **config})

@@ -1,0 +1,138 @@
+"""The static report: every kernel of a training step compiled for sm_90a and read from its SASS.
+
+    python -m bench.sass            # the configs the launchers use (210 CPU-s cold, ~60 s warm)
+    python -m bench.sass --full     # and every autotune candidate (600 CPU-s cold)
+
+No GPU needed. Each launcher of kernels/*.py is called at AlexNet's batch-128 shapes, in
+bf16 and in fp32 (PyTorch's defaults: tf32 convolutions, ieee linear), under the stand-in
+H100 driver of bench/sm90_driver.py; the cubins Triton compiles are read with the CUDA
+tools in Triton's wheel (registers, spills, shared memory, the SASS's main loop) and
+bench/h100_model.py turns them into a predicted time per kernel and per training step,
+beside the physical floor. Writes OUT/static-sm90.json and OUT/static-sm90.md
+(OUT = bench/results). A PREDICTION from compiled code, not a measurement.
+
+Compiles run in at most --jobs processes at once (each kernel costs 1-2 CPU-seconds; Triton's
+on-disk cache makes a rerun of unchanged kernels fast).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import sass_predict, sass_table
+from bench.alexnet_launches import launch_names
+from bench.sass_compile import BATCH, VARIANTS
+
+RESULTS = Path(__file__).with_name("results")
+SCOPES = {"quick": "first_fit", "full": "all"}  # scope: which autotuner configs compile
+
+
+def _jobs(scope: str, chunks: int) -> list[tuple[str, list[str]]]:
+    """(variant, launches) per compiling process: each variant's launches dealt round-robin
+    into chunks, so the costly convolutions spread over the processes."""
+    names = launch_names()
+    return [(variant, names[i::chunks]) for variant in VARIANTS for i in range(chunks)]
+
+
+def compile_all(scope: str, jobs: int, work_dir: str, sass_dir: str | None = None) -> dict:
+    """{variant: [worker outputs]}: at most `jobs` compiling processes at a time."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if sass_dir:
+        env["BENCH_SASS_DIR"] = sass_dir
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    pending = list(enumerate(_jobs(scope, chunks=2 if scope == "quick" else 4)))
+    running, outputs = [], {variant: [] for variant in VARIANTS}
+    while pending or running:
+        while pending and len(running) < jobs:
+            index, (variant, names) = pending.pop(0)
+            out = os.path.join(work_dir, f"{index}.json")
+            log = open(os.path.join(work_dir, f"{index}.log"), "w")
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bench.sass_compile", variant, SCOPES[scope], out, *names],
+                env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+            running.append((process, log, variant, out))
+        time.sleep(0.2)
+        for item in [r for r in running if r[0].poll() is not None]:
+            process, log, variant, out = item
+            running.remove(item)
+            log.close()
+            if process.returncode != 0:
+                tail = Path(log.name).read_text()[-3000:]
+                for other, *_ in running:
+                    other.kill()
+                raise RuntimeError(f"compiling {variant} exited with {process.returncode}:\n{tail}")
+            outputs[variant].append(json.loads(Path(out).read_text()))
+    return outputs
+
+
+def build_report(scope: str, outputs: dict, seconds: float) -> dict:
+    from importlib.metadata import version
+
+    kernels, failures = [], []
+    for variant, parts in outputs.items():
+        for part in parts:
+            found, failed = sass_predict.rows(variant, part)
+            kernels += found
+            failures += failed
+    order = {name: i for i, name in enumerate(launch_names())}
+    kernels.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), order[r["launch"]],
+                                not r["chosen"]))
+    return {
+        "what": "PREDICTION from compiled code (sm_90a SASS), not a measurement",
+        "scope": scope, "batch": BATCH, "target": "cuda sm_90a (H100/H200 model)",
+        "triton": version("triton"), "torch": version("torch"),
+        "variants": {v: {"dtype": d, "matmul_allow_tf32": m, "cudnn_allow_tf32": c}
+                     for v, (d, m, c) in VARIANTS.items()},
+        "chosen_config": sass_predict.CHOSEN_CONFIG,
+        "compile_seconds": round(seconds, 1),
+        # Per launch: the seconds its compiling process spent in it (cached kernels: ~0).
+        "launch_seconds": {variant: {name: entry["seconds"] for part in parts
+                                     for name, entry in part["launches"].items()}
+                           for variant, parts in outputs.items()},
+        "step": sass_predict.step_totals([r for r in kernels if r["chosen"]]),
+        "kernels": kernels, "failures": failures,
+    }
+
+
+def dumps(report: dict) -> str:
+    """JSON with one line per kernel row: readable in a diff, a third of indent=1's size."""
+    head = {k: v for k, v in report.items() if k not in ("kernels", "failures")}
+    text = json.dumps(head, indent=1)[:-2]
+    for key in ("kernels", "failures"):
+        rows = ",\n".join("  " + json.dumps(row) for row in report[key])
+        text += f',\n "{key}": [\n{rows}\n ]'
+    return text + "\n}\n"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--full", action="store_true", help="every autotune candidate too")
+    parser.add_argument("--jobs", type=int, default=2, help="compiling processes at once")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory of the report")
+    parser.add_argument("--sass-dir", help="also keep each kernel's SASS text here")
+    args = parser.parse_args(argv)
+    scope = "full" if args.full else "quick"
+    if args.sass_dir:
+        os.makedirs(args.sass_dir, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work_dir:
+        outputs = compile_all(scope, args.jobs, work_dir, args.sass_dir)
+    report = build_report(scope, outputs, time.perf_counter() - start)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "static-sm90.json").write_text(dumps(report))
+    (args.out / "static-sm90.md").write_text(sass_table.markdown(report))
+    for variant, t in report["step"].items():
+        print(f"{variant}: predicted step {t['predicted_ms']:.2f} ms, floor {t['floor_ms']:.2f} ms")
+    print(f"wrote {args.out / 'static-sm90.json'} and .md in {report['compile_seconds']} s")
+    return report
+
+
+if __name__ == "__main__":
+    main()

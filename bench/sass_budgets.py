@@ -1,0 +1,82 @@
+"""The budgets of issue 11, section 2, checked on the static report's chosen configs.
+
+- no_spills: every kernel of the launch spills nothing (spill_bytes == 0);
+- issue_ratio: the GEMM's main loop issues no slower than its tensor cores (or, for ieee
+  fp32, its CUDA cores) retire it: issue ratio <= 1.0;
+- loads_16B: every global load in the GEMM's main loop moves 16 bytes per thread (LDG.128,
+  LDGSTS.128) or is a TMA copy: its operand tiles are contiguous in memory;
+- programs: the GEMM launches at least one program per SM (>= 132).
+
+``python -m bench.sass_budgets REPORT.json`` prints the budgets each launch misses, in the
+form of tests/test_sass.py's table of expected failures.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from bench import h100_model
+
+BUDGETS = ("no_spills", "issue_ratio", "loads_16B", "programs")
+MAX_ISSUE_RATIO = 1.0
+
+
+def is_gemm_launch(launch: str) -> bool:
+    """The convolutions and FC layers: launches whose main kernel is a GEMM."""
+    return launch.startswith(("conv", "fc"))
+
+
+def budgets_of(launch: str) -> tuple[str, ...]:
+    return BUDGETS if is_gemm_launch(launch) else ("no_spills",)
+
+
+def _gemm(rows: list[dict]) -> dict:
+    gemms = [r for r in rows if r["flops"]]
+    if len(gemms) != 1:
+        raise ValueError(f"expected one GEMM kernel, found {[r['kernel'] for r in gemms]}")
+    return gemms[0]
+
+
+def check(budget: str, rows: list[dict]) -> tuple[bool, str]:
+    """(met, what was measured) for one launch's chosen rows (all its kernels)."""
+    if budget == "no_spills":
+        spills = {r["kernel"]: r["spill_bytes"] for r in rows if r["spill_bytes"]}
+        return not spills, ", ".join(f"{k} spills {v} B" for k, v in spills.items()) or "0 B"
+    gemm = _gemm(rows)
+    if budget == "issue_ratio":
+        ratio = gemm["issue_ratio"]
+        loop = gemm["main_loop"]
+        text = (f"issue ratio {ratio:.2f} ({loop['instructions']} instructions per "
+                f"{sum(loop['math'].values())} {gemm['matrix_instruction']})"
+                if ratio is not None else "no main loop with MMAs")
+        return ratio is not None and ratio <= MAX_ISSUE_RATIO, text
+    if budget == "loads_16B":
+        loads = (gemm["main_loop"] or {}).get("loads", {})
+        narrow = {w: n for w, n in loads.items() if w not in ("16", "tma")}
+        text = ", ".join(f"{n} loads of {w} B" for w, n in narrow.items()) or "all 16 B or TMA"
+        return bool(loads) and not narrow, text
+    if budget == "programs":
+        return (gemm["programs"] >= h100_model.SMS,
+                f"{gemm['programs']} programs on {h100_model.SMS} SMs")
+    raise ValueError(f"unknown budget {budget!r}")
+
+
+def evaluate(report: dict) -> dict:
+    """{(variant, launch, budget): (met, measured)} over the chosen configs."""
+    by_launch: dict = {}
+    for r in report["kernels"]:
+        if r["chosen"]:
+            by_launch.setdefault((r["variant"], r["launch"]), []).append(r)
+    return {(variant, launch, budget): check(budget, rows)
+            for (variant, launch), rows in by_launch.items() for budget in budgets_of(launch)}
+
+
+def missed_table(report: dict) -> str:
+    """The missed budgets as lines of a Python dict literal."""
+    lines = [f'    ("{v}", "{launch}", "{budget}"):\n        "{measured}",'
+             for (v, launch, budget), (met, measured) in evaluate(report).items() if not met]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(missed_table(json.loads(open(sys.argv[1]).read())))

@@ -1,0 +1,120 @@
+"""Rows of the static report: each compiled kernel launch joined with its SASS analysis,
+its work (bench/kernel_work.py) and the H100 model's prediction (bench/h100_model.py)."""
+from __future__ import annotations
+
+import math
+
+from bench import h100_model, kernel_work
+from bench.alexnet_launches import training_step_launches
+
+# How the config of a launch is chosen without a GPU (bench/sm90_driver.py): stated in
+# every report so that no one reads it as the autotuner's measured winner.
+CHOSEN_CONFIG = (
+    "the autotuner's first config (in kernels/*.py's order) that compiles for sm_90a and fits "
+    "the H100's 227 KiB of shared memory per block: with no GPU every config that launches "
+    "'times' the same, so Triton's autotuner keeps the first; kernels without an autotuner "
+    "use the launcher's own config")
+
+
+def _floor_precision(variant: str, options: dict) -> str:
+    """The peak any implementation of this op has: bf16 tensor cores for bf16, tf32 where
+    PyTorch's defaults allow it (convolutions), fp32 CUDA cores for ieee fp32 (the FCs)."""
+    if variant == "bf16":
+        return "bf16"
+    return "tf32" if options.get("INPUT_PRECISION") == "tf32" else "fp32"
+
+
+def _unroll(loop_math: dict, config: dict, warps: int) -> int:
+    """k-steps per SASS iteration: the loop's multiply-adds over one k-step's tile."""
+    tile = config.get("BLOCK_M", 0) * config.get("BLOCK_N", 0) * config.get("BLOCK_K", 0)
+    if not loop_math or not tile:
+        return 1
+    per_warp = sum(h100_model.fma_per_warp_instruction(op) * n for op, n in loop_math.items())
+    return max(1, round(per_warp * warps / tile))
+
+
+def bytes_per_load(loads: dict) -> float | None:
+    """Mean bytes per thread of a global load instruction (TMA copies not counted)."""
+    counted = {int(w): n for w, n in loads.items() if w != "tma"}
+    total = sum(counted.values())
+    return sum(w * n for w, n in counted.items()) / total if total else None
+
+
+def row(variant: str, launch: str, attempt: dict, cubin: dict) -> dict:
+    """One kernel launch (or autotuner trial) that compiled and fits."""
+    config, resources, sass = attempt["config"], cubin["resources"], cubin["sass"]
+    warps = config["num_warps"]
+    programs = math.prod(attempt["grid"])
+    loop = sass["main_loop"]
+    flops, trips = kernel_work.work(attempt["kernel"], attempt["scalars"], config)
+    kernel_instructions = sass["kernel"]["instructions"]
+    issue_ratio = unroll = None
+    if loop is None:
+        per_warp = kernel_instructions  # straight-line code: every instruction once
+    else:
+        unroll = _unroll(loop["math"], config, warps)
+        iterations = 1 if trips is None else trips / unroll
+        per_warp = kernel_instructions + loop["instructions"] * (iterations - 1)
+        issue_ratio = h100_model.issue_ratio(loop["instructions"], loop["math"], warps)
+    # The matrix instruction of a GEMM; element-wise kernels multiply-add too, but do no GEMM.
+    math_opcode = sass["matrix_instruction"] if flops else "-"
+    compute_precision = h100_model.precision(math_opcode) if flops else None
+    shared = attempt["shared"] + resources["static_shared_bytes"]
+    seconds = h100_model.predicted_seconds(flops, attempt["tensor_bytes"], compute_precision,
+                                           programs * warps * per_warp, programs)
+    floor_precision = _floor_precision(variant, attempt.get("options", {}))
+    floor = max(flops / h100_model.PEAK_FLOPS[floor_precision] if flops else 0.0,
+                seconds["memory"])
+    bound = max(("compute", "memory", "issue"), key=lambda k: seconds[k])
+    resident = h100_model.resident_programs(resources["registers"], warps, shared)
+    return {
+        "variant": variant, "launch": launch, "kernel": attempt["kernel"],
+        "chosen": not attempt["autotuner_trial"], "in_step": launch in training_step_launches(),
+        "config": config, "options": attempt.get("options", {}), "hash": attempt["hash"],
+        "registers": resources["registers"], "spill_bytes": resources["spill_bytes"],
+        "local_instructions": sass["kernel"]["local_memory"],
+        "shared_bytes": shared, "grid": attempt["grid"], "programs": programs,
+        "resident_per_sm": resident,
+        "waves": programs / (h100_model.SMS * resident) if resident else None,
+        "matrix_instruction": math_opcode, "kernel_instructions": kernel_instructions,
+        "kernel_loads": sass["kernel"]["loads"], "kernel_stores": sass["kernel"]["stores"],
+        "kernel_divisions": sass["kernel"]["divisions"],
+        # the memory-bound kernels' figure: of the main loop, or of the whole straight-line code
+        "bytes_per_load": bytes_per_load((loop or sass["kernel"])["loads"]),
+        "main_loop": loop, "loop_trips": trips, "loop_unroll": unroll,
+        "issue_ratio": issue_ratio, "instructions_per_warp": per_warp,
+        "flops": flops, "bytes": attempt["tensor_bytes"],
+        "compute_precision": compute_precision, "floor_precision": floor_precision,
+        "predicted_us": {k: v * 1e6 for k, v in seconds.items()},
+        "bound": bound, "floor_us": floor * 1e6,
+    }
+
+
+def rows(variant: str, compiled: dict) -> tuple[list[dict], list[dict]]:
+    """(rows, failures) of one worker's output (bench/sass_compile.py)."""
+    found, failures = [], []
+    for launch, entry in compiled["launches"].items():
+        if entry["error"]:
+            failures.append({"variant": variant, "launch": launch, "error": entry["error"]})
+        for attempt in entry["attempts"]:
+            if attempt["outcome"] == "ok" and attempt["hash"] in compiled["cubins"]:
+                found.append(row(variant, launch, attempt, compiled["cubins"][attempt["hash"]]))
+            elif attempt["outcome"] != "ok":
+                failures.append({"variant": variant, "launch": launch,
+                                 "kernel": attempt["kernel"], "config": attempt["config"],
+                                 "outcome": attempt["outcome"], "shared": attempt.get("shared"),
+                                 "error": attempt.get("error")})
+    return found, failures
+
+
+def step_totals(chosen: list[dict]) -> dict:
+    """{variant: {"predicted_ms", "floor_ms", "launches"}} over one training step."""
+    totals: dict = {}
+    for r in chosen:
+        if r["in_step"]:
+            t = totals.setdefault(r["variant"], {"predicted_ms": 0.0, "floor_ms": 0.0,
+                                                 "kernels": 0})
+            t["predicted_ms"] += r["predicted_us"]["predicted"] / 1e3
+            t["floor_ms"] += r["floor_us"] / 1e3
+            t["kernels"] += 1
+    return totals

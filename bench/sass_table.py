@@ -1,0 +1,167 @@
+"""The static report as Markdown: one table per variant of the configs the launchers use,
+the training-step totals, and (full scope) every autotune candidate."""
+from __future__ import annotations
+
+from bench import h100_model
+
+
+def config_text(config: dict) -> str:
+    if "BLOCK_M" in config:
+        text = f"{config['BLOCK_M']}x{config['BLOCK_N']}x{config['BLOCK_K']}"
+    else:
+        text = " ".join(f"{k}={v}" for k, v in config.items()
+                        if k.startswith("BLOCK"))
+    return f"{text} w{config['num_warps']} s{config['num_stages']}"
+
+
+def _widths(counts: dict) -> str:
+    return " ".join(f"{width}B:{n}" if width != "tma" else f"tma:{n}"
+                    for width, n in sorted(counts.items(), key=lambda kv: kv[0])) or "-"
+
+
+def _number(value, digits=1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _short_kernel(kernel: str) -> str:
+    return kernel.removesuffix("_kernel").replace("conv2d_relu_", "conv_")
+
+
+def _loop_text(loop: dict | None) -> str:
+    if loop is None:
+        return "-"
+    text = f"{loop['instructions']}"
+    if loop["conditional"]:
+        text += f" ({loop['conditional']} in an if)"
+    if loop["local_memory"]:
+        text += f", {loop['local_memory']} LDL/STL"
+    return text
+
+
+def kernel_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| launch | kernel | config | regs | spill B | smem KiB | programs | MMA | loop instr "
+        "| MMA (FFMA)/iter | loads in loop (bytes:count) | int div (32-bit / 64-bit calls) "
+        "| issue ratio | predicted us | bound | floor us |",
+        "|---" * 16 + "|"]
+    for r in rows:
+        loop = r["main_loop"]
+        scope = loop if loop else {"instructions": None, "mma": None,
+                                   "loads": r["kernel_loads"], "divisions": r["kernel_divisions"]}
+        divisions = scope["divisions"]
+        step = "" if r["in_step"] else " (not in step)"
+        lines.append(
+            f"| {r['launch']}{step} | {_short_kernel(r['kernel'])} | {config_text(r['config'])} "
+            f"| {r['registers']} | {r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} "
+            f"| {r['programs']:,} | {r['matrix_instruction']} "
+            f"| {_loop_text(loop)} "
+            f"| {'-' if loop is None else (loop['mma'] or sum(loop['math'].values()))} "
+            f"| {_widths(scope['loads'])}{'' if loop else ' (kernel)'} "
+            f"| {divisions['runtime_32']} / {divisions['calls_64']} "
+            f"| {_number(r['issue_ratio'], 2)} | {_number(r['predicted_us']['predicted'])} "
+            f"| {r['bound']} | {_number(r['floor_us'])} |")
+    return lines
+
+
+def summary_table(report: dict) -> list[str]:
+    """Per launch of the training step (its kernels summed), predicted beside floor, in
+    microseconds, and the step's total: the table the README shows."""
+    variants = list(report["variants"])
+    cells: dict = {}
+    for r in report["kernels"]:
+        if r["chosen"] and r["in_step"]:
+            cell = cells.setdefault(r["launch"], {}).setdefault(r["variant"], [0.0, 0.0, {}])
+            cell[0] += r["predicted_us"]["predicted"]
+            cell[1] += r["floor_us"]
+            cell[2][r["bound"]] = cell[2].get(r["bound"], 0.0) + r["predicted_us"]["predicted"]
+    header = "| launch | " + " | ".join(f"{v} predicted us | {v} floor us | {v} bound"
+                                          for v in variants) + " |"
+    lines = [header, "|---" * (1 + 3 * len(variants)) + "|"]
+    for launch, by_variant in cells.items():
+        row = [launch]
+        for v in variants:
+            predicted, floor, bounds = by_variant[v]
+            row += [f"{predicted:,.1f}", f"{floor:,.1f}", max(bounds, key=bounds.get)]
+        lines.append("| " + " | ".join(row) + " |")
+    total = ["**step**"]
+    for v in variants:
+        t = report["step"][v]
+        total += [f"**{t['predicted_ms'] * 1e3:,.0f}**", f"**{t['floor_ms'] * 1e3:,.0f}**",
+                  f"{t['predicted_ms'] / t['floor_ms']:.1f}x the floor"]
+    lines.append("| " + " | ".join(total) + " |")
+    return lines
+
+
+def best_candidate_table(chosen: list[dict], candidates: list[dict]) -> list[str]:
+    """Per autotuned kernel launch: the chosen config's prediction beside the lowest
+    predicted time among its candidates (what a timer agreeing with the model would pick)."""
+    by_kernel: dict = {}
+    for r in candidates:
+        by_kernel.setdefault((r["variant"], r["launch"], r["kernel"]), []).append(r)
+    lines = ["| variant | launch | kernel | chosen | predicted us | fastest predicted | "
+             "predicted us |", "|---" * 7 + "|"]
+    for r in chosen:
+        options = by_kernel.get((r["variant"], r["launch"], r["kernel"]))
+        if not options or len(options) < 2:
+            continue
+        best = min(options, key=lambda o: o["predicted_us"]["predicted"])
+        lines.append(f"| {r['variant']} | {r['launch']} | {_short_kernel(r['kernel'])} "
+                     f"| {config_text(r['config'])} | {r['predicted_us']['predicted']:,.1f} "
+                     f"| {config_text(best['config'])} "
+                     f"| {best['predicted_us']['predicted']:,.1f} |")
+    return lines
+
+
+def markdown(report: dict) -> str:
+    chosen = [r for r in report["kernels"] if r["chosen"]]
+    out = [
+        "# Static report: AlexNet's Triton kernels compiled for sm_90a (H100/H200), batch 128",
+        "",
+        "**A PREDICTION from compiled code, not a measurement.** Regenerate with "
+        f"`python -m bench.sass{' --full' if report['scope'] == 'full' else ''}` (no GPU needed; "
+        f"Triton {report['triton']}, torch {report['torch']}).",
+        "",
+        f"- Config of each launch: {report['chosen_config']}.",
+        f"- Predicted time = max(FLOPs / peak of the SMs in use, bytes / "
+        f"{h100_model.HBM_BYTES_PER_S / 1e12} TB/s, issued instructions / 4 schedulers / "
+        f"{h100_model.CLOCK_HZ / 1e9} GHz / SMs in use), SMs in use = min(programs, 132); "
+        "peaks (TFLOP/s): " + ", ".join(f"{k} {v / 1e12:g}" for k, v in
+                                        h100_model.PEAK_FLOPS.items())
+        + " (fp32 = FFMA on the CUDA cores). Floor = max(FLOPs / peak, bytes / bandwidth). "
+        "Bytes: each distinct tensor the kernel is given, read or written once.",
+        "- Issue ratio = main-loop instructions x warps per scheduler / tensor-core cycles of "
+        "the loop's MMAs (2,048 dense bf16 FMA per cycle per SM, tf32 half that; FFMA "
+        "128); above 1 the schedulers, not the tensor cores, set the pace.",
+        "- Main loop: found from the SASS's back edges (the innermost loop with MMAs, else the "
+        "longest); loads are global loads (LDG, LDGSTS, TMA) by bytes per thread.",
+        "",
+        "## One training step (every layer forward and backward, and the augmentation)",
+        "",
+        "| variant | kernels | predicted ms | floor ms | predicted / floor |",
+        "|---|---|---|---|---|",
+    ]
+    for variant, t in report["step"].items():
+        out.append(f"| {variant} | {t['kernels']} | {t['predicted_ms']:.2f} | "
+                   f"{t['floor_ms']:.2f} | {t['predicted_ms'] / t['floor_ms']:.1f}x |")
+    out += ["", "## Per launch of the step: predicted and floor", ""]
+    out += summary_table(report)
+    for variant in report["variants"]:
+        out += ["", f"## {variant}: the configs the launchers use", ""]
+        out += kernel_table([r for r in chosen if r["variant"] == variant])
+    candidates = [r for r in report["kernels"] if not r["chosen"]]
+    if report["scope"] == "full" and candidates:
+        out += ["", "## Chosen config against the candidate the model predicts fastest", ""]
+        out += best_candidate_table(chosen, candidates)
+        out += ["", "## Every autotune candidate that compiles and fits", ""]
+        for variant in report["variants"]:
+            out += ["", f"### {variant}", ""]
+            out += kernel_table([r for r in candidates if r["variant"] == variant])
+    if report["failures"]:
+        out += ["", "## Configs that do not compile or fit (the autotuner skips those out of "
+                "resources, as on a GPU)", ""]
+        for f in report["failures"]:
+            config = config_text(f["config"]) if "config" in f else ""
+            needs = f" ({f['shared'] / 1024:.0f} KiB of shared memory)" if f.get("shared") else ""
+            out.append(f"- {f['variant']} {f['launch']} {f.get('kernel', '')} {config}: "
+                       f"{f.get('outcome', 'launch failed')}{needs}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,417 @@
+"""The static report (python -m bench.sass) in its quick scope, and issue 11's budgets.
+
+Compiles every launch's chosen config for sm_90a at batch 128, bf16 and fp32, in parallel
+subprocesses (about 1 minute on 2 cores with a warm Triton cache; cold, 210 CPU-seconds),
+then checks, per launch, the budgets of issue 11, section 2 (bench/sass_budgets.py): no
+spills; and for the GEMMs (convs, FCs) an issue ratio <= 1.0, 16-byte loads in the main
+loop, >= 132 programs. Today's kernels miss most of them: MISSED lists each (variant,
+launch, budget) that is missed, with the measured number, as a strict xfail, so a kernel
+that starts meeting a budget fails here until its line is deleted, and a budget that is
+met and then missed fails as a regression. Regenerate the table after a kernel change with
+``python -m bench.sass && python -m bench.sass_budgets bench/results/static-sm90.json``.
+
+The numbers belong to the Triton that compiled them (TABLE_TRITON): under another Triton
+the xfails are not strict, since its compiler may land either side of a budget.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import sass_budgets  # noqa: E402
+from bench.alexnet_launches import launch_names  # noqa: E402
+from bench.sass_compile import VARIANTS  # noqa: E402
+from bench.sm90_driver import missing_toolchain  # noqa: E402
+
+TIMEOUT_S = 900
+TABLE_TRITON = "3.9.0"
+STRICT = version("triton") == TABLE_TRITON
+
+# (variant, launch, budget): what the chosen config measured, Triton 3.9.0, torch 2.13.
+MISSED = {
+    ("bf16", "conv1.forward", "no_spills"):
+        "conv2d_relu_forward_kernel spills 304 B",
+    ("bf16", "conv1.forward", "issue_ratio"):
+        "issue ratio 4.02 (1028 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv1.forward", "loads_16B"):
+        "64 loads of 2 B",
+    ("bf16", "conv1.backward_input", "no_spills"):
+        "conv2d_relu_backward_input_kernel spills 648 B",
+    ("bf16", "conv1.backward_input", "issue_ratio"):
+        "issue ratio 11.66 (2986 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv1.backward_input", "loads_16B"):
+        "96 loads of 2 B",
+    ("bf16", "conv1.backward_weight", "no_spills"):
+        "conv2d_relu_backward_weight_kernel spills 424 B",
+    ("bf16", "conv1.backward_weight", "issue_ratio"):
+        "issue ratio 16.46 (4214 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv1.backward_weight", "loads_16B"):
+        "96 loads of 2 B",
+    ("bf16", "conv2.forward", "no_spills"):
+        "conv2d_relu_forward_kernel spills 96 B",
+    ("bf16", "conv2.forward", "issue_ratio"):
+        "issue ratio 3.41 (874 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv2.forward", "loads_16B"):
+        "32 loads of 2 B",
+    ("bf16", "conv2.backward_input", "no_spills"):
+        "conv2d_relu_backward_input_kernel spills 304 B",
+    ("bf16", "conv2.backward_input", "issue_ratio"):
+        "issue ratio 9.11 (2331 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv2.backward_input", "loads_16B"):
+        "96 loads of 2 B",
+    ("bf16", "conv2.backward_weight", "no_spills"):
+        "conv2d_relu_backward_weight_kernel spills 488 B",
+    ("bf16", "conv2.backward_weight", "issue_ratio"):
+        "issue ratio 17.04 (4362 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv2.backward_weight", "loads_16B"):
+        "96 loads of 2 B",
+    ("bf16", "conv3.forward", "no_spills"):
+        "conv2d_relu_forward_kernel spills 88 B",
+    ("bf16", "conv3.forward", "issue_ratio"):
+        "issue ratio 3.40 (870 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv3.forward", "loads_16B"):
+        "32 loads of 2 B",
+    ("bf16", "conv3.backward_input", "no_spills"):
+        "conv2d_relu_backward_input_kernel spills 296 B",
+    ("bf16", "conv3.backward_input", "issue_ratio"):
+        "issue ratio 8.81 (2255 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv3.backward_input", "loads_16B"):
+        "96 loads of 2 B",
+    ("bf16", "conv3.backward_weight", "no_spills"):
+        "conv2d_relu_backward_weight_kernel spills 264 B",
+    ("bf16", "conv3.backward_weight", "issue_ratio"):
+        "issue ratio 16.12 (4126 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv3.backward_weight", "loads_16B"):
+        "96 loads of 2 B",
+    ("bf16", "conv4.forward", "no_spills"):
+        "conv2d_relu_forward_kernel spills 88 B",
+    ("bf16", "conv4.forward", "issue_ratio"):
+        "issue ratio 3.40 (870 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv4.forward", "loads_16B"):
+        "32 loads of 2 B",
+    ("bf16", "conv4.backward_input", "no_spills"):
+        "conv2d_relu_backward_input_kernel spills 304 B",
+    ("bf16", "conv4.backward_input", "issue_ratio"):
+        "issue ratio 8.82 (2257 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv4.backward_input", "loads_16B"):
+        "96 loads of 2 B",
+    ("bf16", "conv4.backward_weight", "no_spills"):
+        "conv2d_relu_backward_weight_kernel spills 472 B",
+    ("bf16", "conv4.backward_weight", "issue_ratio"):
+        "issue ratio 16.42 (4203 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv4.backward_weight", "loads_16B"):
+        "96 loads of 2 B",
+    ("bf16", "conv5.forward", "no_spills"):
+        "conv2d_relu_forward_kernel spills 88 B",
+    ("bf16", "conv5.forward", "issue_ratio"):
+        "issue ratio 3.40 (870 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv5.forward", "loads_16B"):
+        "32 loads of 2 B",
+    ("bf16", "conv5.backward_input", "no_spills"):
+        "conv2d_relu_backward_input_kernel spills 304 B",
+    ("bf16", "conv5.backward_input", "issue_ratio"):
+        "issue ratio 8.82 (2257 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv5.backward_input", "loads_16B"):
+        "96 loads of 2 B",
+    ("bf16", "conv5.backward_weight", "no_spills"):
+        "conv2d_relu_backward_weight_kernel spills 472 B",
+    ("bf16", "conv5.backward_weight", "issue_ratio"):
+        "issue ratio 16.42 (4203 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "conv5.backward_weight", "loads_16B"):
+        "96 loads of 2 B",
+    ("bf16", "fc6.forward", "no_spills"):
+        "linear_kernel spills 120 B",
+    ("bf16", "fc6.forward", "programs"):
+        "32 programs on 132 SMs",
+    ("bf16", "fc6.backward_input", "issue_ratio"):
+        "issue ratio 1.02 (260 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "fc6.backward_input", "programs"):
+        "72 programs on 132 SMs",
+    ("bf16", "fc6.backward_weight", "issue_ratio"):
+        "issue ratio 1.84 (471 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "fc7.forward", "no_spills"):
+        "linear_kernel spills 120 B",
+    ("bf16", "fc7.forward", "programs"):
+        "32 programs on 132 SMs",
+    ("bf16", "fc7.backward_input", "issue_ratio"):
+        "issue ratio 1.02 (260 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "fc7.backward_input", "programs"):
+        "32 programs on 132 SMs",
+    ("bf16", "fc7.backward_weight", "issue_ratio"):
+        "issue ratio 1.84 (471 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "fc8.forward", "programs"):
+        "8 programs on 132 SMs",
+    ("bf16", "fc8.backward_input", "issue_ratio"):
+        "issue ratio 1.38 (354 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "fc8.backward_input", "loads_16B"):
+        "32 loads of 2 B",
+    ("bf16", "fc8.backward_input", "programs"):
+        "32 programs on 132 SMs",
+    ("bf16", "fc8.backward_weight", "issue_ratio"):
+        "issue ratio 1.30 (334 instructions per 4 HGMMA.64x128x16.F32.BF16)",
+    ("bf16", "fc8.backward_weight", "loads_16B"):
+        "32 loads of 2 B",
+    ("fp32", "conv1.forward", "no_spills"):
+        "conv2d_relu_forward_kernel spills 680 B",
+    ("fp32", "conv1.forward", "issue_ratio"):
+        "issue ratio 2.46 (1262 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv1.forward", "loads_16B"):
+        "64 loads of 4 B",
+    ("fp32", "conv1.backward_input", "no_spills"):
+        "conv2d_relu_backward_input_kernel spills 656 B",
+    ("fp32", "conv1.backward_input", "issue_ratio"):
+        "issue ratio 7.44 (3810 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv1.backward_input", "loads_16B"):
+        "96 loads of 4 B",
+    ("fp32", "conv1.backward_weight", "no_spills"):
+        "conv2d_relu_backward_weight_kernel spills 648 B",
+    ("fp32", "conv1.backward_weight", "issue_ratio"):
+        "issue ratio 11.13 (5698 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv1.backward_weight", "loads_16B"):
+        "96 loads of 4 B",
+    ("fp32", "conv2.forward", "no_spills"):
+        "conv2d_relu_forward_kernel spills 208 B",
+    ("fp32", "conv2.forward", "issue_ratio"):
+        "issue ratio 2.26 (1158 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv2.forward", "loads_16B"):
+        "32 loads of 4 B",
+    ("fp32", "conv2.backward_input", "no_spills"):
+        "conv2d_relu_backward_input_kernel spills 720 B",
+    ("fp32", "conv2.backward_input", "issue_ratio"):
+        "issue ratio 4.88 (2496 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv2.backward_input", "loads_16B"):
+        "96 loads of 4 B",
+    ("fp32", "conv2.backward_weight", "no_spills"):
+        "conv2d_relu_backward_weight_kernel spills 656 B",
+    ("fp32", "conv2.backward_weight", "issue_ratio"):
+        "issue ratio 11.12 (5694 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv2.backward_weight", "loads_16B"):
+        "96 loads of 4 B",
+    ("fp32", "conv3.forward", "no_spills"):
+        "conv2d_relu_forward_kernel spills 208 B",
+    ("fp32", "conv3.forward", "issue_ratio"):
+        "issue ratio 2.26 (1157 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv3.forward", "loads_16B"):
+        "32 loads of 4 B",
+    ("fp32", "conv3.backward_input", "no_spills"):
+        "conv2d_relu_backward_input_kernel spills 800 B",
+    ("fp32", "conv3.backward_input", "issue_ratio"):
+        "issue ratio 5.19 (2657 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv3.backward_input", "loads_16B"):
+        "96 loads of 4 B",
+    ("fp32", "conv3.backward_weight", "no_spills"):
+        "conv2d_relu_backward_weight_kernel spills 600 B",
+    ("fp32", "conv3.backward_weight", "issue_ratio"):
+        "issue ratio 11.12 (5694 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv3.backward_weight", "loads_16B"):
+        "96 loads of 4 B",
+    ("fp32", "conv4.forward", "no_spills"):
+        "conv2d_relu_forward_kernel spills 208 B",
+    ("fp32", "conv4.forward", "issue_ratio"):
+        "issue ratio 2.26 (1157 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv4.forward", "loads_16B"):
+        "32 loads of 4 B",
+    ("fp32", "conv4.backward_input", "no_spills"):
+        "conv2d_relu_backward_input_kernel spills 696 B",
+    ("fp32", "conv4.backward_input", "issue_ratio"):
+        "issue ratio 4.76 (2438 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv4.backward_input", "loads_16B"):
+        "96 loads of 4 B",
+    ("fp32", "conv4.backward_weight", "no_spills"):
+        "conv2d_relu_backward_weight_kernel spills 656 B",
+    ("fp32", "conv4.backward_weight", "issue_ratio"):
+        "issue ratio 11.12 (5694 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv4.backward_weight", "loads_16B"):
+        "96 loads of 4 B",
+    ("fp32", "conv5.forward", "no_spills"):
+        "conv2d_relu_forward_kernel spills 208 B",
+    ("fp32", "conv5.forward", "issue_ratio"):
+        "issue ratio 2.26 (1157 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv5.forward", "loads_16B"):
+        "32 loads of 4 B",
+    ("fp32", "conv5.backward_input", "no_spills"):
+        "conv2d_relu_backward_input_kernel spills 696 B",
+    ("fp32", "conv5.backward_input", "issue_ratio"):
+        "issue ratio 4.76 (2438 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv5.backward_input", "loads_16B"):
+        "96 loads of 4 B",
+    ("fp32", "conv5.backward_weight", "no_spills"):
+        "conv2d_relu_backward_weight_kernel spills 656 B",
+    ("fp32", "conv5.backward_weight", "issue_ratio"):
+        "issue ratio 11.12 (5694 instructions per 8 HGMMA.64x128x8.F32.TF32)",
+    ("fp32", "conv5.backward_weight", "loads_16B"):
+        "96 loads of 4 B",
+    ("fp32", "fc6.forward", "no_spills"):
+        "linear_kernel spills 16 B",
+    ("fp32", "fc6.forward", "issue_ratio"):
+        "issue ratio 1.13 (4643 instructions per 4096 FFMA)",
+    ("fp32", "fc6.forward", "programs"):
+        "32 programs on 132 SMs",
+    ("fp32", "fc6.backward_input", "no_spills"):
+        "linear_kernel spills 216 B",
+    ("fp32", "fc6.backward_input", "issue_ratio"):
+        "issue ratio 1.20 (4918 instructions per 4096 FFMA)",
+    ("fp32", "fc6.backward_weight", "no_spills"):
+        "linear_kernel spills 56 B",
+    ("fp32", "fc6.backward_weight", "issue_ratio"):
+        "issue ratio 1.17 (4809 instructions per 4096 FFMA)",
+    ("fp32", "fc7.forward", "no_spills"):
+        "linear_kernel spills 16 B",
+    ("fp32", "fc7.forward", "issue_ratio"):
+        "issue ratio 1.13 (4643 instructions per 4096 FFMA)",
+    ("fp32", "fc7.forward", "programs"):
+        "32 programs on 132 SMs",
+    ("fp32", "fc7.backward_input", "no_spills"):
+        "linear_kernel spills 216 B",
+    ("fp32", "fc7.backward_input", "issue_ratio"):
+        "issue ratio 1.20 (4918 instructions per 4096 FFMA)",
+    ("fp32", "fc7.backward_input", "programs"):
+        "64 programs on 132 SMs",
+    ("fp32", "fc7.backward_weight", "no_spills"):
+        "linear_kernel spills 56 B",
+    ("fp32", "fc7.backward_weight", "issue_ratio"):
+        "issue ratio 1.17 (4809 instructions per 4096 FFMA)",
+    ("fp32", "fc8.forward", "issue_ratio"):
+        "issue ratio 1.13 (4611 instructions per 4096 FFMA)",
+    ("fp32", "fc8.forward", "programs"):
+        "8 programs on 132 SMs",
+    ("fp32", "fc8.backward_input", "no_spills"):
+        "linear_kernel spills 200 B",
+    ("fp32", "fc8.backward_input", "issue_ratio"):
+        "issue ratio 1.19 (4863 instructions per 4096 FFMA)",
+    ("fp32", "fc8.backward_input", "loads_16B"):
+        "32 loads of 4 B",
+    ("fp32", "fc8.backward_input", "programs"):
+        "32 programs on 132 SMs",
+    ("fp32", "fc8.backward_weight", "issue_ratio"):
+        "issue ratio 1.16 (4739 instructions per 4096 FFMA)",
+    ("fp32", "fc8.backward_weight", "loads_16B"):
+        "32 loads of 4 B",
+}
+
+
+
+def test_readme_shows_the_committed_report():
+    """README's summary is bench/results/static-sm90.md's, which is bench/results'
+    JSON rendered: regenerate both with `python -m bench.sass` and paste the summary."""
+    from bench import sass_table
+    report = json.loads((ROOT / "bench/results/static-sm90.json").read_text())
+    table = "\n".join(sass_table.summary_table(report))
+    assert table in (ROOT / "bench/results/static-sm90.md").read_text()
+    assert table in (ROOT / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """(report, its directory): `python -m bench.sass` into a temporary directory, with the
+    SASS of every kernel kept beside it."""
+    if missing_toolchain() is not None:
+        pytest.skip(missing_toolchain())
+    out = tmp_path_factory.mktemp("sass")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.sass", "--out", str(out), "--sass-dir", str(out / "sass")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    if done.returncode != 0:
+        pytest.fail(f"python -m bench.sass exited with {done.returncode}:\n"
+                    f"{(done.stdout + done.stderr)[-4000:]}")
+    return json.loads((out / "static-sm90.json").read_text()), out
+
+
+@pytest.fixture(scope="module")
+def budgets(run):
+    return sass_budgets.evaluate(run[0])
+
+
+def _cases():
+    for variant in VARIANTS:
+        for launch in launch_names():
+            for budget in sass_budgets.budgets_of(launch):
+                key = (variant, launch, budget)
+                marks = ([pytest.mark.xfail(strict=STRICT, reason=MISSED[key])]
+                         if key in MISSED else [])
+                yield pytest.param(*key, marks=marks, id="-".join(key))
+
+
+def test_missed_table_names_real_budgets():
+    cases = {tuple(case.values) for case in _cases()}
+    assert set(MISSED) <= cases, sorted(set(MISSED) - cases)
+
+
+@pytest.mark.parametrize("variant, launch, budget", list(_cases()))
+def test_budget(budgets, variant, launch, budget):
+    met, measured = budgets[(variant, launch, budget)]
+    assert met, f"{variant} {launch} misses {budget}: {measured}"
+
+
+def test_every_launch_compiles_and_is_reported(run):
+    report = run[0]
+    errors = [f for f in report["failures"] if f.get("outcome") != "out of resources"]
+    assert not errors, errors
+    chosen = {(r["variant"], r["launch"]) for r in report["kernels"] if r["chosen"]}
+    expected = {(v, launch) for v in VARIANTS for launch in launch_names()}
+    assert chosen == expected, sorted(expected ^ chosen)
+    assert report["batch"] == 128 and report["scope"] == "quick"
+
+
+def test_every_loop_has_its_trip_count(run):
+    """bench/kernel_work.py knows the trip count of every kernel with a runtime loop."""
+    unknown = {r["kernel"] for r in run[0]["kernels"]
+               if r["main_loop"] is not None and r["loop_trips"] is None}
+    assert not unknown, f"add these kernels to bench/kernel_work.py: {sorted(unknown)}"
+
+
+def test_gemms_run_on_the_math_units_the_variant_allows(run):
+    """bf16 GEMMs on wgmma (HGMMA), tf32 convs on HGMMA.*.TF32, ieee fp32 FCs on FFMA, and
+    every GEMM's main loop holds its multiply-adds."""
+    for r in run[0]["kernels"]:
+        if not r["flops"] or not r["chosen"]:
+            continue
+        expected = {"bf16": "BF16", "tf32": "TF32", "fp32": "FFMA"}[r["floor_precision"]]
+        assert expected in r["matrix_instruction"], (r["variant"], r["launch"],
+                                                     r["matrix_instruction"])
+        assert r["main_loop"] and r["main_loop"]["math"], (r["variant"], r["launch"])
+        assert r["loop_unroll"] == 1, (r["variant"], r["launch"], r["loop_unroll"])
+
+
+def test_step_totals_and_markdown(run):
+    report, out = run
+    for variant in VARIANTS:
+        step = report["step"][variant]
+        assert 0 < step["floor_ms"] < step["predicted_ms"]
+    text = (out / "static-sm90.md").read_text()
+    assert "PREDICTION from compiled code, not a measurement" in text
+    assert all(f"## {variant}:" in text for variant in VARIANTS)
+
+
+_LINE = re.compile(r"/\*([0-9a-f]+)\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][\w.]*)")
+
+
+def test_parser_on_a_real_kernel(run):
+    """The main loop of bf16 conv2's forward, counted again from the raw text: the
+    instruction lines between the loop's first address and its back edge."""
+    report, out = run
+    row = next(r for r in report["kernels"] if r["chosen"] and r["variant"] == "bf16"
+               and r["launch"] == "conv2.forward")
+    text = (out / "sass" / f"{row['kernel']}-{row['hash'][:12]}.sass").read_text()
+    loop = row["main_loop"]
+    start, end = int(loop["start"], 16), int(loop["end"], 16)
+    lines = [(int(a, 16), op) for a, op in _LINE.findall(text)]
+    inside = [op for address, op in lines if start <= address <= end]
+    assert len(inside) == loop["instructions"] == (end - start) // 16 + 1  # 16-byte encodings
+    assert inside[-1] == "BRA"
+    # the back edge's label names the loop's first instruction
+    label = re.search(rf"/\*{end:04x}\*/.*`\((\S+)\)", text).group(1)
+    assert re.search(rf"^{re.escape(label)}:\s*\n\s*/\*{start:04x}\*/", text, re.M)
+    assert sum(op.startswith("HGMMA") for op in inside) == loop["mma"] > 0
+    assert sum(op.startswith(("LDG.", "LDGSTS.")) for op in inside) == sum(loop["loads"].values())
+    assert sum(op == "LDG.E.U16" for op in inside) == loop["loads"].get("2", 0)

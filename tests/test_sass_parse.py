@@ -1,0 +1,214 @@
+"""bench/sass_parse.py, bench/cubin_tools.py and bench/h100_model.py on hand-written SASS.
+
+The text is in nvdisasm's format (`nvdisasm -c`); the numbers asserted are counted by hand
+from the snippets. tests/test_sass.py runs the same parser on real compiled kernels.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import cubin_tools, h100_model, sass_parse  # noqa: E402
+
+# A pipelined GEMM loop: a prologue, a loop of 8 instructions with 2 HGMMA, one 16-byte
+# LDGSTS and two 2-byte LDGs, an epilogue, and ptxas's end-of-code trap.
+GEMM = """
+        /*0000*/                   LDC R1, c[0x0][0x28] ;
+        /*0010*/                   LDGSTS.E.BYPASS.128 [R6], desc[UR14][R8.64], P1 ;
+        /*0020*/              @!P0 BRA `(.L_x_0) ;
+.L_x_1:
+        /*0030*/                   LDG.E.U16 R10, desc[UR14][R2.64] ;
+        /*0040*/                   LDG.E.U16 R11, desc[UR14][R2.64+0x2] ;
+        /*0050*/                   LDGSTS.E.BYPASS.128 [R77], desc[UR14][R72.64], P1 ;
+        /*0060*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR4], R24 ;
+        /*0070*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR4], R24, gsb0 ;
+        /*0080*/                   IADD3 R4, R4, 0x1, RZ ;
+        /*0090*/                   ISETP.GE.AND P0, PT, R4, R5, PT ;
+        /*00a0*/              @!P0 BRA `(.L_x_1) ;
+.L_x_0:
+        /*00b0*/                   STG.E.U16 desc[UR14][R2.64], R24 ;
+        /*00c0*/                   EXIT ;
+.L_x_2:
+        /*00d0*/                   BRA `(.L_x_2);
+        /*00e0*/                   NOP;
+"""
+
+# Two nested loops (the inner one at 0x20-0x40) and an `if` inside the outer one (the
+# forward branch at 0x60 skips 0x70 and 0x80).
+NESTED = """
+        /*0000*/                   MOV R0, RZ ;
+.L_x_0:
+        /*0010*/                   MOV R1, RZ ;
+.L_x_1:
+        /*0020*/                   FFMA R2, R3, R4, R2 ;
+        /*0030*/                   IADD3 R1, R1, 0x1, RZ ;
+        /*0040*/               @P1 BRA `(.L_x_1) ;
+        /*0050*/                   ISETP.NE.AND P2, PT, R0, RZ, PT ;
+        /*0060*/               @P2 BRA `(.L_x_2) ;
+        /*0070*/                   LDG.E R5, desc[UR4][R6.64] ;
+        /*0080*/                   LDG.E.64 R8, desc[UR4][R6.64] ;
+.L_x_2:
+        /*0090*/                   IADD3 R0, R0, 0x1, RZ ;
+        /*00a0*/               @P0 BRA `(.L_x_0) ;
+        /*00b0*/                   EXIT ;
+"""
+
+# A 32-bit runtime division (ptxas's reciprocal sequence), a division by a constant (a
+# multiply by a magic number: not a division sequence), and a 64-bit division with its
+# 32-bit fast path and its slow-path call into the subroutine after the kernel.
+DIVISIONS = """
+        /*0000*/                   I2F.U32.RP R0, R9 ;
+        /*0010*/                   MUFU.RCP R0, R0 ;
+        /*0020*/                   VIADD R2, R0, 0xffffffe ;
+        /*0030*/                   F2I.FTZ.U32.TRUNC.NTZ R3, R2 ;
+        /*0040*/                   IMAD.HI.U32 R3, R3, R7, R2 ;
+        /*0050*/                   IMAD.HI R72, R151, 0x51eb851f, RZ ;
+        /*0060*/              @!P0 BRA `(.L_x_0) ;
+        /*0070*/                   CALL.REL.NOINC `($__internal_0_$__cuda_sm20_div_s64) ;
+        /*0080*/                   BRA `(.L_x_1) ;
+.L_x_0:
+        /*0090*/                   I2F.RP R4, R10 ;
+.L_x_1:
+        /*00a0*/                   LDG.E.U8 R1, desc[UR4][R2.64] ;
+        /*00b0*/                   EXIT ;
+$__internal_0_$__cuda_sm20_div_s64:
+        /*00c0*/                   I2F.U64.RP R0, R8 ;
+        /*00d0*/                   RET.REL.NODEC R20 `(max_pool2d_backward_kernel) ;
+"""
+
+
+def test_parse_instructions_and_labels():
+    program = sass_parse.parse(GEMM)
+    assert len(program.instructions) == 15
+    assert program.labels == {".L_x_1": 0x30, ".L_x_0": 0xb0, ".L_x_2": 0xd0}
+    branch = program.instructions[10]
+    assert (branch.address, branch.predicate, branch.opcode, branch.target) == (
+        0xa0, "@!P0", "BRA", ".L_x_1")
+    assert program.instructions[6].opcode == "HGMMA.64x128x16.F32.BF16"
+
+
+def test_loop_from_the_back_edge_not_the_trap():
+    program = sass_parse.parse(GEMM)
+    assert sass_parse.loops(program) == [sass_parse.Loop(0x30, 0xa0)]  # not the BRA at 0xd0
+    loop = sass_parse.main_loop(program)
+    summary = sass_parse.summary(sass_parse.body(program, loop))
+    assert summary["instructions"] == 8
+    assert summary["mma"] == 2
+    assert summary["math"] == {"HGMMA.64x128x16.F32.BF16": 2}
+    assert summary["loads"] == {"16": 1, "2": 2}
+    assert summary["stores"] == {}
+    # the whole kernel without the trap and the NOP
+    assert len(sass_parse.executed(program)) == 13
+
+
+def test_nested_loops_innermost_and_conditional():
+    program = sass_parse.parse(NESTED)
+    outer, inner = sass_parse.Loop(0x10, 0xa0), sass_parse.Loop(0x20, 0x40)
+    assert sass_parse.loops(program) == [outer, inner]
+    assert outer.contains(inner) and not inner.contains(outer)
+    # no MMAs: the longest innermost loop, which is the inner one
+    assert sass_parse.main_loop(program) == inner
+    assert sass_parse.conditional(program, outer) == 2
+    assert sass_parse.conditional(program, inner) == 0
+    assert sass_parse.summary(sass_parse.body(program, outer))["loads"] == {"4": 1, "8": 1}
+    assert sass_parse.math_instructions(sass_parse.body(program, inner)) == {"FFMA": 1}
+
+
+def test_straight_line_code_has_no_main_loop():
+    program = sass_parse.parse(DIVISIONS)
+    assert sass_parse.loops(program) == []  # the forward branches are not loops
+    assert sass_parse.analyse(DIVISIONS)["main_loop"] is None
+
+
+def test_division_sequences():
+    program = sass_parse.parse(DIVISIONS)
+    assert program.subroutines_start == 0xc0
+    code = sass_parse.executed(program)
+    assert code[-1].base == "EXIT"  # the subroutine is not the kernel's code
+    # two reciprocal seeds (I2F.U32.RP, I2F.RP), not the magic-number IMAD.HI, not the
+    # subroutine's I2F.U64.RP; one call to the 64-bit routine
+    assert sass_parse.divisions(code) == {"runtime_32": 2, "calls_64": 1}
+    assert sass_parse.widths(code, sass_parse.GLOBAL_LOADS) == {"1": 1}
+
+
+@pytest.mark.parametrize("opcode, width", [
+    ("LDG.E", 4), ("LDG.E.U16", 2), ("LDG.E.S8", 1), ("LDG.E.64", 8), ("LDG.E.128", 16),
+    ("LDG.E.128.CONSTANT", 16), ("LDGSTS.E.BYPASS.128", 16), ("LDGSTS.E", 4),
+    ("STG.E.U16", 2), ("UTMALDG.2D", "tma")])
+def test_access_width(opcode, width):
+    assert sass_parse.access_width(sass_parse.Instruction(0, opcode, "")) == width
+
+
+def test_matrix_opcode_prefers_mma_over_ffma():
+    program = sass_parse.parse(GEMM + NESTED.replace("/*00", "/*01"))
+    assert sass_parse.matrix_opcode(program.instructions) == "HGMMA.64x128x16.F32.BF16"
+    assert sass_parse.matrix_opcode(sass_parse.parse(NESTED).instructions) == "FFMA"
+    assert sass_parse.matrix_opcode(sass_parse.parse(DIVISIONS).instructions) == "-"
+
+
+def test_resource_usage_line():
+    text = (" Function conv2d_relu_backward_weight_kernel:\n"
+            "  REG:255 STACK:488 SHARED:1024 LOCAL:0 CONSTANT[0]:640 TEXTURE:0 SURFACE:0\n")
+    assert cubin_tools.parse_resource_usage(text) == {
+        "registers": 255, "spill_bytes": 488, "stack_bytes": 488, "local_bytes": 0,
+        "static_shared_bytes": 1024}
+
+
+def test_tensor_core_cycles_and_issue_ratio():
+    # the issue's figures: one m64n128k16 is 64 cycles; a 128x128x64 tile on 8 warps
+    # (2 warpgroups x 4 HGMMA) is 512 tensor-core cycles per iteration
+    assert h100_model.math_cycles("HGMMA.64x128x16.F32.BF16") == 64
+    assert h100_model.math_cycles("HGMMA.64x128x8.F32.TF32") == 64  # half the rate, half the k
+    assert h100_model.math_cycles("HMMA.16816.F32.BF16") == 4
+    assert h100_model.math_cycles("FFMA") == 1
+    tile = h100_model.fma_per_warp_instruction("HGMMA.64x128x16.F32.BF16") * 4 * 8
+    assert tile == 128 * 128 * 64
+    # 1,800 instructions x 2 warps per scheduler against 512 cycles
+    ratio = h100_model.issue_ratio(1800, {"HGMMA.64x128x16.F32.BF16": 4}, warps=8)
+    assert ratio == pytest.approx(1800 * 2 / 512)
+    assert h100_model.issue_ratio(100, {}, warps=4) is None
+
+
+def test_predicted_time_terms():
+    # 1 ms of bf16 FLOPs on all SMs, half the SMs busy: 2 ms
+    flops = h100_model.PEAK_FLOPS["bf16"] * 1e-3
+    full = h100_model.predicted_seconds(flops, 0, "bf16", 0, programs=1000)
+    half = h100_model.predicted_seconds(flops, 0, "bf16", 0, programs=66)
+    assert full["predicted"] == pytest.approx(1e-3) and half["compute"] == pytest.approx(2e-3)
+    memory = h100_model.predicted_seconds(0, 4.3e9, None, 0, programs=1000)
+    assert memory["predicted"] == pytest.approx(1e-3)
+    # 4 schedulers x 132 SMs x 1.98e9 issue slots a second
+    issue = h100_model.predicted_seconds(0, 0, None, 4 * 132 * 1.98e9, programs=10**6)
+    assert issue["predicted"] == pytest.approx(1.0) and issue["issue"] == pytest.approx(1.0)
+
+
+def test_resident_programs():
+    assert h100_model.resident_programs(255, 8, 65536) == 1  # registers: 255 x 256 threads
+    assert h100_model.resident_programs(32, 4, 0) == 16  # warp slots: 64 / 4
+    assert h100_model.resident_programs(32, 4, 100_000) == 2  # shared memory
+
+
+def _gemm_row(**fields):
+    row = {"kernel": "k", "flops": 1, "spill_bytes": 0, "issue_ratio": 0.9, "programs": 132,
+           "matrix_instruction": "HGMMA.64x128x16.F32.BF16",
+           "main_loop": {"instructions": 230, "math": {"HGMMA.64x128x16.F32.BF16": 4},
+                         "loads": {"16": 4, "tma": 1}}}
+    row.update(fields)
+    return row
+
+
+def test_budget_checks():
+    from bench import sass_budgets
+    good = [_gemm_row(), {"kernel": "split_sum", "flops": 0, "spill_bytes": 0}]
+    assert all(sass_budgets.check(b, good)[0] for b in sass_budgets.BUDGETS)
+    assert sass_budgets.check("no_spills", [_gemm_row(spill_bytes=8)]) == (False, "k spills 8 B")
+    assert not sass_budgets.check("issue_ratio", [_gemm_row(issue_ratio=1.01)])[0]
+    assert not sass_budgets.check("programs", [_gemm_row(programs=131)])[0]
+    narrow = _gemm_row(main_loop={**_gemm_row()["main_loop"], "loads": {"16": 4, "2": 32}})
+    assert sass_budgets.check("loads_16B", [narrow]) == (False, "32 loads of 2 B")
+    assert sass_budgets.budgets_of("pool1.backward") == ("no_spills",)
+    assert sass_budgets.budgets_of("fc6.forward") == sass_budgets.BUDGETS
