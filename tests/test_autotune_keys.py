@@ -6,7 +6,7 @@ with torch's tf32 flags on (wgmma on tf32, deeply pipelined shared-memory tiles)
 precision left out of the key, fc8 tuned in ieee and then run in tf32 (the GPU check's
 float32 then tf32 checks; a user toggling allow_tf32) launched the ieee choice and failed
 with OutOfResources (262144 bytes of shared memory needed). Compiled here for sm_90 by the
-stand-in driver of gpu_compile.py, nothing runs.
+stand-in driver of bench/sm90_driver.py, nothing runs.
 """
 import json
 import os
@@ -17,23 +17,23 @@ from pathlib import Path
 
 import pytest
 
-from test_gpu_compile import _missing_toolchain
+from bench.sm90_driver import missing_toolchain
 
-pytestmark = pytest.mark.skipif(_missing_toolchain() is not None,
-                                reason=str(_missing_toolchain()))
+pytestmark = pytest.mark.skipif(missing_toolchain() is not None,
+                                reason=str(missing_toolchain()))
 
 SCRIPT = textwrap.dedent("""
     import json, sys, torch, triton
-    import gpu_compile
-    recorder = gpu_compile.Recorder()
-    gpu_compile.install(recorder, "full")
+    from bench import alexnet_launches, sm90_driver
+    recorder = sm90_driver.Recorder()
+    sm90_driver.install(recorder)
     # Two candidates each, the largest tile first (the one that does not fit in tf32), set on
     # the autotuners themselves: their choices are cached per key, as on a GPU.
-    for module in gpu_compile.kernel_modules():
+    for module in sm90_driver.kernel_modules():
         for tuner in vars(module).values():
             if isinstance(tuner, triton.runtime.Autotuner):
                 tuner.configs = [tuner.configs[0], tuner.configs[-1]]
-    calls = gpu_compile.launches(torch.float32, "full")
+    calls = alexnet_launches.launches(torch.float32, batch=2)
     errors = {}
     for launch in sys.argv[1:]:
         for tf32 in (False, True, False):
@@ -50,7 +50,7 @@ def test_gemm_autotuners_key_on_the_precision():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, "fc8.forward", "conv3.forward"],
-        cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=900)
+        cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     errors = json.loads(result.stdout.strip().splitlines()[-1])
     assert errors == {}

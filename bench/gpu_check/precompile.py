@@ -4,11 +4,11 @@ Compiling is CPU work: about 1-2 CPU-seconds per kernel (triton 3.6), and the ch
 several hundred (three precisions x ~40 launches x their autotune candidates, the
 two-column model's shapes, the sanitizer's small batch). One process would spend most of
 the window compiling; here one worker per CPU core compiles a share of them through the
-compile-only stand-in driver of tests/gpu_compile.py (nothing runs, tensors are
+compile-only stand-in driver of bench/sm90_driver.py (nothing runs, tensors are
 torch.empty), which specializes exactly as a GPU launch does. The GPU phases then load
 the compiled kernels from the cache (phases record their cache hits; see compiles.py).
 
-Tasks are the launchers called directly (gpu_compile.launches) at batch 128 in three
+Tasks are the launchers called directly (bench/alexnet_launches.py) at batch 128 in three
 precisions and at the sanitizer's batch 2, and model steps for what no direct launch
 covers: the two-column AlexNet's per-column shapes, and the trainer's built-in data (63-px
 crops, its validation batches). A model task runs the real model on CPU tensors with the
@@ -27,11 +27,15 @@ from bench.gpu_check import autotune, bootstrap
 from bench.gpu_check.cli import phase_main
 from bench.gpu_check.record import ERROR, FAIL, PASS, PhaseRecord
 
-TESTS = bootstrap.ROOT / "tests"
 BATCH = 128
 SANITIZER_BATCH = 2
 # conv1's input gradient is never needed (its input is the images): not launched anywhere.
 UNUSED = {"conv1.backward_input"}
+LAUNCH_VARIANTS = {  # name: (dtype, conv tf32, matmul tf32), as the correctness phase runs them
+    "bfloat16": ("bfloat16", False, False),
+    "float32-ieee": ("float32", False, False),
+    "float32-tf32": ("float32", True, True),
+}
 MODEL_PRECISIONS = {  # name: (autocast bf16, conv tf32, matmul tf32)
     "bf16": (True, False, False),
     "fp32-ieee": (False, False, False),
@@ -43,11 +47,10 @@ SLICES = 4
 DRY_RUN_LAUNCHES = ["pool1.backward", "dropout", "fc8.forward"]
 
 
-def gpu_compile():
-    if str(TESTS) not in sys.path:
-        sys.path.insert(0, str(TESTS))
-    import gpu_compile as module
-    return module
+def launch_names() -> list:
+    from bench import alexnet_launches
+
+    return [name for name in alexnet_launches.launch_names() if name not in UNUSED]
 
 
 def trainer_shapes() -> dict:
@@ -69,12 +72,12 @@ def _models(placement: str, precision: str, batch: int, image: int, mode: str) -
 
 def tasks(dry_run: bool) -> list:
     """Everything the GPU phases launch, as worker tasks (see the module docstring)."""
-    names = [n for n in gpu_compile().launch_names("full") if n not in UNUSED]
+    names = launch_names()
     if dry_run:
         return [{"kind": "launch", "variant": "bfloat16", "batch": BATCH, "name": name}
                 for name in DRY_RUN_LAUNCHES]
     found = [{"kind": "launch", "variant": variant, "batch": BATCH, "name": name}
-             for variant in ("bfloat16", "float32-ieee", "float32-tf32") for name in names]
+             for variant in LAUNCH_VARIANTS for name in names]
     found += [{"kind": "launch", "variant": "bfloat16", "batch": SANITIZER_BATCH, "name": name}
               for name in names]
     for precision in MODEL_PRECISIONS:  # the model and speed phases' two-column model
@@ -173,9 +176,10 @@ def _slice(tuners: dict, index: int) -> None:
 def worker(share: list, out_path: Path) -> None:
     import torch
 
-    module = gpu_compile()
-    recorder = module.Recorder()
-    module.install(recorder, "full")
+    from bench import alexnet_launches, sm90_driver
+
+    recorder = sm90_driver.Recorder()  # every candidate is "timed", that is compiled
+    sm90_driver.install(recorder)
     tuners = autotune.autotuners()
     autotune.restrict(tuners)
     for tuner in tuners.values():
@@ -195,10 +199,10 @@ def worker(share: list, out_path: Path) -> None:
             elif task["kind"] == "augment":
                 _augment(task)
             else:
-                dtype, matmul_tf32, conv_tf32 = module.VARIANTS[task["variant"]]
+                dtype, conv_tf32, matmul_tf32 = LAUNCH_VARIANTS[task["variant"]]
                 _set_flags(conv_tf32, matmul_tf32)
-                module.BATCH = task["batch"]
-                module.launches(getattr(torch, dtype), "full")[task["name"]]()
+                alexnet_launches.launches(getattr(torch, dtype), batch=task["batch"])[
+                    task["name"]]()
         except Exception as exc:  # noqa: BLE001 - reported per task
             recorder.fail(exc)
             error = f"{type(exc).__name__}: {exc}"[:2000]
