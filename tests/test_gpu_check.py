@@ -180,3 +180,26 @@ def test_precompile_covers_every_launch_in_every_precision():
 ])
 def test_sanitizer_summaries_are_read(tool, output, count):
     assert sanitize.summary_count(output, tool) == count
+
+
+def test_summary_puts_the_static_prediction_beside_the_measurement(tmp_path):
+    """From the committed static report and a synthetic benchmark run of conv2, dropout6 and
+    the training step: predicted and measured side by side, with their ratio."""
+    from bench.gpu_check import summary
+    from test_bench_report import op, step
+
+    static = json.loads(summary.STATIC_REPORT.read_text())
+    chosen = [k for k in static["kernels"] if k["variant"] == "bf16" and k.get("chosen")]
+    conv2 = sum(k["predicted_us"]["predicted"] for k in chosen
+                if k["launch"].startswith("conv2.") and k["in_step"])
+    dropout = sum(k["predicted_us"]["predicted"] for k in chosen if k["launch"] == "dropout")
+    measured = {"benchmarks": [op("conv2", "conv", "fwd+bwd", "triton", 2 * conv2 * 1e-6, 0),
+                               op("dropout6", "dropout", "fwd", "triton", 3 * dropout * 1e-6, 0),
+                               step("triton", 0.02, 1)]}
+    (tmp_path / "bench.json").write_text(json.dumps(measured))
+    text = "\n".join(summary.speed_table(tmp_path))
+    assert f"| conv2 | fwd+bwd | bf16 | {conv2:,.0f} | {2 * conv2:,.0f} | 2.00 |" in text
+    assert f"| dropout6 | fwd | bf16 | {dropout:,.0f} | {3 * dropout:,.0f} | 3.00 |" in text
+    predicted_step = static["step"]["bf16"]["predicted_ms"] * 1e3
+    assert (f"| training step (kernels only predicted) | fwd+bwd | bf16 | {predicted_step:,.0f} "
+            f"| 20,000 | {20000 / predicted_step:.2f} |") in text

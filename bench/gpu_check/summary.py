@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.gpu_check import bootstrap
 from bench.gpu_check.record import PASS, SKIP
 
 SUMMARY = "summary.md"
 MAX_LISTED = 30
+STATIC_REPORT = bootstrap.ROOT / "bench" / "results" / "static-sm90.json"
+# bench_ops' standalone dropouts run the launch the static report calls "dropout".
+STATIC_LAUNCH = {"dropout6": "dropout", "dropout7": "dropout"}
 
 
 def _value(check: dict) -> str:
@@ -58,6 +62,42 @@ def problems(results: dict) -> list:
     return lines or ["- none"]
 
 
+def predicted_us(static: dict, variant: str, op: str, mode: str):
+    """The static report's predicted time of one bench_ops case (its chosen configs), or None."""
+    layer = STATIC_LAUNCH.get(op, op)
+    rows = [k for k in static["kernels"] if k["variant"] == variant and k.get("chosen")
+            and k["launch"].split(".")[0] == layer]
+    if layer == op:  # a layer's launches: forward alone, or all that training runs
+        rows = [k for k in rows if (k["launch"].endswith(".forward") if mode == "fwd"
+                                    else k.get("in_step"))]
+    total = sum(k["predicted_us"]["predicted"] for k in rows)
+    if layer != op and mode == "fwd+bwd":
+        total *= 2  # dropout's backward is the same launch on the gradient
+    return total or None
+
+
+def predicted_table(results, static: dict) -> list:
+    """Per op and the training step: the static prediction beside what was measured."""
+    from bench import report
+
+    lines = ["| op | mode | dtype | predicted (static) us | measured us | measured / predicted |",
+             "|---|---|---|---|---|---|"]
+    for row in report.op_rows(results):
+        measured = row.seconds.get(report.OURS)
+        predicted = predicted_us(static, row.dtype, row.op, row.mode)
+        if measured is None or predicted is None:
+            continue
+        lines.append(f"| {row.op} | {row.mode} | {row.dtype} | {predicted:,.0f} "
+                     f"| {measured * 1e6:,.0f} | {measured * 1e6 / predicted:.2f} |")
+    for row in report.model_rows(results):
+        step = static.get("step", {}).get(row.precision)
+        if row.task == "train" and row.provider == report.OURS and row.device == "cuda" and step:
+            lines.append(f"| training step (kernels only predicted) | fwd+bwd | {row.precision} "
+                         f"| {step['predicted_ms'] * 1e3:,.0f} | {row.seconds * 1e6:,.0f} "
+                         f"| {row.seconds * 1e6 / (step['predicted_ms'] * 1e3):.2f} |")
+    return lines if len(lines) > 2 else []
+
+
 def speed_table(out: Path) -> list:
     path = out / "bench.json"
     if not path.exists():
@@ -78,6 +118,12 @@ def speed_table(out: Path) -> list:
         lines += ["", "| target | measured | met |", "|---|---|---|"]
         lines += [f"| {t.target} | {t.measured} | {'—' if t.met is None else t.met} |"
                   for t in targets]
+    if STATIC_REPORT.exists():
+        static = json.loads(STATIC_REPORT.read_text())
+        predicted = predicted_table(results, static)
+        if predicted:
+            lines += ["", f"Predicted from compiled code ({STATIC_REPORT.name}, triton "
+                          f"{static.get('triton')}) beside measured:", *predicted]
     return lines
 
 
