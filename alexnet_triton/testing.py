@@ -6,6 +6,7 @@ dtype alone, never from what a kernel happens to achieve.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -55,48 +56,39 @@ def tf32_truncate(t: torch.Tensor) -> torch.Tensor:
     return (t.contiguous().view(torch.int32) & ~((1 << drop) - 1)).view(torch.float32)
 
 
-def _float64_pair(actual: torch.Tensor, expected: torch.Tensor):
-    """Both in float64 on actual's device; None when anything is not finite."""
-    actual, expected = actual.detach().double(), expected.detach().to(actual.device).double()
-    if actual.shape != expected.shape:
-        raise ValueError(f"shapes differ: {tuple(actual.shape)} vs {tuple(expected.shape)}")
-    if not (torch.isfinite(actual).all() and torch.isfinite(expected).all()):
-        return None
-    return actual, expected
+def _error_measure(measure: Callable[[torch.Tensor, torch.Tensor], float]):
+    """``measure`` on both tensors in float64 (on actual's device), for tensors of one shape;
+    inf when anything is not finite (an unwritten, NaN-poisoned element never passes), 0
+    for empty ones."""
+    @functools.wraps(measure)
+    def error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+        actual = actual.detach().double()
+        expected = expected.detach().to(actual.device).double()
+        if actual.shape != expected.shape:
+            raise ValueError(f"shapes differ: {tuple(actual.shape)} vs {tuple(expected.shape)}")
+        if not (torch.isfinite(actual).all() and torch.isfinite(expected).all()):
+            return math.inf
+        return measure(actual, expected) if actual.numel() else 0.0
+    return error
 
 
+@_error_measure
 def scaled_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |actual - expected| / (|expected| + max |expected|) in float64: the test suite's
-    elementwise criterion (tests/helpers.assert_close passes when this is <= tol); inf if
-    anything is not finite (an unwritten, NaN-poisoned element never passes)."""
-    pair = _float64_pair(actual, expected)
-    if pair is None:
-        return math.inf
-    actual, expected = pair
-    if actual.numel() == 0:
-        return 0.0
+    """max |actual - expected| / (|expected| + max |expected|): the test suite's elementwise
+    criterion (tests/helpers.assert_close passes when this is <= tol)."""
     scale = expected.abs() + expected.abs().max().clamp_min(1e-300)
     return float(((actual - expected).abs() / scale).max())
 
 
+@_error_measure
 def max_relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |actual - expected| / max |expected| in float64; inf if anything is not finite."""
-    pair = _float64_pair(actual, expected)
-    if pair is None:
-        return math.inf
-    actual, expected = pair
-    if actual.numel() == 0:
-        return 0.0
+    """max |actual - expected| / max |expected|."""
     return float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-300))
 
 
+@_error_measure
 def normwise_relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """||actual - expected|| / ||expected|| (Frobenius, float64); inf if anything is not
-    finite."""
-    pair = _float64_pair(actual, expected)
-    if pair is None:
-        return math.inf
-    actual, expected = pair
+    """||actual - expected|| / ||expected|| (Frobenius)."""
     norm = float(torch.linalg.vector_norm(expected))
     difference = float(torch.linalg.vector_norm(actual - expected))
     return difference / norm if norm > 0 else (0.0 if difference == 0 else math.inf)
