@@ -64,8 +64,8 @@ class TrainConfig:
     resume: Optional[str] = _help(
         "continue a run exactly where it stopped: a run directory (its latest.pt) or a "
         "checkpoint file; the run's own configuration is used and other flags are ignored "
-        "except --epochs, --workers, --devices, --amp, --checkpoint-minutes, --compile and "
-        "--tensorboard",
+        "except --epochs, --workers, --devices, --amp, --checkpoint-minutes, --compile, "
+        "--tensorboard and --sync-steps",
         default=None)
     epochs: Optional[int] = _help(
         f"epochs to train (default {PAPER_EPOCHS} for a dataset folder, the paper's count; "
@@ -132,6 +132,12 @@ class TrainConfig:
         default=10.0, metadata={"min_open": 0.0})
     compile: bool = _help("run the model under torch.compile (GPU only is worth it)",
                           default=False)
+    sync_steps: int = _help(
+        "SGD steps between the host's reads of the device: every this many steps (and at "
+        "each progress line and epoch end) the losses are checked for NaN or divergence and "
+        "Ctrl-C/SIGTERM and the checkpoint clock are looked at. 1 reads every step; more "
+        "lets a GPU run ahead of Python instead of waiting for each step's loss",
+        default=10, metadata={"min": 1})
     tensorboard: str = _help(
         "TensorBoard event files in RUN_DIR/tensorboard (per-step loss and learning rate, "
         "per-epoch errors, conv1's kernels): 'auto' when the tensorboard package is "
@@ -153,7 +159,7 @@ class TrainConfig:
 _NEGATED_FLAGS = {"lrn": "--no-lrn", "overlapping_pool": "--non-overlapping-pool"}
 # What may change when a run is resumed: where and how fast it runs, not what it computes.
 RESUME_OVERRIDES = ("epochs", "workers", "devices", "amp", "checkpoint_minutes", "compile",
-                    "tensorboard")
+                    "tensorboard", "sync_steps")
 
 
 class ConfigError(ValueError):
@@ -262,8 +268,13 @@ def parse_args(argv: Optional[Sequence[str]] = None,
     """
     parser = build_parser(prog)
     namespace = parser.parse_args(argv)
-    given = {name for name, value in vars(namespace).items()
-             if value != parser.get_default(name)}
+    # A flag given at its default value (--amp auto) is still given: on --resume it must
+    # override the run's own setting. With every default suppressed, a second parser
+    # returns exactly the flags on the command line.
+    probe = build_parser(prog)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    given = set(vars(probe.parse_args(argv)))
     try:
         config = validate(TrainConfig(**vars(namespace)))
     except ConfigError as error:

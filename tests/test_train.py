@@ -21,8 +21,8 @@ from alexnet_triton import checkpoint as ckpt
 from alexnet_triton import tensorboard_log
 from alexnet_triton import train as train_module
 from alexnet_triton.config import TrainConfig, build_parser
-from train_support import (PYTHON, QUICK_ARGS, ROOT, quick_dataset, subprocess_env, train,
-                           trained_run, use_reference_kernels)
+from train_support import (PYTHON, QUICK_ARGS, ROOT, one_line_error, quick_dataset,
+                           subprocess_env, train, trained_run, use_reference_kernels)
 
 # Resume tests: 3 steps of 10 per epoch.
 RESUME_ARGS = QUICK_ARGS
@@ -36,15 +36,6 @@ def reference_kernels(monkeypatch):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return quick_dataset(tmp_path_factory)
-
-
-def _one_line_error(status, err, *words):
-    assert status == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("python -m alexnet_triton.train: error: "), lines[0]
-    for word in words:
-        assert word in lines[0], (word, lines[0])
 
 
 def _weights(path):
@@ -130,7 +121,7 @@ def test_bad_command_lines_fail_in_one_line_before_any_work(argv, words, capsys,
         pytest.skip("this machine has CUDA")
     monkeypatch.chdir(tmp_path)
     status, _, err = train(argv, capsys)
-    _one_line_error(status, err, *words)
+    one_line_error(status, err, *words)
     assert not (tmp_path / "runs").exists()
 
 
@@ -162,14 +153,14 @@ def test_bad_data_folders_fail_in_one_line(case, words, tmp_path, capsys, monkey
     elif case == "a file":
         folder.write_text("not a folder")
     status, _, err = train(["--data", folder, "--run-dir", tmp_path / "run"], capsys)
-    _one_line_error(status, err, *words)
+    one_line_error(status, err, *words)
     assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
 
 
 def test_crop_larger_than_the_images_is_refused(data, tmp_path, capsys):
     status, _, err = train(["--data", data, "--crop-size", "100", "--run-dir", tmp_path / "r"],
                            capsys)
-    _one_line_error(status, err, "--crop-size 100", "72-px")
+    one_line_error(status, err, "--crop-size 100", "72-px")
     assert not (tmp_path / "r").exists()
 
 
@@ -178,21 +169,21 @@ def test_a_run_directory_holding_a_run_is_not_overwritten(data, tmp_path, capsys
     run_dir.mkdir()
     (run_dir / "latest.pt").write_bytes(b"precious")
     status, _, err = train(["--data", data, "--run-dir", run_dir, *QUICK_ARGS], capsys)
-    _one_line_error(status, err, "already holds a run", "--resume")
+    one_line_error(status, err, "already holds a run", "--resume")
     assert (run_dir / "latest.pt").read_bytes() == b"precious"
 
 
 def test_resume_refuses_what_is_not_a_checkpoint_of_this_program(tmp_path, capsys):
     status, _, err = train(["--resume", tmp_path / "nowhere"], capsys)
-    _one_line_error(status, err, "does not exist")
+    one_line_error(status, err, "does not exist")
     other = tmp_path / "torchvision.pt"
     torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11)}, other)
     status, _, err = train(["--resume", other], capsys)
-    _one_line_error(status, err, "not an alexnet_triton checkpoint")
+    one_line_error(status, err, "not an alexnet_triton checkpoint")
     empty_run = tmp_path / "run"
     empty_run.mkdir()
     status, _, err = train(["--resume", empty_run], capsys)
-    _one_line_error(status, err, "holds no checkpoint")
+    one_line_error(status, err, "holds no checkpoint")
 
 
 def test_resume_refuses_a_checkpoint_carrying_a_pickled_object(tmp_path, capsys):
@@ -200,7 +191,7 @@ def test_resume_refuses_a_checkpoint_carrying_a_pickled_object(tmp_path, capsys)
     torch.save({"format": ckpt.FORMAT, "version": ckpt.VERSION,
                 "payload": ckpt.CheckpointError("an object, not a tensor")}, evil)
     status, _, err = train(["--resume", tmp_path], capsys)
-    _one_line_error(status, err, "weights_only", "pickled object")
+    one_line_error(status, err, "weights_only", "pickled object")
 
 
 def test_resume_refuses_another_architecture(tmp_path, tmp_path_factory, capsys):
@@ -208,7 +199,7 @@ def test_resume_refuses_another_architecture(tmp_path, tmp_path_factory, capsys)
     state["model"]["conv1.weight"] = torch.zeros(64, 3, 11, 11)  # torchvision's conv1
     torch.save(state, tmp_path / "latest.pt")
     status, _, err = train(["--resume", tmp_path], capsys)
-    _one_line_error(status, err, "different network", "conv1.weight")
+    one_line_error(status, err, "different network", "conv1.weight")
 
 
 # ---------------------------------------------------------------------------------------
