@@ -11,7 +11,9 @@ loading one can never run code:
                             "eigvec"}: what evaluate/predict need to feed the network
     model                   the state dict, whole tensors on the CPU (any placement loads it)
     config                  the resolved TrainConfig as a dict
-    optimizer, scheduler    their state dicts
+    optimizer               the optimizer's state by whole-tensor name, as the model's
+                            (``optimizer_state``): any placement loads it
+    scheduler               its state dict
     epoch, step_in_epoch    where training resumes: the next batch is batch step_in_epoch
                             of epoch `epoch` (0-based; step 0 of the next epoch at an epoch end)
     global_step, epoch_loss_sum, epoch_loss_steps, best, history
@@ -32,6 +34,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
+
+from alexnet_triton.columns import COLUMNS, whole_name
 
 FORMAT = "alexnet_triton-checkpoint"
 VERSION = 1
@@ -149,7 +153,13 @@ def load(path: PathLike, names: Sequence[str] = (LATEST,)) -> dict:
 
 
 def load_model_state(model: torch.nn.Module, state: dict) -> None:
-    """Load the checkpoint's weights into ``model``; a mismatch raises CheckpointError."""
+    """Load the checkpoint's weights into ``model``; a mismatch or a NaN or infinite weight
+    (a diverged run's) raises CheckpointError."""
+    for key, value in state["model"].items():
+        if value.is_floating_point() and not bool(value.isfinite().all()):
+            raise CheckpointError(f"{state.get('path', 'checkpoint')} holds NaN or infinite "
+                                  f"weights ({key}): the run had diverged; use an earlier "
+                                  f"checkpoint")
     try:
         model.load_state_dict(state["model"], strict=True)
     except RuntimeError as error:
@@ -164,15 +174,59 @@ def model_state(model: torch.nn.Module) -> dict:
     return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
 
 
-def to_cpu(value):
-    """Nested dicts/lists of tensors (an optimizer state dict) with tensors on the CPU."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {key: to_cpu(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_cpu(item) for item in value)
-    return value
+def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's state keyed by the model's state-dict names, whole tensors on the CPU.
+
+    torch keys it by parameter position, and a two-column placement has 30 parameters (each
+    column's half of a layer) where one device has 16: by name, with the halves joined as
+    the model's state dict joins them, the state loads into any placement.
+    """
+    raw = optimizer.state_dict()
+    names = [whole_name(name) for name, _ in model.named_parameters()]
+    parts: dict = {}
+    for index, entry in raw["state"].items():
+        key, column = names[index]
+        for field, value in entry.items():
+            parts.setdefault(key, {}).setdefault(field, {})[column or 0] = value
+    state = {key: {field: _joined(pieces) for field, pieces in fields.items()}
+             for key, fields in parts.items()}
+    groups = [{**{k: v for k, v in group.items() if k != "params"},
+               "params": list(dict.fromkeys(names[i][0] for i in group["params"]))}
+              for group in raw["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                         saved: dict) -> None:
+    """Load ``optimizer_state``'s record into ``optimizer`` of ``model``, whatever its placement."""
+    names = [whole_name(name) for name, _ in model.named_parameters()]
+    try:
+        state = {}
+        for index, (key, column) in enumerate(names):
+            if key in saved["state"]:
+                state[index] = {field: _part(value, column)
+                                for field, value in saved["state"][key].items()}
+        groups = [{**{k: v for k, v in group.items() if k != "params"},
+                   "params": [i for i, (key, _) in enumerate(names) if key in group["params"]]}
+                  for group in saved["param_groups"]]
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"its optimizer record does not fit the network "
+                              f"({type(error).__name__}: {error})") from None
+
+
+def _joined(pieces: dict):
+    """One state field of a layer from its columns' parts (a scalar is the same in each)."""
+    first = pieces[0]
+    if isinstance(first, torch.Tensor) and first.dim() > 0 and len(pieces) > 1:
+        return torch.cat([pieces[c].detach().cpu() for c in sorted(pieces)])
+    return first.detach().to("cpu", copy=True) if isinstance(first, torch.Tensor) else first
+
+
+def _part(value, column: Optional[int]):
+    if column is None or not isinstance(value, torch.Tensor) or value.dim() == 0:
+        return value
+    return value.chunk(COLUMNS)[column]
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,12 +275,3 @@ def describe(state: dict) -> str:
     return f"{state.get('path', 'checkpoint')} ({where})"
 
 
-def checkpoint_path(run_dir: PathLike, name: str = LATEST) -> Path:
-    return Path(run_dir) / name
-
-
-def find_run_checkpoint(run_dir: PathLike) -> Optional[Path]:
-    for name in (LATEST, BEST):
-        if (Path(run_dir) / name).exists():
-            return Path(run_dir) / name
-    return None

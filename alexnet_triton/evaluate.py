@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -137,6 +138,10 @@ def run(args: argparse.Namespace) -> dict:
           f"device {', '.join(map(str, devices))}, kernels: {describe_kernels(device)}",
           flush=True)
     result = evaluate_model(model, loader, augmenter, device, ten_crop=args.ten_crop, amp=amp)
+    if not math.isfinite(result["val_loss"]):
+        raise ckpt.CheckpointError(f"{state['path']}: the network's outputs are not finite on "
+                                   f"{info.root} (loss {result['val_loss']}): its weights "
+                                   f"are unusable")
     print(f"top-1 error {percent(result['val_top1_error'])}  "
           f"top-5 error {percent(result['val_top5_error'])}  "
           f"(top-1 accuracy {percent(1 - result['val_top1_error'])}, loss "

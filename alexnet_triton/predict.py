@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> list:
                        saved["eigval"], saved["eigvec"], 0, 0)
     augmenter = Augmenter(info, saved["crop_size"], 0.0, device=device)
     probabilities = predict(state, model, augmenter, torch.stack(images), args.ten_crop)
+    if not bool(probabilities.isfinite().all()):
+        raise ckpt.CheckpointError(f"{state['path']}: the network's outputs are not finite "
+                                   f"(NaN or infinite probabilities): its weights are unusable")
     classes = state["classes"]
     top = min(args.top, len(classes))
     results = []

@@ -27,7 +27,6 @@ import random
 import signal
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -48,10 +47,16 @@ from alexnet_triton.distributed import Replicas
 from alexnet_triton.evaluate import autocast, evaluate_model
 from alexnet_triton.metrics import MetricsFile, percent
 from alexnet_triton.one_column import build_model
+from alexnet_triton.run_dir import (RunDirError, RunDirLock, check_free_space, new_run_dir,
+                                    run_checkpoint)
 from alexnet_triton import plots, tensorboard_log
 
 PROG = "python -m alexnet_triton.train"
-EXIT_OK, EXIT_NAN, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+# A mean batch loss this many times chance's (ln of the class count) means the run has
+# diverged (measured: --lr 100 reached 2.7e12 with finite weights of 1e12): it is stopped
+# as a NaN is, and nothing trained past it is saved.
+DIVERGED_LOSS_FACTOR = 100.0
 # Without a progress bar (output not a terminal), a progress line this often.
 LOG_SECONDS = 60.0
 
@@ -141,14 +146,6 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 1 << 30) and mallopt(m_trim_threshold, 2**31 - 1))
 
 
-def new_run_dir(root: Path = Path("runs")) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path, suffix = root / stamp, 1
-    while path.exists():
-        path, suffix = root / f"{stamp}-{suffix}", suffix + 1
-    return path
-
-
 @dataclasses.dataclass
 class Setup:
     """Everything resolved before the first step: any error so far left nothing behind."""
@@ -163,26 +160,76 @@ class Setup:
     notes: tuple = ()
 
 
-def prepare(config: TrainConfig, given: set, replicas: Replicas,
-            run_dir: Optional[Path] = None) -> Setup:
-    """Check and resolve everything; raises ConfigError, DataError or CheckpointError.
+def resolve_config(config: TrainConfig, given: set) -> tuple[TrainConfig, Optional[dict], tuple]:
+    """The run's configuration: the command line's, or on --resume the checkpoint's with the
+    flags that may change overriding it. Returns (config, the resumed state or None, notes).
 
-    Writes nothing except the built-in dataset's cache (or a raw folder's, DATA's business).
+    ``config.run_dir`` comes out as the directory this run will write (None: a new
+    runs/<timestamp>/). A resumed run continues in its own directory only from that
+    directory's latest.pt: from any other checkpoint (best.pt, a copy) continuing there
+    would overwrite the history written after it, so that needs --run-dir.
     """
+    if config.resume is None:
+        return config, None, ()
+    state = ckpt.load(config.resume)
+    source = Path(state["path"])
+    base = TrainConfig.from_dict(state["config"])
+    overrides = {name: getattr(config, name) for name in RESUME_OVERRIDES if name in given}
     notes = []
-    state = None
-    if config.resume is not None:
-        state = ckpt.load(config.resume)
-        base = TrainConfig.from_dict(state["config"])
-        overrides = {name: getattr(config, name) for name in RESUME_OVERRIDES if name in given}
-        ignored = sorted(given - set(RESUME_OVERRIDES) - {"resume", "run_dir"})
-        if ignored:
-            notes.append("resuming with the run's own configuration; ignored: "
-                         + ", ".join("--" + name.replace("_", "-") for name in ignored))
-        config = validate(dataclasses.replace(base, resume=config.resume, **overrides))
-        if run_dir is None:
-            run_dir = Path(config.run_dir) if "run_dir" in given else Path(state["path"]).parent
-    devices = resolve_devices(config.devices, config.one_column, replicas.local_rank)
+    ignored = sorted(given - set(RESUME_OVERRIDES) - {"resume", "run_dir"})
+    if ignored:
+        notes.append("resuming with the run's own configuration; ignored: "
+                     + ", ".join("--" + name.replace("_", "-") for name in ignored))
+    own_run = source.parent if source.name == ckpt.LATEST else None
+    if "run_dir" in given:
+        run_dir = Path(config.run_dir)
+        if own_run is None and run_dir.resolve() == source.parent.resolve():
+            raise ConfigError(f"--resume {source}: continuing in {run_dir} would overwrite "
+                              f"its later checkpoints and metrics; choose another --run-dir")
+    elif own_run is not None:
+        run_dir = own_run
+    else:
+        raise ConfigError(f"--resume {source}: continuing from {source.name} in "
+                          f"{source.parent} would overwrite its later checkpoints and "
+                          f"metrics; pass --run-dir NEW to continue in a new run directory")
+    if run_dir.resolve() != source.parent.resolve():
+        notes.append(f"continuing {source} in the new run directory {run_dir}")
+    config = validate(dataclasses.replace(base, resume=config.resume, run_dir=str(run_dir),
+                                          **overrides))
+    return config, state, tuple(notes)
+
+
+def claim_run_dir(config: TrainConfig, state: Optional[dict]) -> RunDirLock:
+    """Lock this run's directory (made if needed) before anything else is done.
+
+    Raises RunDirError when it cannot be written, is another run's, or holds a run that
+    this one does not continue. A directory without a checkpoint (a run that died before
+    its first one) is free to start again.
+    """
+    run_dir = Path(config.run_dir) if config.run_dir is not None else new_run_dir()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--run-dir {run_dir} exists and is not a folder")
+    lock = RunDirLock(run_dir).acquire()
+    continued = state is not None and Path(state["path"]).parent.resolve() == run_dir.resolve()
+    if not continued and run_checkpoint(run_dir) is not None:
+        lock.release()
+        raise RunDirError(f"--run-dir {run_dir} already holds a run: continue it with "
+                          f"--resume {run_dir}, or choose another --run-dir")
+    if state is not None:  # at least the checkpoint's size must fit
+        try:
+            check_free_space(run_dir, Path(state["path"]).stat().st_size, "a checkpoint")
+        except RunDirError:
+            lock.release(remove_if_created=True)
+            raise
+    return lock
+
+
+def prepare(config: TrainConfig, state: Optional[dict], devices: list, replicas: Replicas,
+            run_dir: Path, notes: tuple = ()) -> Setup:
+    """Check and resolve the data against the configuration; raises ConfigError, DataError
+    or CheckpointError. Writes nothing except the built-in dataset's cache (or a raw
+    folder's, DATA's business).
+    """
     amp = resolve_amp(config.amp, devices[0])
     try:
         tensorboard = tensorboard_log.wanted(config.tensorboard)
@@ -221,18 +268,8 @@ def prepare(config: TrainConfig, given: set, replicas: Replicas,
         bias_init=config.bias_init if config.bias_init is not None else (
             BUILTIN_BIAS_INIT if builtin else PAPER_BIAS_INIT),
         crop_size=crop_size,
-        workers=config.workers if config.workers is not None else default_workers(devices[0]))
-    if state is None and run_dir is None:
-        if config.run_dir is not None:
-            run_dir = Path(config.run_dir)
-            if ckpt.find_run_checkpoint(run_dir) or (run_dir / "metrics.csv").exists():
-                raise ConfigError(f"--run-dir {run_dir} already holds a run: continue it with "
-                                  f"--resume {run_dir}, or choose another --run-dir")
-            if run_dir.exists() and not run_dir.is_dir():
-                raise ConfigError(f"--run-dir {run_dir} exists and is not a folder")
-        else:
-            run_dir = new_run_dir()
-    config = dataclasses.replace(config, run_dir=str(run_dir))
+        workers=config.workers if config.workers is not None else default_workers(devices[0]),
+        run_dir=str(run_dir))
     return Setup(config, info, devices, amp, Path(run_dir), builtin, tensorboard, state,
                  tuple(notes))
 
@@ -242,8 +279,24 @@ def prepare(config: TrainConfig, given: set, replicas: Replicas,
 # ---------------------------------------------------------------------------------------
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
+class Diverged(RuntimeError):
+    """A NaN, infinite or exploded loss or weight: the run cannot go on."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """latest.pt could not be written (no room, an I/O error); the message is one line."""
+
+
+def _tensors(value):
+    """Every tensor in nested dicts and lists (a checkpoint's state)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
 
 
 def _architecture(config: TrainConfig, num_classes: int) -> dict:
@@ -339,12 +392,17 @@ class Trainer:
         self.last_checkpoint = time.monotonic()
         self.epoch_clock = time.monotonic()
         self.epoch_rate: Optional[float] = None  # images/s, smoothed over the last epoch
+        self.loss_limit = DIVERGED_LOSS_FACTOR * math.log(max(len(self.info.classes), 2))
+        # --ten-crop evaluates the best weights at the end on every replica: kept here when
+        # they are this run's, as no replica may count on reading best.pt (rank 0 writes it,
+        # maybe on a disk the others do not see).
+        self.best_weights: Optional[dict] = None
 
     # -- state ---------------------------------------------------------------------------
 
     def _restore(self, state: dict) -> None:
         ckpt.load_model_state(self.model, state)
-        self.optimizer.load_state_dict(state["optimizer"])
+        ckpt.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
@@ -368,7 +426,7 @@ class Trainer:
             "classes": list(self.info.classes), "data": data,
             "model": ckpt.model_state(self.model),
             "config": self.config.to_dict(),
-            "optimizer": ckpt.to_cpu(self.optimizer.state_dict()),
+            "optimizer": ckpt.optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step, "epoch_loss_sum": self.epoch_loss_sum,
@@ -377,16 +435,53 @@ class Trainer:
             "world_size": self.replicas.world_size, "rng": rng,
         }
 
-    def save_checkpoint(self, best: bool = False) -> Optional[Path]:
-        """latest.pt (and best.pt); every replica must call it (it gathers RNG states)."""
+    def save_checkpoint(self, best: bool = False) -> Path:
+        """latest.pt (and best.pt); every replica must call it (it gathers RNG states) and
+        every replica returns once it is written. Raises Diverged for non-finite weights,
+        CheckpointWriteError when rank 0 could not write it (the earlier one is kept)."""
+        self._check_weights()
         rng = self.replicas.gather(ckpt.capture_rng(self.generator, self.cuda_devices))
         self.last_checkpoint = time.monotonic()
-        if not self.main:
-            return None
-        path = ckpt.save(self._state(rng), self.run_dir / ckpt.LATEST)
-        if best:
-            ckpt.link_atomically(path, self.run_dir / ckpt.BEST)
+        path, error = self.run_dir / ckpt.LATEST, None
+        if self.main:
+            try:
+                error = self._write_checkpoint(self._state(rng), best)
+            finally:  # the other replicas wait for this answer: it must always come
+                error = self.replicas.broadcast(error)
+        else:
+            error = self.replicas.broadcast(None)
+        if error is not None:
+            raise CheckpointWriteError(error)
         return path
+
+    def _write_checkpoint(self, state: dict, best: bool) -> Optional[str]:
+        """Write latest.pt (and best.pt); the reason as one line if it could not be."""
+        size = sum(value.numel() * value.element_size() for value in _tensors(state))
+        try:
+            check_free_space(self.run_dir, size, f"a checkpoint of epoch {self.epoch + 1}")
+            path = ckpt.save(state, self.run_dir / ckpt.LATEST)
+            if best:
+                ckpt.link_atomically(path, self.run_dir / ckpt.BEST)
+        except RunDirError as error:
+            return str(error)
+        except (OSError, RuntimeError) as error:  # a full disk mid-write, a quota, EIO
+            text = str(error).strip().splitlines()
+            return (f"writing {self.run_dir / ckpt.LATEST} failed: "
+                    f"{text[0] if text else type(error).__name__}")
+        return None
+
+    @torch.no_grad()
+    def _check_weights(self) -> None:
+        finite = torch.stack([p.isfinite().all().to(self.device)
+                              for p in self.model.parameters()]).all()
+        if not bool(finite):
+            raise Diverged(f"the weights hold NaN or infinite values at epoch "
+                           f"{self.epoch + 1}, step {self.step_in_epoch}")
+
+    def checkpoint_bytes(self) -> int:
+        """About the size of one checkpoint: the weights and as much momentum."""
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return 2 * weights + self.info.mean.numel() * 4
 
     @property
     def lr(self) -> float:
@@ -400,8 +495,7 @@ class Trainer:
             self.log(f"{PROG}: {self.run_dir} already finished its {self.epoch} epochs "
                      f"(pass --epochs N with N > {self.epoch} to train longer)")
             return EXIT_OK
-        if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.main:  # main() holds the run directory's lock
             for stale in self.run_dir.glob(".*.pt.tmp-*"):  # a run killed mid-write
                 stale.unlink(missing_ok=True)
             self._write_config()
@@ -427,13 +521,17 @@ class Trainer:
                              f"{self.epoch}: checkpoint {self.run_dir / ckpt.LATEST}; continue "
                              f"with --resume {self.run_dir}", flush=True)
                     return EXIT_INTERRUPTED
-        except NonFiniteLoss as error:
-            last = ckpt.find_run_checkpoint(self.run_dir)
-            kept = (f"the last good checkpoint {last} is kept" if last else
-                    "no checkpoint had been written yet")
-            self.log(f"{PROG}: error: {error}; stopping ({kept}). Try a lower --lr.",
+        except Diverged as error:
+            self.log(f"{PROG}: error: {error}; stopping, nothing after the last check is "
+                     f"saved. {self._usable_checkpoints()} Try a lower --lr.",
                      file=sys.stderr, flush=True)
-            return EXIT_NAN
+            return EXIT_FAILED
+        except CheckpointWriteError as error:
+            latest = self.run_dir / ckpt.LATEST
+            kept = (f"the previous {latest} is kept" if latest.exists() else
+                    "no checkpoint had been written yet")
+            self.log(f"{PROG}: error: {error}; stopping ({kept})", file=sys.stderr, flush=True)
+            return EXIT_FAILED
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -442,13 +540,23 @@ class Trainer:
         self._finish(time.monotonic() - started)
         return EXIT_OK
 
+    def _usable_checkpoints(self) -> str:
+        latest, best = self.run_dir / ckpt.LATEST, self.run_dir / ckpt.BEST
+        if not latest.exists():
+            return "No checkpoint had been written yet."
+        text = f"{latest} resumes from before it"
+        if best.exists() and self.best["epoch"]:
+            text += (f"; {best} holds the best validated weights (epoch {self.best['epoch']}, "
+                     f"top-1 error {percent(self.best['val_top1_error'])}): use it")
+        return text + "."
+
     def _on_signal(self, signum, frame) -> None:
         if self.stop_signal is not None:  # a second Ctrl-C: stop now, no checkpoint
             raise KeyboardInterrupt
         self.stop_signal = signum
-        self.log(f"\n{signal.Signals(signum).name}: finishing this step and writing a "
-                 f"checkpoint (press Ctrl-C again to stop at once)", file=sys.stderr,
-                 flush=True)
+        self.log(f"\n{signal.Signals(signum).name}: finishing at most {self.config.sync_steps} "
+                 f"steps and writing a checkpoint (press Ctrl-C again to stop at once)",
+                 file=sys.stderr, flush=True)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One SGD step on a uint8 batch; returns the batch's mean loss (a 0-d tensor)."""
@@ -463,7 +571,7 @@ class Trainer:
         return loss.detach()
 
     def train_epoch(self) -> str:
-        """The rest of epoch ``self.epoch``: 'done' or 'interrupted' (raises NonFiniteLoss)."""
+        """The rest of epoch ``self.epoch``: 'done' or 'interrupted' (raises Diverged)."""
         config, epoch = self.config, self.epoch
         loader = train_loader(self.info, self.per_replica_batch, epoch=epoch, seed=config.seed,
                               workers=config.workers, start_batch=self.step_in_epoch,
@@ -478,8 +586,11 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             batches = iter(loader)
         self.model.train()
-        checkpoint_seconds = config.checkpoint_minutes * 60
-        rate, last_log, tick = None, time.monotonic(), time.monotonic()
+        # The steps' losses stay on the device until the next host read, every
+        # --sync-steps steps and at the epoch's end: reading each one would make Python
+        # wait for every step's kernels on a GPU.
+        pending: list[torch.Tensor] = []
+        self._rate, self._last_log, self._tick = None, time.monotonic(), time.monotonic()
         try:
             while self.step_in_epoch < steps:
                 try:
@@ -487,50 +598,67 @@ class Trainer:
                 except StopIteration:
                     break
                 except Exception:
-                    if self.stop_signal is not None:  # Ctrl-C reached the loader workers too
+                    if self.stop_signal is not None:  # a loader worker stopped by the signal
                         return "interrupted"
                     raise
-                loss = self.train_step(images, labels)
-                due = time.monotonic() - self.last_checkpoint >= checkpoint_seconds
-                flags = torch.stack([loss.float().cpu(),
-                                     torch.tensor(float(self.stop_signal is not None)),
-                                     torch.tensor(float(due and self.main))])
-                self.replicas.sum_(flags)
-                loss_value = flags[0].item() / self.replicas.world_size
-                if not math.isfinite(loss_value):
-                    raise NonFiniteLoss(f"the loss is {loss_value} at epoch {epoch + 1}, step "
-                                        f"{self.step_in_epoch + 1} (learning rate {self.lr:g})")
+                pending.append(self.train_step(images, labels))
                 self.step_in_epoch += 1
                 self.global_step += 1
-                self.epoch_loss_sum += loss_value
-                self.epoch_loss_steps += 1
-                now = time.monotonic()
-                seconds, tick = now - tick, now
-                batch_rate = config.batch_size / max(seconds, 1e-9)
-                rate = batch_rate if rate is None else 0.9 * rate + 0.1 * batch_rate
-                mean_loss = self.epoch_loss_sum / self.epoch_loss_steps
                 if bar is not None:
-                    bar.set_postfix_str(f"loss {mean_loss:.4f}, {rate:.0f} img/s, "
-                                        f"lr {self.lr:g}", refresh=False)
                     bar.update(1)
-                elif self.main and now - last_log >= LOG_SECONDS:
-                    last_log = now
-                    self.log(f"  epoch {epoch + 1} step {self.step_in_epoch}/{steps}: loss "
-                             f"{mean_loss:.4f}, {rate:.0f} img/s, lr {self.lr:g}", flush=True)
-                if self.tensorboard is not None:
-                    self.tensorboard.step(self.global_step, loss_value, self.lr)
-                if flags[1] > 0:
+                if len(pending) < config.sync_steps and self.step_in_epoch < steps:
+                    continue
+                stop, due = self._read_device(pending, steps, bar)
+                pending = []
+                if stop:
                     if self.stop_signal is None:
                         self.stop_signal = signal.SIGTERM  # another replica was stopped
                     return "interrupted"
-                if flags[2] > 0 and self.step_in_epoch < steps:
+                if due and self.step_in_epoch < steps:
                     self.save_checkpoint()
         finally:
             if bar is not None:
                 bar.close()
             del batches
-        self.epoch_rate = rate
+        self.epoch_rate = self._rate
         return "done"
+
+    def _read_device(self, losses: list, steps: int, bar) -> tuple[bool, bool]:
+        """The host read after ``losses``' steps: check them, log them, and agree across the
+        replicas on (stop for a signal, write a checkpoint now). Raises Diverged."""
+        world = self.replicas.world_size
+        due = time.monotonic() - self.last_checkpoint >= self.config.checkpoint_minutes * 60
+        values = torch.stack(losses).float().cpu()  # waits for the device, once
+        flags = torch.cat([values, torch.tensor([float(self.stop_signal is not None),
+                                                 float(due and self.main)])])
+        self.replicas.sum_(flags)
+        *losses_, stop, due_ = (flags / torch.tensor([world] * len(losses) + [1, 1])).tolist()
+        first_step = self.step_in_epoch - len(losses_) + 1
+        for offset, loss in enumerate(losses_):
+            if not math.isfinite(loss) or loss > self.loss_limit:
+                what = "" if not math.isfinite(loss) else (
+                    f", over {DIVERGED_LOSS_FACTOR:g}x chance's {self.loss_limit / DIVERGED_LOSS_FACTOR:.2f}: diverged")
+                raise Diverged(f"the loss is {loss:.4g} at epoch {self.epoch + 1}, step "
+                               f"{first_step + offset} (learning rate {self.lr:g}){what}")
+        self.epoch_loss_sum += sum(losses_)
+        self.epoch_loss_steps += len(losses_)
+        if self.tensorboard is not None:
+            for offset, loss in enumerate(losses_):
+                self.tensorboard.step(self.global_step - len(losses_) + 1 + offset, loss,
+                                      self.lr)
+        now = time.monotonic()
+        batch_rate = self.config.batch_size * len(losses_) / max(now - self._tick, 1e-9)
+        self._tick = now
+        self._rate = batch_rate if self._rate is None else 0.9 * self._rate + 0.1 * batch_rate
+        mean_loss = self.epoch_loss_sum / self.epoch_loss_steps
+        if bar is not None:
+            bar.set_postfix_str(f"loss {mean_loss:.4f}, {self._rate:.0f} img/s, "
+                                f"lr {self.lr:g}", refresh=True)
+        elif self.main and now - self._last_log >= LOG_SECONDS:
+            self._last_log = now
+            self.log(f"  epoch {self.epoch + 1} step {self.step_in_epoch}/{steps}: loss "
+                     f"{mean_loss:.4f}, {self._rate:.0f} img/s, lr {self.lr:g}", flush=True)
+        return stop > 0, due_ > 0
 
     def validate(self, ten_crop: bool = False) -> dict:
         loader = eval_loader(self.info, self.per_replica_batch, workers=self.config.workers,
@@ -556,6 +684,8 @@ class Trainer:
         self.history.append(row)
         if improved:
             self.best = {"val_top1_error": result["val_top1_error"], "epoch": self.epoch}
+            if self.config.ten_crop:
+                self.best_weights = ckpt.model_state(self.model)
         self.step_in_epoch, self.epoch_loss_sum, self.epoch_loss_steps = 0, 0.0, 0
         self.save_checkpoint(best=improved)
         self.epoch_clock = time.monotonic()
@@ -602,9 +732,12 @@ class Trainer:
                    "best_val_top5_error": next(
                        (row["val_top5_error"] for row in self.history
                         if row["epoch"] == self.best["epoch"]), math.nan)}
-        if self.config.ten_crop and (self.run_dir / ckpt.BEST).exists():
-            best_state = ckpt.load(self.run_dir / ckpt.BEST)
-            ckpt.load_model_state(self.model, best_state)
+        if self.config.ten_crop and self.best["epoch"]:
+            weights = self.best_weights
+            if weights is None:  # the best epoch is a resumed run's: rank 0 has best.pt
+                weights = self.replicas.broadcast(
+                    ckpt.load(self.run_dir / ckpt.BEST)["model"] if self.main else None)
+            self.model.load_state_dict(weights)
             result = self.validate(ten_crop=True)
             summary.update(ten_crop_val_top1_error=result["val_top1_error"],
                            ten_crop_val_top5_error=result["val_top5_error"])
@@ -681,25 +814,34 @@ class Trainer:
 # ---------------------------------------------------------------------------------------
 
 
+USER_ERRORS = (ConfigError, DataError, ckpt.CheckpointError, RunDirError)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     config, given = parse_args(argv, PROG)
     replicas = Replicas.from_environment()
+    # The configuration first (on --resume, the checkpoint's), then its devices, then the
+    # process group for them: the backend and device must be the trainer's.
     try:
+        config, state, notes = resolve_config(config, given)
         devices = resolve_devices(config.devices, config.one_column, replicas.local_rank)
-    except ConfigError as error:
+    except USER_ERRORS as error:
         if replicas.is_main:
             print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     replicas.start(devices[0])
     if devices[0].type == "cpu":
         keep_freed_memory()
+    lock, wrote = None, False
     try:
-        # Rank 0 checks (and builds the built-in dataset's cache) first, then the others.
+        # Rank 0 claims the run directory, checks (and builds the built-in dataset's
+        # cache) first, then the others.
         setup, error = None, None
         if replicas.is_main:
             try:
-                setup = prepare(config, given, replicas)
-            except (ConfigError, DataError, ckpt.CheckpointError) as caught:
+                lock = claim_run_dir(config, state)
+                setup = prepare(config, state, devices, replicas, lock.run_dir, notes)
+            except USER_ERRORS as caught:
                 error = str(caught)
         error, run_dir = replicas.broadcast(
             (error, str(setup.run_dir) if setup is not None else None))
@@ -709,18 +851,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return EXIT_BAD_INPUT
         try:
             if not replicas.is_main:
-                setup = prepare(config, given, replicas, run_dir=Path(run_dir))
+                setup = prepare(config, state, devices, replicas, Path(run_dir), notes)
             # Builds the model and loads a resumed checkpoint into it: a checkpoint of
             # another network fails here, still before anything is written.
             trainer = Trainer(setup, replicas)
-        except (ConfigError, DataError, ckpt.CheckpointError) as caught:
+            if replicas.is_main:
+                check_free_space(setup.run_dir, trainer.checkpoint_bytes(), "a checkpoint")
+        except USER_ERRORS as caught:
             if replicas.is_main:
                 print(f"{PROG}: error: {caught}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        wrote = True
         status = trainer.run()
         replicas.barrier()
         return status
     finally:
+        if lock is not None:
+            lock.release(remove_if_created=not wrote)
         replicas.finish()
 
 

@@ -296,7 +296,7 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_equals_the_uninterrupted_run(
     monkeypatch.setattr(train_module.Trainer, "train_step", step_then_ctrl_c)
     handler = signal.getsignal(signal.SIGINT)
     status, out, err = train(["--data", data, "--run-dir", run_dir, "--epochs", "2",
-                              *RESUME_ARGS], capsys)
+                              "--sync-steps", "1", *RESUME_ARGS], capsys)
     assert status == 130, err
     assert "SIGINT" in err and f"--resume {run_dir}" in out
     stopped = _weights(run_dir / "latest.pt")
@@ -321,7 +321,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data, straight_run, 
     env = subprocess_env()
     command = [PYTHON, "-m", "alexnet_triton.train", "--data", str(data), "--run-dir",
                str(run_dir), "--epochs", "1", "--batch-size", "10", "--workers", "0",
-               "--checkpoint-minutes", "1e-9"]  # latest.pt after every step
+               "--checkpoint-minutes", "1e-9", "--sync-steps", "1"]  # latest.pt every step
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
@@ -354,23 +354,27 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     monkeypatch.setattr(Augmenter, "train", poisoned_third_batch)
     run_dir = tmp_path / "run"
     status, out, err = train(["--data", data, "--run-dir", run_dir, "--epochs", "1",
-                              "--batch-size", "10", "--workers", "0",
+                              "--batch-size", "10", "--workers", "0", "--sync-steps", "1",
                               "--checkpoint-minutes", "1e-9"], capsys)
     assert status == 1
     assert "the loss is nan at epoch 1, step 3" in err, err
-    assert "last good checkpoint" in err and "latest.pt" in err
+    assert f"{run_dir / 'latest.pt'} resumes from before it" in err
     kept = _weights(run_dir / "latest.pt")
     assert (kept["epoch"], kept["step_in_epoch"]) == (0, 2)
     assert all(torch.isfinite(value).all() for value in kept["model"].values())
 
 
-def test_torchrun_two_replicas_of_two_columns_on_gloo(data, tmp_path):
-    """DDP over 2 CPU processes (gloo), each replica itself two columns (cpu, cpu)."""
+def test_torchrun_two_replicas_of_two_columns_on_gloo(data, tmp_path, capsys,
+                                                     reference_kernels):
+    """DDP over 2 CPU processes (gloo), each replica itself two columns (cpu, cpu), with
+    --ten-crop: every replica evaluates the best weights (which only rank 0 writes to
+    best.pt) and their sums are those of a single process on best.pt."""
     run_dir = tmp_path / "run"
     result = subprocess.run(
         [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "alexnet_triton.train", "--data", str(data), "--run-dir", str(run_dir),
-         "--epochs", "1", "--batch-size", "10", "--workers", "0", "--devices", "cpu,cpu"],
+         "--epochs", "1", "--batch-size", "10", "--workers", "0", "--devices", "cpu,cpu",
+         "--ten-crop"],
         cwd=ROOT, env=subprocess_env(OMP_NUM_THREADS=1), capture_output=True, text=True,
         timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -384,6 +388,18 @@ def test_torchrun_two_replicas_of_two_columns_on_gloo(data, tmp_path):
     assert state["global_step"] == 3  # 30 images / (2 replicas x 5)
     with open(run_dir / "metrics.csv") as file:
         assert len(list(csv.DictReader(file))) == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    from alexnet_triton import evaluate
+    single = evaluate.run(build_evaluate_args(run_dir / ckpt.BEST, data))
+    capsys.readouterr()
+    assert summary["ten_crop_val_top1_error"] == single["val_top1_error"]
+    assert summary["ten_crop_val_top5_error"] == single["val_top5_error"]
+
+
+def build_evaluate_args(checkpoint, data):
+    from alexnet_triton import evaluate
+    return evaluate.build_parser().parse_args(["--checkpoint", str(checkpoint), "--data",
+                                               str(data), "--ten-crop", "--workers", "0"])
 
 
 # ---------------------------------------------------------------------------------------
