@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -42,6 +43,13 @@ VERSION = 1
 LATEST = "latest.pt"
 BEST = "best.pt"
 PathLike = Union[str, os.PathLike]
+ARCH_NAMES = ("alexnet", "alexnet-one-column")
+ARCH_FIELDS = ("name", "num_classes", "dropout", "lrn", "overlapping_pool", "bias_init",
+               "weight_std")
+DATA_FIELDS = ("image_size", "crop_size", "mean", "eigval", "eigvec")
+RESUME_RECORDS = ("config", "optimizer", "scheduler", "epoch", "step_in_epoch", "global_step",
+                  "epoch_loss_sum", "epoch_loss_steps", "best", "history", "rng")
+_BLOCKED_GLOBAL = re.compile(r"(?i)unsupported global:? (?:GLOBAL )?([\w.]+)")
 
 
 class CheckpointError(ValueError):
@@ -128,8 +136,9 @@ def load(path: PathLike, names: Sequence[str] = (LATEST,)) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        globals_ = [line.strip().split(" was not")[0].split("error: ")[-1]
-                    for line in str(error).splitlines() if "Unsupported global" in line]
+        # torch words it "Unsupported global: GLOBAL mod.name was not an allowed global"
+        # or (2.13) "unsupported GLOBAL mod.name whose module mod is blocked".
+        globals_ = _BLOCKED_GLOBAL.findall(str(error))
         if not globals_:
             raise CheckpointError(f"{path} is not a readable checkpoint (it does not unpickle "
                                   f"as tensors and plain values)") from None
@@ -145,11 +154,54 @@ def load(path: PathLike, names: Sequence[str] = (LATEST,)) -> dict:
     if state.get("version") != VERSION:
         raise CheckpointError(f"{path} is checkpoint version {state.get('version')}, this "
                               f"program reads version {VERSION}")
-    for key in ("arch", "classes", "data", "model"):
-        if key not in state:
-            raise CheckpointError(f"{path} lacks its '{key}' record")
+    check_records(state, path)
     state["path"] = str(path)
     return state
+
+
+def check_records(state: dict, path: PathLike) -> None:
+    """Raise CheckpointError (one line) unless the records that evaluate, predict and a
+    resume read are all there and agree with each other."""
+    for key in ("arch", "classes", "data", "model"):
+        if not isinstance(state.get(key), (dict, list)):
+            raise CheckpointError(f"{path} lacks its '{key}' record")
+    arch, data, classes, model = state["arch"], state["data"], state["classes"], state["model"]
+    for name, record, fields in (("arch", arch, ARCH_FIELDS), ("data", data, DATA_FIELDS)):
+        missing = [field for field in fields if field not in record]
+        if missing:
+            raise CheckpointError(f"{path}: its {name} record lacks "
+                                  f"{', '.join(repr(field) for field in missing)}")
+    if arch["name"] not in ARCH_NAMES:
+        raise CheckpointError(f"{path}: unknown architecture {arch['name']!r} (this program "
+                              f"builds {' and '.join(ARCH_NAMES)})")
+    outputs = arch["num_classes"]
+    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+        raise CheckpointError(f"{path}: its class list is not a list of names")
+    if len(classes) != outputs:
+        raise CheckpointError(f"{path} holds {len(classes)} class names for a network of "
+                              f"{outputs} outputs")
+    fc8 = model.get("fc8.weight")
+    if isinstance(fc8, torch.Tensor) and fc8.shape[0] != outputs:
+        raise CheckpointError(f"{path}: its fc8 has {fc8.shape[0]} outputs, its arch record "
+                              f"says {outputs}")
+    size = data["image_size"]
+    for field, shape in (("mean", (3, size, size)), ("eigval", (3,)), ("eigvec", (3, 3))):
+        value = data[field]
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"{path}: its data record's {field} is {got}, not "
+                                  f"{list(shape)} for {size}-px images")
+    if not isinstance(data["crop_size"], int) or not 0 < data["crop_size"] <= size:
+        raise CheckpointError(f"{path}: its data record's crop size {data['crop_size']!r} does "
+                              f"not fit {size}-px images")
+
+
+def check_resumable(state: dict) -> None:
+    """Raise CheckpointError unless ``state`` holds what a training run resumes from."""
+    for key in RESUME_RECORDS:
+        if key not in state:
+            raise CheckpointError(f"{state['path']} lacks its '{key}' record: it cannot be "
+                                  f"resumed")
 
 
 def load_model_state(model: torch.nn.Module, state: dict) -> None:

@@ -57,6 +57,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 # diverged (measured: --lr 100 reached 2.7e12 with finite weights of 1e12): it is stopped
 # as a NaN is, and nothing trained past it is saved.
 DIVERGED_LOSS_FACTOR = 100.0
+SKIPPED_LOG = "skipped.log"  # a raw --data folder's unreadable files, as prepare lists them
 # Without a progress bar (output not a terminal), a progress line this often.
 LOG_SECONDS = 60.0
 
@@ -172,6 +173,7 @@ def resolve_config(config: TrainConfig, given: set) -> tuple[TrainConfig, Option
     if config.resume is None:
         return config, None, ()
     state = ckpt.load(config.resume)
+    ckpt.check_resumable(state)
     source = Path(state["path"])
     base = TrainConfig.from_dict(state["config"])
     overrides = {name: getattr(config, name) for name in RESUME_OVERRIDES if name in given}
@@ -374,6 +376,13 @@ class Trainer:
         self.history: list[dict] = []
         self.cuda_devices = [d for d in self.devices if d.type == "cuda"]
         if setup.resume_state is not None:
+            saved = setup.resume_state["arch"]
+            differ = sorted(k for k in set(saved) | set(self.arch)
+                            if saved.get(k) != self.arch.get(k))
+            if differ:  # edited by hand, or another program's
+                raise ckpt.CheckpointError(
+                    f"{setup.resume_state['path']}: its arch record is not the network its "
+                    f"configuration builds ({', '.join(differ)} differ)")
             self._restore(setup.resume_state)
 
         self.network: nn.Module = self.model
@@ -499,6 +508,9 @@ class Trainer:
             for stale in self.run_dir.glob(".*.pt.tmp-*"):  # a run killed mid-write
                 stale.unlink(missing_ok=True)
             self._write_config()
+            if self.info.skipped:
+                (self.run_dir / SKIPPED_LOG).write_text(
+                    "".join(f"{path}\t{reason}\n" for path, reason in self.info.skipped))
             self.metrics.rewrite(self.history)
             self.tensorboard = self._open_tensorboard()
         self._print_header()
@@ -801,6 +813,11 @@ class Trainer:
                          f"--logdir {self.run_dir})")
         elif self.config.tensorboard == "auto" and not self.setup.tensorboard:
             lines.append("tensorboard: off (pip install tensorboard to log there too)")
+        if info.skipped:
+            shown = ", ".join(path for path, _ in info.skipped[:5])
+            lines.append(f"data: skipped {len(info.skipped)} unreadable images ({shown}"
+                         f"{', ...' if len(info.skipped) > 5 else ''}): listed in "
+                         f"{self.run_dir / SKIPPED_LOG}")
         if self.setup.resume_state is not None:
             lines.append(f"resumed from {ckpt.describe(self.setup.resume_state)}")
         lines.extend(self.setup.notes)

@@ -130,3 +130,18 @@ def test_resume_into_a_run_dir_holding_another_run_is_refused(run_copy, tmp_path
     status, _, err = train(["--resume", run_copy, "--run-dir", other, "--epochs", "2"], capsys)
     one_line_error(status, err, "already holds a run")
     assert _files(other) == before
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda state: state["arch"].update(lrn=False), ["arch record", "lrn"]),
+    (lambda state: state.pop("optimizer"), ["lacks its 'optimizer' record", "cannot be resumed"]),
+])
+def test_resume_refuses_a_checkpoint_whose_records_disagree(damage, words, run_copy, capsys):
+    state = torch.load(run_copy / ckpt.LATEST, weights_only=True)
+    damage(state)
+    (run_copy / ckpt.LATEST).unlink()
+    torch.save(state, run_copy / ckpt.LATEST)
+    before = _files(run_copy)
+    status, _, err = train(["--resume", run_copy, "--epochs", "2"], capsys)
+    one_line_error(status, err, *words)
+    assert _files(run_copy) == before
