@@ -133,7 +133,8 @@ def run(args: argparse.Namespace) -> dict:
     from alexnet_triton.data import eval_loader
     loader = eval_loader(info, args.batch_size, workers=workers,
                          pin_memory=device.type == "cuda")
-    print(f"{PROG}: {state['path']} on {info.root} val ({info.num_val} images), "
+    print(f"{PROG}: {state['path']} on {info.root} val ({info.num_val} images)"
+          f"{f', {len(info.skipped)} unreadable images skipped' if info.skipped else ''}, "
           f"{'ten crops' if args.ten_crop else 'center crop'} of {saved['crop_size']} px; "
           f"device {', '.join(map(str, devices))}, kernels: {describe_kernels(device)}",
           flush=True)

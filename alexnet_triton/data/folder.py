@@ -82,6 +82,11 @@ def scan_image_folder(root) -> Tuple[Tuple[str, ...], List[Tuple[str, int]], Lis
     for split, listed in items.items():
         if not listed:
             raise DataError(f"{root / split} has class subfolders but no image files")
+        present = {label for _, label in listed}
+        for label, name in enumerate(classes):
+            if label not in present:  # a class nothing can be learned or measured on
+                raise DataError(f"{root / split / name} has no image files: every class "
+                                f"needs {split} images")
     return classes, items["train"], items["val"]
 
 
