@@ -10,12 +10,16 @@ What a run leaves in its directory (default runs/<timestamp>/):
     metrics.csv         per epoch: train loss, val loss, val top-1 / top-5 error, lr, speed
     curves.png          loss and error curves;  conv1_kernels.png: the paper's figure 3
     latest.pt, best.pt  checkpoints (``alexnet_triton.checkpoint``); --resume DIR continues
+    .lock               held while a run writes the directory (``alexnet_triton.run_dir``)
     tensorboard/        TensorBoard event files (--tensorboard; by default when the
                         tensorboard package is installed)
 
-Exit status: 0 done, 2 bad input (one line on stderr, before any work), 1 a NaN or infinite
-loss (the last good checkpoint is kept), 130 stopped by Ctrl-C or SIGTERM (a checkpoint of
-the last finished step is written first; --resume continues from it exactly).
+Exit status: 0 done; 2 bad input (one line on stderr, before any work), including a run
+directory that another run holds or that cannot be written; 1 a NaN, infinite or diverged
+loss (nothing after the last check is saved; the message says which checkpoint to use) or a
+checkpoint that could not be written (the previous one is kept); 130 stopped by Ctrl-C or
+SIGTERM, also sent to the whole process group or, under torchrun, on the launcher's death
+(a checkpoint of the last checked step is written first; --resume continues from it exactly).
 """
 from __future__ import annotations
 
