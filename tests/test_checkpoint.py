@@ -1,4 +1,4 @@
-"""alexnet_triton.checkpoint: atomic writes, weights_only loading, RNG states, metrics, plots."""
+"""alexnet_triton.training.checkpoint: atomic writes, weights_only loading, RNG states, metrics, plots."""
 from __future__ import annotations
 
 import random
@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from alexnet_triton import checkpoint as ckpt
-from alexnet_triton import plots
-from alexnet_triton.metrics import MetricsFile, Totals, read_metrics, topk_correct
-from alexnet_triton.one_column import OneColumnAlexNet, build_model
+from alexnet_triton.training import checkpoint as ckpt
+from alexnet_triton.training import plots
+from alexnet_triton.training.metrics import MetricsFile, Totals, read_metrics, topk_correct
+from alexnet_triton.models import OneColumnAlexNet, build_model
 from helpers import assert_close, tolerance
 from train_support import trained_run
 

@@ -17,12 +17,15 @@ import time
 import pytest
 import torch
 
-from alexnet_triton import checkpoint as ckpt
-from alexnet_triton import tensorboard_log
+from alexnet_triton.training import checkpoint as ckpt
+from alexnet_triton.training import tensorboard_log
+from alexnet_triton import runtime
 from alexnet_triton import train as train_module
-from alexnet_triton.config import TrainConfig, build_parser
-from train_support import (PYTHON, QUICK_ARGS, ROOT, one_line_error, quick_dataset,
-                           subprocess_env, train, trained_run, use_reference_kernels)
+from alexnet_triton.training import setup
+from alexnet_triton.training.config import TrainConfig, build_parser
+from train_support import (PYTHON, QUICK_ARGS, ROOT, one_line_error, poison_batch,
+                           quick_dataset, subprocess_env, train, trained_run,
+                           use_reference_kernels)
 
 # Resume tests: 3 steps of 10 per epoch.
 RESUME_ARGS = QUICK_ARGS
@@ -342,16 +345,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data, straight_run, 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
         data, tmp_path, capsys, monkeypatch, reference_kernels):
-    from alexnet_triton.data import Augmenter
-    real_train = Augmenter.train
-    calls = []
-
-    def poisoned_third_batch(self, images, generator):
-        calls.append(1)
-        x = real_train(self, images, generator)
-        return x * float("nan") if len(calls) == 3 else x
-
-    monkeypatch.setattr(Augmenter, "train", poisoned_third_batch)
+    poison_batch(monkeypatch, 3)
     run_dir = tmp_path / "run"
     status, out, err = train(["--data", data, "--run-dir", run_dir, "--epochs", "1",
                               "--batch-size", "10", "--workers", "0", "--sync-steps", "1",
@@ -408,26 +402,26 @@ def build_evaluate_args(checkpoint, data):
 
 
 def test_auto_crop_size():
-    assert train_module.auto_crop_size(256) == 224
-    assert train_module.auto_crop_size(72) == 63
-    assert train_module.auto_crop_size(64) == 63
-    assert train_module.auto_crop_size(128) == 112
+    assert setup.auto_crop_size(256) == 224
+    assert setup.auto_crop_size(72) == 63
+    assert setup.auto_crop_size(64) == 63
+    assert setup.auto_crop_size(128) == 112
 
 
 def test_device_resolution():
-    assert train_module.resolve_devices("cpu") == [torch.device("cpu")]
-    assert train_module.resolve_devices("cpu,cpu") == [torch.device("cpu")] * 2
+    assert runtime.resolve_devices("cpu") == [torch.device("cpu")]
+    assert runtime.resolve_devices("cpu,cpu") == [torch.device("cpu")] * 2
     expected = "cuda:0" if torch.cuda.is_available() else "cpu"
-    assert train_module.resolve_devices("auto") == [torch.device(expected)]
-    assert train_module.resolve_amp("off", torch.device("cpu")) is False
-    assert train_module.resolve_amp("auto", torch.device("cpu")) is False
+    assert runtime.resolve_devices("auto") == [torch.device(expected)]
+    assert runtime.resolve_amp("off", torch.device("cpu")) is False
+    assert runtime.resolve_amp("auto", torch.device("cpu")) is False
 
 
 def test_cpu_runs_reuse_freed_memory_instead_of_faulting_it_in_again():
     """keep_freed_memory: a freed 64 MB block comes back without page faults (glibc)."""
     script = """
 import resource, torch
-from alexnet_triton.train import keep_freed_memory
+from alexnet_triton.runtime import keep_freed_memory
 def faults_of_a_fresh_64mb_tensor():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.ones(16 << 20)

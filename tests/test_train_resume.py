@@ -9,11 +9,11 @@ import shutil
 import pytest
 import torch
 
-from alexnet_triton import checkpoint as ckpt
+from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton import train as train_module
-from alexnet_triton.config import parse_args
-from alexnet_triton.distributed import Replicas
-from alexnet_triton.metrics import read_metrics
+from alexnet_triton.training.config import parse_args
+from alexnet_triton.training.distributed import Replicas
+from alexnet_triton.training.metrics import read_metrics
 from alexnet_triton.model import alexnet
 from train_support import one_line_error, train, trained_run, use_reference_kernels
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from alexnet_triton import checkpoint as ckpt
+from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton import train as train_module
-from alexnet_triton.distributed import Replicas
-from train_support import quick_dataset, train, use_reference_kernels
+from alexnet_triton.training.distributed import Replicas
+from train_support import poison_batch, quick_dataset, train, use_reference_kernels
 
 # Every Tensor method that hands a value to Python or copies to the host. (``.to("cpu")`` is
 # left out: on the CPU it is also how a batch goes "to the device".)
@@ -87,16 +87,7 @@ def test_a_nan_between_two_syncs_is_found_and_never_checkpointed(data, tmp_path,
                                                                  monkeypatch):
     """Epoch 2, step 2 poisoned, checks every 3 steps and a checkpoint due at every check:
     the error names the poisoned step, and latest.pt stays the end of epoch 1."""
-    from alexnet_triton.data import Augmenter
-    real_train = Augmenter.train
-    calls = []
-
-    def poisoned_fifth_batch(self, images, generator):
-        calls.append(1)
-        x = real_train(self, images, generator)
-        return x * float("nan") if len(calls) == 5 else x
-
-    monkeypatch.setattr(Augmenter, "train", poisoned_fifth_batch)
+    poison_batch(monkeypatch, 5)
     run_dir = tmp_path / "run"
     status, _, err = train(["--data", data, "--run-dir", run_dir, "--epochs", "2",
                             "--batch-size", "10", "--workers", "0", "--checkpoint-minutes",

@@ -12,12 +12,9 @@ from typing import List, Tuple
 
 from PIL import Image
 
+from alexnet_triton.errors import DataError  # re-exported by alexnet_triton.data
+
 SPLITS = ("train", "val")
-
-
-class DataError(ValueError):
-    """A data folder or prepared store that cannot be used; the message is one line."""
-
 
 @functools.lru_cache(maxsize=1)
 def image_extensions() -> frozenset:

@@ -36,7 +36,10 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from alexnet_triton.columns import COLUMNS, whole_name
+from alexnet_triton.data import Augmenter, DatasetInfo
+from alexnet_triton.errors import CheckpointError
+from alexnet_triton.models.build import build_model
+from alexnet_triton.models.columns import COLUMNS, whole_name
 
 FORMAT = "alexnet_triton-checkpoint"
 VERSION = 1
@@ -50,10 +53,6 @@ DATA_FIELDS = ("image_size", "crop_size", "mean", "eigval", "eigvec")
 RESUME_RECORDS = ("config", "optimizer", "scheduler", "epoch", "step_in_epoch", "global_step",
                   "epoch_loss_sum", "epoch_loss_steps", "best", "history", "rng")
 _BLOCKED_GLOBAL = re.compile(r"(?i)unsupported global:? (?:GLOBAL )?([\w.]+)")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message is one line naming the problem."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -219,6 +218,19 @@ def load_model_state(model: torch.nn.Module, state: dict) -> None:
         detail = lines[1] if len(lines) > 1 else lines[0]
         raise CheckpointError(f"{state.get('path', 'checkpoint')} holds a different network "
                               f"than {state['arch'].get('name')!r} describes: {detail}") from None
+
+
+def load_network(state: dict, devices: Sequence[torch.device]
+                 ) -> tuple[torch.nn.Module, Augmenter]:
+    """The checkpoint's network on ``devices`` (weights checked and loaded, in eval mode),
+    and the Augmenter that feeds it as training did: the checkpoint's crop size and
+    training-set mean, no colour noise."""
+    model = build_model(state["arch"], list(devices) if len(devices) > 1 else devices[0])
+    load_model_state(model, state)
+    data = state["data"]
+    trained_on = DatasetInfo(Path(state["path"]), tuple(state["classes"]), data["image_size"],
+                             data["mean"], data["eigval"], data["eigvec"], 0, 0)
+    return model.eval(), Augmenter(trained_on, data["crop_size"], 0.0, device=devices[0])
 
 
 def model_state(model: torch.nn.Module) -> dict:

@@ -19,16 +19,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from alexnet_triton.checkpoint import BEST, LATEST
+from alexnet_triton.training.checkpoint import BEST, LATEST
+from alexnet_triton.errors import RunDirError
 
 LOCK = ".lock"
 # Room kept free beyond a checkpoint's own size (the file system's metadata, config.json,
 # metrics.csv, plots).
 SPARE_BYTES = 16 << 20
-
-
-class RunDirError(ValueError):
-    """A run directory that cannot be used; the message is one line."""
 
 
 def new_run_dir(root: Path = Path("runs")) -> Path:

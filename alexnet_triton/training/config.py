@@ -15,17 +15,15 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from alexnet_triton import tensorboard_log
+from alexnet_triton.training import tensorboard_log
 from alexnet_triton.cli import OneLineParser
+from alexnet_triton.errors import ConfigError
+from alexnet_triton.runtime import parse_devices
 
 # The paper trains "roughly 90 cycles through the training set".
 PAPER_EPOCHS = 90
-# The built-in dataset reaches its target (>= 90% top-1 on its val split) within this many
-# epochs of the paper's schedule, batch 128. Measured (builtin-v3, seed 0, the bare command)
-# on a 2-core AVX2 AMD EPYC without a GPU: 37-42 s an epoch (46 steps of 0.75 s, validation,
-# checkpoint); val top-1 accuracy after epochs 6-12: 80.4, 90.2, 88.8, 91.2, 94.6, 95.6,
-# 97.6%. Ten epochs: best 94.6% in 7 min 18 s, plus 12 s to generate the data on first use. A
-# faster 2-core CPU (AVX-512) ran epochs in ~30 s (builtin-v2).
+# The built-in dataset passes its target (>= 90% top-1 on its val split) within this many
+# epochs of the paper's schedule (the README's "CPU machines" has the measurements).
 BUILTIN_EPOCHS = 10
 # The paper's bias init is 1. On the built-in dataset it makes the loss jump to ~19 within
 # five steps and then sit flat at ln(10) = 2.30 (chance: 10% val accuracy after an epoch),
@@ -162,10 +160,6 @@ RESUME_OVERRIDES = ("epochs", "workers", "devices", "amp", "checkpoint_minutes",
                     "tensorboard", "sync_steps")
 
 
-class ConfigError(ValueError):
-    """An out-of-range or inconsistent setting; the message is one line."""
-
-
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -242,22 +236,6 @@ def validate(config: TrainConfig) -> TrainConfig:
                           f"got {config.tensorboard!r}")
     parse_devices(config.devices)
     return config
-
-
-def parse_devices(text: str) -> Optional[list[str]]:
-    """'auto' -> None; else a list of one or two device names, checked for syntax only."""
-    if text == "auto":
-        return None
-    names = [part.strip() for part in text.split(",")]
-    if not 1 <= len(names) <= 2 or not all(names):
-        raise ConfigError(f"--devices takes 'auto', one device or two devices separated by a "
-                          f"comma, got {text!r}")
-    for name in names:
-        kind, _, index = name.partition(":")
-        if kind not in ("cpu", "cuda") or (index and not index.isdigit()) \
-                or (kind == "cpu" and index):
-            raise ConfigError(f"--devices: {name!r} is not a device (use cpu, cuda or cuda:N)")
-    return names
 
 
 def parse_args(argv: Optional[Sequence[str]] = None,
