@@ -18,6 +18,8 @@ from typing import Any, Optional, Sequence
 from alexnet_triton.training import tensorboard_log
 from alexnet_triton.cli import OneLineParser
 from alexnet_triton.errors import ConfigError
+from alexnet_triton.data.datasets import PAPER_IMAGE_SIZE
+from alexnet_triton.models.alexnet import MIN_INPUT_SIZE, PAPER_INPUT_SIZE
 from alexnet_triton.runtime import parse_devices
 
 # The paper trains "roughly 90 cycles through the training set".
@@ -32,9 +34,9 @@ BUILTIN_EPOCHS = 10
 # gets the paper's 1 unless --bias-init says otherwise.
 PAPER_BIAS_INIT = 1.0
 BUILTIN_BIAS_INIT = 0.1
-PAPER_IMAGE_SIZE = 256
-PAPER_CROP_SIZE = 224
-MIN_CROP_SIZE = 63
+# The crops are the network's inputs: the paper's 224 from its 256-px images, down to the
+# smallest input that still leaves pool5 a 1x1 map.
+PAPER_CROP_SIZE, MIN_CROP_SIZE = PAPER_INPUT_SIZE, MIN_INPUT_SIZE
 AMP_CHOICES = ("auto", "bf16", "off")
 
 
