@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
+from alexnet_triton.errors import UserError
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad command line in one line (no usage block), exit 2."""
@@ -17,12 +19,9 @@ def run_cli(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.
             argv: Optional[Sequence[str]] = None) -> int:
     """Parse argv and run; a configuration, data or checkpoint error ends with exit status 2."""
     args = parser.parse_args(argv)
-    from alexnet_triton.checkpoint import CheckpointError
-    from alexnet_triton.config import ConfigError
-    from alexnet_triton.data import DataError
     try:
         run(args)
-    except (ConfigError, DataError, CheckpointError) as error:
+    except UserError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     return 0

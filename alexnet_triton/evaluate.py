@@ -8,63 +8,14 @@ Images are fed exactly as in training: the checkpoint's crop size and training-s
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
+import math
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
-import torch
-import torch.nn.functional as TF
-from torch import nn
-
-from alexnet_triton import checkpoint as ckpt
 from alexnet_triton.cli import OneLineParser, run_cli
-from alexnet_triton.metrics import Totals, percent
+from alexnet_triton.errors import CheckpointError, ConfigError, DataError
 
 PROG = "python -m alexnet_triton.evaluate"
-
-
-def autocast(device: torch.device, amp: bool):
-    """bf16 autocast on a CUDA device when asked, else nothing."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def evaluate_model(model: nn.Module, loader, augmenter, device: torch.device, *,
-                   ten_crop: bool = False, amp: bool = False,
-                   reduce: Optional[Callable[[torch.Tensor], None]] = None,
-                   progress: Optional[Callable[[int], None]] = None) -> dict:
-    """Mean loss, top-1 and top-5 error over ``loader``'s (uint8 images, labels).
-
-    Center crop: the loss is the cross-entropy of the logits. Ten crops: the softmax
-    outputs of the ten crops are averaged and the loss is -log of the averaged probability
-    of the label. ``reduce`` sums the totals across DDP ranks (in place).
-    """
-    was_training = model.training
-    model.eval()
-    totals = Totals(device)
-    try:
-        for images, labels in loader:
-            labels = labels.to(device, non_blocking=True)
-            with autocast(device, amp):
-                if ten_crop:
-                    crops = augmenter.ten_crop(images)  # [10, N, 3, crop, crop]
-                    probabilities = torch.stack(
-                        [model(crop).float().softmax(dim=1) for crop in crops]).mean(dim=0)
-                    picked = probabilities.gather(1, labels[:, None]).clamp_min(1e-12)
-                    totals.add(-picked.log().sum(), probabilities, labels)
-                else:
-                    logits = model(augmenter.center(images)).float()
-                    totals.add(TF.cross_entropy(logits, labels, reduction="sum"), logits, labels)
-            if progress is not None:
-                progress(labels.numel())
-    finally:
-        model.train(was_training)
-    if reduce is not None:
-        reduce(totals.sums)
-    return totals.result()
 
 
 # ---------------------------------------------------------------------------------------
@@ -98,12 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict:
-    # Imported here so --help answers without loading the data stack.
-    from alexnet_triton.config import ConfigError
-    from alexnet_triton.data import Augmenter, DataError, builtin_dataset, open_dataset
-    from alexnet_triton.train import (default_workers, describe_kernels, resolve_amp,
-                                      resolve_devices)
-    from alexnet_triton.one_column import build_model
+    # Imported here so --help answers without loading torch and the data stack.
+    from alexnet_triton.data import builtin_dataset, eval_loader, open_dataset
+    from alexnet_triton.runtime import (default_workers, describe_kernels, resolve_amp,
+                                        resolve_devices)
+    from alexnet_triton.training import checkpoint as ckpt
+    from alexnet_triton.training import engine
+    from alexnet_triton.training.metrics import percent
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -122,21 +74,21 @@ def run(args: argparse.Namespace) -> dict:
     if info.image_size != saved["image_size"]:
         raise DataError(f"{info.root} stores {info.image_size}-px images but the checkpoint was "
                         f"trained on {saved['image_size']}-px images")
-    # The network saw the training set's mean subtracted: use the checkpoint's.
-    info = dataclasses.replace(info, mean=saved["mean"], eigval=saved["eigval"],
-                               eigvec=saved["eigvec"])
-    model = build_model(state["arch"], devices if len(devices) > 1 else device)
-    ckpt.load_model_state(model, state)
-    augmenter = Augmenter(info, saved["crop_size"], 0.0, device=device)
+    # The network saw the training set's mean subtracted: the augmenter has the checkpoint's.
+    model, augmenter = ckpt.load_network(state, devices)
     workers = args.workers if args.workers is not None else default_workers(device)
-    from alexnet_triton.data import eval_loader
     loader = eval_loader(info, args.batch_size, workers=workers,
                          pin_memory=device.type == "cuda")
-    print(f"{PROG}: {state['path']} on {info.root} val ({info.num_val} images), "
+    print(f"{PROG}: {state['path']} on {info.root} val ({info.num_val} images)"
+          f"{f', {len(info.skipped)} unreadable images skipped' if info.skipped else ''}, "
           f"{'ten crops' if args.ten_crop else 'center crop'} of {saved['crop_size']} px; "
           f"device {', '.join(map(str, devices))}, kernels: {describe_kernels(device)}",
           flush=True)
-    result = evaluate_model(model, loader, augmenter, device, ten_crop=args.ten_crop, amp=amp)
+    result = engine.evaluate(model, loader, augmenter, device, ten_crop=args.ten_crop, amp=amp)
+    if not math.isfinite(result["val_loss"]):
+        raise CheckpointError(f"{state['path']}: the network's outputs are not finite on "
+                                   f"{info.root} (loss {result['val_loss']}): its weights "
+                                   f"are unusable")
     print(f"top-1 error {percent(result['val_top1_error'])}  "
           f"top-5 error {percent(result['val_top5_error'])}  "
           f"(top-1 accuracy {percent(1 - result['val_top1_error'])}, loss "

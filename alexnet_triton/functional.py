@@ -11,16 +11,15 @@ through Triton's interpreter on the CPU tensors.
 """
 from __future__ import annotations
 
-from types import ModuleType
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
-from torch._subclasses.fake_tensor import is_fake
 from torch.library import triton_op
 
 from alexnet_triton import checks
-from alexnet_triton import kernels
+from alexnet_triton.dispatch import pick as _pick
+from alexnet_triton.dispatch import uses_triton
 from alexnet_triton.kernels import conv2d_relu as conv2d_relu_kernels
 from alexnet_triton.kernels import dropout as dropout_kernels
 from alexnet_triton.kernels import linear as linear_kernels
@@ -42,17 +41,6 @@ __all__ = [
     "dropout",
     "uses_triton",
 ]
-
-
-def uses_triton(x: Tensor) -> bool:
-    """Whether an op on ``x`` runs the Triton kernels (compiled or interpreted)."""
-    # Under torch.compile on CPU the op body also runs on fake tensors, which carry no
-    # data for the interpreter; the reference computes the same shapes for tracing.
-    return x.is_cuda or (x.device.type == "cpu" and kernels.interpreting() and not is_fake(x))
-
-
-def _pick(x: Tensor, triton_module: ModuleType, reference_module: ModuleType) -> ModuleType:
-    return triton_module if uses_triton(x) else reference_module
 
 
 def _autocast(*tensors: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:

@@ -15,8 +15,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from alexnet_triton import checkpoint as ckpt
 from alexnet_triton.cli import OneLineParser, run_cli
+from alexnet_triton.errors import CheckpointError, ConfigError, DataError
 
 PROG = "python -m alexnet_triton.predict"
 
@@ -37,22 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def predict(state: dict, model: torch.nn.Module, augmenter, pixels: torch.Tensor,
+@torch.no_grad()
+def predict(model: torch.nn.Module, augmenter, pixels: torch.Tensor,
             ten_crop: bool = False) -> torch.Tensor:
     """uint8 [N, 3, S, S] images -> class probabilities [N, num_classes] (float32, CPU)."""
+    from alexnet_triton.training.engine import ten_crop_probabilities
     model.eval()
-    with torch.no_grad():
-        if ten_crop:
-            crops = augmenter.ten_crop(pixels)
-            return torch.stack([model(c).float().softmax(1) for c in crops]).mean(0).cpu()
-        return model(augmenter.center(pixels)).float().softmax(dim=1).cpu()
+    if ten_crop:
+        return ten_crop_probabilities(model, augmenter, pixels).cpu()
+    return model(augmenter.center(pixels)).float().softmax(dim=1).cpu()
 
 
 def run(args: argparse.Namespace) -> list:
-    from alexnet_triton.config import ConfigError
-    from alexnet_triton.data import Augmenter, DataError, DatasetInfo, load_image
-    from alexnet_triton.one_column import build_model
-    from alexnet_triton.train import resolve_devices
+    from alexnet_triton.data import load_image
+    from alexnet_triton.runtime import resolve_devices
+    from alexnet_triton.training import checkpoint as ckpt
 
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, got {args.top}")
@@ -71,13 +70,11 @@ def run(args: argparse.Namespace) -> list:
             raise DataError(f"cannot read {path} as an image: {detail}") from None
     if "," in args.devices:
         raise ConfigError(f"--devices: predict runs on one device, got {args.devices!r}")
-    device = resolve_devices(args.devices)[0]
-    model = build_model(state["arch"], device)
-    ckpt.load_model_state(model, state)
-    info = DatasetInfo(Path(state["path"]), tuple(state["classes"]), size, saved["mean"],
-                       saved["eigval"], saved["eigvec"], 0, 0)
-    augmenter = Augmenter(info, saved["crop_size"], 0.0, device=device)
-    probabilities = predict(state, model, augmenter, torch.stack(images), args.ten_crop)
+    model, augmenter = ckpt.load_network(state, resolve_devices(args.devices)[:1])
+    probabilities = predict(model, augmenter, torch.stack(images), args.ten_crop)
+    if not bool(probabilities.isfinite().all()):
+        raise CheckpointError(f"{state['path']}: the network's outputs are not finite "
+                                   f"(NaN or infinite probabilities): its weights are unusable")
     classes = state["classes"]
     top = min(args.top, len(classes))
     results = []

@@ -25,9 +25,11 @@ import os
 import sys
 from typing import List, Optional
 
+from alexnet_triton.cli import OneLineParser, run_cli
 from alexnet_triton.data.convert import prepare
-from alexnet_triton.data.folder import DataError
 from alexnet_triton.data.store import FORMATS
+
+PROG = "python -m alexnet_triton.prepare"
 
 
 def _positive(text: str) -> int:
@@ -48,8 +50,8 @@ def _quality(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m alexnet_triton.prepare",
+    p = OneLineParser(
+        prog=PROG,
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", metavar="SRC", help="image folder with train/<class>/ and val/<class>/ subfolders")
@@ -69,21 +71,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        info = prepare(args.src, args.dst, size=args.size, fmt=args.format, workers=args.workers,
-                       quality=args.quality, force=args.force, progress=not args.no_progress)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written to the destination", file=sys.stderr)
-        return 130
+def run(args: argparse.Namespace) -> dict:
+    info = prepare(args.src, args.dst, size=args.size, fmt=args.format, workers=args.workers,
+                   quality=args.quality, force=args.force, progress=not args.no_progress)
     print(f"prepared {info['train']} train and {info['val']} val images of {len(info['classes'])} "
           f"classes at {info['image_size']}x{info['image_size']} into {args.dst} "
           f"({info['skipped']} skipped, listed in {os.path.join(args.dst, 'skipped.log')})")
-    return 0
+    return info
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        return run_cli(PROG, parser(), run, argv)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted: nothing was written to the destination", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

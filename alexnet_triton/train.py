@@ -3,703 +3,64 @@
 Without ``--data`` it trains on the built-in generated dataset (nothing is downloaded):
 on a 2-core CPU without a GPU the bare command finishes in a few minutes and passes 90%
 top-1 accuracy on that dataset's validation split. ``--help`` explains every flag; the
-defaults are the paper's (``alexnet_triton.config``).
+defaults are the paper's (``alexnet_triton.training.config``).
 
 What a run leaves in its directory (default runs/<timestamp>/):
     config.json         the resolved configuration (and the devices, kernels, world size)
     metrics.csv         per epoch: train loss, val loss, val top-1 / top-5 error, lr, speed
     curves.png          loss and error curves;  conv1_kernels.png: the paper's figure 3
-    latest.pt, best.pt  checkpoints (``alexnet_triton.checkpoint``); --resume DIR continues
+    latest.pt, best.pt  checkpoints (``alexnet_triton.training.checkpoint``); --resume DIR continues
+    .lock               held while a run writes the directory (``alexnet_triton.training.run_dir``)
     tensorboard/        TensorBoard event files (--tensorboard; by default when the
                         tensorboard package is installed)
 
-Exit status: 0 done, 2 bad input (one line on stderr, before any work), 1 a NaN or infinite
-loss (the last good checkpoint is kept), 130 stopped by Ctrl-C or SIGTERM (a checkpoint of
-the last finished step is written first; --resume continues from it exactly).
+Exit status: 0 done; 2 bad input (one line on stderr, before any work), including a run
+directory that another run holds or that cannot be written; 1 a NaN, infinite or diverged
+loss (nothing after the last check is saved; the message says which checkpoint to use) or a
+checkpoint that could not be written (the previous one is kept); 130 stopped by Ctrl-C or
+SIGTERM, also sent to the whole process group or, under torchrun, on the launcher's death
+(a checkpoint of the last checked step is written first; --resume continues from it exactly).
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-import os
-import random
-import signal
 import sys
-import time
-from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-import torch
-import torch.nn.functional as TF
-from torch import nn
-
-from alexnet_triton import checkpoint as ckpt
-from alexnet_triton import functional as F
-from alexnet_triton.config import (BUILTIN_BIAS_INIT, BUILTIN_EPOCHS, MIN_CROP_SIZE,
-                                   PAPER_BIAS_INIT, PAPER_CROP_SIZE, PAPER_EPOCHS,
-                                   PAPER_IMAGE_SIZE, RESUME_OVERRIDES, ConfigError, TrainConfig,
-                                   parse_args, parse_devices, validate)
-from alexnet_triton.data import (Augmenter, DataError, DatasetInfo, builtin_dataset,
-                                 eval_loader, open_dataset, train_loader)
-from alexnet_triton.distributed import Replicas
-from alexnet_triton.evaluate import autocast, evaluate_model
-from alexnet_triton.metrics import MetricsFile, percent
-from alexnet_triton.one_column import build_model
-from alexnet_triton import plots, tensorboard_log
-
-PROG = "python -m alexnet_triton.train"
-EXIT_OK, EXIT_NAN, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-# Without a progress bar (output not a terminal), a progress line this often.
-LOG_SECONDS = 60.0
-
-
-# ---------------------------------------------------------------------------------------
-# resolving the configuration against the machine and the data
-# ---------------------------------------------------------------------------------------
-
-
-def resolve_devices(text: str, one_column: bool = False, local_rank: int = 0,
-                    ) -> list[torch.device]:
-    """--devices -> the column devices (one, or two for one column per device).
-
-    Under torchrun, CUDA indices are per replica: replica r adds r * len(devices).
-    """
-    names = parse_devices(text)
-    if names is None:
-        names = [f"cuda:{local_rank}"] if torch.cuda.is_available() else ["cpu"]
-        local_rank = 0  # already applied
-    if one_column and len(names) > 1:
-        raise ConfigError("--one-column trains one column on one device; --devices names two")
-    devices = []
-    for name in names:
-        device = torch.device(name)
-        if device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ConfigError(f"--devices {text}: CUDA is not available on this machine")
-            index = (device.index or 0) + local_rank * len(names)
-            if index >= torch.cuda.device_count():
-                raise ConfigError(f"--devices {text}: cuda:{index} does not exist "
-                                  f"({torch.cuda.device_count()} GPUs)")
-            device = torch.device("cuda", index)
-        devices.append(device)
-    return devices
-
-
-def resolve_amp(text: str, device: torch.device) -> bool:
-    """Whether to autocast to bfloat16: 'auto' means on a GPU that supports it."""
-    if text == "off":
-        return False
-    if text == "bf16":
-        if device.type != "cuda":
-            raise ConfigError("--amp bf16 needs a CUDA device (use --amp off on the CPU)")
-        return True
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
-def describe_kernels(device: torch.device) -> str:
-    """Which implementation the fused ops run on tensors of ``device``."""
-    if not F.uses_triton(torch.empty(1, device=device)):
-        return ("PyTorch reference (the kernels' plain PyTorch twins; TRITON_INTERPRET=1 "
-                "runs the Triton kernels through Triton's CPU interpreter instead, slowly)")
-    if device.type == "cuda":
-        return f"Triton, compiled for {torch.cuda.get_device_name(device)}"
-    return "Triton through its CPU interpreter (TRITON_INTERPRET=1: exact but slow)"
-
-
-def default_workers(device: torch.device) -> int:
-    """Loader processes: plenty on a GPU; on the CPU one, as the cores are busy training."""
-    cores = os.cpu_count() or 1
-    return min(8, cores) if device.type == "cuda" else 1
-
-
-def auto_crop_size(image_size: int) -> int:
-    """224 for the paper's 256-px images, else about 7/8 of the side (>= 63)."""
-    if image_size == PAPER_IMAGE_SIZE:
-        return PAPER_CROP_SIZE
-    return max(MIN_CROP_SIZE, image_size - image_size // 8)
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed blocks for reuse instead of unmapping them.
-
-    By default every block over 128 KiB is a fresh mmap, so each CPU training step pays
-    page faults on ~300 MB of new gradients and activations (measured: 76,000 faults and
-    0.25 s of system time a step at batch 128). Kept blocks are reused by the next step.
-    Returns whether it applied (glibc only; elsewhere the allocator stays as it is).
-    """
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 1 << 30) and mallopt(m_trim_threshold, 2**31 - 1))
-
-
-def new_run_dir(root: Path = Path("runs")) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path, suffix = root / stamp, 1
-    while path.exists():
-        path, suffix = root / f"{stamp}-{suffix}", suffix + 1
-    return path
-
-
-@dataclasses.dataclass
-class Setup:
-    """Everything resolved before the first step: any error so far left nothing behind."""
-    config: TrainConfig
-    info: DatasetInfo
-    devices: list
-    amp: bool
-    run_dir: Path
-    builtin: bool
-    tensorboard: bool = False
-    resume_state: Optional[dict] = None
-    notes: tuple = ()
-
-
-def prepare(config: TrainConfig, given: set, replicas: Replicas,
-            run_dir: Optional[Path] = None) -> Setup:
-    """Check and resolve everything; raises ConfigError, DataError or CheckpointError.
-
-    Writes nothing except the built-in dataset's cache (or a raw folder's, DATA's business).
-    """
-    notes = []
-    state = None
-    if config.resume is not None:
-        state = ckpt.load(config.resume)
-        base = TrainConfig.from_dict(state["config"])
-        overrides = {name: getattr(config, name) for name in RESUME_OVERRIDES if name in given}
-        ignored = sorted(given - set(RESUME_OVERRIDES) - {"resume", "run_dir"})
-        if ignored:
-            notes.append("resuming with the run's own configuration; ignored: "
-                         + ", ".join("--" + name.replace("_", "-") for name in ignored))
-        config = validate(dataclasses.replace(base, resume=config.resume, **overrides))
-        if run_dir is None:
-            run_dir = Path(config.run_dir) if "run_dir" in given else Path(state["path"]).parent
-    devices = resolve_devices(config.devices, config.one_column, replicas.local_rank)
-    amp = resolve_amp(config.amp, devices[0])
-    try:
-        tensorboard = tensorboard_log.wanted(config.tensorboard)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    builtin = config.data is None
-    info = builtin_dataset() if builtin else open_dataset(config.data)
-    if state is not None:
-        if tuple(info.classes) != tuple(state["classes"]):
-            raise DataError(f"{info.root} now has classes {list(info.classes)[:4]}... but the "
-                            f"checkpoint was trained on {list(state['classes'])[:4]}...")
-        if info.image_size != state["data"]["image_size"]:
-            raise DataError(f"{info.root} now stores {info.image_size}-px images; the "
-                            f"checkpoint was trained on {state['data']['image_size']}-px images")
-    if info.image_size < MIN_CROP_SIZE:
-        raise DataError(f"{info.root} stores {info.image_size}-px images; AlexNet needs at "
-                        f"least {MIN_CROP_SIZE}")
-    crop_size = config.crop_size if config.crop_size is not None else auto_crop_size(
-        info.image_size)
-    if crop_size > info.image_size:
-        raise ConfigError(f"--crop-size {crop_size} is larger than the dataset's "
-                          f"{info.image_size}-px images")
-    if config.batch_size % replicas.world_size:
-        raise ConfigError(f"--batch-size {config.batch_size} does not split evenly over "
-                          f"{replicas.world_size} replicas")
-    per_replica = config.batch_size // replicas.world_size
-    if info.num_train // replicas.world_size < per_replica:
-        raise DataError(f"{info.root} has {info.num_train} training images, fewer than one "
-                        f"batch of {config.batch_size}")
-    if info.num_val < 1:
-        raise DataError(f"{info.root} has no validation images")
-    config = dataclasses.replace(
-        config,
-        epochs=config.epochs if config.epochs is not None else (
-            BUILTIN_EPOCHS if builtin else PAPER_EPOCHS),
-        bias_init=config.bias_init if config.bias_init is not None else (
-            BUILTIN_BIAS_INIT if builtin else PAPER_BIAS_INIT),
-        crop_size=crop_size,
-        workers=config.workers if config.workers is not None else default_workers(devices[0]))
-    if state is None and run_dir is None:
-        if config.run_dir is not None:
-            run_dir = Path(config.run_dir)
-            if ckpt.find_run_checkpoint(run_dir) or (run_dir / "metrics.csv").exists():
-                raise ConfigError(f"--run-dir {run_dir} already holds a run: continue it with "
-                                  f"--resume {run_dir}, or choose another --run-dir")
-            if run_dir.exists() and not run_dir.is_dir():
-                raise ConfigError(f"--run-dir {run_dir} exists and is not a folder")
-        else:
-            run_dir = new_run_dir()
-    config = dataclasses.replace(config, run_dir=str(run_dir))
-    return Setup(config, info, devices, amp, Path(run_dir), builtin, tensorboard, state,
-                 tuple(notes))
-
-
-# ---------------------------------------------------------------------------------------
-# the trainer
-# ---------------------------------------------------------------------------------------
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
-def _architecture(config: TrainConfig, num_classes: int) -> dict:
-    return {"name": "alexnet-one-column" if config.one_column else "alexnet",
-            "num_classes": num_classes, "dropout": config.dropout, "lrn": config.lrn,
-            "overlapping_pool": config.overlapping_pool, "bias_init": config.bias_init,
-            "weight_std": config.weight_std}
-
-
-def _progress_bar(total: int, initial: int, description: str, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # a missing bar must not stop training
-        return None
-    # disable=None: no bar when stderr is not a terminal (logs get the epoch lines only).
-    bar = tqdm(total=total, initial=initial, desc=description, unit="batch", leave=False,
-               dynamic_ncols=True, disable=None, file=sys.stderr)
-    return None if bar.disable else bar
-
-
-def _sgd(parameters, config: TrainConfig) -> torch.optim.SGD:
-    """torch's SGD with the paper's momentum and weight decay, fused where torch has it.
-
-    The fused update is one kernel over all parameters: on the CPU it cuts the step of
-    AlexNet's 57M parameters from ~0.6 s to ~0.1 s.
-    """
-    parameters = list(parameters)
-    kwargs = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    try:
-        return torch.optim.SGD(parameters, fused=True, **kwargs)
-    except (RuntimeError, ValueError):  # a device without the fused kernel
-        return torch.optim.SGD(parameters, **kwargs)
-
-
-class Trainer:
-    """One replica's training run from a ``Setup``; rank 0 writes the run directory."""
-
-    def __init__(self, setup: Setup, replicas: Optional[Replicas] = None) -> None:
-        self.setup = setup
-        self.config = config = setup.config
-        self.replicas = replicas or Replicas()
-        self.info = setup.info
-        self.devices = setup.devices
-        self.device = setup.devices[0]
-        self.amp = setup.amp
-        self.run_dir = setup.run_dir
-        self.main = self.replicas.is_main
-        self.log = print if self.main else (lambda *args, **kwargs: None)
-        rank = self.replicas.rank
-
-        self.arch = _architecture(config, len(self.info.classes))
-        torch.manual_seed(config.seed)  # the initial weights: the same on every replica
-        self.model = build_model(self.arch, self.devices if len(self.devices) > 1
-                                 else self.device)
-        # Each replica its own dropout masks, augmentation and (unused) Python/NumPy streams.
-        torch.manual_seed(config.seed * 1_000_003 + 1 + rank)
-        self.generator = torch.Generator().manual_seed(config.seed * 1_000_003 + 2 + rank)
-        random.seed(config.seed * 1_000_003 + 3 + rank)
-        np.random.seed((config.seed * 1_000_003 + 4 + rank) % 2**32)
-
-        # torch's SGD: v = m v + (g + wd w), w -= lr v. The paper's rule scales v by lr
-        # before adding; they are the same while the learning rate is constant.
-        self.optimizer = _sgd(self.model.parameters(), config)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=config.lr_factor, patience=config.patience,
-            threshold=0.0)
-        self.epoch = 0
-        self.step_in_epoch = 0
-        self.global_step = 0
-        self.epoch_loss_sum = 0.0
-        self.epoch_loss_steps = 0
-        self.best = {"val_top1_error": math.inf, "epoch": 0}
-        self.history: list[dict] = []
-        self.cuda_devices = [d for d in self.devices if d.type == "cuda"]
-        if setup.resume_state is not None:
-            self._restore(setup.resume_state)
-
-        self.network: nn.Module = self.model
-        if self.replicas.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-            single_gpu = len(self.devices) == 1 and self.device.type == "cuda"
-            self.network = DistributedDataParallel(
-                self.model, device_ids=[self.device] if single_gpu else None)
-        self.forward = torch.compile(self.network) if config.compile else self.network
-        self.augmenter = Augmenter(self.info, config.crop_size, config.pca_sigma,
-                                   device=self.device)
-        self.per_replica_batch = config.batch_size // self.replicas.world_size
-        self.stop_signal: Optional[int] = None
-        self.metrics = MetricsFile(self.run_dir / "metrics.csv")
-        self.tensorboard: Optional[tensorboard_log.TensorBoardLog] = None
-        self.last_checkpoint = time.monotonic()
-        self.epoch_clock = time.monotonic()
-        self.epoch_rate: Optional[float] = None  # images/s, smoothed over the last epoch
-
-    # -- state ---------------------------------------------------------------------------
-
-    def _restore(self, state: dict) -> None:
-        ckpt.load_model_state(self.model, state)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
-        self.global_step = state["global_step"]
-        self.epoch_loss_sum = state["epoch_loss_sum"]
-        self.epoch_loss_steps = state["epoch_loss_steps"]
-        self.best = dict(state["best"])
-        self.history = [dict(row) for row in state["history"]]
-        rng = state["rng"]
-        if state.get("world_size", 1) == self.replicas.world_size:
-            ckpt.restore_rng(rng[self.replicas.rank], self.generator, self.cuda_devices)
-        elif self.step_in_epoch:
-            # Another sharding: this epoch's remaining batches differ; start it over.
-            self.step_in_epoch, self.epoch_loss_sum, self.epoch_loss_steps = 0, 0.0, 0
-
-    def _state(self, rng: list) -> dict:
-        data = {"image_size": self.info.image_size, "crop_size": self.config.crop_size,
-                "mean": self.info.mean.float().cpu(), "eigval": self.info.eigval.float().cpu(),
-                "eigvec": self.info.eigvec.float().cpu()}
-        return {
-            "format": ckpt.FORMAT, "version": ckpt.VERSION, "arch": self.arch,
-            "classes": list(self.info.classes), "data": data,
-            "model": ckpt.model_state(self.model),
-            "config": self.config.to_dict(),
-            "optimizer": ckpt.to_cpu(self.optimizer.state_dict()),
-            "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step, "epoch_loss_sum": self.epoch_loss_sum,
-            "epoch_loss_steps": self.epoch_loss_steps, "best": dict(self.best),
-            "history": [dict(row) for row in self.history],
-            "world_size": self.replicas.world_size, "rng": rng,
-        }
-
-    def save_checkpoint(self, best: bool = False) -> Optional[Path]:
-        """latest.pt (and best.pt); every replica must call it (it gathers RNG states)."""
-        rng = self.replicas.gather(ckpt.capture_rng(self.generator, self.cuda_devices))
-        self.last_checkpoint = time.monotonic()
-        if not self.main:
-            return None
-        path = ckpt.save(self._state(rng), self.run_dir / ckpt.LATEST)
-        if best:
-            ckpt.link_atomically(path, self.run_dir / ckpt.BEST)
-        return path
-
-    @property
-    def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
-
-    # -- the run -------------------------------------------------------------------------
-
-    def run(self) -> int:
-        config = self.config
-        if self.epoch >= config.epochs:
-            self.log(f"{PROG}: {self.run_dir} already finished its {self.epoch} epochs "
-                     f"(pass --epochs N with N > {self.epoch} to train longer)")
-            return EXIT_OK
-        if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in self.run_dir.glob(".*.pt.tmp-*"):  # a run killed mid-write
-                stale.unlink(missing_ok=True)
-            self._write_config()
-            self.metrics.rewrite(self.history)
-            self.tensorboard = self._open_tensorboard()
-        self._print_header()
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in previous:
-            signal.signal(sig, self._on_signal)
-        started = time.monotonic()
-        try:
-            while self.epoch < config.epochs:
-                status = self.train_epoch()
-                if status == "interrupted":
-                    path = self.save_checkpoint()
-                    self.log(f"stopped by {signal.Signals(self.stop_signal).name} at epoch "
-                             f"{self.epoch + 1}, step {self.step_in_epoch}: checkpoint "
-                             f"{path}; continue with --resume {self.run_dir}", flush=True)
-                    return EXIT_INTERRUPTED
-                self.end_epoch()
-                if self.stop_signal is not None:
-                    self.log(f"stopped by {signal.Signals(self.stop_signal).name} after epoch "
-                             f"{self.epoch}: checkpoint {self.run_dir / ckpt.LATEST}; continue "
-                             f"with --resume {self.run_dir}", flush=True)
-                    return EXIT_INTERRUPTED
-        except NonFiniteLoss as error:
-            last = ckpt.find_run_checkpoint(self.run_dir)
-            kept = (f"the last good checkpoint {last} is kept" if last else
-                    "no checkpoint had been written yet")
-            self.log(f"{PROG}: error: {error}; stopping ({kept}). Try a lower --lr.",
-                     file=sys.stderr, flush=True)
-            return EXIT_NAN
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            if self.tensorboard is not None:
-                self.tensorboard.close()
-        self._finish(time.monotonic() - started)
-        return EXIT_OK
-
-    def _on_signal(self, signum, frame) -> None:
-        if self.stop_signal is not None:  # a second Ctrl-C: stop now, no checkpoint
-            raise KeyboardInterrupt
-        self.stop_signal = signum
-        self.log(f"\n{signal.Signals(signum).name}: finishing this step and writing a "
-                 f"checkpoint (press Ctrl-C again to stop at once)", file=sys.stderr,
-                 flush=True)
-
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One SGD step on a uint8 batch; returns the batch's mean loss (a 0-d tensor)."""
-        x = self.augmenter.train(images, self.generator)  # [N, 3, crop, crop] on the device
-        labels = labels.to(self.device, non_blocking=True)
-        with autocast(self.device, self.amp):
-            logits = self.forward(x)
-        loss = TF.cross_entropy(logits.float(), labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
-
-    def train_epoch(self) -> str:
-        """The rest of epoch ``self.epoch``: 'done' or 'interrupted' (raises NonFiniteLoss)."""
-        config, epoch = self.config, self.epoch
-        loader = train_loader(self.info, self.per_replica_batch, epoch=epoch, seed=config.seed,
-                              workers=config.workers, start_batch=self.step_in_epoch,
-                              rank=self.replicas.rank, world_size=self.replicas.world_size,
-                              pin_memory=self.device.type == "cuda")
-        steps = len(loader)
-        bar = _progress_bar(steps, self.step_in_epoch, f"epoch {epoch + 1}/{config.epochs}",
-                            self.main)
-        # The DataLoader draws its workers' seed from torch's global generator; the batches
-        # do not depend on it, and forking keeps the dropout stream independent of when an
-        # epoch's iterator was made (so a resumed run draws what an uninterrupted one does).
-        with torch.random.fork_rng(devices=[]):
-            batches = iter(loader)
-        self.model.train()
-        checkpoint_seconds = config.checkpoint_minutes * 60
-        rate, last_log, tick = None, time.monotonic(), time.monotonic()
-        try:
-            while self.step_in_epoch < steps:
-                try:
-                    images, labels = next(batches)
-                except StopIteration:
-                    break
-                except Exception:
-                    if self.stop_signal is not None:  # Ctrl-C reached the loader workers too
-                        return "interrupted"
-                    raise
-                loss = self.train_step(images, labels)
-                due = time.monotonic() - self.last_checkpoint >= checkpoint_seconds
-                flags = torch.stack([loss.float().cpu(),
-                                     torch.tensor(float(self.stop_signal is not None)),
-                                     torch.tensor(float(due and self.main))])
-                self.replicas.sum_(flags)
-                loss_value = flags[0].item() / self.replicas.world_size
-                if not math.isfinite(loss_value):
-                    raise NonFiniteLoss(f"the loss is {loss_value} at epoch {epoch + 1}, step "
-                                        f"{self.step_in_epoch + 1} (learning rate {self.lr:g})")
-                self.step_in_epoch += 1
-                self.global_step += 1
-                self.epoch_loss_sum += loss_value
-                self.epoch_loss_steps += 1
-                now = time.monotonic()
-                seconds, tick = now - tick, now
-                batch_rate = config.batch_size / max(seconds, 1e-9)
-                rate = batch_rate if rate is None else 0.9 * rate + 0.1 * batch_rate
-                mean_loss = self.epoch_loss_sum / self.epoch_loss_steps
-                if bar is not None:
-                    bar.set_postfix_str(f"loss {mean_loss:.4f}, {rate:.0f} img/s, "
-                                        f"lr {self.lr:g}", refresh=False)
-                    bar.update(1)
-                elif self.main and now - last_log >= LOG_SECONDS:
-                    last_log = now
-                    self.log(f"  epoch {epoch + 1} step {self.step_in_epoch}/{steps}: loss "
-                             f"{mean_loss:.4f}, {rate:.0f} img/s, lr {self.lr:g}", flush=True)
-                if self.tensorboard is not None:
-                    self.tensorboard.step(self.global_step, loss_value, self.lr)
-                if flags[1] > 0:
-                    if self.stop_signal is None:
-                        self.stop_signal = signal.SIGTERM  # another replica was stopped
-                    return "interrupted"
-                if flags[2] > 0 and self.step_in_epoch < steps:
-                    self.save_checkpoint()
-        finally:
-            if bar is not None:
-                bar.close()
-            del batches
-        self.epoch_rate = rate
-        return "done"
-
-    def validate(self, ten_crop: bool = False) -> dict:
-        loader = eval_loader(self.info, self.per_replica_batch, workers=self.config.workers,
-                             rank=self.replicas.rank, world_size=self.replicas.world_size,
-                             pin_memory=self.device.type == "cuda")
-        with torch.random.fork_rng(devices=[]):
-            return evaluate_model(self.model, loader, self.augmenter, self.device,
-                                  ten_crop=ten_crop, amp=self.amp, reduce=self.replicas.sum_)
-
-    def end_epoch(self) -> None:
-        result = self.validate()
-        lr = self.lr
-        self.scheduler.step(result["val_top1_error"])
-        improved = result["val_top1_error"] < self.best["val_top1_error"]
-        self.epoch += 1
-        seconds = time.monotonic() - self.epoch_clock
-        row = {"epoch": self.epoch,
-               "train_loss": self.epoch_loss_sum / max(self.epoch_loss_steps, 1),
-               "val_loss": result["val_loss"], "val_top1_error": result["val_top1_error"],
-               "val_top5_error": result["val_top5_error"], "lr": lr,
-               "epoch_seconds": seconds,
-               "images_per_second": self.epoch_rate or math.nan}
-        self.history.append(row)
-        if improved:
-            self.best = {"val_top1_error": result["val_top1_error"], "epoch": self.epoch}
-        self.step_in_epoch, self.epoch_loss_sum, self.epoch_loss_steps = 0, 0.0, 0
-        self.save_checkpoint(best=improved)
-        self.epoch_clock = time.monotonic()
-        if not self.main:
-            return
-        self.metrics.append(row)
-        conv1 = self.model.conv1.state_dict()["weight"]  # [96, 3, 11, 11], both columns
-        self._plot(conv1)
-        if self.tensorboard is not None:
-            self.tensorboard.epoch(self.global_step, row, plots.kernel_grid(conv1, self._columns()))
-        note = ""
-        if self.lr < lr:
-            note = f"  -> lr {self.lr:g} (no improvement for {self.config.patience + 1} epochs)"
-        self.log(f"epoch {self.epoch:3d}/{self.config.epochs}  train loss {row['train_loss']:.4f}"
-                 f"  val loss {row['val_loss']:.4f}  top-1 error "
-                 f"{percent(row['val_top1_error'])}  top-5 error "
-                 f"{percent(row['val_top5_error'])}  lr {lr:g}  {seconds:.0f}s"
-                 f"{'  (best)' if improved else ''}{note}", flush=True)
-
-    def _plot(self, conv1: torch.Tensor) -> None:
-        try:
-            plots.plot_curves(self.history, self.run_dir / plots.CURVES)
-            plots.plot_conv1(conv1, self._columns(), self.run_dir / plots.CONV1, self.epoch)
-        except Exception as error:  # noqa: BLE001 - a plot must never stop training
-            self.log(f"  (plots not updated: {type(error).__name__}: {error})", file=sys.stderr)
-
-    def _columns(self) -> int:
-        return 1 if self.config.one_column else 2
-
-    def _open_tensorboard(self) -> Optional[tensorboard_log.TensorBoardLog]:
-        if not self.setup.tensorboard:
-            return None
-        try:
-            return tensorboard_log.TensorBoardLog(self.run_dir, first_step=self.global_step + 1)
-        except Exception as error:  # noqa: BLE001 - logging is optional, training is not
-            self.log(f"{PROG}: warning: no TensorBoard logging ({type(error).__name__}: "
-                     f"{error})", file=sys.stderr, flush=True)
-            return None
-
-    def _finish(self, seconds: float) -> None:
-        summary = {"epochs": self.epoch, "seconds": round(seconds, 1),
-                   "best_epoch": self.best["epoch"],
-                   "best_val_top1_error": self.best["val_top1_error"],
-                   "best_val_top5_error": next(
-                       (row["val_top5_error"] for row in self.history
-                        if row["epoch"] == self.best["epoch"]), math.nan)}
-        if self.config.ten_crop and (self.run_dir / ckpt.BEST).exists():
-            best_state = ckpt.load(self.run_dir / ckpt.BEST)
-            ckpt.load_model_state(self.model, best_state)
-            result = self.validate(ten_crop=True)
-            summary.update(ten_crop_val_top1_error=result["val_top1_error"],
-                           ten_crop_val_top5_error=result["val_top5_error"])
-            self.log(f"ten crops, best checkpoint (epoch {self.best['epoch']}): top-1 error "
-                     f"{percent(result['val_top1_error'])}  top-5 error "
-                     f"{percent(result['val_top5_error'])}", flush=True)
-        if not self.main:
-            return
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        minutes, rest = divmod(seconds, 60)
-        self.log(f"done in {int(minutes)}m{rest:02.0f}s: best val top-1 error "
-                 f"{percent(summary['best_val_top1_error'])} (top-1 accuracy "
-                 f"{percent(1 - summary['best_val_top1_error'])}), top-5 error "
-                 f"{percent(summary['best_val_top5_error'])}, at epoch {self.best['epoch']}; "
-                 f"checkpoints, metrics.csv and plots in {self.run_dir}", flush=True)
-
-    # -- what the user sees first ----------------------------------------------------------
-
-    def _write_config(self) -> None:
-        record = self.config.to_dict()
-        record["resolved"] = {
-            "devices": [str(d) for d in self.devices], "amp_bf16": self.amp,
-            "kernels": describe_kernels(self.device), "world_size": self.replicas.world_size,
-            "batch_per_replica": self.per_replica_batch, "dataset": str(self.info.root),
-            "builtin_dataset": self.setup.builtin, "classes": list(self.info.classes),
-            "image_size": self.info.image_size, "architecture": self.arch,
-            "torch": torch.__version__}
-        temporary = self.run_dir / ".config.json.tmp"
-        temporary.write_text(json.dumps(record, indent=1) + "\n")
-        temporary.replace(self.run_dir / "config.json")
-
-    def _print_header(self) -> None:
-        config, info = self.config, self.info
-        placement = ("one column (the paper's one-GPU net)" if config.one_column else
-                     "two columns on " + (" and ".join(map(str, self.devices))
-                                          if len(self.devices) > 1 else "one device"))
-        threads = f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else ""
-        replicas = (f", {self.replicas.world_size} DDP replicas ({self.replicas.backend})"
-                    if self.replicas.distributed else "")
-        source = "built-in dataset" if self.setup.builtin else "dataset"
-        parameters = sum(p.numel() for p in self.model.parameters())
-        lines = [
-            f"device: {', '.join(map(str, self.devices))}{threads}{replicas}; "
-            f"mixed precision: {'bf16' if self.amp else 'off (float32)'}",
-            f"kernels: {describe_kernels(self.device)}",
-            f"data: {source} {info.root}: {len(info.classes)} classes, {info.num_train} train / "
-            f"{info.num_val} val images of {info.image_size} px, crops of {config.crop_size}, "
-            f"loader workers: {config.workers}",
-            f"model: AlexNet, {placement}, {parameters:,} parameters"
-            f"{'' if config.lrn else ', no LRN'}"
-            f"{'' if config.overlapping_pool else ', 2x2 pooling'}; init N(0, "
-            f"{config.weight_std:g}), bias {config.bias_init:g}; dropout {config.dropout:g}",
-            f"recipe: SGD momentum {config.momentum:g}, batch {config.batch_size}, weight decay "
-            f"{config.weight_decay:g}, lr {self.lr:g} (x{config.lr_factor:g} after "
-            f"{config.patience + 1} epochs without a better val error), {config.epochs} epochs, "
-            f"PCA colour noise {config.pca_sigma:g}, seed {config.seed}",
-            f"run dir: {self.run_dir}",
-        ]
-        if self.tensorboard is not None:
-            lines.append(f"tensorboard: {self.tensorboard.directory} (view with: tensorboard "
-                         f"--logdir {self.run_dir})")
-        elif self.config.tensorboard == "auto" and not self.setup.tensorboard:
-            lines.append("tensorboard: off (pip install tensorboard to log there too)")
-        if self.setup.resume_state is not None:
-            lines.append(f"resumed from {ckpt.describe(self.setup.resume_state)}")
-        lines.extend(self.setup.notes)
-        for line in lines:
-            self.log(line, flush=True)
-        self.epoch_clock = time.monotonic()
-
-
-# ---------------------------------------------------------------------------------------
-# the command line
-# ---------------------------------------------------------------------------------------
+from alexnet_triton.errors import UserError
+from alexnet_triton.runtime import keep_freed_memory, resolve_devices
+from alexnet_triton.training.config import parse_args
+from alexnet_triton.training.distributed import Replicas
+from alexnet_triton.training.run_dir import check_free_space
+from alexnet_triton.training.setup import claim_run_dir, resolve_config, resolve_setup
+from alexnet_triton.training.trainer import EXIT_BAD_INPUT, PROG, Trainer
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     config, given = parse_args(argv, PROG)
     replicas = Replicas.from_environment()
+    # The configuration first (on --resume, the checkpoint's), then its devices, then the
+    # process group for them: the backend and device must be the trainer's.
     try:
+        config, state, notes = resolve_config(config, given)
         devices = resolve_devices(config.devices, config.one_column, replicas.local_rank)
-    except ConfigError as error:
+    except UserError as error:
         if replicas.is_main:
             print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     replicas.start(devices[0])
     if devices[0].type == "cpu":
         keep_freed_memory()
+    lock, wrote = None, False
     try:
-        # Rank 0 checks (and builds the built-in dataset's cache) first, then the others.
+        # Rank 0 claims the run directory, checks (and builds the built-in dataset's
+        # cache) first, then the others.
         setup, error = None, None
         if replicas.is_main:
             try:
-                setup = prepare(config, given, replicas)
-            except (ConfigError, DataError, ckpt.CheckpointError) as caught:
+                lock = claim_run_dir(config, state)
+                setup = resolve_setup(config, state, devices, replicas, lock.run_dir, notes)
+            except UserError as caught:
                 error = str(caught)
         error, run_dir = replicas.broadcast(
             (error, str(setup.run_dir) if setup is not None else None))
@@ -709,18 +70,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return EXIT_BAD_INPUT
         try:
             if not replicas.is_main:
-                setup = prepare(config, given, replicas, run_dir=Path(run_dir))
+                setup = resolve_setup(config, state, devices, replicas, Path(run_dir), notes)
             # Builds the model and loads a resumed checkpoint into it: a checkpoint of
             # another network fails here, still before anything is written.
             trainer = Trainer(setup, replicas)
-        except (ConfigError, DataError, ckpt.CheckpointError) as caught:
+            if replicas.is_main:
+                check_free_space(setup.run_dir, trainer.checkpoint_bytes(), "a checkpoint")
+        except UserError as caught:
             if replicas.is_main:
                 print(f"{PROG}: error: {caught}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        wrote = True
         status = trainer.run()
         replicas.barrier()
         return status
     finally:
+        if lock is not None:
+            lock.release(remove_if_created=not wrote)
         replicas.finish()
 
 

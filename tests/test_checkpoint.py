@@ -1,4 +1,4 @@
-"""alexnet_triton.checkpoint: atomic writes, weights_only loading, RNG states, metrics, plots."""
+"""alexnet_triton.training.checkpoint: atomic writes, weights_only loading, RNG states, metrics, plots."""
 from __future__ import annotations
 
 import random
@@ -8,17 +8,23 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from alexnet_triton import checkpoint as ckpt
-from alexnet_triton import plots
-from alexnet_triton.metrics import MetricsFile, Totals, read_metrics, topk_correct
-from alexnet_triton.one_column import OneColumnAlexNet, build_model
+from alexnet_triton.training import checkpoint as ckpt
+from alexnet_triton.training import plots
+from alexnet_triton.training.metrics import MetricsFile, Totals, read_metrics, topk_correct
+from alexnet_triton.models import OneColumnAlexNet, build_model
 from helpers import assert_close, tolerance
 from train_support import trained_run
 
 
+ARCH = {"name": "alexnet", "num_classes": 1, "dropout": 0.5, "lrn": True,
+        "overlapping_pool": True, "bias_init": 1.0, "weight_std": 0.01}
+
+
 def _state(**extra):
-    return {"format": ckpt.FORMAT, "version": ckpt.VERSION, "arch": {}, "classes": ["a"],
-            "data": {}, "model": {"w": torch.arange(4.0)}, **extra}
+    data = {"image_size": 72, "crop_size": 63, "mean": torch.zeros(3, 72, 72),
+            "eigval": torch.zeros(3), "eigvec": torch.eye(3)}
+    return {"format": ckpt.FORMAT, "version": ckpt.VERSION, "arch": ARCH, "classes": ["a"],
+            "data": data, "model": {"w": torch.arange(4.0)}, **extra}
 
 
 def test_save_replaces_atomically_and_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
@@ -196,3 +202,46 @@ def test_conv1_grid_puts_each_column_in_its_own_row_block(tmp_path):
     assert bottom[..., 1].max() == 1 and bottom[..., 0][bottom[..., 0] < 1].max() == 0
     path = plots.plot_conv1(weight, 2, tmp_path / "conv1.png", epoch=3)
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+# ---------------------------------------------------------------------------------------
+# malformed records: refused on load, in one line
+# ---------------------------------------------------------------------------------------
+
+
+def _system_payload():
+    import os
+
+    class System:
+        def __reduce__(self):
+            return (os.system, ("touch executed",))
+    return System()
+
+
+def test_a_blocked_global_is_named_whatever_torchs_wording(tmp_path, monkeypatch):
+    """torch 2.13 says "unsupported GLOBAL posix.system whose module posix is blocked"."""
+    monkeypatch.chdir(tmp_path)
+    torch.save(_state(extra=_system_payload()), tmp_path / "evil.pt")
+    with pytest.raises(ckpt.CheckpointError) as error:
+        ckpt.load(tmp_path / "evil.pt")
+    assert "pickled object (posix.system)" in str(error.value), error.value
+    assert not (tmp_path / "executed").exists()
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda state: state["data"].pop("mean"), ["data record", "'mean'"]),
+    (lambda state: state["arch"].update(name="resnet50"), ["unknown architecture 'resnet50'"]),
+    (lambda state: state["arch"].pop("lrn"), ["arch record", "'lrn'"]),
+    (lambda state: state.update(classes=state["classes"][:3]), ["3 class names", "10 outputs"]),
+    (lambda state: state["data"].update(mean=torch.zeros(3, 8, 8)), ["mean", "72"]),
+])
+def test_a_malformed_checkpoint_is_refused_on_load(damage, words, tmp_path, tmp_path_factory):
+    state = torch.load(trained_run(tmp_path_factory) / ckpt.LATEST, weights_only=True)
+    damage(state)
+    torch.save(state, tmp_path / ckpt.LATEST)
+    with pytest.raises(ckpt.CheckpointError) as error:
+        ckpt.load(tmp_path)
+    message = str(error.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, (word, message)

@@ -2,6 +2,8 @@
 disjoint rank shards, worker processes changing nothing, and raw folders read on the fly."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -102,20 +104,36 @@ def test_eval_loader_covers_val_once_in_order(info):
     assert merged == labels
 
 
-def test_raw_folder_reads_on_the_fly(tmp_path):
-    make_image_folder(tmp_path / "src", per_class=4)
+def test_raw_folder_reads_on_the_fly_skipping_and_listing_unreadable_files(tmp_path):
+    """Unreadable files are left out and listed when the folder is opened (as prepare does),
+    never replaced by a neighbour: each validation image is counted once."""
+    made = make_image_folder(tmp_path / "src", per_class=4)
     info = open_dataset(tmp_path / "src", image_size=32)
     assert not info.prepared and info.image_size == 32 and info.classes == ("cat", "dog")
     assert info.mean.shape == (3, 32, 32) and info.eigvec.shape == (3, 3)
-    # An unreadable file is replaced by the next readable one, with a warning, never a crash.
-    with pytest.warns(UserWarning, match="unreadable image .*broken.jpeg"):
+    assert sorted(path for path, _ in info.skipped) == made["bad"]
+    assert (info.num_train, info.num_val) == (made["good"]["train"], made["good"]["val"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         val = _batches(eval_loader(info, 3, workers=0))
-    assert sum(len(y) for _, y in val) == info.num_val
-    with pytest.warns(UserWarning, match="unreadable"):
         batches = _batches(train_loader(info, 4, epoch=0, seed=0, workers=0))
+    images = torch.cat([x for x, _ in val])
+    assert len(images) == info.num_val
+    assert len({image.numpy().tobytes() for image in images}) == info.num_val  # no duplicate
     assert len(batches) == info.num_train // 4
     for x, y in batches:
         assert x.shape == (4, 3, 32, 32) and x.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("case", ["empty folder", "only unreadable files"])
+def test_a_class_without_readable_images_is_refused(case, tmp_path):
+    make_image_folder(tmp_path / "src", per_class=2, messy=False)
+    for split in ("train", "val"):
+        (tmp_path / "src" / split / "bird").mkdir()
+    if case == "only unreadable files":
+        (tmp_path / "src" / "train" / "bird" / "0.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(DataError, match="bird has no (image files|readable images)"):
+        open_dataset(tmp_path / "src", image_size=32)
 
 
 def test_bad_arguments(info, tmp_path):

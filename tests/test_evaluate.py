@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from alexnet_triton import evaluate
-from alexnet_triton.metrics import read_metrics
+from alexnet_triton.training import engine
+from alexnet_triton.training.metrics import read_metrics
 from train_support import quick_dataset, trained_run, use_reference_kernels
 
 
@@ -49,8 +50,8 @@ def test_ten_crop_averages_the_softmax_of_the_ten_crops():
             return torch.nn.functional.one_hot(x[:, 0, 0, 0].long() % 3, 3).float() * 50
 
     labels = torch.tensor([0, 1])
-    result = evaluate.evaluate_model(Scores(), [(torch.zeros(2, 3, 8, 8), labels)], Crops(),
-                                     torch.device("cpu"), ten_crop=True)
+    result = engine.evaluate(Scores(), [(torch.zeros(2, 3, 8, 8), labels)], Crops(),
+                             torch.device("cpu"), ten_crop=True)
     # Averaged softmax: class 0 gets 4 of the 10 votes, classes 1 and 2 three each.
     assert result["val_top1_error"] == 0.5
     assert result["val_loss"] == pytest.approx(-(torch.tensor([0.4, 0.3]).log().mean()).item(),

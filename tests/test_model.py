@@ -8,7 +8,7 @@ from torch.overrides import TorchFunctionMode
 
 from alexnet_triton import functional as F
 from alexnet_triton.model import MIN_INPUT_SIZE, AlexNet, alexnet, torchvision_alexnet
-from alexnet_triton.reference import ReferenceAlexNet
+from alexnet_triton.models.reference import ReferenceAlexNet
 from helpers import assert_close, tolerance
 
 PARAMETER_NAMES = [f"{layer}.{kind}" for layer in

@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet_triton import checkpoint as ckpt
+from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton import predict
 from alexnet_triton.data import Augmenter, DatasetInfo, load_image
-from alexnet_triton.one_column import build_model
+from alexnet_triton.models.build import build_model
 from train_support import quick_images, trained_run, use_reference_kernels
 
 

@@ -237,7 +237,8 @@ def test_bad_sources_fail_before_any_work(tmp_path, capsys):
         before = sorted(p.name for p in tmp_path.iterdir())
         assert prepare_cli.main([str(tmp_path / name), str(tmp_path / "out")]) == 2, label
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, (label, err)
+        assert err.count("\n") == 1 and message in err, (label, err)
+        assert err.startswith("python -m alexnet_triton.prepare: error: "), (label, err)
         assert sorted(p.name for p in tmp_path.iterdir()) == before, label  # nothing written
 
 

@@ -17,12 +17,15 @@ import time
 import pytest
 import torch
 
-from alexnet_triton import checkpoint as ckpt
-from alexnet_triton import tensorboard_log
+from alexnet_triton.training import checkpoint as ckpt
+from alexnet_triton.training import tensorboard_log
+from alexnet_triton import runtime
 from alexnet_triton import train as train_module
-from alexnet_triton.config import TrainConfig, build_parser
-from train_support import (PYTHON, QUICK_ARGS, ROOT, quick_dataset, subprocess_env, train,
-                           trained_run, use_reference_kernels)
+from alexnet_triton.training import setup
+from alexnet_triton.training.config import TrainConfig, build_parser
+from train_support import (PYTHON, QUICK_ARGS, ROOT, one_line_error, poison_batch,
+                           quick_dataset, subprocess_env, train, trained_run,
+                           use_reference_kernels)
 
 # Resume tests: 3 steps of 10 per epoch.
 RESUME_ARGS = QUICK_ARGS
@@ -36,15 +39,6 @@ def reference_kernels(monkeypatch):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return quick_dataset(tmp_path_factory)
-
-
-def _one_line_error(status, err, *words):
-    assert status == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("python -m alexnet_triton.train: error: "), lines[0]
-    for word in words:
-        assert word in lines[0], (word, lines[0])
 
 
 def _weights(path):
@@ -130,7 +124,7 @@ def test_bad_command_lines_fail_in_one_line_before_any_work(argv, words, capsys,
         pytest.skip("this machine has CUDA")
     monkeypatch.chdir(tmp_path)
     status, _, err = train(argv, capsys)
-    _one_line_error(status, err, *words)
+    one_line_error(status, err, *words)
     assert not (tmp_path / "runs").exists()
 
 
@@ -162,14 +156,14 @@ def test_bad_data_folders_fail_in_one_line(case, words, tmp_path, capsys, monkey
     elif case == "a file":
         folder.write_text("not a folder")
     status, _, err = train(["--data", folder, "--run-dir", tmp_path / "run"], capsys)
-    _one_line_error(status, err, *words)
+    one_line_error(status, err, *words)
     assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
 
 
 def test_crop_larger_than_the_images_is_refused(data, tmp_path, capsys):
     status, _, err = train(["--data", data, "--crop-size", "100", "--run-dir", tmp_path / "r"],
                            capsys)
-    _one_line_error(status, err, "--crop-size 100", "72-px")
+    one_line_error(status, err, "--crop-size 100", "72-px")
     assert not (tmp_path / "r").exists()
 
 
@@ -178,21 +172,21 @@ def test_a_run_directory_holding_a_run_is_not_overwritten(data, tmp_path, capsys
     run_dir.mkdir()
     (run_dir / "latest.pt").write_bytes(b"precious")
     status, _, err = train(["--data", data, "--run-dir", run_dir, *QUICK_ARGS], capsys)
-    _one_line_error(status, err, "already holds a run", "--resume")
+    one_line_error(status, err, "already holds a run", "--resume")
     assert (run_dir / "latest.pt").read_bytes() == b"precious"
 
 
 def test_resume_refuses_what_is_not_a_checkpoint_of_this_program(tmp_path, capsys):
     status, _, err = train(["--resume", tmp_path / "nowhere"], capsys)
-    _one_line_error(status, err, "does not exist")
+    one_line_error(status, err, "does not exist")
     other = tmp_path / "torchvision.pt"
     torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11)}, other)
     status, _, err = train(["--resume", other], capsys)
-    _one_line_error(status, err, "not an alexnet_triton checkpoint")
+    one_line_error(status, err, "not an alexnet_triton checkpoint")
     empty_run = tmp_path / "run"
     empty_run.mkdir()
     status, _, err = train(["--resume", empty_run], capsys)
-    _one_line_error(status, err, "holds no checkpoint")
+    one_line_error(status, err, "holds no checkpoint")
 
 
 def test_resume_refuses_a_checkpoint_carrying_a_pickled_object(tmp_path, capsys):
@@ -200,7 +194,7 @@ def test_resume_refuses_a_checkpoint_carrying_a_pickled_object(tmp_path, capsys)
     torch.save({"format": ckpt.FORMAT, "version": ckpt.VERSION,
                 "payload": ckpt.CheckpointError("an object, not a tensor")}, evil)
     status, _, err = train(["--resume", tmp_path], capsys)
-    _one_line_error(status, err, "weights_only", "pickled object")
+    one_line_error(status, err, "weights_only", "pickled object")
 
 
 def test_resume_refuses_another_architecture(tmp_path, tmp_path_factory, capsys):
@@ -208,7 +202,7 @@ def test_resume_refuses_another_architecture(tmp_path, tmp_path_factory, capsys)
     state["model"]["conv1.weight"] = torch.zeros(64, 3, 11, 11)  # torchvision's conv1
     torch.save(state, tmp_path / "latest.pt")
     status, _, err = train(["--resume", tmp_path], capsys)
-    _one_line_error(status, err, "different network", "conv1.weight")
+    one_line_error(status, err, "different network", "conv1.weight")
 
 
 # ---------------------------------------------------------------------------------------
@@ -305,7 +299,7 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_equals_the_uninterrupted_run(
     monkeypatch.setattr(train_module.Trainer, "train_step", step_then_ctrl_c)
     handler = signal.getsignal(signal.SIGINT)
     status, out, err = train(["--data", data, "--run-dir", run_dir, "--epochs", "2",
-                              *RESUME_ARGS], capsys)
+                              "--sync-steps", "1", *RESUME_ARGS], capsys)
     assert status == 130, err
     assert "SIGINT" in err and f"--resume {run_dir}" in out
     stopped = _weights(run_dir / "latest.pt")
@@ -330,7 +324,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data, straight_run, 
     env = subprocess_env()
     command = [PYTHON, "-m", "alexnet_triton.train", "--data", str(data), "--run-dir",
                str(run_dir), "--epochs", "1", "--batch-size", "10", "--workers", "0",
-               "--checkpoint-minutes", "1e-9"]  # latest.pt after every step
+               "--checkpoint-minutes", "1e-9", "--sync-steps", "1"]  # latest.pt every step
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
@@ -351,35 +345,30 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data, straight_run, 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
         data, tmp_path, capsys, monkeypatch, reference_kernels):
-    from alexnet_triton.data import Augmenter
-    real_train = Augmenter.train
-    calls = []
-
-    def poisoned_third_batch(self, images, generator):
-        calls.append(1)
-        x = real_train(self, images, generator)
-        return x * float("nan") if len(calls) == 3 else x
-
-    monkeypatch.setattr(Augmenter, "train", poisoned_third_batch)
+    poison_batch(monkeypatch, 3)
     run_dir = tmp_path / "run"
     status, out, err = train(["--data", data, "--run-dir", run_dir, "--epochs", "1",
-                              "--batch-size", "10", "--workers", "0",
+                              "--batch-size", "10", "--workers", "0", "--sync-steps", "1",
                               "--checkpoint-minutes", "1e-9"], capsys)
     assert status == 1
     assert "the loss is nan at epoch 1, step 3" in err, err
-    assert "last good checkpoint" in err and "latest.pt" in err
+    assert f"{run_dir / 'latest.pt'} resumes from before it" in err
     kept = _weights(run_dir / "latest.pt")
     assert (kept["epoch"], kept["step_in_epoch"]) == (0, 2)
     assert all(torch.isfinite(value).all() for value in kept["model"].values())
 
 
-def test_torchrun_two_replicas_of_two_columns_on_gloo(data, tmp_path):
-    """DDP over 2 CPU processes (gloo), each replica itself two columns (cpu, cpu)."""
+def test_torchrun_two_replicas_of_two_columns_on_gloo(data, tmp_path, capsys,
+                                                     reference_kernels):
+    """DDP over 2 CPU processes (gloo), each replica itself two columns (cpu, cpu), with
+    --ten-crop: every replica evaluates the best weights (which only rank 0 writes to
+    best.pt) and their sums are those of a single process on best.pt."""
     run_dir = tmp_path / "run"
     result = subprocess.run(
         [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "alexnet_triton.train", "--data", str(data), "--run-dir", str(run_dir),
-         "--epochs", "1", "--batch-size", "10", "--workers", "0", "--devices", "cpu,cpu"],
+         "--epochs", "1", "--batch-size", "10", "--workers", "0", "--devices", "cpu,cpu",
+         "--ten-crop"],
         cwd=ROOT, env=subprocess_env(OMP_NUM_THREADS=1), capture_output=True, text=True,
         timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -393,6 +382,18 @@ def test_torchrun_two_replicas_of_two_columns_on_gloo(data, tmp_path):
     assert state["global_step"] == 3  # 30 images / (2 replicas x 5)
     with open(run_dir / "metrics.csv") as file:
         assert len(list(csv.DictReader(file))) == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    from alexnet_triton import evaluate
+    single = evaluate.run(build_evaluate_args(run_dir / ckpt.BEST, data))
+    capsys.readouterr()
+    assert summary["ten_crop_val_top1_error"] == single["val_top1_error"]
+    assert summary["ten_crop_val_top5_error"] == single["val_top5_error"]
+
+
+def build_evaluate_args(checkpoint, data):
+    from alexnet_triton import evaluate
+    return evaluate.build_parser().parse_args(["--checkpoint", str(checkpoint), "--data",
+                                               str(data), "--ten-crop", "--workers", "0"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -401,26 +402,26 @@ def test_torchrun_two_replicas_of_two_columns_on_gloo(data, tmp_path):
 
 
 def test_auto_crop_size():
-    assert train_module.auto_crop_size(256) == 224
-    assert train_module.auto_crop_size(72) == 63
-    assert train_module.auto_crop_size(64) == 63
-    assert train_module.auto_crop_size(128) == 112
+    assert setup.auto_crop_size(256) == 224
+    assert setup.auto_crop_size(72) == 63
+    assert setup.auto_crop_size(64) == 63
+    assert setup.auto_crop_size(128) == 112
 
 
 def test_device_resolution():
-    assert train_module.resolve_devices("cpu") == [torch.device("cpu")]
-    assert train_module.resolve_devices("cpu,cpu") == [torch.device("cpu")] * 2
+    assert runtime.resolve_devices("cpu") == [torch.device("cpu")]
+    assert runtime.resolve_devices("cpu,cpu") == [torch.device("cpu")] * 2
     expected = "cuda:0" if torch.cuda.is_available() else "cpu"
-    assert train_module.resolve_devices("auto") == [torch.device(expected)]
-    assert train_module.resolve_amp("off", torch.device("cpu")) is False
-    assert train_module.resolve_amp("auto", torch.device("cpu")) is False
+    assert runtime.resolve_devices("auto") == [torch.device(expected)]
+    assert runtime.resolve_amp("off", torch.device("cpu")) is False
+    assert runtime.resolve_amp("auto", torch.device("cpu")) is False
 
 
 def test_cpu_runs_reuse_freed_memory_instead_of_faulting_it_in_again():
     """keep_freed_memory: a freed 64 MB block comes back without page faults (glibc)."""
     script = """
 import resource, torch
-from alexnet_triton.train import keep_freed_memory
+from alexnet_triton.runtime import keep_freed_memory
 def faults_of_a_fresh_64mb_tensor():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.ones(16 << 20)

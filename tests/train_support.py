@@ -59,6 +59,30 @@ def train(argv, capsys=None) -> tuple[int, str, str]:
     return status, out, err
 
 
+def poison_batch(monkeypatch, number: int) -> None:
+    """Make the ``number``-th training batch (1-based) all NaN, as a diverged step makes it."""
+    from alexnet_triton.data import Augmenter
+    real_train = Augmenter.train
+    calls = []
+
+    def poisoned(self, images, generator):
+        calls.append(1)
+        x = real_train(self, images, generator)
+        return x * float("nan") if len(calls) == number else x
+
+    monkeypatch.setattr(Augmenter, "train", poisoned)
+
+
+def one_line_error(status, err, *words, prog="python -m alexnet_triton.train"):
+    """A user error: exit status 2 and one line on stderr naming the program and ``words``."""
+    assert status == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: error: "), lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
 def trained_run(tmp_path_factory) -> Path:
     """One epoch of AlexNet on the quick dataset (3 steps of 10): a run directory."""
     if "run" not in _CACHE:

@@ -22,16 +22,11 @@ from torch import Tensor
 
 from alexnet_triton.data.datasets import DatasetInfo
 
-TEN_CROP_ORDER = ("top-left", "top-right", "bottom-left", "bottom-right", "center")
-
-
 def _launcher(images: Tensor):
-    from alexnet_triton import kernels
-    if images.is_cuda or (images.device.type == "cpu" and kernels.interpreting()):
-        from alexnet_triton.kernels import augment
-    else:
-        from alexnet_triton.kernels.reference import augment
-    return augment.augment
+    from alexnet_triton.dispatch import pick
+    from alexnet_triton.kernels import augment
+    from alexnet_triton.kernels.reference import augment as reference
+    return pick(images, augment, reference).augment
 
 
 class Augmenter:

@@ -7,7 +7,6 @@ all of them. Nothing is written into the user's folder.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Tuple
@@ -35,6 +34,8 @@ class DatasetInfo:
     eigvec: torch.Tensor       # float32 [3, 3], columns are the eigenvectors
     num_train: int
     num_val: int
+    # A raw folder's files that do not decode, left out: (path under root, reason).
+    skipped: Tuple[Tuple[str, str], ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -62,18 +63,43 @@ def open_dataset(path, *, image_size: int = PAPER_IMAGE_SIZE) -> DatasetInfo:
         return _info(root, info["classes"], info["image_size"], stats, info["train"], info["val"])
     if image_size < 1:
         raise DataError(f"image size must be positive, got {image_size}")
-    classes, train_items, val_items = scan_image_folder(root)
+    classes, listed_train, listed_val = scan_image_folder(root)
+    # As prepare does: every file is decoded once, those that fail are left out and listed
+    # (a stand-in image would count one image twice), and a class needs readable images.
+    skipped = []
+    readable = {}
+    for split, items in (("train", listed_train), ("val", listed_val)):
+        readable[split] = []
+        for item in items:
+            try:
+                load_image(root / split / item[0], image_size)
+            except Exception as error:  # noqa: BLE001 - any undecodable file is skipped
+                skipped.append((f"{split}/{item[0]}", _first_line(error)))
+                continue
+            readable[split].append(item)
+        counts = np.bincount([label for _, label in readable[split]], minlength=len(classes))
+        for label in np.flatnonzero(counts == 0).tolist():
+            raise DataError(f"{root / split / classes[label]} has no readable images: every "
+                            f"class needs {split} images")
+    train_items, val_items = readable["train"], readable["val"]
     # The loaders (and their forked workers) reuse this listing instead of walking again.
     _LISTINGS[(str(root), "train", classes)] = train_items
     _LISTINGS[(str(root), "val", classes)] = val_items
     stats = _sample_stats(root / "train", train_items, image_size)
-    return _info(root, classes, image_size, stats, len(train_items), len(val_items))
+    return _info(root, classes, image_size, stats, len(train_items), len(val_items),
+                 tuple(skipped))
 
 
-def _info(root, classes, size, stats: DatasetStats, num_train, num_val) -> DatasetInfo:
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _info(root, classes, size, stats: DatasetStats, num_train, num_val,
+          skipped=()) -> DatasetInfo:
     return DatasetInfo(Path(root), tuple(classes), int(size), torch.from_numpy(stats.mean),
                        torch.from_numpy(stats.eigval), torch.from_numpy(stats.eigvec),
-                       int(num_train), int(num_val))
+                       int(num_train), int(num_val), skipped)
 
 
 def _sample_stats(split_dir: Path, items, size: int) -> DatasetStats:
@@ -95,8 +121,8 @@ def _sample_stats(split_dir: Path, items, size: int) -> DatasetStats:
 class FolderSplit:
     """One split of a raw ImageFolder, decoded on every read.
 
-    An unreadable file is replaced by the next readable one of the list (with its label), and
-    a warning names it: training cannot skip a sample without changing the batch size.
+    ``open_dataset`` has left out the files that did not decode; one that stops decoding
+    during the run (changed on disk) is an error, never replaced by another image.
     """
 
     def __init__(self, root: Path, split: str, classes: Tuple[str, ...], size: int) -> None:
@@ -105,30 +131,20 @@ class FolderSplit:
         items = _listing(str(root), split, tuple(classes))
         self.files = [f for f, _ in items]
         self.labels = np.asarray([label for _, label in items], np.int64)
-        self._bad = set()
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def read_one(self, i: int) -> Tuple[np.ndarray, int]:
-        for step in range(len(self.files)):
-            j = (i + step) % len(self.files)
-            if j in self._bad:
-                continue
-            try:
-                return load_image(self.directory / self.files[j], self.size).transpose(2, 0, 1), j
-            except Exception as error:  # noqa: BLE001
-                self._bad.add(j)
-                warnings.warn(f"skipping unreadable image {self.directory / self.files[j]}: {error}")
-        raise DataError(f"no readable image in {self.directory}")
-
     def read(self, indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
         out = np.empty((len(indices), 3, self.size, self.size), np.uint8)
-        labels = np.empty(len(indices), np.int64)
         for row, i in enumerate(indices):
-            out[row], j = self.read_one(int(i))
-            labels[row] = self.labels[j]
-        return out, labels
+            path = self.directory / self.files[int(i)]
+            try:
+                out[row] = load_image(path, self.size).transpose(2, 0, 1)
+            except Exception as error:  # noqa: BLE001 - any undecodable file
+                raise DataError(f"{path} could be read when training started but not now: "
+                                f"{_first_line(error)}") from None
+        return out, self.labels[np.asarray(indices, np.int64)]
 
 
 _LISTINGS: dict = {}

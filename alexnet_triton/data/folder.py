@@ -12,12 +12,9 @@ from typing import List, Tuple
 
 from PIL import Image
 
+from alexnet_triton.errors import DataError  # re-exported by alexnet_triton.data
+
 SPLITS = ("train", "val")
-
-
-class DataError(ValueError):
-    """A data folder or prepared store that cannot be used; the message is one line."""
-
 
 @functools.lru_cache(maxsize=1)
 def image_extensions() -> frozenset:
@@ -82,6 +79,11 @@ def scan_image_folder(root) -> Tuple[Tuple[str, ...], List[Tuple[str, int]], Lis
     for split, listed in items.items():
         if not listed:
             raise DataError(f"{root / split} has class subfolders but no image files")
+        present = {label for _, label in listed}
+        for label, name in enumerate(classes):
+            if label not in present:  # a class nothing can be learned or measured on
+                raise DataError(f"{root / split / name} has no image files: every class "
+                                f"needs {split} images")
     return classes, items["train"], items["val"]
 
 

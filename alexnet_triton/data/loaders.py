@@ -13,6 +13,7 @@ moves it to the GPU (pinned when ``pin_memory``) and augments it there.
 """
 from __future__ import annotations
 
+import signal
 from typing import Iterator, List, Sequence
 
 import numpy as np
@@ -20,6 +21,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from alexnet_triton.data.datasets import DatasetInfo, split_source
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C and SIGTERM to the main process, which stops them itself.
+
+    ``timeout``, systemd and Slurm signal the whole process group: a worker that died of
+    the signal would end the main process's step with an error before it could write its
+    checkpoint.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -76,6 +88,7 @@ class Batches:
         self.num_images = sum(len(b) for b in batches)
         self._loader = DataLoader(BatchDataset(source), batch_size=None,
                                   sampler=BatchList(batches, start_batch), num_workers=workers,
+                                  worker_init_fn=_ignore_stop_signals,
                                   pin_memory=pin_memory and torch.cuda.is_available(),
                                   # The loader draws its workers' base seed from this private
                                   # generator, not from torch's global one, which the trainer's

@@ -11,7 +11,9 @@ loading one can never run code:
                             "eigvec"}: what evaluate/predict need to feed the network
     model                   the state dict, whole tensors on the CPU (any placement loads it)
     config                  the resolved TrainConfig as a dict
-    optimizer, scheduler    their state dicts
+    optimizer               the optimizer's state by whole-tensor name, as the model's
+                            (``optimizer_state``): any placement loads it
+    scheduler               its state dict
     epoch, step_in_epoch    where training resumes: the next batch is batch step_in_epoch
                             of epoch `epoch` (0-based; step 0 of the next epoch at an epoch end)
     global_step, epoch_loss_sum, epoch_loss_steps, best, history
@@ -26,6 +28,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -33,15 +36,23 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from alexnet_triton.data import Augmenter, DatasetInfo
+from alexnet_triton.errors import CheckpointError
+from alexnet_triton.models.build import build_model
+from alexnet_triton.models.columns import COLUMNS, whole_name
+
 FORMAT = "alexnet_triton-checkpoint"
 VERSION = 1
 LATEST = "latest.pt"
 BEST = "best.pt"
 PathLike = Union[str, os.PathLike]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message is one line naming the problem."""
+ARCH_NAMES = ("alexnet", "alexnet-one-column")
+ARCH_FIELDS = ("name", "num_classes", "dropout", "lrn", "overlapping_pool", "bias_init",
+               "weight_std")
+DATA_FIELDS = ("image_size", "crop_size", "mean", "eigval", "eigvec")
+RESUME_RECORDS = ("config", "optimizer", "scheduler", "epoch", "step_in_epoch", "global_step",
+                  "epoch_loss_sum", "epoch_loss_steps", "best", "history", "rng")
+_BLOCKED_GLOBAL = re.compile(r"(?i)unsupported global:? (?:GLOBAL )?([\w.]+)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -124,8 +135,9 @@ def load(path: PathLike, names: Sequence[str] = (LATEST,)) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        globals_ = [line.strip().split(" was not")[0].split("error: ")[-1]
-                    for line in str(error).splitlines() if "Unsupported global" in line]
+        # torch words it "Unsupported global: GLOBAL mod.name was not an allowed global"
+        # or (2.13) "unsupported GLOBAL mod.name whose module mod is blocked".
+        globals_ = _BLOCKED_GLOBAL.findall(str(error))
         if not globals_:
             raise CheckpointError(f"{path} is not a readable checkpoint (it does not unpickle "
                                   f"as tensors and plain values)") from None
@@ -141,15 +153,64 @@ def load(path: PathLike, names: Sequence[str] = (LATEST,)) -> dict:
     if state.get("version") != VERSION:
         raise CheckpointError(f"{path} is checkpoint version {state.get('version')}, this "
                               f"program reads version {VERSION}")
-    for key in ("arch", "classes", "data", "model"):
-        if key not in state:
-            raise CheckpointError(f"{path} lacks its '{key}' record")
+    check_records(state, path)
     state["path"] = str(path)
     return state
 
 
+def check_records(state: dict, path: PathLike) -> None:
+    """Raise CheckpointError (one line) unless the records that evaluate, predict and a
+    resume read are all there and agree with each other."""
+    for key in ("arch", "classes", "data", "model"):
+        if not isinstance(state.get(key), (dict, list)):
+            raise CheckpointError(f"{path} lacks its '{key}' record")
+    arch, data, classes, model = state["arch"], state["data"], state["classes"], state["model"]
+    for name, record, fields in (("arch", arch, ARCH_FIELDS), ("data", data, DATA_FIELDS)):
+        missing = [field for field in fields if field not in record]
+        if missing:
+            raise CheckpointError(f"{path}: its {name} record lacks "
+                                  f"{', '.join(repr(field) for field in missing)}")
+    if arch["name"] not in ARCH_NAMES:
+        raise CheckpointError(f"{path}: unknown architecture {arch['name']!r} (this program "
+                              f"builds {' and '.join(ARCH_NAMES)})")
+    outputs = arch["num_classes"]
+    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+        raise CheckpointError(f"{path}: its class list is not a list of names")
+    if len(classes) != outputs:
+        raise CheckpointError(f"{path} holds {len(classes)} class names for a network of "
+                              f"{outputs} outputs")
+    fc8 = model.get("fc8.weight")
+    if isinstance(fc8, torch.Tensor) and fc8.shape[0] != outputs:
+        raise CheckpointError(f"{path}: its fc8 has {fc8.shape[0]} outputs, its arch record "
+                              f"says {outputs}")
+    size = data["image_size"]
+    for field, shape in (("mean", (3, size, size)), ("eigval", (3,)), ("eigvec", (3, 3))):
+        value = data[field]
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"{path}: its data record's {field} is {got}, not "
+                                  f"{list(shape)} for {size}-px images")
+    if not isinstance(data["crop_size"], int) or not 0 < data["crop_size"] <= size:
+        raise CheckpointError(f"{path}: its data record's crop size {data['crop_size']!r} does "
+                              f"not fit {size}-px images")
+
+
+def check_resumable(state: dict) -> None:
+    """Raise CheckpointError unless ``state`` holds what a training run resumes from."""
+    for key in RESUME_RECORDS:
+        if key not in state:
+            raise CheckpointError(f"{state['path']} lacks its '{key}' record: it cannot be "
+                                  f"resumed")
+
+
 def load_model_state(model: torch.nn.Module, state: dict) -> None:
-    """Load the checkpoint's weights into ``model``; a mismatch raises CheckpointError."""
+    """Load the checkpoint's weights into ``model``; a mismatch or a NaN or infinite weight
+    (a diverged run's) raises CheckpointError."""
+    for key, value in state["model"].items():
+        if value.is_floating_point() and not bool(value.isfinite().all()):
+            raise CheckpointError(f"{state.get('path', 'checkpoint')} holds NaN or infinite "
+                                  f"weights ({key}): the run had diverged; use an earlier "
+                                  f"checkpoint")
     try:
         model.load_state_dict(state["model"], strict=True)
     except RuntimeError as error:
@@ -159,20 +220,77 @@ def load_model_state(model: torch.nn.Module, state: dict) -> None:
                               f"than {state['arch'].get('name')!r} describes: {detail}") from None
 
 
+def load_network(state: dict, devices: Sequence[torch.device]
+                 ) -> tuple[torch.nn.Module, Augmenter]:
+    """The checkpoint's network on ``devices`` (weights checked and loaded, in eval mode),
+    and the Augmenter that feeds it as training did: the checkpoint's crop size and
+    training-set mean, no colour noise."""
+    model = build_model(state["arch"], list(devices) if len(devices) > 1 else devices[0])
+    load_model_state(model, state)
+    data = state["data"]
+    trained_on = DatasetInfo(Path(state["path"]), tuple(state["classes"]), data["image_size"],
+                             data["mean"], data["eigval"], data["eigvec"], 0, 0)
+    return model.eval(), Augmenter(trained_on, data["crop_size"], 0.0, device=devices[0])
+
+
 def model_state(model: torch.nn.Module) -> dict:
     """The state dict with every tensor copied to the CPU (placement-free)."""
     return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
 
 
-def to_cpu(value):
-    """Nested dicts/lists of tensors (an optimizer state dict) with tensors on the CPU."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {key: to_cpu(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_cpu(item) for item in value)
-    return value
+def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's state keyed by the model's state-dict names, whole tensors on the CPU.
+
+    torch keys it by parameter position, and a two-column placement has 30 parameters (each
+    column's half of a layer) where one device has 16: by name, with the halves joined as
+    the model's state dict joins them, the state loads into any placement.
+    """
+    raw = optimizer.state_dict()
+    names = [whole_name(name) for name, _ in model.named_parameters()]
+    parts: dict = {}
+    for index, entry in raw["state"].items():
+        key, column = names[index]
+        for field, value in entry.items():
+            parts.setdefault(key, {}).setdefault(field, {})[column or 0] = value
+    state = {key: {field: _joined(pieces) for field, pieces in fields.items()}
+             for key, fields in parts.items()}
+    groups = [{**{k: v for k, v in group.items() if k != "params"},
+               "params": list(dict.fromkeys(names[i][0] for i in group["params"]))}
+              for group in raw["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                         saved: dict) -> None:
+    """Load ``optimizer_state``'s record into ``optimizer`` of ``model``, whatever its placement."""
+    names = [whole_name(name) for name, _ in model.named_parameters()]
+    try:
+        state = {}
+        for index, (key, column) in enumerate(names):
+            if key in saved["state"]:
+                state[index] = {field: _part(value, column)
+                                for field, value in saved["state"][key].items()}
+        groups = [{**{k: v for k, v in group.items() if k != "params"},
+                   "params": [i for i, (key, _) in enumerate(names) if key in group["params"]]}
+                  for group in saved["param_groups"]]
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"its optimizer record does not fit the network "
+                              f"({type(error).__name__}: {error})") from None
+
+
+def _joined(pieces: dict):
+    """One state field of a layer from its columns' parts (a scalar is the same in each)."""
+    first = pieces[0]
+    if isinstance(first, torch.Tensor) and first.dim() > 0 and len(pieces) > 1:
+        return torch.cat([pieces[c].detach().cpu() for c in sorted(pieces)])
+    return first.detach().to("cpu", copy=True) if isinstance(first, torch.Tensor) else first
+
+
+def _part(value, column: Optional[int]):
+    if column is None or not isinstance(value, torch.Tensor) or value.dim() == 0:
+        return value
+    return value.chunk(COLUMNS)[column]
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,12 +339,3 @@ def describe(state: dict) -> str:
     return f"{state.get('path', 'checkpoint')} ({where})"
 
 
-def checkpoint_path(run_dir: PathLike, name: str = LATEST) -> Path:
-    return Path(run_dir) / name
-
-
-def find_run_checkpoint(run_dir: PathLike) -> Optional[Path]:
-    for name in (LATEST, BEST):
-        if (Path(run_dir) / name).exists():
-            return Path(run_dir) / name
-    return None

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from alexnet_triton import layers
 from alexnet_triton import functional as F
-from alexnet_triton.model import MIN_INPUT_SIZE, POOL5_SIZE, AlexNet, fc6_operands
+from alexnet_triton.models.alexnet import MIN_INPUT_SIZE, POOL5_SIZE, fc6_operands
 
 ONE_COLUMN_KERNELS = (48, 128, 192, 192, 256)
 
@@ -73,22 +73,3 @@ class OneColumnAlexNet(nn.Module):
         features, weight = fc6_operands(x, self.fc6.weight)  # inputs other than 224, as AlexNet
         x = F.linear_relu_dropout(features, weight, self.fc6.bias, self.fc6.p, self.training)
         return self.fc8(self.fc7(x))
-
-
-def build_model(arch: dict, devices=None) -> nn.Module:
-    """The network an ``arch`` record describes (see ``alexnet_triton.checkpoint``).
-
-    arch: {"name": "alexnet" | "alexnet-one-column", "num_classes", "dropout", "lrn",
-    "overlapping_pool", "bias_init", "weight_std"}; devices: None, one device, or a pair
-    of column devices (AlexNet only; the one-column net takes the first).
-    """
-    common = dict(num_classes=arch["num_classes"], dropout=arch["dropout"],
-                  bias_init=arch["bias_init"], weight_std=arch["weight_std"], lrn=arch["lrn"],
-                  overlapping_pool=arch["overlapping_pool"])
-    if arch["name"] == "alexnet-one-column":
-        if isinstance(devices, (list, tuple)):
-            devices = devices[0]
-        return OneColumnAlexNet(device=devices, **common)
-    if arch["name"] == "alexnet":
-        return AlexNet(devices=devices, **common)
-    raise ValueError(f"unknown architecture {arch['name']!r}")

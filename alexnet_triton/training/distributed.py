@@ -15,6 +15,26 @@ import torch
 import torch.distributed as dist
 
 
+def _stop_with_launcher() -> None:
+    """Have the kernel send this rank SIGTERM when its torchrun launcher dies (Linux).
+
+    Killing a rank ends the job (torchrun stops the others), but a killed launcher would
+    leave its ranks and their loader workers running forever. SIGTERM lets the trainer
+    stop as for Ctrl-C: the ranks, all signalled, agree to write a checkpoint and exit.
+    """
+    import ctypes
+    import signal
+    launcher = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: nothing to ask for
+        return
+    if os.getppid() != launcher:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class Replicas:
     """rank, world size and the few collectives the trainer needs."""
 
@@ -41,6 +61,7 @@ class Replicas:
         """Join the process group: NCCL when this replica trains on a GPU, else gloo."""
         if not self.distributed or dist.is_initialized():
             return
+        _stop_with_launcher()
         self.backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)

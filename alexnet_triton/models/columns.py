@@ -8,6 +8,7 @@ between placements.
 """
 from __future__ import annotations
 
+import re
 from typing import Optional, Sequence
 
 import torch
@@ -16,6 +17,18 @@ from torch import Tensor, nn
 from alexnet_triton import functional as F
 
 COLUMNS = 2
+_COLUMN_SUFFIX = re.compile(r"^(.*)_column(\d+)$")
+
+
+def whole_name(parameter_name: str) -> tuple[str, Optional[int]]:
+    """A parameter's state-dict key and which column's rows it holds (None: all of them).
+
+    ``conv2.weight_column1`` -> (``conv2.weight``, 1); ``conv1.weight`` -> (``conv1.weight``, None).
+    """
+    match = _COLUMN_SUFFIX.match(parameter_name)
+    if match is None:
+        return parameter_name, None
+    return match.group(1), int(match.group(2))
 
 
 class ColumnLayer(nn.Module):

@@ -44,9 +44,9 @@ class TensorBoardLog:
     def __init__(self, run_dir: Path, first_step: int = 1) -> None:
         from torch.utils.tensorboard import SummaryWriter
         self.directory = Path(run_dir) / SUBDIRECTORY
-        # purge_step hides earlier files' events at steps >= it; a fresh run has none.
-        self.writer = SummaryWriter(str(self.directory),
-                                    purge_step=first_step if first_step > 1 else None)
+        # purge_step hides earlier files' events at steps >= it: those of a killed
+        # predecessor past its checkpoint, or of a run that died before its first one.
+        self.writer = SummaryWriter(str(self.directory), purge_step=first_step)
 
     def step(self, global_step: int, loss: float, lr: float) -> None:
         self.writer.add_scalar("train/loss", loss, global_step)

@@ -15,17 +15,17 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from alexnet_triton import tensorboard_log
+from alexnet_triton.training import tensorboard_log
 from alexnet_triton.cli import OneLineParser
+from alexnet_triton.errors import ConfigError
+from alexnet_triton.data.datasets import PAPER_IMAGE_SIZE
+from alexnet_triton.models.alexnet import MIN_INPUT_SIZE, PAPER_INPUT_SIZE
+from alexnet_triton.runtime import parse_devices
 
 # The paper trains "roughly 90 cycles through the training set".
 PAPER_EPOCHS = 90
-# The built-in dataset reaches its target (>= 90% top-1 on its val split) within this many
-# epochs of the paper's schedule, batch 128. Measured (builtin-v3, seed 0, the bare command)
-# on a 2-core AVX2 AMD EPYC without a GPU: 37-42 s an epoch (46 steps of 0.75 s, validation,
-# checkpoint); val top-1 accuracy after epochs 6-12: 80.4, 90.2, 88.8, 91.2, 94.6, 95.6,
-# 97.6%. Ten epochs: best 94.6% in 7 min 18 s, plus 12 s to generate the data on first use. A
-# faster 2-core CPU (AVX-512) ran epochs in ~30 s (builtin-v2).
+# The built-in dataset passes its target (>= 90% top-1 on its val split) within this many
+# epochs of the paper's schedule (the README's "CPU machines" has the measurements).
 BUILTIN_EPOCHS = 10
 # The paper's bias init is 1. On the built-in dataset it makes the loss jump to ~19 within
 # five steps and then sit flat at ln(10) = 2.30 (chance: 10% val accuracy after an epoch),
@@ -34,9 +34,9 @@ BUILTIN_EPOCHS = 10
 # gets the paper's 1 unless --bias-init says otherwise.
 PAPER_BIAS_INIT = 1.0
 BUILTIN_BIAS_INIT = 0.1
-PAPER_IMAGE_SIZE = 256
-PAPER_CROP_SIZE = 224
-MIN_CROP_SIZE = 63
+# The crops are the network's inputs: the paper's 224 from its 256-px images, down to the
+# smallest input that still leaves pool5 a 1x1 map.
+PAPER_CROP_SIZE, MIN_CROP_SIZE = PAPER_INPUT_SIZE, MIN_INPUT_SIZE
 AMP_CHOICES = ("auto", "bf16", "off")
 
 
@@ -64,8 +64,8 @@ class TrainConfig:
     resume: Optional[str] = _help(
         "continue a run exactly where it stopped: a run directory (its latest.pt) or a "
         "checkpoint file; the run's own configuration is used and other flags are ignored "
-        "except --epochs, --workers, --devices, --amp, --checkpoint-minutes, --compile and "
-        "--tensorboard",
+        "except --epochs, --workers, --devices, --amp, --checkpoint-minutes, --compile, "
+        "--tensorboard and --sync-steps",
         default=None)
     epochs: Optional[int] = _help(
         f"epochs to train (default {PAPER_EPOCHS} for a dataset folder, the paper's count; "
@@ -132,6 +132,12 @@ class TrainConfig:
         default=10.0, metadata={"min_open": 0.0})
     compile: bool = _help("run the model under torch.compile (GPU only is worth it)",
                           default=False)
+    sync_steps: int = _help(
+        "SGD steps between the host's reads of the device: every this many steps (and at "
+        "each progress line and epoch end) the losses are checked for NaN or divergence and "
+        "Ctrl-C/SIGTERM and the checkpoint clock are looked at. 1 reads every step; more "
+        "lets a GPU run ahead of Python instead of waiting for each step's loss",
+        default=10, metadata={"min": 1})
     tensorboard: str = _help(
         "TensorBoard event files in RUN_DIR/tensorboard (per-step loss and learning rate, "
         "per-epoch errors, conv1's kernels): 'auto' when the tensorboard package is "
@@ -153,11 +159,7 @@ class TrainConfig:
 _NEGATED_FLAGS = {"lrn": "--no-lrn", "overlapping_pool": "--non-overlapping-pool"}
 # What may change when a run is resumed: where and how fast it runs, not what it computes.
 RESUME_OVERRIDES = ("epochs", "workers", "devices", "amp", "checkpoint_minutes", "compile",
-                    "tensorboard")
-
-
-class ConfigError(ValueError):
-    """An out-of-range or inconsistent setting; the message is one line."""
+                    "tensorboard", "sync_steps")
 
 
 def _flag(name: str) -> str:
@@ -238,22 +240,6 @@ def validate(config: TrainConfig) -> TrainConfig:
     return config
 
 
-def parse_devices(text: str) -> Optional[list[str]]:
-    """'auto' -> None; else a list of one or two device names, checked for syntax only."""
-    if text == "auto":
-        return None
-    names = [part.strip() for part in text.split(",")]
-    if not 1 <= len(names) <= 2 or not all(names):
-        raise ConfigError(f"--devices takes 'auto', one device or two devices separated by a "
-                          f"comma, got {text!r}")
-    for name in names:
-        kind, _, index = name.partition(":")
-        if kind not in ("cpu", "cuda") or (index and not index.isdigit()) \
-                or (kind == "cpu" and index):
-            raise ConfigError(f"--devices: {name!r} is not a device (use cpu, cuda or cuda:N)")
-    return names
-
-
 def parse_args(argv: Optional[Sequence[str]] = None,
                prog: str = "python -m alexnet_triton.train") -> tuple[TrainConfig, set]:
     """The config from a command line, and the names of the flags given explicitly.
@@ -262,8 +248,13 @@ def parse_args(argv: Optional[Sequence[str]] = None,
     """
     parser = build_parser(prog)
     namespace = parser.parse_args(argv)
-    given = {name for name, value in vars(namespace).items()
-             if value != parser.get_default(name)}
+    # A flag given at its default value (--amp auto) is still given: on --resume it must
+    # override the run's own setting. With every default suppressed, a second parser
+    # returns exactly the flags on the command line.
+    probe = build_parser(prog)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    given = set(vars(probe.parse_args(argv)))
     try:
         config = validate(TrainConfig(**vars(namespace)))
     except ConfigError as error:

@@ -1,0 +1,26 @@
+"""The user errors: bad input that a command line reports in one line, with exit status 2.
+
+Every module may import this leaf; ``alexnet_triton.cli`` catches ``UserError`` alone, so
+the command-line tools share one error path without importing what raises them.
+"""
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """Input that cannot be used; the message is one line naming the problem."""
+
+
+class ConfigError(UserError):
+    """An out-of-range or inconsistent setting."""
+
+
+class DataError(UserError):
+    """A data folder or prepared store that cannot be used."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used."""
+
+
+class RunDirError(UserError):
+    """A run directory that cannot be used: another run's, unwritable, or too full."""

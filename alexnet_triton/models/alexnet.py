@@ -1,0 +1,221 @@
+"""AlexNet exactly as Krizhevsky, Sutskever and Hinton (2012) built it, on the fused kernels.
+
+Two columns, as the paper's figure 2: each holds half the kernels of every conv layer
+(48, 128, 192, 192, 128) and half the neurons of fc6 and fc7. conv2, conv4 and conv5 see
+only their own column's maps; conv3 and the FC layers see both columns, and those are the
+only places where the columns exchange data. ``devices=("cuda:0", "cuda:1")`` pins each
+column to its own GPU; ``devices=None`` (or one device) keeps both columns on one device
+and runs each grouped layer as one grouped launch.
+
+Beyond the paper, ``alexnet_triton.models.torchvision`` builds torchvision's single-column
+variant on the same kernels with torchvision's state-dict keys.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as TF
+from torch import Tensor, nn
+
+from alexnet_triton import checks
+from alexnet_triton import functional as F
+from alexnet_triton.models.columns import COLUMNS, ColumnConv2dReLU, ColumnLinear
+
+__all__ = ["AlexNet", "alexnet", "MIN_INPUT_SIZE", "PAPER_INPUT_SIZE"]
+
+PAPER_INPUT_SIZE = 224
+# The smallest image that still leaves a 1x1 map after pool5 (conv1 11/4 pad 2, three 3/2 pools).
+MIN_INPUT_SIZE = 63
+POOL5_SIZE = 6
+DeviceLike = Union[str, torch.device]
+
+
+def check_images(x: Tensor) -> None:
+    expected = f"[N, 3, H, W] floating-point images with H, W >= {MIN_INPUT_SIZE}"
+    if not isinstance(x, Tensor):
+        raise ValueError(f"AlexNet expects {expected}, got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"AlexNet expects {expected}, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"AlexNet expects {expected}, got dtype {x.dtype}")
+    if min(x.shape[2:]) < MIN_INPUT_SIZE:
+        raise ValueError(f"AlexNet expects {expected} (the paper's is 224), got "
+                         f"{x.shape[2]}x{x.shape[3]}")
+
+
+def resize_to_pool5(x: Tensor) -> Tensor:
+    """Adaptive average pool to 6x6 for inputs other than 224; the identity at 224."""
+    if tuple(x.shape[2:]) == (POOL5_SIZE, POOL5_SIZE):
+        return x
+    return TF.adaptive_avg_pool2d(x, POOL5_SIZE)
+
+
+def fc6_operands(pool5: Tensor, weight: Tensor) -> Tuple[Tensor, Tensor]:
+    """pool5's maps [N, C, h, w] and fc6's weight [out, C * 36] -> (features, weight) for fc6.
+
+    At 1x1 maps (inputs of 63 to 78 px, as the built-in dataset's crops) the adaptive
+    average pool copies each map's one value into all 36 positions, so fc6 is the weight
+    summed over those positions [out, C] times the C values: the same function with 36x
+    less work in fc6's three GEMMs, and its weight gradient is the same for all 36
+    positions, as it is through the copies. Only the order of the float sums differs.
+    """
+    if tuple(pool5.shape[2:]) == (1, 1):
+        n, channels = pool5.shape[:2]
+        folded = weight.reshape(weight.shape[0], channels, POOL5_SIZE * POOL5_SIZE).sum(-1)
+        return pool5.reshape(n, channels), folded
+    return resize_to_pool5(pool5).flatten(1), weight
+
+
+def _resolve_devices(devices) -> Tuple[Optional[Tuple[torch.device, torch.device]],
+                                       Optional[torch.device]]:
+    """(column devices for the two-column path or None, the single device or None)."""
+    if devices is None:
+        return None, None
+    if isinstance(devices, (str, torch.device)):
+        return None, torch.device(devices)
+    devices = tuple(torch.device(d) for d in devices)
+    if len(devices) == 1:
+        return None, devices[0]
+    if len(devices) != COLUMNS:
+        raise ValueError(f"devices must be None, one device or a pair (one per column), "
+                         f"got {len(devices)}")
+    return devices, None
+
+
+class AlexNet(nn.Module):
+    """The 2012 network: 5 conv + 3 FC layers, 60,965,224 parameters at 1000 classes.
+
+    Args:
+        num_classes: outputs of fc8.
+        dropout: dropout probability on the outputs of fc6 and fc7 (the paper's 0.5).
+        devices: None or one device for both columns on one device; a pair of devices for
+            one column per device (the pair may name the same device twice).
+        bias_init: the bias of conv2, conv4, conv5 and the FC layers. The paper's 1 "provides
+            the ReLUs with positive inputs"; Caffe's reference model reports a flat loss with
+            it and used 0.1, so it is an option.
+        weight_std: standard deviation of the N(0, std) weights, the paper's 0.01.
+        lrn: local response normalization after conv1 and conv2 (off: the paper's ablation).
+        overlapping_pool: 3x3 stride-2 pooling; False gives the paper's 2x2 stride-2 ablation.
+    """
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5,
+                 devices: Union[None, DeviceLike, Sequence[DeviceLike]] = None,
+                 bias_init: float = 1.0, weight_std: float = 0.01, lrn: bool = True,
+                 overlapping_pool: bool = True) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        checks.dropout_p("AlexNet", dropout)
+        self.column_devices, single_device = _resolve_devices(devices)
+        self.use_lrn = lrn
+        self.pool_kernel = 3 if overlapping_pool else 2
+        self.dropout = dropout
+        split = self.column_devices
+        self.conv1 = ColumnConv2dReLU(3, 96, 11, stride=4, padding=2, devices=split)
+        self.conv2 = ColumnConv2dReLU(96, 256, 5, padding=2, sees_other_column=False, devices=split)
+        self.conv3 = ColumnConv2dReLU(256, 384, 3, padding=1, devices=split)
+        self.conv4 = ColumnConv2dReLU(384, 384, 3, padding=1, sees_other_column=False, devices=split)
+        self.conv5 = ColumnConv2dReLU(384, 256, 3, padding=1, sees_other_column=False, devices=split)
+        self.fc6 = ColumnLinear(256 * POOL5_SIZE * POOL5_SIZE, 4096, relu=True, dropout=dropout,
+                                devices=split)
+        self.fc7 = ColumnLinear(4096, 4096, relu=True, dropout=dropout, devices=split)
+        # fc8 is not split: it lives on column 0, which returns the logits.
+        self.fc8 = ColumnLinear(4096, num_classes, relu=False)
+        if split is not None:
+            self.fc8.to(split[0])
+        self.reset_parameters(bias_init, weight_std)
+        if single_device is not None:
+            self.to(single_device)
+        self._transfers: Optional[List[Tuple[str, torch.device, torch.device]]] = None
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(), .cuda(), .cpu() on a two-column model move the columns' parameters; the
+        # columns then live where their parameters went (both on one device after
+        # .to("cuda:0")), so the forward's transfers follow them.
+        result = super()._apply(fn, *args, **kwargs)
+        if self.column_devices is not None:
+            self.column_devices = tuple(self.conv1.column_weight(c).device
+                                        for c in range(COLUMNS))
+        return result
+
+    @torch.no_grad()
+    def reset_parameters(self, bias_init: float = 1.0, weight_std: float = 0.01) -> None:
+        """The paper's initialization: N(0, weight_std) weights; biases 0 in conv1 and conv3
+        and ``bias_init`` elsewhere. Drawn whole, so every placement gets the same weights
+        from the same seed."""
+        for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+            bias = 0.0 if name in ("conv1", "conv3") else bias_init
+            getattr(self, name).init_paper(weight_std, bias)
+
+    # -- forward -------------------------------------------------------------------------
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [N, 3, H, W] (224 in the paper) -> logits [N, num_classes] on column 0's device."""
+        check_images(x)
+        if self.column_devices is None:
+            return self._forward_one_device(x)
+        return self._forward_two_columns(x)
+
+    def _normalize_and_pool(self, x: Tensor, groups: int) -> Tensor:
+        if self.use_lrn:
+            x = F.local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=groups)
+        return F.max_pool2d(x, self.pool_kernel, 2)
+
+    def _forward_one_device(self, x: Tensor) -> Tensor:
+        # Both columns at once: the LRN's groups keep each column's maps to itself.
+        x = self._normalize_and_pool(self.conv1(x), COLUMNS)  # [N, 96, 27, 27]
+        x = self._normalize_and_pool(self.conv2(x), COLUMNS)  # [N, 256, 13, 13]
+        x = self.conv5(self.conv4(self.conv3(x)))  # [N, 256, 13, 13]
+        features, weight = fc6_operands(F.max_pool2d(x, self.pool_kernel, 2), self.fc6.weight)
+        x = self.fc7(self.fc6.apply_linear(features, weight, self.fc6.bias))  # [N, 4096]
+        return self.fc8(x)
+
+    def _forward_two_columns(self, x: Tensor) -> Tensor:
+        columns = range(COLUMNS)
+        h = [self._transfer(x, column, "input") for column in columns]
+        h = [self._normalize_and_pool(self.conv1.forward_column(h[c], c), 1) for c in columns]
+        h = [self._normalize_and_pool(self.conv2.forward_column(h[c], c), 1) for c in columns]
+        # conv3 sees the maps of both columns: the first exchange.
+        h = [self.conv3.forward_column(self._gather(h, c, "conv3"), c) for c in columns]
+        h = [self.conv4.forward_column(h[c], c) for c in columns]
+        h = [self.conv5.forward_column(h[c], c) for c in columns]
+        h = [F.max_pool2d(h[c], self.pool_kernel, 2) for c in columns]  # 2 x [N, 128, h, w]
+        h = [self._fc6_column(self._gather(h, c, "fc6"), c) for c in columns]
+        h = [self.fc7.forward_column(self._gather(h, c, "fc7"), c) for c in columns]
+        return self.fc8(self._gather(h, 0, "fc8"))
+
+    def _fc6_column(self, pool5: Tensor, column: int) -> Tensor:
+        """Column ``column``'s half of fc6 on both columns' pool5 maps [N, 256, h, w]."""
+        features, weight = fc6_operands(pool5, self.fc6.column_weight(column))
+        return self.fc6.apply_linear(features, weight, self.fc6.column_bias(column))
+
+    # -- the only places where data crosses between columns -----------------------------
+
+    def _gather(self, per_column: Sequence[Tensor], column: int, site: str) -> Tensor:
+        """Both columns' tensors, concatenated along channels/features on ``column``."""
+        return torch.cat([self._transfer(t, column, site) for t in per_column], dim=1)
+
+    def _transfer(self, x: Tensor, column: int, site: str) -> Tensor:
+        device = self.column_devices[column]
+        if self._transfers is not None:
+            self._transfers.append((site, x.device, device))
+        return x.to(device, non_blocking=True)
+
+    @contextlib.contextmanager
+    def record_transfers(self) -> Iterator[List[Tuple[str, torch.device, torch.device]]]:
+        """Record (site, from, to) for every tensor the two-column forward moves to a column.
+
+        Sites are "input", "conv3", "fc6", "fc7" and "fc8": the paper's exchanges.
+        """
+        self._transfers = []
+        try:
+            yield self._transfers
+        finally:
+            self._transfers = None
+
+
+def alexnet(**kwargs) -> AlexNet:
+    """``AlexNet(**kwargs)``, like torchvision's builder."""
+    return AlexNet(**kwargs)

@@ -1,0 +1,299 @@
+"""What a new user runs into: group signals, two runs on one directory, a full or unwritable
+disk, a diverged run, a run that died before its first checkpoint. Nothing written is lost.
+
+Runs use the tiny built-in image set and the PyTorch reference kernels (train_support.py).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from alexnet_triton.training import checkpoint as ckpt
+from alexnet_triton import evaluate, predict
+from alexnet_triton.training import run_dir as run_dir_module
+from alexnet_triton.training.metrics import read_metrics
+from alexnet_triton.training.run_dir import RunDirLock
+from train_support import (PYTHON, QUICK_ARGS, ROOT, one_line_error, quick_dataset,
+                           quick_images, subprocess_env, train, trained_run,
+                           use_reference_kernels)
+
+
+@pytest.fixture
+def data(tmp_path_factory, monkeypatch):
+    use_reference_kernels(monkeypatch)
+    return quick_dataset(tmp_path_factory)
+
+
+def _files(run_dir):
+    return {path.relative_to(run_dir): path.read_bytes()
+            for path in sorted(run_dir.rglob("*")) if path.is_file() and path.name != ".lock"}
+
+
+# ---------------------------------------------------------------------------------------
+# signals
+# ---------------------------------------------------------------------------------------
+
+
+def test_sigterm_to_the_process_group_exits_130_with_a_checkpoint(tmp_path, tmp_path_factory):
+    """As `timeout`, systemd and Slurm stop a job: SIGTERM to the trainer and its loader
+    worker at once. The worker ignores it; the trainer writes a checkpoint and exits 130."""
+    data = quick_dataset(tmp_path_factory)
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [PYTHON, "-m", "alexnet_triton.train", "--data", str(data), "--run-dir", str(run_dir),
+         "--epochs", "3", "--batch-size", "10", "--workers", "1", "--sync-steps", "1",
+         "--checkpoint-minutes", "1e-9", "--tensorboard", "off"],
+        cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (run_dir / ckpt.LATEST).exists():  # training, with a loader worker running
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGTERM)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, out
+    assert "stopped by SIGTERM" in out and f"--resume {run_dir}" in out, out
+    assert "killed by signal" not in out
+    state = torch.load(run_dir / ckpt.LATEST, weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"]) > (0, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# one run per run directory
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_second_run_on_a_run_dir_in_use_is_refused_naming_the_holder(data, tmp_path,
+                                                                      tmp_path_factory, capsys):
+    fresh = tmp_path / "fresh"
+    holder = RunDirLock(fresh).acquire()
+    try:
+        status, _, err = train(["--data", data, "--run-dir", fresh, *QUICK_ARGS], capsys)
+    finally:
+        holder.release()
+    one_line_error(status, err, f"--run-dir {fresh} is in use by pid {os.getpid()}")
+    assert sorted(p.name for p in fresh.iterdir()) == [".lock"]
+
+    old = tmp_path / "old"
+    shutil.copytree(trained_run(tmp_path_factory), old)
+    before = _files(old)
+    holder = RunDirLock(old).acquire()
+    try:
+        status, _, err = train(["--resume", old, "--epochs", "2"], capsys)
+    finally:
+        holder.release()
+    one_line_error(status, err, "is in use by pid")
+    assert _files(old) == before
+
+
+def test_a_run_dir_that_cannot_be_written_is_refused_before_any_work(data, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    status, _, err = train(["--data", data, "--run-dir", blocker / "run", *QUICK_ARGS], capsys)
+    one_line_error(status, err, f"--run-dir {blocker / 'run'}: cannot write there")
+    if os.geteuid() != 0:  # root writes into read-only folders
+        locked = tmp_path / "read-only"
+        locked.mkdir(mode=0o555)
+        status, _, err = train(["--data", data, "--run-dir", locked / "run", *QUICK_ARGS],
+                               capsys)
+        one_line_error(status, err, "cannot write there")
+
+
+def test_a_run_dir_without_a_checkpoint_starts_again(data, tmp_path, capsys):
+    """A run that died before its first checkpoint left config.json and a header-only
+    metrics.csv: that directory is not a dead end."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}\n")
+    (run_dir / "metrics.csv").write_text("epoch,train_loss\n")
+    status, out, err = train(["--data", data, "--run-dir", run_dir, "--epochs", "1",
+                              "--tensorboard", "off", *QUICK_ARGS], capsys)
+    assert status == 0, err
+    assert [row["epoch"] for row in read_metrics(run_dir / "metrics.csv")] == [1]
+
+
+# ---------------------------------------------------------------------------------------
+# disk space
+# ---------------------------------------------------------------------------------------
+
+
+def _free_space(monkeypatch, free_after_calls):
+    """shutil.disk_usage as the run directory sees it: plenty, then 1 MiB from call N on."""
+    real = shutil.disk_usage
+    calls = []
+
+    def disk_usage(path):
+        calls.append(path)
+        usage = real(path)
+        if len(calls) >= free_after_calls:
+            return usage._replace(free=1 << 20)
+        return usage
+
+    monkeypatch.setattr(run_dir_module.shutil, "disk_usage", disk_usage)
+    return calls
+
+
+def test_too_little_space_for_a_checkpoint_is_refused_at_start(data, tmp_path, capsys,
+                                                               monkeypatch):
+    _free_space(monkeypatch, free_after_calls=1)
+    status, _, err = train(["--data", data, "--run-dir", tmp_path / "run", *QUICK_ARGS],
+                           capsys)
+    one_line_error(status, err, "MiB free", "a checkpoint needs")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("failure", ["no room", "write error"])
+def test_a_failed_checkpoint_write_stops_in_one_line_and_keeps_the_last_one(
+        failure, data, tmp_path, capsys, monkeypatch):
+    """The checkpoint after step 1 is written; the one after step 2 finds the disk full
+    (or torch.save fails in the middle, as on a full disk): one line, exit 1, step 1's
+    checkpoint intact."""
+    if failure == "no room":
+        _free_space(monkeypatch, free_after_calls=3)  # the start, step 1, then full
+    else:
+        real_save = torch.save
+        saves = []
+
+        def full_disk(state, file, *args, **kwargs):
+            saves.append(1)
+            if len(saves) == 2:
+                file.write(b"half")
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected "
+                                   "pos 4096 vs 2048\nmore detail")
+            return real_save(state, file, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", full_disk)
+    run_dir = tmp_path / "run"
+    status, _, err = train(["--data", data, "--run-dir", run_dir, "--epochs", "1",
+                            "--batch-size", "10", "--workers", "0", "--sync-steps", "1",
+                            "--checkpoint-minutes", "1e-9", "--tensorboard", "off"], capsys)
+    assert status == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m alexnet_triton.train: error: ")
+    assert ("MiB free" if failure == "no room" else "unexpected pos") in lines[0]
+    assert f"the previous {run_dir / ckpt.LATEST} is kept" in lines[0]
+    monkeypatch.undo()
+    kept = torch.load(run_dir / ckpt.LATEST, weights_only=True)
+    assert (kept["epoch"], kept["step_in_epoch"]) == (0, 1)
+    assert sorted(p.name for p in run_dir.glob(".*.tmp-*")) == []
+
+
+# ---------------------------------------------------------------------------------------
+# a diverged run
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_diverging_run_stops_before_saving_exploded_weights(data, tmp_path, capsys):
+    """--lr 100: the loss grows past any finite bound within a few steps, with weights that
+    are still finite. Nothing trained past the first check over the bound is saved."""
+    run_dir = tmp_path / "run"
+    status, _, err = train(["--data", data, "--run-dir", run_dir, "--epochs", "2",
+                            "--lr", "100", "--batch-size", "10", "--workers", "0",
+                            "--sync-steps", "1", "--checkpoint-minutes", "1e-9",
+                            "--tensorboard", "off"], capsys)
+    assert status == 1, err
+    assert "diverged" in err and "Try a lower --lr" in err, err
+    if (run_dir / ckpt.LATEST).exists():
+        kept = torch.load(run_dir / ckpt.LATEST, weights_only=True)
+        assert max(value.abs().max().item() for value in kept["model"].values()) < 1e3
+
+
+@pytest.fixture
+def broken_run(tmp_path, tmp_path_factory, monkeypatch):
+    """A copy of the trained run whose best.pt is replaced by ``break_(state)``'s."""
+    use_reference_kernels(monkeypatch)
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run(tmp_path_factory), copy)
+
+    def break_(change):
+        state = torch.load(copy / ckpt.BEST, weights_only=True)
+        change(state["model"])
+        (copy / ckpt.BEST).unlink()  # a hard link to latest.pt: leave that one alone
+        torch.save(state, copy / ckpt.BEST)
+        return copy
+    return break_
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda model: model["fc8.weight"].view(-1)[0].fill_(float("nan")),
+     ["NaN or infinite weights", "fc8.weight"]),
+    # finite weights whose fc8 sums overflow for every image
+    (lambda model: model["fc7.bias"].fill_(3e38), ["outputs are not finite"]),
+])
+def test_evaluate_and_predict_refuse_weights_that_give_no_number(damage, words, broken_run,
+                                                                 tmp_path_factory, capsys):
+    run_dir = broken_run(damage)
+    status = evaluate.main(["--checkpoint", str(run_dir)])
+    out, err = capsys.readouterr()
+    one_line_error(status, err, *words, prog=evaluate.PROG)
+    assert "%" not in out
+    image = quick_images(tmp_path_factory) / "val" / "star" / "00000.jpg"
+    status = predict.main(["--checkpoint", str(run_dir), str(image)])
+    out, err = capsys.readouterr()
+    one_line_error(status, err, *words, prog=predict.PROG)
+    assert "%" not in out
+
+
+# ---------------------------------------------------------------------------------------
+# torchrun
+# ---------------------------------------------------------------------------------------
+
+
+def _alive_descendants(root_pid, known=()):
+    """Processes below ``root_pid`` (and the ``known`` ones, orphaned since), not zombies."""
+    parents, states = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        states[int(entry)], parents[int(entry)] = fields[0], int(fields[1])
+    found, frontier = set(), {root_pid}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return {pid for pid in found | set(known) if states.get(pid, "Z") != "Z"}
+
+
+def test_ranks_and_their_loaders_exit_when_the_torchrun_launcher_dies(tmp_path,
+                                                                       tmp_path_factory):
+    data = quick_dataset(tmp_path_factory)
+    run_dir = tmp_path / "run"
+    launcher = subprocess.Popen(
+        [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "alexnet_triton.train", "--data", str(data), "--run-dir", str(run_dir),
+         "--epochs", "20", "--batch-size", "10", "--workers", "1", "--sync-steps", "1",
+         "--checkpoint-minutes", "1e-9", "--tensorboard", "off"],
+        cwd=ROOT, env=subprocess_env(OMP_NUM_THREADS=1), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    below = set()
+    try:
+        deadline = time.monotonic() + 180
+        while not (run_dir / ckpt.LATEST).exists():  # both ranks and their loaders run
+            assert launcher.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        below = _alive_descendants(launcher.pid)
+        assert len(below) >= 4, below  # 2 ranks, each with a loader worker
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 60
+        while _alive_descendants(launcher.pid, below) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive_descendants(launcher.pid, below)
+    finally:  # torchrun starts each rank in a session of its own: kill them one by one
+        for pid in [launcher.pid, *_alive_descendants(launcher.pid, below)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

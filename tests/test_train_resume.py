@@ -1,0 +1,147 @@
+"""--resume under another placement, flags and run directory: nothing already written is lost.
+
+Runs use the tiny built-in image set and the PyTorch reference kernels (train_support.py).
+"""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from alexnet_triton.training import checkpoint as ckpt
+from alexnet_triton import train as train_module
+from alexnet_triton.training.config import parse_args
+from alexnet_triton.training.distributed import Replicas
+from alexnet_triton.training.metrics import read_metrics
+from alexnet_triton.model import alexnet
+from train_support import one_line_error, train, trained_run, use_reference_kernels
+
+
+@pytest.fixture
+def run_copy(tmp_path, tmp_path_factory, monkeypatch):
+    """A private copy of the one-epoch trained run, to resume (and damage)."""
+    use_reference_kernels(monkeypatch)
+    copy = tmp_path / "old"
+    shutil.copytree(trained_run(tmp_path_factory), copy)
+    return copy
+
+
+def _files(run_dir):
+    """Every file of a run directory and its bytes (but the lock's holder line)."""
+    return {path.relative_to(run_dir): path.read_bytes()
+            for path in sorted(run_dir.rglob("*")) if path.is_file() and path.name != ".lock"}
+
+
+def test_flags_given_at_their_default_value_count_as_given():
+    _, given = parse_args(["--resume", "r", "--amp", "auto", "--devices", "auto",
+                           "--tensorboard", "auto"])
+    assert given == {"resume", "amp", "devices", "tensorboard"}
+    _, given = parse_args(["--resume", "r"])
+    assert given == {"resume"}
+
+
+def test_resume_starts_the_process_group_on_the_checkpoints_devices(run_copy, monkeypatch):
+    """The run trained on --devices cpu; resuming without --devices on a machine with a GPU
+    must start the process group for the CPU, as the trainer will run there."""
+    state = torch.load(run_copy / ckpt.LATEST, weights_only=True)
+    state["config"]["devices"] = "cpu"
+    torch.save(state, run_copy / ckpt.LATEST)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    started = []
+
+    class Started(Exception):
+        pass
+
+    def record(self, device):
+        started.append(device)
+        raise Started
+
+    monkeypatch.setattr(Replicas, "start", record)
+    with pytest.raises(Started):
+        train_module.main(["--resume", str(run_copy)])
+    assert started == [torch.device("cpu")]
+
+
+@pytest.mark.parametrize("source, target", [("cpu", ("cpu", "cpu")), (("cpu", "cpu"), "cpu")])
+def test_optimizer_state_moves_between_placements(source, target, monkeypatch):
+    """Momentum saved from one placement (16 whole tensors or 30 column halves) loads into the
+    other and saves back bit-identical."""
+    use_reference_kernels(monkeypatch)
+
+    def model_and_optimizer(devices):
+        torch.manual_seed(0)
+        model = alexnet(num_classes=10, devices=devices)
+        return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    model, optimizer = model_and_optimizer(source)
+    torch.manual_seed(1)
+    model(torch.randn(2, 3, 63, 63)).square().sum().backward()
+    optimizer.step()
+    saved = ckpt.optimizer_state(model, optimizer)
+    assert set(saved["state"]) == set(model.state_dict())  # whole-tensor names
+    assert saved["param_groups"][0]["params"] == list(model.state_dict())
+
+    moved, moved_optimizer = model_and_optimizer(target)
+    moved.load_state_dict(model.state_dict())
+    ckpt.load_optimizer_state(moved, moved_optimizer, saved)
+    again = ckpt.optimizer_state(moved, moved_optimizer)
+    for key, entry in saved["state"].items():
+        assert torch.equal(entry["momentum_buffer"], again["state"][key]["momentum_buffer"]), key
+    assert again["param_groups"] == saved["param_groups"]
+
+
+def test_a_one_device_run_resumes_on_two_columns(run_copy, capsys):
+    status, out, err = train(["--resume", run_copy, "--epochs", "2", "--devices", "cpu,cpu"],
+                             capsys)
+    assert status == 0, err
+    assert "two columns on cpu and cpu" in out
+    assert [row["epoch"] for row in read_metrics(run_copy / "metrics.csv")] == [1, 2]
+
+
+def test_resuming_from_best_refuses_without_run_dir_and_changes_nothing(run_copy, capsys):
+    before = _files(run_copy)
+    status, _, err = train(["--resume", run_copy / ckpt.BEST, "--epochs", "2"], capsys)
+    one_line_error(status, err, "best.pt", "--run-dir")
+    assert _files(run_copy) == before
+
+
+@pytest.mark.parametrize("source", ["run", "best.pt"])
+def test_resume_with_run_dir_writes_there_and_leaves_the_old_run_alone(source, run_copy,
+                                                                       tmp_path, capsys):
+    before = _files(run_copy)
+    new = tmp_path / "new"
+    resume = run_copy if source == "run" else run_copy / ckpt.BEST
+    status, out, err = train(["--resume", resume, "--run-dir", new, "--epochs", "2",
+                              "--tensorboard", "off"], capsys)
+    assert status == 0, err
+    assert f"run dir: {new}" in out
+    assert _files(run_copy) == before
+    assert [row["epoch"] for row in read_metrics(new / "metrics.csv")] == [1, 2]
+    state = torch.load(new / ckpt.LATEST, weights_only=True)
+    assert state["epoch"] == 2 and state["config"]["run_dir"] == str(new)
+
+
+def test_resume_into_a_run_dir_holding_another_run_is_refused(run_copy, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(run_copy, other)
+    before = _files(other)
+    status, _, err = train(["--resume", run_copy, "--run-dir", other, "--epochs", "2"], capsys)
+    one_line_error(status, err, "already holds a run")
+    assert _files(other) == before
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda state: state["arch"].update(lrn=False), ["arch record", "lrn"]),
+    (lambda state: state.pop("optimizer"), ["lacks its 'optimizer' record", "cannot be resumed"]),
+])
+def test_resume_refuses_a_checkpoint_whose_records_disagree(damage, words, run_copy, capsys):
+    state = torch.load(run_copy / ckpt.LATEST, weights_only=True)
+    damage(state)
+    (run_copy / ckpt.LATEST).unlink()
+    torch.save(state, run_copy / ckpt.LATEST)
+    before = _files(run_copy)
+    status, _, err = train(["--resume", run_copy, "--epochs", "2"], capsys)
+    one_line_error(status, err, *words)
+    assert _files(run_copy) == before
