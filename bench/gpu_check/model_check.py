@@ -53,8 +53,7 @@ def gathered_grads(model) -> dict:
 def models(placement: str, device, dropout: float):
     import torch
 
-    from alexnet_triton.model import AlexNet
-    from alexnet_triton.reference import ReferenceAlexNet
+    from alexnet_triton.models import AlexNet, ReferenceAlexNet
 
     torch.manual_seed(0)
     devices = None if placement == "one-device" else (device, device)

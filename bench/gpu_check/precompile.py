@@ -44,7 +44,10 @@ MODEL_PRECISIONS = {  # name: (autocast bf16, conv tf32, matmul tf32)
 # A model step compiles every candidate of ~40 kernels: split over this many workers,
 # each taking every SLICES-th candidate of each autotuner.
 SLICES = 4
-DRY_RUN_LAUNCHES = ["pool1.backward", "dropout", "fc8.forward"]
+DRY_RUN_LAUNCHES = ["pool1.backward", "dropout"]
+# and a model task, so the dry run proves the model's ops reach the launchers
+DRY_RUN_MODEL = {"placement": "one-device", "precision": "bf16", "batch": 2, "image": 67,
+                 "mode": "eval"}
 
 
 def launch_names() -> list:
@@ -58,7 +61,7 @@ def trainer_shapes() -> dict:
     crops of the 72-px images, full training batches, validation in batches with a short
     last one."""
     from alexnet_triton.data import builtin
-    from alexnet_triton.train import auto_crop_size
+    from alexnet_triton.training.setup import auto_crop_size
 
     validation = len(builtin.CLASSES) * builtin.VAL_PER_CLASS
     return {"image_size": builtin.IMAGE_SIZE, "crop": auto_crop_size(builtin.IMAGE_SIZE),
@@ -74,8 +77,9 @@ def tasks(dry_run: bool) -> list:
     """Everything the GPU phases launch, as worker tasks (see the module docstring)."""
     names = launch_names()
     if dry_run:
-        return [{"kind": "launch", "variant": "bfloat16", "batch": BATCH, "name": name}
-                for name in DRY_RUN_LAUNCHES]
+        return [*({"kind": "launch", "variant": "bfloat16", "batch": BATCH, "name": name}
+                  for name in DRY_RUN_LAUNCHES),
+                {"kind": "model", **DRY_RUN_MODEL, "slice": 0}]
     found = [{"kind": "launch", "variant": variant, "batch": BATCH, "name": name}
              for variant in LAUNCH_VARIANTS for name in names]
     found += [{"kind": "launch", "variant": "bfloat16", "batch": SANITIZER_BATCH, "name": name}
@@ -136,12 +140,12 @@ def _model_step(task: dict) -> None:
     import torch
     from torch import nn
 
-    from alexnet_triton import functional
-    from alexnet_triton.model import AlexNet
+    from alexnet_triton import dispatch
+    from alexnet_triton.models import AlexNet
 
     bf16, conv_tf32, matmul_tf32 = MODEL_PRECISIONS[task["precision"]]
     _set_flags(conv_tf32, matmul_tf32)
-    functional.uses_triton = lambda x: True
+    dispatch.uses_triton = lambda x: True  # CPU tensors to the launchers, not the references
     devices = None if task["placement"] == "one-device" else ("cpu", "cpu")
     model = AlexNet(num_classes=1000, devices=devices)
     images = torch.empty(task["batch"], 3, task["image"], task["image"])
@@ -207,6 +211,8 @@ def worker(share: list, out_path: Path) -> None:
             recorder.fail(exc)
             error = f"{type(exc).__name__}: {exc}"[:2000]
         outcomes = [a["outcome"] for a in recorder.attempts]
+        if task["kind"] == "model" and not outcomes and error is None:
+            error = "the model step launched no Triton kernel (the ops took the references)"
         report.append({"task": task, "seconds": round(time.perf_counter() - start, 2),
                        "compiled": outcomes.count("ok"),
                        "out_of_resources": outcomes.count("out of resources"),
