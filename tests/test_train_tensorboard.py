@@ -10,8 +10,8 @@ import csv
 import pytest
 import torch
 
-from alexnet_triton import tensorboard_log
-from alexnet_triton.plots import kernel_grid
+from alexnet_triton.training import tensorboard_log
+from alexnet_triton.training.plots import kernel_grid
 from train_support import QUICK_ARGS, quick_dataset, train, trained_run, use_reference_kernels
 
 event_accumulator = pytest.importorskip(
