@@ -203,3 +203,15 @@ def test_summary_puts_the_static_prediction_beside_the_measurement(tmp_path):
     predicted_step = static["step"]["bf16"]["predicted_ms"] * 1e3
     assert (f"| training step (kernels only predicted) | fwd+bwd | bf16 | {predicted_step:,.0f} "
             f"| 20,000 | {20000 / predicted_step:.2f} |") in text
+
+
+def test_every_benchmark_the_speed_phase_asks_for_exists():
+    """A renamed benchmark would otherwise be found missing only inside a GPU window."""
+    from bench.gpu_check import speed
+
+    ids = [node for _, nodes in speed.pieces(dry_run=False) for node in nodes]
+    result = _run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p",
+                   "no:cacheprovider", *ids])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    collected = [line for line in result.stdout.splitlines() if "::" in line]
+    assert len(collected) == len(ids) == len(set(ids))
