@@ -10,7 +10,8 @@ import torch.nn.functional as TF
 
 from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton.training import plots
-from alexnet_triton.training.metrics import MetricsFile, Totals, read_metrics, topk_correct
+from alexnet_triton.training.metrics import Totals, topk_correct
+from alexnet_triton.training.run_dir import MetricsFile, read_metrics
 from alexnet_triton.models import OneColumnAlexNet, build_model
 from helpers import assert_close, tolerance
 from train_support import trained_run

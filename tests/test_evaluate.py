@@ -7,7 +7,7 @@ from torch import nn
 
 from alexnet_triton import evaluate
 from alexnet_triton.training import engine
-from alexnet_triton.training.metrics import read_metrics
+from alexnet_triton.training.run_dir import read_metrics
 from train_support import quick_dataset, trained_run, use_reference_kernels
 
 

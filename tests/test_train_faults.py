@@ -17,8 +17,7 @@ import torch
 from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton import evaluate, predict
 from alexnet_triton.training import run_dir as run_dir_module
-from alexnet_triton.training.metrics import read_metrics
-from alexnet_triton.training.run_dir import RunDirLock
+from alexnet_triton.training.run_dir import RunDirLock, read_metrics
 from train_support import (PYTHON, QUICK_ARGS, ROOT, one_line_error, quick_dataset,
                            quick_images, subprocess_env, train, trained_run,
                            use_reference_kernels)

@@ -13,7 +13,7 @@ from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton import train as train_module
 from alexnet_triton.training.config import parse_args
 from alexnet_triton.training.distributed import Replicas
-from alexnet_triton.training.metrics import read_metrics
+from alexnet_triton.training.run_dir import read_metrics
 from alexnet_triton.model import alexnet
 from train_support import one_line_error, train, trained_run, use_reference_kernels
 
