@@ -8,6 +8,8 @@ address space. Importing this module imports neither torch nor triton; launches(
 """
 from __future__ import annotations
 
+from alexnet_triton.paper import LRN
+
 # AlexNet (paper, section 3.5): the inputs [N, C, H, W] and hyper-parameters of its layers.
 CONVS = {  # name: (C, H, kernels K, kernel size R, stride, padding, groups)
     "conv1": (3, 224, 96, 11, 4, 2, 1),
@@ -76,9 +78,9 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
     for name, (c, h, groups) in LRNS.items():
         a, g = (empty(batch, c, h, h), empty(batch, c, h, h)) if name in layers else (None, None)
         calls[f"{name}.forward"] = (
-            lambda a=a, groups=groups: lrn.lrn_forward(a, 5, 1e-4, 0.75, 2.0, groups))
+            lambda a=a, groups=groups: lrn.lrn_forward(a, **LRN, groups=groups))
         calls[f"{name}.backward"] = (
-            lambda a=a, g=g, groups=groups: lrn.lrn_backward(g, a, 5, 1e-4, 0.75, 2.0, groups))
+            lambda a=a, g=g, groups=groups: lrn.lrn_backward(g, a, **LRN, groups=groups))
     for name, (c, h) in POOLS.items():
         x = empty(batch, c, h, h) if name in layers else None
         o = (h - 3) // 2 + 1

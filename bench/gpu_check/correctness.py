@@ -22,6 +22,7 @@ import math
 from contextlib import contextmanager
 from typing import Callable, Dict, List, Tuple
 
+from alexnet_triton.paper import LRN
 from bench.gpu_check.cli import autotune_cache, phase_main
 from bench.gpu_check.record import FAIL, PASS, PhaseRecord
 
@@ -29,7 +30,6 @@ BATCH = 128
 PRECISIONS = ("float32", "tf32", "bfloat16")
 DRY_RUN = {"batch": 1, "layers": ("conv3", "lrn2", "pool5", "fc8", "dropout6"),
            "precisions": ("float32",)}
-LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
 AUGMENT = {"side": 256, "crop": 224}
 
 
