@@ -1,6 +1,6 @@
 """AlexNet's kernel launches: every launcher of kernels/*.py called on the network's shapes.
 
-Shared by tests/gpu_compile.py (compiles them at batch 2: only divisibility specializes)
+Shared by tests/ops/gpu_compile.py (compiles them at batch 2: only divisibility specializes)
 and bench/sass.py (compiles them at batch 128, where the grids and the split of conv's
 weight-gradient reduction are the real ones). The tensors are ``torch.empty``: under the
 stand-in driver of bench/sm90_driver.py nothing reads them, so even batch 128 costs only

@@ -253,7 +253,7 @@ def _gemm_configs() -> list:
 
 
 # INPUT_PRECISION is in every key: a tile chosen for ieee float32 may not fit the shared
-# memory of the tf32 code (tests/test_autotune_keys.py).
+# memory of the tf32 code (tests/ops/test_autotune_keys.py).
 _forward_autotuned = triton.autotune(
     configs=_gemm_configs(), key=["M", "K_GROUP", "REDUCTION", "R", "S", "INPUT_PRECISION"])(
         conv2d_relu_forward_kernel)

@@ -111,7 +111,7 @@ def _configs():
 
 # The flags are in the key: the three GEMMs of one layer can share M, N and K (fc7) but
 # not their best tile, nor their shared memory (MASK_A loads a third tile); nor can ieee
-# and tf32 float32 (tests/test_autotune_keys.py).
+# and tf32 float32 (tests/ops/test_autotune_keys.py).
 linear_kernel_autotuned = triton.autotune(
     configs=_configs(),
     key=["M", "N", "K", "HAS_BIAS", "RELU", "DROPOUT", "MASK_A", "ROW_SUM", "INPUT_PRECISION"],
