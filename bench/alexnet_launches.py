@@ -8,8 +8,6 @@ address space. Importing this module imports neither torch nor triton; launches(
 """
 from __future__ import annotations
 
-from alexnet_triton.paper import LRN
-
 # AlexNet (paper, section 3.5): the inputs [N, C, H, W] and hyper-parameters of its layers.
 CONVS = {  # name: (C, H, kernels K, kernel size R, stride, padding, groups)
     "conv1": (3, 224, 96, 11, 4, 2, 1),
@@ -52,6 +50,7 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
     """{launch name: a function that calls the launcher}, as launch_names(layers)."""
     import torch
     from alexnet_triton.kernels import augment, conv2d_relu, dropout, linear, lrn, max_pool2d
+    from alexnet_triton.paper import LRN
 
     def empty(*shape, dtype=dtype):
         return torch.empty(shape, dtype=dtype)

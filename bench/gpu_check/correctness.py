@@ -22,7 +22,6 @@ import math
 from contextlib import contextmanager
 from typing import Callable, Dict, List, Tuple
 
-from alexnet_triton.paper import LRN
 from bench.gpu_check.cli import autotune_cache, phase_main
 from bench.gpu_check.record import FAIL, PASS, PhaseRecord
 
@@ -165,9 +164,10 @@ def lrn_checks(layer: Layer, record: PhaseRecord, prefix: str) -> None:
     from alexnet_triton import testing
     from alexnet_triton.kernels import lrn as ours
     from alexnet_triton.kernels.reference import lrn as reference
+    from alexnet_triton.paper import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
     op = layer.op
-    lrn = (LRN["size"], LRN["alpha"], LRN["beta"], LRN["k"], op.groups)
+    lrn = (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, op.groups)
     # Post-ReLU activations of the paper's scale: the normalization must matter.
     a, a64 = layer.randn(*op.input, scale=20.0)
     a, a64 = a.abs(), a64.abs()
