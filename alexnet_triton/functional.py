@@ -30,6 +30,7 @@ from alexnet_triton.kernels.reference import dropout as dropout_reference
 from alexnet_triton.kernels.reference import linear as linear_reference
 from alexnet_triton.kernels.reference import lrn as lrn_reference
 from alexnet_triton.kernels.reference import max_pool2d as max_pool2d_reference
+from alexnet_triton.paper import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
 __all__ = [
     "conv2d_relu",
@@ -248,8 +249,8 @@ _local_response_norm.register_autograd(_local_response_norm_backward_formula,
                                        setup_context=_local_response_norm_setup_context)
 
 
-def local_response_norm(input: Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
-                        k: float = 2.0, groups: int = 1) -> Tensor:
+def local_response_norm(input: Tensor, size: int = LRN_SIZE, alpha: float = LRN_ALPHA,
+                        beta: float = LRN_BETA, k: float = LRN_K, groups: int = 1) -> Tensor:
     """Cross-channel local response normalization (AlexNet section 3.3).
 
     ``b_c = a_c / (k + alpha / size * sum_j a_j ** 2) ** beta`` over the channels

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from alexnet_triton import checks
 from alexnet_triton import functional as F
+from alexnet_triton.paper import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
 __all__ = ["Conv2dReLU", "Linear", "LinearReLU", "LinearReLUDropout", "LocalResponseNorm",
            "MaxPool2d", "Dropout"]
@@ -63,8 +64,8 @@ class LinearReLUDropout(nn.Linear):
 class LocalResponseNorm(nn.LocalResponseNorm):
     """``nn.LocalResponseNorm`` with ``groups``: windows never cross a group boundary."""
 
-    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
-                 groups: int = 1) -> None:
+    def __init__(self, size: int = LRN_SIZE, alpha: float = LRN_ALPHA, beta: float = LRN_BETA,
+                 k: float = LRN_K, groups: int = 1) -> None:
         super().__init__(size, alpha, beta, k)
         self.groups = groups
 

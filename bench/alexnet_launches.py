@@ -1,6 +1,6 @@
 """AlexNet's kernel launches: every launcher of kernels/*.py called on the network's shapes.
 
-Shared by tests/gpu_compile.py (compiles them at batch 2: only divisibility specializes)
+Shared by tests/ops/gpu_compile.py (compiles them at batch 2: only divisibility specializes)
 and bench/sass.py (compiles them at batch 128, where the grids and the split of conv's
 weight-gradient reduction are the real ones). The tensors are ``torch.empty``: under the
 stand-in driver of bench/sm90_driver.py nothing reads them, so even batch 128 costs only
@@ -50,6 +50,7 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
     """{launch name: a function that calls the launcher}, as launch_names(layers)."""
     import torch
     from alexnet_triton.kernels import augment, conv2d_relu, dropout, linear, lrn, max_pool2d
+    from alexnet_triton.paper import LRN
 
     def empty(*shape, dtype=dtype):
         return torch.empty(shape, dtype=dtype)
@@ -76,9 +77,9 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
     for name, (c, h, groups) in LRNS.items():
         a, g = (empty(batch, c, h, h), empty(batch, c, h, h)) if name in layers else (None, None)
         calls[f"{name}.forward"] = (
-            lambda a=a, groups=groups: lrn.lrn_forward(a, 5, 1e-4, 0.75, 2.0, groups))
+            lambda a=a, groups=groups: lrn.lrn_forward(a, **LRN, groups=groups))
         calls[f"{name}.backward"] = (
-            lambda a=a, g=g, groups=groups: lrn.lrn_backward(g, a, 5, 1e-4, 0.75, 2.0, groups))
+            lambda a=a, g=g, groups=groups: lrn.lrn_backward(g, a, **LRN, groups=groups))
     for name, (c, h) in POOLS.items():
         x = empty(batch, c, h, h) if name in layers else None
         o = (h - 3) // 2 + 1

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as TF
 
 from alexnet_triton import functional as F
+from alexnet_triton.paper import LRN
 from alexnet_triton.testing import max_relative_error
 from bench.timing import (cuda_timing, cycling, fresh_dynamo, measure, peak_memory,
                           rotation_count, tensor_bytes)
@@ -32,7 +33,6 @@ pytestmark = cuda_timing
 
 BATCH = int(os.environ.get("ALEXNET_BENCH_BATCH", "128"))
 COMPILE_MODE = os.environ.get("ALEXNET_BENCH_COMPILE_MODE") or None  # None: torch's default
-LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
 P_DROP = 0.5
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 MODES = ["fwd", "fwd+bwd"]

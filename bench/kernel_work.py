@@ -6,7 +6,7 @@ counted), so the floor is what any implementation would need. The trip count is 
 k-steps one program runs (the mean over programs where they differ), which is how many
 times its compiled main loop runs when one SASS iteration is one k-step (bench/sass.py
 corrects for an unrolled loop). These mirror the kernels' own loop bounds: a kernel whose
-loop changes needs its entry here changed with it (tests/test_sass.py runs every one).
+loop changes needs its entry here changed with it (tests/bench/test_sass.py runs every one).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@
 - programs: the GEMM launches at least one program per SM (>= 132).
 
 ``python -m bench.sass_budgets REPORT.json`` prints the budgets each launch misses, in the
-form of tests/test_sass.py's table of expected failures.
+form of tests/bench/test_sass.py's table of expected failures.
 """
 from __future__ import annotations
 

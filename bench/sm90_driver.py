@@ -1,6 +1,6 @@
 """A stand-in Triton driver that compiles every launch for an H100 (sm_90a) and runs none.
 
-Used by tests/gpu_compile.py (does every kernel compile?) and bench/sass.py (what did it
+Used by tests/ops/gpu_compile.py (does every kernel compile?) and bench/sass.py (what did it
 compile to?). ``CompileOnlyDriver`` stands in for Triton's active driver and plays an H100:
 
 - ``get_current_target`` is GPUTarget("cuda", 90, 32): the NVIDIA backend compiles for

@@ -26,6 +26,15 @@ def launchable(kernel):
     return kernel if interpreting() else wrap_triton(kernel)
 
 
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What a kernel over `dtype` data accumulates in: float64 for float64, else float32.
+
+    The one statement of the rule: the kernels take it as ``accumulator``'s Triton dtype, the
+    references of ``reference/`` compute in it.
+    """
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def accumulator(dtype: torch.dtype) -> tl.dtype:
-    """The accumulation dtype of a kernel over `dtype` data: float64 for float64, else float32."""
-    return tl.float64 if dtype == torch.float64 else tl.float32
+    """``accumulation_dtype(dtype)`` as a Triton dtype: a kernel's ACC constexpr."""
+    return tl.float64 if accumulation_dtype(dtype) == torch.float64 else tl.float32

@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from alexnet_triton.kernels import interpreting, launchable
+from alexnet_triton.kernels import accumulation_dtype, accumulator, interpreting, launchable
 
 
 @triton.jit
@@ -253,7 +253,7 @@ def _gemm_configs() -> list:
 
 
 # INPUT_PRECISION is in every key: a tile chosen for ieee float32 may not fit the shared
-# memory of the tf32 code (tests/test_autotune_keys.py).
+# memory of the tf32 code (tests/ops/test_autotune_keys.py).
 _forward_autotuned = triton.autotune(
     configs=_gemm_configs(), key=["M", "K_GROUP", "REDUCTION", "R", "S", "INPUT_PRECISION"])(
         conv2d_relu_forward_kernel)
@@ -281,10 +281,6 @@ def _kernel_and_blocks(autotuned, kernel, n_gemm: int):
         block_n = max(16, min(128, triton.next_power_of_2(n_gemm)))
         return kernel, {"BLOCK_M": 128, "BLOCK_N": block_n, "BLOCK_K": 128}
     return autotuned, {}
-
-
-def _acc_dtype(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 def _input_precision(dtype: torch.dtype) -> str:
@@ -331,7 +327,7 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
         c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
         m, k_group, reduction,
         R=r, S=s, HAS_BIAS=bias is not None,
-        ACC_DTYPE=_acc_dtype(input.dtype), INPUT_PRECISION=_input_precision(input.dtype),
+        ACC_DTYPE=accumulator(input.dtype), INPUT_PRECISION=_input_precision(input.dtype),
         **blocks,
     )
     return output
@@ -366,7 +362,7 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tens
         n, c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
         c_group, k_group, groups,
         R=r, S=s,
-        ACC_DTYPE=_acc_dtype(grad_output.dtype),
+        ACC_DTYPE=accumulator(grad_output.dtype),
         INPUT_PRECISION=_input_precision(grad_output.dtype),
         **blocks,
     )
@@ -399,7 +395,7 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         weight_partial, bias_partial = grad_weight, grad_bias  # the single split is the sum
     else:
         # Every (split, kernel, column) element is written by exactly one program.
-        partial_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        partial_dtype = accumulation_dtype(dtype)
         weight_partial = torch.empty((split, k, crs), dtype=partial_dtype, device=device)
         bias_partial = torch.empty((split, k), dtype=partial_dtype, device=device)
 
@@ -415,7 +411,7 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
         npq, k_group, c_group, groups, chunk,
         R=r, S=s,
-        ACC_DTYPE=_acc_dtype(dtype), INPUT_PRECISION=_input_precision(dtype),
+        ACC_DTYPE=accumulator(dtype), INPUT_PRECISION=_input_precision(dtype),
         **blocks,
     )
     if split > 1:
@@ -423,5 +419,5 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         for partial, total in ((weight_partial, grad_weight), (bias_partial, grad_bias)):
             numel = total.numel()
             launchable(split_sum_kernel)[(triton.cdiv(numel, block),)](
-                partial, total, numel, split, ACC_DTYPE=_acc_dtype(dtype), BLOCK=block)
+                partial, total, numel, split, ACC_DTYPE=accumulator(dtype), BLOCK=block)
     return grad_weight, grad_bias

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from alexnet_triton.kernels import interpreting, launchable
+from alexnet_triton.kernels import accumulator, interpreting, launchable
 from alexnet_triton.kernels.dropout import dropout_keep, dropout_scale
 
 
@@ -111,7 +111,7 @@ def _configs():
 
 # The flags are in the key: the three GEMMs of one layer can share M, N and K (fc7) but
 # not their best tile, nor their shared memory (MASK_A loads a third tile); nor can ieee
-# and tf32 float32 (tests/test_autotune_keys.py).
+# and tf32 float32 (tests/ops/test_autotune_keys.py).
 linear_kernel_autotuned = triton.autotune(
     configs=_configs(),
     key=["M", "N", "K", "HAS_BIAS", "RELU", "DROPOUT", "MASK_A", "ROW_SUM", "INPUT_PRECISION"],
@@ -133,12 +133,9 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
     """Launch linear_kernel for C[M, N] (contiguous) from A[M, K] and B[K, N] given by strides."""
     if M == 0:
         return
-    if a.dtype == torch.float64:
-        acc_dtype, precision = tl.float64, "ieee"
-    else:
-        acc_dtype = tl.float32
-        tf32 = a.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
-        precision = "tf32" if tf32 else "ieee"
+    acc_dtype = accumulator(a.dtype)
+    tf32 = a.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    precision = "tf32" if tf32 else "ieee"
     # Unused pointers still need a tensor; C stands in and is never read through them.
     args = (a, b, c, c if bias is None else bias, c if a_mask is None else a_mask,
             c if row_sum is None else row_sum, c if seed is None else seed,

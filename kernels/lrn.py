@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from alexnet_triton.kernels import interpreting, launchable
+from alexnet_triton.kernels import accumulation_dtype, interpreting, launchable
 
 
 @triton.jit
@@ -181,7 +181,7 @@ def _launch(kernel, autotuned, tensors, input: Tensor, size: int, alpha: float, 
     channels_per_group, hw = channels // groups, h * w
     args = (*tensors, channels, hw, channels_per_group, groups,
             *_split(alpha / size), *_split(beta), *_split(k))
-    fp64 = input.dtype == torch.float64
+    fp64 = accumulation_dtype(input.dtype) == torch.float64
     if interpreting():
         blocks = _INTERPRETER_BLOCKS
         grid = (triton.cdiv(hw, blocks["BLOCK_HW"]),

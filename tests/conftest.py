@@ -15,6 +15,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from helpers import Poison  # noqa: E402
+from train_support import make_quick_dataset, make_trained_run  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -55,3 +56,23 @@ def device():
     if not torch.cuda.is_available():
         pytest.skip("TRITON_INTERPRET=0 needs a CUDA device")
     return torch.device("cuda")
+
+
+@pytest.fixture(scope="session")
+def quick_dataset(tmp_path_factory):
+    """The tiny prepared built-in dataset of train_support (30 train, 10 val images): made
+    once per session, shared by the training and command-line tests (never written)."""
+    return make_quick_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def quick_images(quick_dataset):
+    """The image folder behind quick_dataset (val/<class>/00000.jpg, ...)."""
+    return quick_dataset.parent / "images"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, quick_dataset):
+    """One epoch of AlexNet on quick_dataset: a run directory, made once per session (tests
+    that resume or damage it copy it first)."""
+    return make_trained_run(tmp_path_factory.mktemp("trained") / "run", quick_dataset)

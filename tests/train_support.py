@@ -1,9 +1,10 @@
 """Shared setup of the trainer's tests: a tiny built-in dataset and one short trained run.
 
-Both are made once per test session (they are the slow part) and reused by
-test_train*.py, test_checkpoint.py, test_evaluate.py and test_predict.py. Whole-model runs
-use the PyTorch reference kernels (TRITON_INTERPRET=0): the kernel tests prove they compute
-what the Triton kernels do, and a whole AlexNet through the interpreter takes minutes.
+Both are made once per test session (they are the slow part), by the session fixtures
+``quick_dataset``, ``quick_images`` and ``trained_run`` of conftest.py, and reused by
+training/ and cli/. Whole-model runs use the PyTorch reference kernels
+(TRITON_INTERPRET=0): the kernel tests prove they compute what the Triton kernels do, and a
+whole AlexNet through the interpreter takes minutes.
 """
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-_CACHE: dict = {}
 
 # Tiny but whole: the built-in dataset's 10 classes, 3 train and 1 val image of each, 72 px
 # (crops of 63): batches of 10 give 3 steps per epoch. Whole-AlexNet steps cost about a
@@ -23,23 +24,15 @@ TRAIN_PER_CLASS, VAL_PER_CLASS = 3, 1
 QUICK_ARGS = ("--batch-size", "10", "--checkpoint-minutes", "1000", "--workers", "0")
 
 
-def quick_dataset(tmp_path_factory) -> Path:
-    """A prepared store of the built-in dataset's images, 30 train and 10 val, made once."""
-    if "quick" not in _CACHE:
-        from alexnet_triton.data.builtin import IMAGE_SIZE, generate_images
-        from alexnet_triton.data.convert import prepare
-        folder = tmp_path_factory.mktemp("tiny")
-        generate_images(folder / "images", train_per_class=TRAIN_PER_CLASS,
-                        val_per_class=VAL_PER_CLASS, workers=1)
-        prepare(folder / "images", folder / "store", size=IMAGE_SIZE, workers=1,
-                progress=False)
-        _CACHE["quick"] = folder / "store"
-    return _CACHE["quick"]
-
-
-def quick_images(tmp_path_factory) -> Path:
-    """The image folder behind quick_dataset (val/<class>/00000.jpg, ...)."""
-    return quick_dataset(tmp_path_factory).parent / "images"
+def make_quick_dataset(folder: Path) -> Path:
+    """A prepared store of the built-in dataset's images, 30 train and 10 val: FOLDER/store,
+    made from the images in FOLDER/images (the ``quick_dataset`` fixture's)."""
+    from alexnet_triton.data.builtin import IMAGE_SIZE, generate_images
+    from alexnet_triton.data.convert import prepare
+    generate_images(folder / "images", train_per_class=TRAIN_PER_CLASS,
+                    val_per_class=VAL_PER_CLASS, workers=1)
+    prepare(folder / "images", folder / "store", size=IMAGE_SIZE, workers=1, progress=False)
+    return folder / "store"
 
 
 def use_reference_kernels(monkeypatch) -> None:
@@ -83,24 +76,15 @@ def one_line_error(status, err, *words, prog="python -m alexnet_triton.train"):
         assert word in lines[0], (word, lines[0])
 
 
-def trained_run(tmp_path_factory) -> Path:
-    """One epoch of AlexNet on the quick dataset (3 steps of 10): a run directory."""
-    if "run" not in _CACHE:
-        data = quick_dataset(tmp_path_factory)
-        run_dir = tmp_path_factory.mktemp("trained") / "run"
-        previous = os.environ.get("TRITON_INTERPRET")
-        os.environ["TRITON_INTERPRET"] = "0"
-        try:
-            status, _, _ = train(["--data", data, "--run-dir", run_dir, "--epochs", "1",
-                                  *QUICK_ARGS])
-        finally:
-            if previous is None:
-                del os.environ["TRITON_INTERPRET"]
-            else:
-                os.environ["TRITON_INTERPRET"] = previous
-        assert status == 0
-        _CACHE["run"] = run_dir
-    return _CACHE["run"]
+def make_trained_run(run_dir: Path, data: Path) -> Path:
+    """One epoch of AlexNet on the quick dataset ``data`` (3 steps of 10) into ``run_dir``
+    (the ``trained_run`` fixture's), on the reference kernels."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRITON_INTERPRET", "0")
+        status, _, _ = train(["--data", data, "--run-dir", run_dir, "--epochs", "1",
+                              *QUICK_ARGS])
+    assert status == 0
+    return run_dir
 
 
 def subprocess_env(**extra) -> dict:

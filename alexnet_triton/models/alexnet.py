@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from alexnet_triton import checks
 from alexnet_triton import functional as F
 from alexnet_triton.models.columns import COLUMNS, ColumnConv2dReLU, ColumnLinear
+from alexnet_triton.paper import LRN
 
 __all__ = ["AlexNet", "alexnet", "MIN_INPUT_SIZE", "PAPER_INPUT_SIZE"]
 
@@ -160,7 +161,7 @@ class AlexNet(nn.Module):
 
     def _normalize_and_pool(self, x: Tensor, groups: int) -> Tensor:
         if self.use_lrn:
-            x = F.local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=groups)
+            x = F.local_response_norm(x, **LRN, groups=groups)
         return F.max_pool2d(x, self.pool_kernel, 2)
 
     def _forward_one_device(self, x: Tensor) -> Tensor:

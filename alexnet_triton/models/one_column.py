@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from alexnet_triton import layers
 from alexnet_triton import functional as F
 from alexnet_triton.models.alexnet import MIN_INPUT_SIZE, POOL5_SIZE, fc6_operands
+from alexnet_triton.paper import LRN
 
 ONE_COLUMN_KERNELS = (48, 128, 192, 192, 256)
 
@@ -44,7 +45,7 @@ class OneColumnAlexNet(nn.Module):
         self.conv3 = layers.Conv2dReLU(k2, k3, 3, padding=1)
         self.conv4 = layers.Conv2dReLU(k3, k4, 3, padding=1)
         self.conv5 = layers.Conv2dReLU(k4, k5, 3, padding=1)
-        self.lrn = layers.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
+        self.lrn = layers.LocalResponseNorm(**LRN)
         self.pool = layers.MaxPool2d(self.pool_kernel, 2)
         self.fc6 = layers.LinearReLUDropout(k5 * POOL5_SIZE * POOL5_SIZE, 4096, p=dropout)
         self.fc7 = layers.LinearReLUDropout(4096, 4096, p=dropout)

@@ -10,13 +10,14 @@ import torch
 from torch import Tensor, nn
 
 from alexnet_triton.models.alexnet import POOL5_SIZE
+from alexnet_triton.paper import LRN
 
 
 class ColumnLocalResponseNorm(nn.LocalResponseNorm):
     """nn.LocalResponseNorm within each column: the window never reaches the other column."""
 
     def __init__(self, columns: int = 2) -> None:
-        super().__init__(size=5, alpha=1e-4, beta=0.75, k=2.0)
+        super().__init__(**LRN)
         self.columns = columns
 
     def forward(self, x: Tensor) -> Tensor:

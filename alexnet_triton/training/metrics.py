@@ -1,17 +1,11 @@
-"""The paper's metrics (top-1 and top-5 error) and the run directory's metrics.csv."""
+"""The paper's metrics: top-1 and top-5 error (metrics.csv is ``training.run_dir``'s)."""
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
-
-# One row per epoch. Errors are fractions (0.25 = 25%), as the paper's tables in percent.
-FIELDS = ("epoch", "train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr",
-          "epoch_seconds", "images_per_second")
 
 
 def topk_correct(logits: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> Tensor:
@@ -50,39 +44,3 @@ class Totals:
 
 def percent(error: float) -> str:
     return f"{100 * error:.2f}%"
-
-
-class MetricsFile:
-    """metrics.csv: a header, then one row per epoch, appended as epochs finish."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def rewrite(self, history: Iterable[dict]) -> None:
-        """The file from a history (a resumed run drops rows past its checkpoint)."""
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        with open(temporary, "w", newline="") as file:
-            writer = csv.DictWriter(file, FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            for row in history:
-                writer.writerow(_formatted(row))
-        temporary.replace(self.path)
-
-    def append(self, row: dict) -> None:
-        new = not self.path.exists()
-        with open(self.path, "a", newline="") as file:
-            writer = csv.DictWriter(file, FIELDS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(_formatted(row))
-
-
-def read_metrics(path: Path) -> list[dict]:
-    with open(path, newline="") as file:
-        return [{key: (int(value) if key == "epoch" else float(value))
-                 for key, value in row.items()} for row in csv.DictReader(file)]
-
-
-def _formatted(row: dict) -> dict:
-    return {key: (f"{value:.6g}" if isinstance(value, float) else value)
-            for key, value in row.items()}

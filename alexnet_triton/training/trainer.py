@@ -1,11 +1,11 @@
 """One replica's training run from a ``Setup``: epochs, checks, signals, checkpoints, logs.
 
-Rank 0 writes the run directory (main() holds its lock); every replica computes and joins
-the collectives. The steps themselves and the evaluation are ``training.engine``'s.
+Rank 0 writes the run directory (main() holds its lock): the checkpoints itself, the other
+files through ``training.run_dir.RunFiles``; every replica computes and joins the
+collectives. The steps themselves and the evaluation are ``training.engine``'s.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 import signal
@@ -22,11 +22,11 @@ from alexnet_triton.data import Augmenter, eval_loader, train_loader
 from alexnet_triton.models.build import build_model
 from alexnet_triton.runtime import describe_kernels
 from alexnet_triton.training import checkpoint as ckpt
-from alexnet_triton.training import engine, plots, tensorboard_log
+from alexnet_triton.training import engine
 from alexnet_triton.training.config import TrainConfig
 from alexnet_triton.training.distributed import Replicas
-from alexnet_triton.training.metrics import MetricsFile, percent
-from alexnet_triton.training.run_dir import RunDirError, check_free_space
+from alexnet_triton.training.metrics import percent
+from alexnet_triton.training.run_dir import SKIPPED_LOG, RunDirError, RunFiles, check_free_space
 from alexnet_triton.training.setup import Setup
 
 PROG = "python -m alexnet_triton.train"
@@ -35,7 +35,6 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 # diverged (measured: --lr 100 reached 2.7e12 with finite weights of 1e12): it is stopped
 # as a NaN is, and nothing trained past it is saved.
 DIVERGED_LOSS_FACTOR = 100.0
-SKIPPED_LOG = "skipped.log"  # a raw --data folder's unreadable files, as prepare lists them
 # Without a progress bar (output not a terminal), a progress line this often.
 LOG_SECONDS = 60.0
 
@@ -160,8 +159,9 @@ class Trainer:
                                    device=self.device)
         self.per_replica_batch = config.batch_size // self.replicas.world_size
         self.stop_signal: Optional[int] = None
-        self.metrics = MetricsFile(self.run_dir / "metrics.csv")
-        self.tensorboard: Optional[tensorboard_log.TensorBoardLog] = None
+        # The run directory's files but the checkpoints: rank 0's.
+        self.files: Optional[RunFiles] = (RunFiles(self.run_dir, self._columns(), self.log, PROG)
+                                          if self.main else None)
         self.last_checkpoint = time.monotonic()
         self.epoch_clock = time.monotonic()
         self.epoch_rate: Optional[float] = None  # images/s, smoothed over the last epoch
@@ -268,15 +268,9 @@ class Trainer:
             self.log(f"{PROG}: {self.run_dir} already finished its {self.epoch} epochs "
                      f"(pass --epochs N with N > {self.epoch} to train longer)")
             return EXIT_OK
-        if self.main:  # main() holds the run directory's lock
-            for stale in self.run_dir.glob(".*.pt.tmp-*"):  # a run killed mid-write
-                stale.unlink(missing_ok=True)
-            self._write_config()
-            if self.info.skipped:
-                (self.run_dir / SKIPPED_LOG).write_text(
-                    "".join(f"{path}\t{reason}\n" for path, reason in self.info.skipped))
-            self.metrics.rewrite(self.history)
-            self.tensorboard = self._open_tensorboard()
+        if self.files is not None:  # main() holds the run directory's lock
+            self.files.start(self._config_record(), self.info.skipped, self.history,
+                             self.setup.tensorboard, first_step=self.global_step + 1)
         self._print_header()
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
@@ -311,8 +305,8 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if self.tensorboard is not None:
-                self.tensorboard.close()
+            if self.files is not None:
+                self.files.close()
         self._finish(time.monotonic() - started)
         return EXIT_OK
 
@@ -412,10 +406,8 @@ class Trainer:
                                f"{first_step + offset} (learning rate {self.lr:g}){what}")
         self.epoch_loss_sum += sum(losses_)
         self.epoch_loss_steps += len(losses_)
-        if self.tensorboard is not None:
-            for offset, loss in enumerate(losses_):
-                self.tensorboard.step(self.global_step - len(losses_) + 1 + offset, loss,
-                                      self.lr)
+        if self.files is not None:
+            self.files.steps(self.global_step - len(losses_) + 1, losses_, self.lr)
         now = time.monotonic()
         batch_rate = self.config.batch_size * len(losses_) / max(now - self._tick, 1e-9)
         self._tick = now
@@ -459,13 +451,10 @@ class Trainer:
         self.step_in_epoch, self.epoch_loss_sum, self.epoch_loss_steps = 0, 0.0, 0
         self.save_checkpoint(best=improved)
         self.epoch_clock = time.monotonic()
-        if not self.main:
+        if self.files is None:
             return
-        self.metrics.append(row)
         conv1 = self.model.conv1.state_dict()["weight"]  # [96, 3, 11, 11], both columns
-        self._plot(conv1)
-        if self.tensorboard is not None:
-            self.tensorboard.epoch(self.global_step, row, plots.kernel_grid(conv1, self._columns()))
+        self.files.epoch(row, self.history, conv1, self.global_step)
         note = ""
         if self.lr < lr:
             note = f"  -> lr {self.lr:g} (no improvement for {self.config.patience + 1} epochs)"
@@ -475,25 +464,8 @@ class Trainer:
                  f"{percent(row['val_top5_error'])}  lr {lr:g}  {seconds:.0f}s"
                  f"{'  (best)' if improved else ''}{note}", flush=True)
 
-    def _plot(self, conv1: torch.Tensor) -> None:
-        try:
-            plots.plot_curves(self.history, self.run_dir / plots.CURVES)
-            plots.plot_conv1(conv1, self._columns(), self.run_dir / plots.CONV1, self.epoch)
-        except Exception as error:  # noqa: BLE001 - a plot must never stop training
-            self.log(f"  (plots not updated: {type(error).__name__}: {error})", file=sys.stderr)
-
     def _columns(self) -> int:
         return 1 if self.config.one_column else 2
-
-    def _open_tensorboard(self) -> Optional[tensorboard_log.TensorBoardLog]:
-        if not self.setup.tensorboard:
-            return None
-        try:
-            return tensorboard_log.TensorBoardLog(self.run_dir, first_step=self.global_step + 1)
-        except Exception as error:  # noqa: BLE001 - logging is optional, training is not
-            self.log(f"{PROG}: warning: no TensorBoard logging ({type(error).__name__}: "
-                     f"{error})", file=sys.stderr, flush=True)
-            return None
 
     def _finish(self, seconds: float) -> None:
         summary = {"epochs": self.epoch, "seconds": round(seconds, 1),
@@ -514,9 +486,9 @@ class Trainer:
             self.log(f"ten crops, best checkpoint (epoch {self.best['epoch']}): top-1 error "
                      f"{percent(result['val_top1_error'])}  top-5 error "
                      f"{percent(result['val_top5_error'])}", flush=True)
-        if not self.main:
+        if self.files is None:
             return
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        self.files.summary(summary)
         minutes, rest = divmod(seconds, 60)
         self.log(f"done in {int(minutes)}m{rest:02.0f}s: best val top-1 error "
                  f"{percent(summary['best_val_top1_error'])} (top-1 accuracy "
@@ -526,7 +498,8 @@ class Trainer:
 
     # -- what the user sees first ----------------------------------------------------------
 
-    def _write_config(self) -> None:
+    def _config_record(self) -> dict:
+        """config.json: the configuration, and what it resolved to."""
         record = self.config.to_dict()
         record["resolved"] = {
             "devices": [str(d) for d in self.devices], "amp_bf16": self.amp,
@@ -535,9 +508,7 @@ class Trainer:
             "builtin_dataset": self.setup.builtin, "classes": list(self.info.classes),
             "image_size": self.info.image_size, "architecture": self.arch,
             "torch": torch.__version__}
-        temporary = self.run_dir / ".config.json.tmp"
-        temporary.write_text(json.dumps(record, indent=1) + "\n")
-        temporary.replace(self.run_dir / "config.json")
+        return record
 
     def _print_header(self) -> None:
         config, info = self.config, self.info
@@ -566,8 +537,9 @@ class Trainer:
             f"PCA colour noise {config.pca_sigma:g}, seed {config.seed}",
             f"run dir: {self.run_dir}",
         ]
-        if self.tensorboard is not None:
-            lines.append(f"tensorboard: {self.tensorboard.directory} (view with: tensorboard "
+        tensorboard = self.files.tensorboard if self.files is not None else None
+        if tensorboard is not None:
+            lines.append(f"tensorboard: {tensorboard.directory} (view with: tensorboard "
                          f"--logdir {self.run_dir})")
         elif self.config.tensorboard == "auto" and not self.setup.tensorboard:
             lines.append("tensorboard: off (pip install tensorboard to log there too)")

@@ -29,7 +29,6 @@ BATCH = 128
 PRECISIONS = ("float32", "tf32", "bfloat16")
 DRY_RUN = {"batch": 1, "layers": ("conv3", "lrn2", "pool5", "fc8", "dropout6"),
            "precisions": ("float32",)}
-LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
 AUGMENT = {"side": 256, "crop": 224}
 
 
@@ -165,9 +164,10 @@ def lrn_checks(layer: Layer, record: PhaseRecord, prefix: str) -> None:
     from alexnet_triton import testing
     from alexnet_triton.kernels import lrn as ours
     from alexnet_triton.kernels.reference import lrn as reference
+    from alexnet_triton.paper import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
     op = layer.op
-    lrn = (LRN["size"], LRN["alpha"], LRN["beta"], LRN["k"], op.groups)
+    lrn = (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, op.groups)
     # Post-ReLU activations of the paper's scale: the normalization must matter.
     a, a64 = layer.randn(*op.input, scale=20.0)
     a, a64 = a.abs(), a64.abs()

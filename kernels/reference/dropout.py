@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from alexnet_triton.kernels import accumulation_dtype
+
 _MASK32 = 0xFFFFFFFF
 _ROUND_A, _ROUND_B = 0xD2511F53, 0xCD9E8D57
 _KEY_A, _KEY_B = 0x9E3779B9, 0xBB67AE85
@@ -49,17 +51,13 @@ def keep_mask(seed: Tensor, p: float, numel: int, device: torch.device) -> Tenso
     return philox_uniform(seed.reshape(()), offsets) >= torch.tensor(p, dtype=torch.float32)
 
 
-def accumulator(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def dropout_scale(p: float, dtype: torch.dtype) -> Tensor:
     """1 / (1 - p) in the accumulation dtype of `dtype`, from p rounded to float32."""
-    one_minus_p = 1 - torch.tensor(p, dtype=torch.float32).to(accumulator(dtype))
+    one_minus_p = 1 - torch.tensor(p, dtype=torch.float32).to(accumulation_dtype(dtype))
     return 1 / one_minus_p
 
 
 def dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
     keep = keep_mask(seed, p, input.numel(), input.device).reshape(input.shape)
-    scaled = (input.to(accumulator(input.dtype)) * dropout_scale(p, input.dtype)).to(input.dtype)
+    scaled = (input.to(accumulation_dtype(input.dtype)) * dropout_scale(p, input.dtype)).to(input.dtype)
     return torch.where(keep, scaled, torch.zeros((), dtype=input.dtype))

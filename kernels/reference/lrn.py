@@ -1,13 +1,10 @@
 """PyTorch reference of kernels/lrn.py."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-
-def _accumulator(input: Tensor) -> torch.dtype:
-    return torch.float64 if input.dtype == torch.float64 else torch.float32
+from alexnet_triton.kernels import accumulation_dtype
 
 
 def _window_sum(x: Tensor, before: int, after: int) -> Tensor:
@@ -23,7 +20,7 @@ def _denominator(a: Tensor, size: int, alpha: float, k: float) -> Tensor:
 
 def _grouped(input: Tensor, groups: int) -> Tensor:
     n, channels, h, w = input.shape
-    return input.to(_accumulator(input)).reshape(n, groups, channels // groups, h, w)
+    return input.to(accumulation_dtype(input.dtype)).reshape(n, groups, channels // groups, h, w)
 
 
 def lrn_forward(input: Tensor, size: int, alpha: float, beta: float, k: float,

@@ -7,14 +7,7 @@ from torch import nn
 
 from alexnet_triton import evaluate
 from alexnet_triton.training import engine
-from alexnet_triton.training.metrics import read_metrics
-from train_support import quick_dataset, trained_run, use_reference_kernels
-
-
-@pytest.fixture
-def run_dir(tmp_path_factory, monkeypatch):
-    use_reference_kernels(monkeypatch)
-    return trained_run(tmp_path_factory)
+from alexnet_triton.training.run_dir import read_metrics
 
 
 def _evaluate(argv, capsys):
@@ -23,9 +16,9 @@ def _evaluate(argv, capsys):
     return status, out, err
 
 
-def test_center_crop_error_matches_the_runs_last_validation(run_dir, tmp_path_factory, capsys):
+def test_center_crop_error_matches_the_runs_last_validation(run_dir, quick_dataset, capsys):
     status, out, err = _evaluate(["--checkpoint", run_dir / "latest.pt", "--data",
-                                  quick_dataset(tmp_path_factory)], capsys)
+                                  quick_dataset], capsys)
     assert status == 0, err
     row = read_metrics(run_dir / "metrics.csv")[-1]
     assert f"top-1 error {100 * row['val_top1_error']:.2f}%" in out

@@ -18,7 +18,7 @@ import pytest
 from bench.gpu_check import autotune, orchestrate, precompile, sanitize
 from bench.gpu_check.orchestrate import Phase
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(command, **kwargs):

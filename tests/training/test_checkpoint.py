@@ -10,10 +10,10 @@ import torch.nn.functional as TF
 
 from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton.training import plots
-from alexnet_triton.training.metrics import MetricsFile, Totals, read_metrics, topk_correct
+from alexnet_triton.training.metrics import Totals, topk_correct
+from alexnet_triton.training.run_dir import MetricsFile, read_metrics
 from alexnet_triton.models import OneColumnAlexNet, build_model
 from helpers import assert_close, tolerance
-from train_support import trained_run
 
 
 ARCH = {"name": "alexnet", "num_classes": 1, "dropout": 0.5, "lrn": True,
@@ -106,8 +106,8 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
     assert draws() == expected
 
 
-def test_trainer_checkpoints_hold_only_plain_data(tmp_path_factory):
-    state = torch.load(trained_run(tmp_path_factory) / ckpt.LATEST, weights_only=True)
+def test_trainer_checkpoints_hold_only_plain_data(trained_run):
+    state = torch.load(trained_run / ckpt.LATEST, weights_only=True)
     assert state["format"] == ckpt.FORMAT
     assert state["data"]["mean"].shape == (3, 72, 72) and state["data"]["crop_size"] == 63
     assert set(state["rng"][0]) == {"torch", "cuda", "augment", "python", "numpy"}
@@ -235,8 +235,8 @@ def test_a_blocked_global_is_named_whatever_torchs_wording(tmp_path, monkeypatch
     (lambda state: state.update(classes=state["classes"][:3]), ["3 class names", "10 outputs"]),
     (lambda state: state["data"].update(mean=torch.zeros(3, 8, 8)), ["mean", "72"]),
 ])
-def test_a_malformed_checkpoint_is_refused_on_load(damage, words, tmp_path, tmp_path_factory):
-    state = torch.load(trained_run(tmp_path_factory) / ckpt.LATEST, weights_only=True)
+def test_a_malformed_checkpoint_is_refused_on_load(damage, words, tmp_path, trained_run):
+    state = torch.load(trained_run / ckpt.LATEST, weights_only=True)
     damage(state)
     torch.save(state, tmp_path / ckpt.LATEST)
     with pytest.raises(ckpt.CheckpointError) as error:

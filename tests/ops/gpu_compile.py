@@ -1,6 +1,6 @@
 """Compile every Triton kernel that the launchers launch, for an H100 (sm_90a), with no GPU.
 
-``python tests/gpu_compile.py VARIANT SCOPE REPORT.json`` runs, with TRITON_INTERPRET unset
+``python tests/ops/gpu_compile.py VARIANT SCOPE REPORT.json`` runs, with TRITON_INTERPRET unset
 (Triton picks interpreter or compiler at import, so one variant per process), the REAL
 launchers of kernels/*.py on AlexNet-shaped CPU tensors (bench/alexnet_launches.py): Triton
 specializes, compiles (to PTX, and with its bundled ptxas to a cubin) and "launches" exactly
@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 # Run as a script, this file's directory is on sys.path but the repository root is not.
-_ROOT = str(Path(__file__).resolve().parents[1])
+_ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 

@@ -17,17 +17,15 @@ import torch
 from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton import evaluate, predict
 from alexnet_triton.training import run_dir as run_dir_module
-from alexnet_triton.training.metrics import read_metrics
-from alexnet_triton.training.run_dir import RunDirLock
-from train_support import (PYTHON, QUICK_ARGS, ROOT, one_line_error, quick_dataset,
-                           quick_images, subprocess_env, train, trained_run,
+from alexnet_triton.training.run_dir import RunDirLock, read_metrics
+from train_support import (PYTHON, QUICK_ARGS, ROOT, one_line_error, subprocess_env, train,
                            use_reference_kernels)
 
 
 @pytest.fixture
-def data(tmp_path_factory, monkeypatch):
+def data(quick_dataset, monkeypatch):
     use_reference_kernels(monkeypatch)
-    return quick_dataset(tmp_path_factory)
+    return quick_dataset
 
 
 def _files(run_dir):
@@ -40,10 +38,10 @@ def _files(run_dir):
 # ---------------------------------------------------------------------------------------
 
 
-def test_sigterm_to_the_process_group_exits_130_with_a_checkpoint(tmp_path, tmp_path_factory):
+def test_sigterm_to_the_process_group_exits_130_with_a_checkpoint(tmp_path, quick_dataset):
     """As `timeout`, systemd and Slurm stop a job: SIGTERM to the trainer and its loader
     worker at once. The worker ignores it; the trainer writes a checkpoint and exits 130."""
-    data = quick_dataset(tmp_path_factory)
+    data = quick_dataset
     run_dir = tmp_path / "run"
     process = subprocess.Popen(
         [PYTHON, "-m", "alexnet_triton.train", "--data", str(data), "--run-dir", str(run_dir),
@@ -71,7 +69,7 @@ def test_sigterm_to_the_process_group_exits_130_with_a_checkpoint(tmp_path, tmp_
 
 
 def test_a_second_run_on_a_run_dir_in_use_is_refused_naming_the_holder(data, tmp_path,
-                                                                      tmp_path_factory, capsys):
+                                                                      trained_run, capsys):
     fresh = tmp_path / "fresh"
     holder = RunDirLock(fresh).acquire()
     try:
@@ -82,7 +80,7 @@ def test_a_second_run_on_a_run_dir_in_use_is_refused_naming_the_holder(data, tmp
     assert sorted(p.name for p in fresh.iterdir()) == [".lock"]
 
     old = tmp_path / "old"
-    shutil.copytree(trained_run(tmp_path_factory), old)
+    shutil.copytree(trained_run, old)
     before = _files(old)
     holder = RunDirLock(old).acquire()
     try:
@@ -206,11 +204,11 @@ def test_a_diverging_run_stops_before_saving_exploded_weights(data, tmp_path, ca
 
 
 @pytest.fixture
-def broken_run(tmp_path, tmp_path_factory, monkeypatch):
+def broken_run(tmp_path, trained_run, monkeypatch):
     """A copy of the trained run whose best.pt is replaced by ``break_(state)``'s."""
     use_reference_kernels(monkeypatch)
     copy = tmp_path / "run"
-    shutil.copytree(trained_run(tmp_path_factory), copy)
+    shutil.copytree(trained_run, copy)
 
     def break_(change):
         state = torch.load(copy / ckpt.BEST, weights_only=True)
@@ -228,13 +226,13 @@ def broken_run(tmp_path, tmp_path_factory, monkeypatch):
     (lambda model: model["fc7.bias"].fill_(3e38), ["outputs are not finite"]),
 ])
 def test_evaluate_and_predict_refuse_weights_that_give_no_number(damage, words, broken_run,
-                                                                 tmp_path_factory, capsys):
+                                                                 quick_images, capsys):
     run_dir = broken_run(damage)
     status = evaluate.main(["--checkpoint", str(run_dir)])
     out, err = capsys.readouterr()
     one_line_error(status, err, *words, prog=evaluate.PROG)
     assert "%" not in out
-    image = quick_images(tmp_path_factory) / "val" / "star" / "00000.jpg"
+    image = quick_images / "val" / "star" / "00000.jpg"
     status = predict.main(["--checkpoint", str(run_dir), str(image)])
     out, err = capsys.readouterr()
     one_line_error(status, err, *words, prog=predict.PROG)
@@ -266,8 +264,8 @@ def _alive_descendants(root_pid, known=()):
 
 
 def test_ranks_and_their_loaders_exit_when_the_torchrun_launcher_dies(tmp_path,
-                                                                       tmp_path_factory):
-    data = quick_dataset(tmp_path_factory)
+                                                                       quick_dataset):
+    data = quick_dataset
     run_dir = tmp_path / "run"
     launcher = subprocess.Popen(
         [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

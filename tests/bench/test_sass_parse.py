@@ -1,14 +1,14 @@
 """bench/sass_parse.py, bench/cubin_tools.py and bench/h100_model.py on hand-written SASS.
 
 The text is in nvdisasm's format (`nvdisasm -c`); the numbers asserted are counted by hand
-from the snippets. tests/test_sass.py runs the same parser on real compiled kernels.
+from the snippets. tests/bench/test_sass.py runs the same parser on real compiled kernels.
 """
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

@@ -23,9 +23,8 @@ from alexnet_triton import runtime
 from alexnet_triton import train as train_module
 from alexnet_triton.training import setup
 from alexnet_triton.training.config import TrainConfig, build_parser
-from train_support import (PYTHON, QUICK_ARGS, ROOT, one_line_error, poison_batch,
-                           quick_dataset, subprocess_env, train, trained_run,
-                           use_reference_kernels)
+from train_support import (PYTHON, QUICK_ARGS, ROOT, one_line_error, poison_batch, subprocess_env,
+                           train, use_reference_kernels)
 
 # Resume tests: 3 steps of 10 per epoch.
 RESUME_ARGS = QUICK_ARGS
@@ -37,8 +36,8 @@ def reference_kernels(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return quick_dataset(tmp_path_factory)
+def data(quick_dataset):
+    return quick_dataset
 
 
 def _weights(path):
@@ -197,8 +196,8 @@ def test_resume_refuses_a_checkpoint_carrying_a_pickled_object(tmp_path, capsys)
     one_line_error(status, err, "weights_only", "pickled object")
 
 
-def test_resume_refuses_another_architecture(tmp_path, tmp_path_factory, capsys):
-    state = torch.load(trained_run(tmp_path_factory) / "latest.pt", weights_only=True)
+def test_resume_refuses_another_architecture(tmp_path, trained_run, capsys):
+    state = torch.load(trained_run / "latest.pt", weights_only=True)
     state["model"]["conv1.weight"] = torch.zeros(64, 3, 11, 11)  # torchvision's conv1
     torch.save(state, tmp_path / "latest.pt")
     status, _, err = train(["--resume", tmp_path], capsys)
@@ -210,8 +209,8 @@ def test_resume_refuses_another_architecture(tmp_path, tmp_path_factory, capsys)
 # ---------------------------------------------------------------------------------------
 
 
-def test_a_run_leaves_metrics_config_plots_and_checkpoints(tmp_path_factory):
-    run_dir = trained_run(tmp_path_factory)
+def test_a_run_leaves_metrics_config_plots_and_checkpoints(trained_run):
+    run_dir = trained_run
     with open(run_dir / "metrics.csv") as file:
         rows = list(csv.DictReader(file))
     assert [int(row["epoch"]) for row in rows] == [1]

@@ -13,17 +13,17 @@ from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton import train as train_module
 from alexnet_triton.training.config import parse_args
 from alexnet_triton.training.distributed import Replicas
-from alexnet_triton.training.metrics import read_metrics
+from alexnet_triton.training.run_dir import read_metrics
 from alexnet_triton.model import alexnet
-from train_support import one_line_error, train, trained_run, use_reference_kernels
+from train_support import one_line_error, train, use_reference_kernels
 
 
 @pytest.fixture
-def run_copy(tmp_path, tmp_path_factory, monkeypatch):
+def run_copy(tmp_path, trained_run, monkeypatch):
     """A private copy of the one-epoch trained run, to resume (and damage)."""
     use_reference_kernels(monkeypatch)
     copy = tmp_path / "old"
-    shutil.copytree(trained_run(tmp_path_factory), copy)
+    shutil.copytree(trained_run, copy)
     return copy
 
 

@@ -12,7 +12,7 @@ import torch
 
 from alexnet_triton.training import tensorboard_log
 from alexnet_triton.training.plots import kernel_grid
-from train_support import QUICK_ARGS, quick_dataset, train, trained_run, use_reference_kernels
+from train_support import QUICK_ARGS, train, use_reference_kernels
 
 event_accumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator")
@@ -29,8 +29,8 @@ def _scalars(reader, tag):
     return [(event.step, event.value) for event in reader.Scalars(tag)]
 
 
-def test_a_run_logs_step_losses_epoch_errors_and_conv1_kernels(tmp_path_factory):
-    run_dir = trained_run(tmp_path_factory)  # 1 epoch of 3 steps, --tensorboard auto
+def test_a_run_logs_step_losses_epoch_errors_and_conv1_kernels(trained_run):
+    run_dir = trained_run  # 1 epoch of 3 steps, --tensorboard auto
     reader = _events(run_dir)
     losses = _scalars(reader, "train/loss")
     assert [step for step, _ in losses] == [1, 2, 3]
@@ -65,9 +65,9 @@ def test_a_resumed_run_hides_what_was_logged_after_its_checkpoint(tmp_path):
 
 
 def test_off_writes_no_event_files_and_on_without_the_package_is_refused(
-        tmp_path_factory, tmp_path, capsys, monkeypatch):
+        quick_dataset, tmp_path, capsys, monkeypatch):
     use_reference_kernels(monkeypatch)
-    data = quick_dataset(tmp_path_factory)
+    data = quick_dataset
     status, out, err = train(["--data", data, "--run-dir", tmp_path / "off", "--epochs", "1",
                               "--tensorboard", "off", *QUICK_ARGS], capsys)
     assert status == 0, err
@@ -81,10 +81,10 @@ def test_off_writes_no_event_files_and_on_without_the_package_is_refused(
     assert not (tmp_path / "on").exists()
 
 
-def test_the_header_says_where_tensorboard_logs(tmp_path_factory, tmp_path, capsys,
+def test_the_header_says_where_tensorboard_logs(quick_dataset, tmp_path, capsys,
                                                 monkeypatch):
     use_reference_kernels(monkeypatch)
-    data = quick_dataset(tmp_path_factory)
+    data = quick_dataset
     status, out, err = train(["--data", data, "--run-dir", tmp_path / "run", "--epochs", "1",
                               *QUICK_ARGS], capsys)
     assert status == 0, err

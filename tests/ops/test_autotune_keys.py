@@ -50,7 +50,7 @@ def test_gemm_autotuners_key_on_the_precision():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, "fc8.forward", "conv3.forward"],
-        cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=900)
+        cwd=Path(__file__).parents[2], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     errors = json.loads(result.stdout.strip().splitlines()[-1])
     assert errors == {}

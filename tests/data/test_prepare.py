@@ -23,7 +23,7 @@ from alexnet_triton.data.convert import prepare
 from alexnet_triton.data.stats import DatasetStats
 from alexnet_triton.data.store import SplitWriter
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _rgb(rng, height, width):

@@ -16,7 +16,7 @@ from torch.overrides import TorchFunctionMode
 from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton import train as train_module
 from alexnet_triton.training.distributed import Replicas
-from train_support import poison_batch, quick_dataset, train, use_reference_kernels
+from train_support import poison_batch, train, use_reference_kernels
 
 # Every Tensor method that hands a value to Python or copies to the host. (``.to("cpu")`` is
 # left out: on the CPU it is also how a batch goes "to the device".)
@@ -44,9 +44,9 @@ class HostReads(TorchFunctionMode):
 
 
 @pytest.fixture
-def data(tmp_path_factory, monkeypatch):
+def data(quick_dataset, monkeypatch):
     use_reference_kernels(monkeypatch)
-    return quick_dataset(tmp_path_factory)
+    return quick_dataset
 
 
 @pytest.mark.parametrize("k, expected", [(2, [2, 4, 6]), (4, [4, 6]), (1, [1, 2, 3, 4, 5, 6])])

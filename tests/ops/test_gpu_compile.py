@@ -10,7 +10,7 @@ would abort on it), and at least one config must compile and fit (the launch suc
 Scope: ALEXNET_GPU_COMPILE=quick (the default: float32, bfloat16, float64; one layer per
 kernel code path; each autotuner's first and last configs) or =full (six variants, every
 layer, every config). Compiled kernels stay in Triton's on-disk cache, so a rerun only
-compiles the kernels that changed. `pytest -s tests/test_gpu_compile.py` prints the table
+compiles the kernels that changed. `pytest -s tests/ops/test_gpu_compile.py` prints the table
 of matrix instructions and shared memory.
 """
 import json
@@ -95,7 +95,7 @@ def test_every_kernel_is_launched(reports, variant):
         raise report
     launched = {a["kernel"] for entry in report["launches"].values() for a in entry["attempts"]}
     missing = sorted(set(report["kernels"]) - launched)
-    assert not missing, f"kernels never launched by tests/gpu_compile.py ({SCOPE}): {missing}"
+    assert not missing, f"kernels never launched by tests/ops/gpu_compile.py ({SCOPE}): {missing}"
 
 
 def test_print_table(reports):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -10,13 +9,6 @@ from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton import predict
 from alexnet_triton.data import Augmenter, DatasetInfo, load_image
 from alexnet_triton.models.build import build_model
-from train_support import quick_images, trained_run, use_reference_kernels
-
-
-@pytest.fixture
-def run_dir(tmp_path_factory, monkeypatch):
-    use_reference_kernels(monkeypatch)
-    return trained_run(tmp_path_factory)
 
 
 def _predict(argv, capsys):
@@ -25,9 +17,9 @@ def _predict(argv, capsys):
     return status, out, err
 
 
-def test_top5_classes_with_probabilities_of_any_format(run_dir, tmp_path_factory, tmp_path,
+def test_top5_classes_with_probabilities_of_any_format(run_dir, quick_images, tmp_path,
                                                        capsys):
-    jpeg = quick_images(tmp_path_factory) / "val" / "star" / "00000.jpg"
+    jpeg = quick_images / "val" / "star" / "00000.jpg"
     pixels = np.asarray(Image.open(jpeg).convert("RGB"))
     png, gray, cmyk = tmp_path / "star.png", tmp_path / "gray.jpg", tmp_path / "cmyk.jpg"
     Image.fromarray(pixels).resize((150, 100)).save(png)  # not square, other size: rescaled
@@ -47,9 +39,9 @@ def test_top5_classes_with_probabilities_of_any_format(run_dir, tmp_path_factory
         assert all(line.split("%  ")[1] in classes for line in lines[1:])
 
 
-def test_probabilities_are_the_networks_softmax_on_the_center_crop(run_dir, tmp_path_factory,
+def test_probabilities_are_the_networks_softmax_on_the_center_crop(run_dir, quick_images,
                                                                    capsys):
-    jpeg = quick_images(tmp_path_factory) / "val" / "disk" / "00000.jpg"
+    jpeg = quick_images / "val" / "disk" / "00000.jpg"
     state = ckpt.load(run_dir, names=(ckpt.BEST,))
     model = build_model(state["arch"])
     ckpt.load_model_state(model, state)
