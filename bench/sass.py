@@ -2,6 +2,8 @@
 
     python -m bench.sass            # the configs the launchers use (210 CPU-s cold, ~60 s warm)
     python -m bench.sass --full     # and every autotune candidate (600 CPU-s cold)
+    python -m bench.sass --launches conv2.forward fc6.forward --out /tmp/sass
+                                    # some launches only, with their budgets printed
 
 No GPU needed. Each launcher of kernels/*.py is called at AlexNet's batch-128 shapes, in
 bf16 and in fp32 (PyTorch's defaults: tf32 convolutions, ieee linear), under the stand-in
@@ -25,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import sass_predict, sass_table
+from bench import sass_budgets, sass_predict, sass_table
 from bench.alexnet_launches import launch_names
 from bench.sass_compile import BATCH, VARIANTS
 
@@ -33,21 +35,23 @@ RESULTS = Path(__file__).with_name("results")
 SCOPES = {"quick": "first_fit", "full": "all"}  # scope: which autotuner configs compile
 
 
-def _jobs(scope: str, chunks: int) -> list[tuple[str, list[str]]]:
+def _jobs(scope: str, chunks: int, names: list[str]) -> list[tuple[str, list[str]]]:
     """(variant, launches) per compiling process: each variant's launches dealt round-robin
     into chunks, so the costly convolutions spread over the processes."""
-    names = launch_names()
-    return [(variant, names[i::chunks]) for variant in VARIANTS for i in range(chunks)]
+    return [(variant, names[i::chunks]) for variant in VARIANTS for i in range(chunks)
+            if names[i::chunks]]
 
 
-def compile_all(scope: str, jobs: int, work_dir: str, sass_dir: str | None = None) -> dict:
+def compile_all(scope: str, jobs: int, work_dir: str, sass_dir: str | None = None,
+                names: list[str] | None = None) -> dict:
     """{variant: [worker outputs]}: at most `jobs` compiling processes at a time."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     if sass_dir:
         env["BENCH_SASS_DIR"] = sass_dir
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    pending = list(enumerate(_jobs(scope, chunks=2 if scope == "quick" else 4)))
+    names = launch_names() if names is None else names
+    pending = list(enumerate(_jobs(scope, 2 if scope == "quick" else 4, names)))
     running, outputs = [], {variant: [] for variant in VARIANTS}
     while pending or running:
         while pending and len(running) < jobs:
@@ -117,19 +121,28 @@ def main(argv=None) -> dict:
     parser.add_argument("--jobs", type=int, default=2, help="compiling processes at once")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory of the report")
     parser.add_argument("--sass-dir", help="also keep each kernel's SASS text here")
+    parser.add_argument("--launches", nargs="+", metavar="LAUNCH", choices=launch_names(),
+                        help="only these launches (e.g. conv2.forward), their budgets "
+                             "printed; needs --out, since the report is partial")
     args = parser.parse_args(argv)
+    if args.launches and args.out == RESULTS:
+        parser.error("--launches writes a partial report: give --out elsewhere than "
+                     f"{RESULTS}")
     scope = "full" if args.full else "quick"
     if args.sass_dir:
         os.makedirs(args.sass_dir, exist_ok=True)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as work_dir:
-        outputs = compile_all(scope, args.jobs, work_dir, args.sass_dir)
+        outputs = compile_all(scope, args.jobs, work_dir, args.sass_dir, args.launches)
     report = build_report(scope, outputs, time.perf_counter() - start)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "static-sm90.json").write_text(dumps(report))
     (args.out / "static-sm90.md").write_text(sass_table.markdown(report))
     for variant, t in report["step"].items():
         print(f"{variant}: predicted step {t['predicted_ms']:.2f} ms, floor {t['floor_ms']:.2f} ms")
+    if args.launches:
+        for (variant, launch, budget), (met, measured) in sass_budgets.evaluate(report).items():
+            print(f"{variant} {launch} {budget}: {'met' if met else 'MISSED'} ({measured})")
     print(f"wrote {args.out / 'static-sm90.json'} and .md in {report['compile_seconds']} s")
     return report
 

@@ -415,3 +415,21 @@ def test_parser_on_a_real_kernel(run):
     assert sum(op.startswith("HGMMA") for op in inside) == loop["mma"] > 0
     assert sum(op.startswith(("LDG.", "LDGSTS.")) for op in inside) == sum(loop["loads"].values())
     assert sum(op == "LDG.E.U16" for op in inside) == loop["loads"].get("2", 0)
+
+
+def test_some_launches_print_their_budgets(tmp_path):
+    """`--launches` compiles only those, prints each budget met or missed, and refuses to
+    write its partial report over bench/results."""
+    if missing_toolchain() is not None:
+        pytest.skip(missing_toolchain())
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    command = [sys.executable, "-m", "bench.sass", "--launches", "pool5.forward"]
+    refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--out" in refused.stderr
+    done = subprocess.run([*command, "--out", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "static-sm90.json").read_text())
+    assert {r["launch"] for r in report["kernels"]} == {"pool5.forward"}
+    for variant in VARIANTS:
+        assert f"{variant} pool5.forward no_spills: " in done.stdout
