@@ -41,7 +41,19 @@ def _conv_backward_weight(a: dict) -> tuple[float, float]:
 
 
 def _linear(a: dict) -> tuple[float, float]:
-    return 2 * a["M"] * a["N"] * a["K"], math.ceil(a["K"] / a["BLOCK_K"])
+    # Split-K: program (i, j, s) runs the k-steps of [s * K_CHUNK, min((s + 1) * K_CHUNK, K)).
+    k, chunk = a["K"], a["K_CHUNK"]
+    splits = max(1, math.ceil(k / chunk))
+    trips = [math.ceil(min(chunk, k - s * chunk) / a["BLOCK_K"]) for s in range(splits)]
+    return 2 * a["M"] * a["N"] * k, sum(trips) / len(trips)
+
+
+def _linear_epilogue(a: dict) -> tuple[float, float]:
+    return 0, a["SPLIT"]
+
+
+def _linear_masked_grad(a: dict) -> tuple[float, float]:
+    return 0, math.ceil(a["M"] / a["BLOCK_ROWS"])
 
 
 def _split_sum(a: dict) -> tuple[float, float]:
@@ -53,6 +65,8 @@ WORK = {
     "conv2d_relu_backward_input_kernel": _conv_backward_input,
     "conv2d_relu_backward_weight_kernel": _conv_backward_weight,
     "linear_kernel": _linear,
+    "linear_epilogue_kernel": _linear_epilogue,
+    "linear_masked_grad_kernel": _linear_masked_grad,
     "split_sum_kernel": _split_sum,
 }
 

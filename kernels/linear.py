@@ -1,11 +1,18 @@
-"""Fully connected layer (AlexNet's fc6, fc7, fc8) as one fused GEMM kernel, forward and backward.
+"""Fully connected layer (AlexNet's fc6, fc7, fc8) as fused GEMM kernels, forward and backward.
 
 The forward computes ``dropout(relu(input @ weight.T + bias))`` with bias, ReLU and the
 Philox dropout mask of kernels/dropout.py in the GEMM's epilogue. The two backward GEMMs
-use the same kernel on transposed strides (no copies): ``grad_input = g' @ weight`` and
-``grad_weight = g'.T @ input``, where ``g' = grad_output / (1 - p) * (output > 0)`` is
-formed as grad_output is loaded, and ``grad_bias = g'.sum(0)`` is summed in the weight
-gradient's pass.
+use the same kernel on transposed strides (no copies of the big operands):
+``grad_input = g' @ weight`` and ``grad_weight = g'.T @ input``, where
+``g' = grad_output / (1 - p) * (output > 0)``: the mask is applied once, by a small kernel
+that also sums ``grad_bias = g'.sum(0)``, so that the GEMMs' main loops only load and
+multiply; the scalar 1/(1-p) is applied to the sums in the epilogue.
+
+At AlexNet's batch (M = 128) one row tile covers the batch, so every element of the weight
+is read by one program only, and fc6-fc8 have 8-32 column tiles for 132 SMs: the reduction
+is split (split-K). Each split writes its float32 partial sums to a workspace of its own and
+linear_epilogue_kernel adds them in split order (deterministic: no atomics) before the bias,
+ReLU and dropout, which need the full sum.
 """
 from __future__ import annotations
 
@@ -16,63 +23,16 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from alexnet_triton.kernels import accumulator, interpreting, launchable
+from alexnet_triton.kernels import accumulation_dtype, accumulator, interpreting, launchable
 from alexnet_triton.kernels.dropout import dropout_keep, dropout_scale
 
 
 @triton.jit
-def linear_kernel(
-    a_ptr, b_ptr, c_ptr, bias_ptr, a_mask_ptr, row_sum_ptr, seed_ptr,
-    M, N, K,
-    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
-    stride_mask_m, stride_mask_k,
-    p,
-    HAS_BIAS: tl.constexpr, RELU: tl.constexpr, DROPOUT: tl.constexpr, SCALE: tl.constexpr,
-    MASK_A: tl.constexpr, ROW_SUM: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):
-    """C[M, N] = scale * relu(A'[M, K] @ B[K, N] + bias[N]), A' = A * (a_mask > 0).
-
-    Bias (HAS_BIAS), ReLU (RELU) and the mask on A (MASK_A) are each optional; scale is
-    dropout's 1/(1-p) with SCALE, else 1. DROPOUT zeroes the elements that dropout drops
-    (C must be contiguous [M, N]: the mask is drawn on its flat index). ROW_SUM also stores
-    scale * A'.sum(1) into row_sum[M], from the programs of the first column tile so that
-    no two programs write the same element.
-    """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    # int64 offsets: fc6's weight alone has 37.7M elements and strides can be anything.
-    rm64 = rm.to(tl.int64)
-    rn64 = rn.to(tl.int64)
-    rk64 = rk.to(tl.int64)
-    a_ptrs = a_ptr + rm64[:, None] * stride_am + rk64[None, :] * stride_ak  # [BLOCK_M, BLOCK_K]
-    b_ptrs = b_ptr + rk64[:, None] * stride_bk + rn64[None, :] * stride_bn  # [BLOCK_K, BLOCK_N]
-    mask_ptrs = a_mask_ptr + rm64[:, None] * stride_mask_m + rk64[None, :] * stride_mask_k
-    step = tl.full([], BLOCK_K, tl.int64)
-
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    row_sum = tl.zeros((BLOCK_M,), dtype=ACC_DTYPE)
-    for k in range(0, K, BLOCK_K):
-        a_in_bounds = (rm[:, None] < M) & (rk[None, :] < K - k)
-        a = tl.load(a_ptrs, mask=a_in_bounds, other=0.0)
-        b = tl.load(b_ptrs, mask=(rk[:, None] < K - k) & (rn[None, :] < N), other=0.0)
-        if MASK_A:
-            # ReLU's backward (and dropout's, see linear_backward_input) as A is loaded.
-            a_mask = tl.load(mask_ptrs, mask=a_in_bounds, other=0.0)
-            a = tl.where(a_mask > 0, a, tl.zeros_like(a))
-            mask_ptrs += step * stride_mask_k
-        if ROW_SUM:
-            if pid_n == 0:
-                row_sum += tl.sum(a.to(ACC_DTYPE), axis=1)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION,
-                     out_dtype=ACC_DTYPE)
-        a_ptrs += step * stride_ak
-        b_ptrs += step * stride_bk
-
+def _epilogue(acc, rm, rn, N, bias_ptr, seed_ptr, p,
+              HAS_BIAS: tl.constexpr, RELU: tl.constexpr, DROPOUT: tl.constexpr,
+              SCALE: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """scale * relu(acc + bias), dropped where dropout drops: the same code after the GEMM
+    (one split) and after the split-K sum, so both paths give the same bits."""
     if HAS_BIAS:
         bias = tl.load(bias_ptr + rn, mask=rn < N, other=0.0)
         acc += bias.to(ACC_DTYPE)[None, :]
@@ -83,81 +43,284 @@ def linear_kernel(
     if SCALE:
         acc = acc * dropout_scale(p, ACC_DTYPE)
     if DROPOUT:
-        # The rule of kernels/dropout.py on the flat index of C (int32, checked by the
-        # launcher), so the fused mask equals the standalone dropout's mask.
+        # The rule of kernels/dropout.py on the flat index of the [M, N] output (int32,
+        # checked by the launcher), so the fused mask equals the standalone dropout's mask.
         keep = dropout_keep(tl.load(seed_ptr), rm[:, None] * N + rn[None, :], p)
         acc = tl.where(keep, acc, 0.0)
-    c_ptrs = c_ptr + rm64[:, None] * stride_cm + rn64[None, :] * stride_cn
-    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
-    if ROW_SUM:
-        if pid_n == 0:
-            if SCALE:
-                row_sum = row_sum * dropout_scale(p, ACC_DTYPE)
-            tl.store(row_sum_ptr + rm, row_sum.to(row_sum_ptr.dtype.element_ty), mask=rm < M)
+    return acc
+
+
+@triton.jit
+def linear_kernel(
+    a_ptr, b_ptr, c_ptr, bias_ptr, seed_ptr,
+    M, N, K, K_CHUNK,
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cs, stride_cm, stride_cn,
+    p,
+    PARTIAL: tl.constexpr,
+    HAS_BIAS: tl.constexpr, RELU: tl.constexpr, DROPOUT: tl.constexpr, SCALE: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """C[M, N] = epilogue(A[M, K] @ B[K, N]), or with PARTIAL one split's share of the sum.
+
+    Program (i, j, s) reduces over k in [s * K_CHUNK, (s + 1) * K_CHUNK) (K_CHUNK is a
+    multiple of BLOCK_K, so only the last split meets K). With PARTIAL it stores the
+    float32 (float64) sum to C[s] of a [SPLIT, M, N] workspace and the epilogue waits for
+    linear_epilogue_kernel; else it applies _epilogue and stores C in C's dtype.
+    """
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    split = tl.program_id(2)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    k_start = split * K_CHUNK
+    k_end = tl.minimum(k_start + K_CHUNK, K)
+    # int64 offsets: fc6's weight alone has 37.7M elements and strides can be anything.
+    rm64 = rm.to(tl.int64)
+    rn64 = rn.to(tl.int64)
+    rk64 = rk.to(tl.int64) + k_start.to(tl.int64)
+    a_ptrs = a_ptr + rm64[:, None] * stride_am + rk64[None, :] * stride_ak  # [BLOCK_M, BLOCK_K]
+    b_ptrs = b_ptr + rk64[:, None] * stride_bk + rn64[None, :] * stride_bn  # [BLOCK_K, BLOCK_N]
+    step = tl.full([], BLOCK_K, tl.int64)
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+    for k in range(k_start, k_end, BLOCK_K):
+        a = tl.load(a_ptrs, mask=(rm[:, None] < M) & (rk[None, :] < K - k), other=0.0)
+        b = tl.load(b_ptrs, mask=(rk[:, None] < K - k) & (rn[None, :] < N), other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION,
+                     out_dtype=ACC_DTYPE)
+        a_ptrs += step * stride_ak
+        b_ptrs += step * stride_bk
+
+    c_mask = (rm[:, None] < M) & (rn[None, :] < N)
+    if PARTIAL:
+        c_ptrs = (c_ptr + split.to(tl.int64) * stride_cs + rm64[:, None] * stride_cm
+                  + rn64[None, :] * stride_cn)
+        tl.store(c_ptrs, acc, mask=c_mask)
+    else:
+        acc = _epilogue(acc, rm, rn, N, bias_ptr, seed_ptr, p,
+                        HAS_BIAS, RELU, DROPOUT, SCALE, ACC_DTYPE)
+        c_ptrs = c_ptr + rm64[:, None] * stride_cm + rn64[None, :] * stride_cn
+        tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
+
+
+@triton.jit
+def linear_epilogue_kernel(
+    partial_ptr, c_ptr, bias_ptr, seed_ptr, M, N, SPLIT, stride_s, p,
+    HAS_BIAS: tl.constexpr, RELU: tl.constexpr, DROPOUT: tl.constexpr, SCALE: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
+):
+    """C[M, N] = _epilogue(sum over s of partial[s]), partial [SPLIT, M, N] and C contiguous.
+
+    The splits are added in their order, 0 first, whatever order their programs ran in:
+    the result does not depend on the schedule.
+    """
+    rm = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    rn = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    in_bounds = (rm[:, None] < M) & (rn[None, :] < N)
+    offsets = rm.to(tl.int64)[:, None] * N + rn[None, :]  # [BLOCK_ROWS, BLOCK_COLS]
+    partial_ptrs = partial_ptr + offsets
+    acc = tl.zeros((BLOCK_ROWS, BLOCK_COLS), dtype=ACC_DTYPE)
+    for _ in range(SPLIT):
+        acc += tl.load(partial_ptrs, mask=in_bounds, other=0.0)
+        partial_ptrs += stride_s
+    acc = _epilogue(acc, rm, rn, N, bias_ptr, seed_ptr, p,
+                    HAS_BIAS, RELU, DROPOUT, SCALE, ACC_DTYPE)
+    tl.store(c_ptr + offsets, acc.to(c_ptr.dtype.element_ty), mask=in_bounds)
+
+
+@triton.jit
+def linear_masked_grad_kernel(
+    grad_ptr, output_ptr, masked_ptr, grad_bias_ptr, M, N,
+    stride_gm, stride_gn, stride_om, stride_on, p,
+    MASK: tl.constexpr, STORE: tl.constexpr, COLUMN_SUM: tl.constexpr, SCALE: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
+):
+    """masked[M, N] = grad * (output > 0) (STORE, contiguous) and grad_bias[N] = scale *
+    masked.sum(0) (COLUMN_SUM): ReLU's and dropout's backward (bar the scalar scale, which
+    the GEMMs apply to their sums), once for the whole layer instead of in every GEMM
+    program. One program owns BLOCK_COLS columns and runs down all M rows: a fixed order."""
+    rn = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    rn64 = rn.to(tl.int64)
+    column_sum = tl.zeros((BLOCK_COLS,), dtype=ACC_DTYPE)
+    for m in range(0, M, BLOCK_ROWS):
+        rm = m + tl.arange(0, BLOCK_ROWS)
+        rm64 = rm.to(tl.int64)
+        in_bounds = (rm[:, None] < M) & (rn[None, :] < N)
+        g = tl.load(grad_ptr + rm64[:, None] * stride_gm + rn64[None, :] * stride_gn,
+                    mask=in_bounds, other=0.0)
+        if MASK:
+            out = tl.load(output_ptr + rm64[:, None] * stride_om + rn64[None, :] * stride_on,
+                          mask=in_bounds, other=0.0)
+            g = tl.where(out > 0, g, tl.zeros_like(g))
+        if STORE:
+            tl.store(masked_ptr + rm64[:, None] * N + rn64[None, :], g, mask=in_bounds)
+        if COLUMN_SUM:
+            column_sum += tl.sum(g.to(ACC_DTYPE), axis=0)
+    if COLUMN_SUM:
+        if SCALE:
+            column_sum = column_sum * dropout_scale(p, ACC_DTYPE)
+        tl.store(grad_bias_ptr + rn, column_sum.to(grad_bias_ptr.dtype.element_ty), mask=rn < N)
 
 
 def _configs():
-    # Hopper tiles for AlexNet's FC layers at batch 128 (M=128; N, K in 1000..9216): with
-    # one or two row tiles, the column tile sets how many of the 132 SMs get work.
-    # The small last tile keeps fc8 (N=1000) busy and is the one float64 always fits in
-    # shared memory (the others may fail to compile there and are skipped).
+    # Hopper tiles for AlexNet's FC layers at batch 128 (M=128; N, K in 1000..9216). The
+    # first is the one the static report (bench/sass.py) compiles as the launcher's choice.
+    # Every BLOCK_K divides _SPLIT_ALIGN, so a split never ends inside a k-step. The small
+    # last tile is the one float64 always fits in shared memory (the others may fail to
+    # compile there and are skipped).
     tiles = [(128, 128, 64, 4, 8), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
-             (64, 64, 64, 4, 4), (64, 64, 128, 3, 4), (128, 32, 64, 4, 4),
+             (64, 64, 64, 4, 4), (128, 32, 64, 4, 4),
              (32, 64, 64, 4, 4), (64, 32, 64, 4, 4), (32, 32, 64, 2, 4)]
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk},
                           num_stages=stages, num_warps=warps)
             for bm, bn, bk, stages, warps in tiles]
 
 
-# The flags are in the key: the three GEMMs of one layer can share M, N and K (fc7) but
-# not their best tile, nor their shared memory (MASK_A loads a third tile); nor can ieee
-# and tf32 float32 (tests/ops/test_autotune_keys.py).
+# The flags are in the key: the GEMMs of one layer can share M, N and K (fc7) but not their
+# best tile (nor their shared memory); nor can ieee and tf32 float32
+# (tests/ops/test_autotune_keys.py). K_CHUNK is the reduction each program runs.
 linear_kernel_autotuned = triton.autotune(
     configs=_configs(),
-    key=["M", "N", "K", "HAS_BIAS", "RELU", "DROPOUT", "MASK_A", "ROW_SUM", "INPUT_PRECISION"],
+    key=["M", "N", "K", "K_CHUNK", "PARTIAL", "HAS_BIAS", "RELU", "DROPOUT", "SCALE",
+         "INPUT_PRECISION"],
 )(linear_kernel)
 
+# A split's reduction is a whole number of these (a multiple of every config's BLOCK_K).
+_SPLIT_ALIGN = 64
+# The tile the split is planned for: the largest of _configs() (smaller ones only add programs).
+_PLAN_TILE = (128, 128)
+_EPILOGUE_BLOCKS = {"BLOCK_ROWS": 16, "BLOCK_COLS": 256}
+_MASKED_GRAD_BLOCKS = {"BLOCK_ROWS": 32, "BLOCK_COLS": 256}
 
-def _interpreter_blocks(K: int) -> dict:
+
+def split_k(tiles: int, k_steps: int, sms: int) -> int:
+    """How many programs share each output tile's reduction of k_steps steps (split-K).
+
+    None below one program per SM (the budget of issue 11: >= sms programs) unless the
+    reduction is too short to split; among 1..4x that many, the split whose critical path
+    (waves of sms programs, one per SM, times the k-steps of one split) is the shortest,
+    the fewest splits on a tie (each split adds an [M, N] float32 partial to write and read).
+    fc6 at batch 128: 32 tiles of 144 steps -> 8 splits, 256 programs of 18 steps.
+    """
+    if tiles >= sms or k_steps <= 1:
+        return 1
+    least = triton.cdiv(sms, tiles)
+    best, best_path = None, None
+    for split in range(least, 4 * least + 1):
+        chunk = triton.cdiv(k_steps, split)
+        real = triton.cdiv(k_steps, chunk)  # splits left once each has a whole chunk
+        if real * tiles < sms:
+            continue
+        path = triton.cdiv(real * tiles, sms) * chunk
+        if best_path is None or path < best_path:
+            best, best_path = real, path
+    return best if best is not None else k_steps  # one step each: as many as there can be
+
+
+def _interpreter_blocks(K: int, split: int) -> dict:
     # One big config under the interpreter, where an op costs about the same whatever the
-    # block size; the reduction tile shrinks to a short K (the batch, for grad_weight),
-    # where padding it to 128 would only multiply the work of every program.
-    return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": min(128, max(16, triton.next_power_of_2(K)))}
+    # block size; the reduction tile shrinks to a short K (the batch, for grad_weight) or
+    # to a forced split's share, where padding it to 128 would only multiply the work.
+    share = triton.cdiv(K, split)
+    return {"BLOCK_M": 128, "BLOCK_N": 128,
+            "BLOCK_K": min(128, max(16, triton.next_power_of_2(share)))}
+
+
+def _plan(M: int, N: int, K: int, device: torch.device, split: Optional[int]) -> Tuple[int, int]:
+    """(splits, K_CHUNK) of a GEMM: `split` if given (tests force it), else split_k's."""
+    if interpreting():
+        align = _interpreter_blocks(K, split or 1)["BLOCK_K"]
+    else:
+        align = _SPLIT_ALIGN
+    steps = triton.cdiv(K, align)
+    if split is None:
+        if interpreting():
+            split = 1  # programs run one after another: a split would only add work
+        else:
+            tiles = triton.cdiv(M, _PLAN_TILE[0]) * max(1, triton.cdiv(N, _PLAN_TILE[1]))
+            sms = torch.cuda.get_device_properties(device).multi_processor_count
+            split = split_k(tiles, steps, sms)
+    if split < 1:
+        raise ValueError(f"linear: split_k must be >= 1, got {split}")
+    chunk = max(1, triton.cdiv(steps, split)) * align
+    return max(1, triton.cdiv(K, chunk)), chunk
 
 
 def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int, int],
           c: Tensor, M: int, N: int, K: int, *, bias: Optional[Tensor] = None,
           relu: bool = False, p: float = 0.0, seed: Optional[Tensor] = None,
-          a_mask: Optional[Tensor] = None, a_mask_strides: Tuple[int, int] = (0, 0),
-          row_sum: Optional[Tensor] = None, scale: bool = False) -> None:
-    """Launch linear_kernel for C[M, N] (contiguous) from A[M, K] and B[K, N] given by strides."""
+          scale: bool = False, split: Optional[int] = None) -> None:
+    """C[M, N] (contiguous) = epilogue(A[M, K] @ B[K, N]), A and B given by their strides."""
     if M == 0:
         return
     acc_dtype = accumulator(a.dtype)
     tf32 = a.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
     precision = "tf32" if tf32 else "ieee"
+    splits, chunk = _plan(M, N, K, c.device, split)
+    epilogue = dict(HAS_BIAS=bias is not None, RELU=relu, DROPOUT=seed is not None, SCALE=scale)
     # Unused pointers still need a tensor; C stands in and is never read through them.
-    args = (a, b, c, c if bias is None else bias, c if a_mask is None else a_mask,
-            c if row_sum is None else row_sum, c if seed is None else seed,
-            M, N, K, *a_strides, *b_strides, c.stride(0), c.stride(1), *a_mask_strides,
-            float(p))
-    flags = dict(HAS_BIAS=bias is not None, RELU=relu, DROPOUT=seed is not None, SCALE=scale,
-                 MASK_A=a_mask is not None, ROW_SUM=row_sum is not None,
-                 ACC_DTYPE=acc_dtype, INPUT_PRECISION=precision)
-    # At least one column tile, so that row_sum is written even when N is 0.
+    bias_arg = c if bias is None else bias
+    seed_arg = c if seed is None else seed
+    if splits == 1:
+        out, out_strides, flags = c, (0, c.stride(0), c.stride(1)), epilogue
+    else:
+        # Every (split, row, column) element is written by exactly one program.
+        out = torch.empty((splits, M, N), device=c.device, dtype=accumulation_dtype(a.dtype))
+        out_strides = out.stride()
+        flags = dict.fromkeys(epilogue, False)
+    args = (a, b, out, bias_arg, seed_arg, M, N, K, chunk,
+            *a_strides, *b_strides, *out_strides, float(p))
+    flags = dict(PARTIAL=splits > 1, **flags, ACC_DTYPE=acc_dtype, INPUT_PRECISION=precision)
+    # At least one column tile, so that an empty N still launches (and K = 0 stores zeros).
     if interpreting():
-        blocks = _interpreter_blocks(K)
-        grid = (triton.cdiv(M, blocks["BLOCK_M"]), max(1, triton.cdiv(N, blocks["BLOCK_N"])))
+        blocks = _interpreter_blocks(K, split or 1)
+        grid = (triton.cdiv(M, blocks["BLOCK_M"]), max(1, triton.cdiv(N, blocks["BLOCK_N"])),
+                splits)
         launchable(linear_kernel)[grid](*args, **flags, **blocks)
     else:
         def grid(meta):
-            return (triton.cdiv(M, meta["BLOCK_M"]), max(1, triton.cdiv(N, meta["BLOCK_N"])))
+            return (triton.cdiv(M, meta["BLOCK_M"]), max(1, triton.cdiv(N, meta["BLOCK_N"])),
+                    splits)
         launchable(linear_kernel_autotuned)[grid](*args, **flags)
+    if splits > 1:
+        blocks = ({"BLOCK_ROWS": 128, "BLOCK_COLS": 128} if interpreting()
+                  else _EPILOGUE_BLOCKS)
+        grid = (triton.cdiv(M, blocks["BLOCK_ROWS"]), triton.cdiv(N, blocks["BLOCK_COLS"]))
+        launchable(linear_epilogue_kernel)[grid](
+            out, c, bias_arg, seed_arg, M, N, splits, out.stride(0), float(p), **epilogue,
+            ACC_DTYPE=acc_dtype, **blocks)
+
+
+def _masked_grad(grad_output: Tensor, output: Optional[Tensor], p: float,
+                 grad_bias: Optional[Tensor] = None) -> Tensor:
+    """grad_output * (output > 0) as a contiguous [M, N] (grad_output itself without an
+    output), and grad_bias = its column sums / (1 - p) when grad_bias is given."""
+    M, N = grad_output.shape
+    if output is None and grad_bias is None:
+        return grad_output
+    masked = grad_output
+    if output is not None:
+        masked = torch.empty((M, N), device=grad_output.device, dtype=grad_output.dtype)
+    if N == 0:
+        return masked
+    out = grad_output if output is None else output
+    blocks = {"BLOCK_ROWS": 128, "BLOCK_COLS": 1024} if interpreting() else _MASKED_GRAD_BLOCKS
+    launchable(linear_masked_grad_kernel)[(triton.cdiv(N, blocks["BLOCK_COLS"]),)](
+        grad_output, out, masked, masked if grad_bias is None else grad_bias, M, N,
+        *grad_output.stride(), *out.stride(), float(p),
+        MASK=output is not None, STORE=output is not None, COLUMN_SUM=grad_bias is not None,
+        SCALE=p > 0, ACC_DTYPE=accumulator(grad_output.dtype), **blocks)
+    return masked
 
 
 def linear_forward(input: Tensor, weight: Tensor, bias: Optional[Tensor], relu: bool, p: float,
-                   seed: Optional[Tensor]) -> Tensor:
-    """input [M, K], weight [N, K], bias [N] -> dropout(relu(input @ weight.T + bias)) [M, N]."""
+                   seed: Optional[Tensor], *, split: Optional[int] = None) -> Tensor:
+    """input [M, K], weight [N, K], bias [N] -> dropout(relu(input @ weight.T + bias)) [M, N].
+
+    split: how many programs share each output tile's reduction (None: split_k's choice).
+    """
     if input.dim() != 2 or weight.dim() != 2 or input.shape[1] != weight.shape[1]:
         raise ValueError("linear_forward: input must be [M, K] and weight [N, K]")
     M, K = input.shape
@@ -173,19 +336,20 @@ def linear_forward(input: Tensor, weight: Tensor, bias: Optional[Tensor], relu: 
     output = torch.empty((M, N), device=input.device, dtype=input.dtype)  # [M, N]
     # B = weight.T [K, N], read through the weight's strides.
     _gemm(input, (input.stride(0), input.stride(1)), weight, (weight.stride(1), weight.stride(0)),
-          output, M, N, K, bias=bias, relu=relu, p=p, seed=seed, scale=seed is not None)
+          output, M, N, K, bias=bias, relu=relu, p=p, seed=seed, scale=seed is not None,
+          split=split)
     return output
 
 
 def linear_backward_input(grad_output: Tensor, output: Optional[Tensor], weight: Tensor,
-                          p: float) -> Tensor:
+                          p: float, *, split: Optional[int] = None) -> Tensor:
     """grad_input [M, K] = g' @ weight, g' = grad_output / (1 - p) * (output > 0).
 
     p is the forward's dropout probability, 0 when it had no dropout.
 
     With ReLU and dropout the output is positive exactly where the element was kept and
     its pre-activation was positive, so output > 0 times 1/(1-p) is their whole backward.
-    Without output (no ReLU) there is no mask.
+    Without output (no ReLU) there is no mask. split: as in linear_forward.
     """
     M, N = grad_output.shape
     K = weight.shape[1]
@@ -193,19 +357,20 @@ def linear_backward_input(grad_output: Tensor, output: Optional[Tensor], weight:
         raise ValueError("linear_backward_input: grad_output and output must be [M, N], "
                          "weight [N, K]")
     grad_input = torch.empty((M, K), device=grad_output.device, dtype=grad_output.dtype)
-    mask_strides = (0, 0) if output is None else (output.stride(0), output.stride(1))
-    _gemm(grad_output, (grad_output.stride(0), grad_output.stride(1)),
+    masked = _masked_grad(grad_output, output, p)  # [M, N]
+    _gemm(masked, (masked.stride(0), masked.stride(1)),
           weight, (weight.stride(0), weight.stride(1)), grad_input, M, K, N,
-          a_mask=output, a_mask_strides=mask_strides, p=p, scale=p > 0)
+          p=p, scale=p > 0, split=split)
     return grad_input
 
 
 def linear_backward_weight(grad_output: Tensor, output: Optional[Tensor], input: Tensor,
-                           p: float) -> Tuple[Tensor, Tensor]:
-    """grad_weight [N, K] = g'.T @ input and grad_bias [N] = g'.sum(0), in one GEMM.
+                           p: float, *, split: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """grad_weight [N, K] = g'.T @ input and grad_bias [N] = g'.sum(0).
 
     g' is as in linear_backward_input. The reduction runs over the batch M, short for
-    AlexNet (128), so the whole of it stays in one program: no split-K, no atomics.
+    AlexNet (128): at batch 128 the output tiles alone fill the SMs, and split_k leaves it
+    whole. split: as in linear_forward.
     """
     M, N = grad_output.shape
     K = input.shape[1]
@@ -214,9 +379,9 @@ def linear_backward_weight(grad_output: Tensor, output: Optional[Tensor], input:
                          "input [M, K]")
     grad_weight = torch.empty((N, K), device=grad_output.device, dtype=grad_output.dtype)
     grad_bias = torch.empty((N,), device=grad_output.device, dtype=grad_output.dtype)
-    # A = g'.T [N, M] and its mask output.T, both through transposed strides.
-    mask_strides = (0, 0) if output is None else (output.stride(1), output.stride(0))
-    _gemm(grad_output, (grad_output.stride(1), grad_output.stride(0)),
+    masked = _masked_grad(grad_output, output, p, grad_bias)  # [M, N]
+    # A = g'.T [N, M], through transposed strides.
+    _gemm(masked, (masked.stride(1), masked.stride(0)),
           input, (input.stride(0), input.stride(1)), grad_weight, N, K, M,
-          a_mask=output, a_mask_strides=mask_strides, row_sum=grad_bias, p=p, scale=p > 0)
+          p=p, scale=p > 0, split=split)
     return grad_weight, grad_bias
