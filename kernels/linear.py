@@ -53,7 +53,7 @@ def _epilogue(acc, rm, rn, N, bias_ptr, seed_ptr, p,
 @triton.jit
 def linear_kernel(
     a_ptr, b_ptr, c_ptr, bias_ptr, seed_ptr,
-    M, N, K, K_CHUNK,
+    M, N, K, M_A, K_A, K_CHUNK,
     stride_am, stride_ak, stride_bk, stride_bn, stride_cs, stride_cm, stride_cn,
     p,
     PARTIAL: tl.constexpr,
@@ -62,6 +62,10 @@ def linear_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """C[M, N] = epilogue(A[M, K] @ B[K, N]), or with PARTIAL one split's share of the sum.
+
+    A may be zero-padded to [M_A, K_A] (>= [M, K]) and is read up to there: with M_A and
+    K_A multiples of 16 its loads are masked in whole 16-byte vectors (fc8's 1000 outputs
+    would otherwise cut every masked load of g' down to one element).
 
     Program (i, j, s) reduces over k in [s * K_CHUNK, (s + 1) * K_CHUNK) (K_CHUNK is a
     multiple of BLOCK_K, so only the last split meets K). With PARTIAL it stores the
@@ -86,7 +90,7 @@ def linear_kernel(
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for k in range(k_start, k_end, BLOCK_K):
-        a = tl.load(a_ptrs, mask=(rm[:, None] < M) & (rk[None, :] < K - k), other=0.0)
+        a = tl.load(a_ptrs, mask=(rm[:, None] < M_A) & (rk[None, :] < K_A - k), other=0.0)
         b = tl.load(b_ptrs, mask=(rk[:, None] < K - k) & (rn[None, :] < N), other=0.0)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION,
                      out_dtype=ACC_DTYPE)
@@ -107,11 +111,12 @@ def linear_kernel(
 
 @triton.jit
 def linear_epilogue_kernel(
-    partial_ptr, c_ptr, bias_ptr, seed_ptr, M, N, SPLIT, stride_s, p,
+    partial_ptr, c_ptr, bias_ptr, seed_ptr, M, N, SPLIT, stride_ps, stride_pm, p,
     HAS_BIAS: tl.constexpr, RELU: tl.constexpr, DROPOUT: tl.constexpr, SCALE: tl.constexpr,
     ACC_DTYPE: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
 ):
-    """C[M, N] = _epilogue(sum over s of partial[s]), partial [SPLIT, M, N] and C contiguous.
+    """C[M, N] = _epilogue(sum over s of partial[s]), partial [SPLIT, M, N] (unit column
+    stride) and C contiguous.
 
     The splits are added in their order, 0 first, whatever order their programs ran in:
     the result does not depend on the schedule.
@@ -119,28 +124,32 @@ def linear_epilogue_kernel(
     rm = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     rn = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
     in_bounds = (rm[:, None] < M) & (rn[None, :] < N)
-    offsets = rm.to(tl.int64)[:, None] * N + rn[None, :]  # [BLOCK_ROWS, BLOCK_COLS]
-    partial_ptrs = partial_ptr + offsets
+    rm64 = rm.to(tl.int64)
+    partial_ptrs = partial_ptr + rm64[:, None] * stride_pm + rn[None, :]  # [BLOCK_ROWS, BLOCK_COLS]
     acc = tl.zeros((BLOCK_ROWS, BLOCK_COLS), dtype=ACC_DTYPE)
     for _ in range(SPLIT):
         acc += tl.load(partial_ptrs, mask=in_bounds, other=0.0)
-        partial_ptrs += stride_s
+        partial_ptrs += stride_ps
     acc = _epilogue(acc, rm, rn, N, bias_ptr, seed_ptr, p,
                     HAS_BIAS, RELU, DROPOUT, SCALE, ACC_DTYPE)
-    tl.store(c_ptr + offsets, acc.to(c_ptr.dtype.element_ty), mask=in_bounds)
+    tl.store(c_ptr + rm64[:, None] * N + rn[None, :], acc.to(c_ptr.dtype.element_ty),
+             mask=in_bounds)
 
 
 @triton.jit
 def linear_masked_grad_kernel(
-    grad_ptr, output_ptr, masked_ptr, grad_bias_ptr, M, N,
+    grad_ptr, output_ptr, masked_ptr, grad_bias_ptr, M, N, N_PADDED,
     stride_gm, stride_gn, stride_om, stride_on, p,
     MASK: tl.constexpr, STORE: tl.constexpr, COLUMN_SUM: tl.constexpr, SCALE: tl.constexpr,
     ACC_DTYPE: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
 ):
-    """masked[M, N] = grad * (output > 0) (STORE, contiguous) and grad_bias[N] = scale *
-    masked.sum(0) (COLUMN_SUM): ReLU's and dropout's backward (bar the scalar scale, which
-    the GEMMs apply to their sums), once for the whole layer instead of in every GEMM
-    program. One program owns BLOCK_COLS columns and runs down all M rows: a fixed order."""
+    """masked[M, N_PADDED] = grad * (output > 0) (MASK; else grad), zeros in the padding
+    columns (STORE), and grad_bias[N] = scale * masked.sum(0) (COLUMN_SUM).
+
+    ReLU's and dropout's backward (bar the scalar scale, which the GEMMs apply to their
+    sums), once for the layer instead of in every GEMM program's main loop. One program
+    owns BLOCK_COLS columns and runs down all M rows: the sums have a fixed order.
+    """
     rn = tl.program_id(0) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
     rn64 = rn.to(tl.int64)
     column_sum = tl.zeros((BLOCK_COLS,), dtype=ACC_DTYPE)
@@ -155,7 +164,8 @@ def linear_masked_grad_kernel(
                           mask=in_bounds, other=0.0)
             g = tl.where(out > 0, g, tl.zeros_like(g))
         if STORE:
-            tl.store(masked_ptr + rm64[:, None] * N + rn64[None, :], g, mask=in_bounds)
+            tl.store(masked_ptr + rm64[:, None] * N_PADDED + rn64[None, :], g,
+                     mask=(rm[:, None] < M) & (rn[None, :] < N_PADDED))
         if COLUMN_SUM:
             column_sum += tl.sum(g.to(ACC_DTYPE), axis=0)
     if COLUMN_SUM:
@@ -192,7 +202,7 @@ _SPLIT_ALIGN = 64
 # The tile the split is planned for: the largest of _configs() (smaller ones only add programs).
 _PLAN_TILE = (128, 128)
 _EPILOGUE_BLOCKS = {"BLOCK_ROWS": 16, "BLOCK_COLS": 256}
-_MASKED_GRAD_BLOCKS = {"BLOCK_ROWS": 32, "BLOCK_COLS": 256}
+_MASKED_GRAD_BLOCKS = {"BLOCK_ROWS": 8, "BLOCK_COLS": 256}
 
 
 def split_k(tiles: int, k_steps: int, sms: int) -> int:
@@ -251,8 +261,10 @@ def _plan(M: int, N: int, K: int, device: torch.device, split: Optional[int]) ->
 def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int, int],
           c: Tensor, M: int, N: int, K: int, *, bias: Optional[Tensor] = None,
           relu: bool = False, p: float = 0.0, seed: Optional[Tensor] = None,
-          scale: bool = False, split: Optional[int] = None) -> None:
-    """C[M, N] (contiguous) = epilogue(A[M, K] @ B[K, N]), A and B given by their strides."""
+          scale: bool = False, split: Optional[int] = None,
+          a_padded: Optional[Tuple[int, int]] = None) -> None:
+    """C[M, N] (contiguous) = epilogue(A[M, K] @ B[K, N]), A and B given by their strides;
+    A readable up to a_padded = (M_A, K_A), zeros beyond [M, K] (default: [M, K])."""
     if M == 0:
         return
     acc_dtype = accumulator(a.dtype)
@@ -267,10 +279,14 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
         out, out_strides, flags = c, (0, c.stride(0), c.stride(1)), epilogue
     else:
         # Every (split, row, column) element is written by exactly one program.
-        out = torch.empty((splits, M, N), device=c.device, dtype=accumulation_dtype(a.dtype))
+        # Rows padded to 16 elements: the epilogue kernel's loads stay whole 16-byte vectors.
+        workspace = torch.empty((splits, M, _padded(N)), device=c.device,
+                                dtype=accumulation_dtype(a.dtype))
+        out = workspace[:, :, :N]
         out_strides = out.stride()
         flags = dict.fromkeys(epilogue, False)
-    args = (a, b, out, bias_arg, seed_arg, M, N, K, chunk,
+    M_A, K_A = (M, K) if a_padded is None else a_padded
+    args = (a, b, out, bias_arg, seed_arg, M, N, K, M_A, K_A, chunk,
             *a_strides, *b_strides, *out_strides, float(p))
     flags = dict(PARTIAL=splits > 1, **flags, ACC_DTYPE=acc_dtype, INPUT_PRECISION=precision)
     # At least one column tile, so that an empty N still launches (and K = 0 stores zeros).
@@ -289,30 +305,43 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
                   else _EPILOGUE_BLOCKS)
         grid = (triton.cdiv(M, blocks["BLOCK_ROWS"]), triton.cdiv(N, blocks["BLOCK_COLS"]))
         launchable(linear_epilogue_kernel)[grid](
-            out, c, bias_arg, seed_arg, M, N, splits, out.stride(0), float(p), **epilogue,
+            out, c, bias_arg, seed_arg, M, N, splits, out.stride(0), out.stride(1), float(p),
+            **epilogue,
             ACC_DTYPE=acc_dtype, **blocks)
 
 
+def _padded(n: int) -> int:
+    """n rounded up to a multiple of 16: Triton specializes such sizes and strides and then
+    proves masked loads uniform over 16-byte vectors."""
+    return triton.cdiv(n, 16) * 16
+
+
 def _masked_grad(grad_output: Tensor, output: Optional[Tensor], p: float,
-                 grad_bias: Optional[Tensor] = None) -> Tensor:
-    """grad_output * (output > 0) as a contiguous [M, N] (grad_output itself without an
-    output), and grad_bias = its column sums / (1 - p) when grad_bias is given."""
+                 grad_bias: Optional[Tensor] = None) -> Tuple[Tensor, int]:
+    """(g, N_A): g = grad_output * (output > 0), [M, N] with row stride N_A >= N and zeros
+    in columns N..N_A-1, where the GEMMs may read it in whole vectors; grad_output itself
+    (N_A = N) when there is no output to mask with and N is a multiple of 16. With
+    grad_bias given, also grad_bias = g.sum(0) / (1 - p)."""
     M, N = grad_output.shape
-    if output is None and grad_bias is None:
-        return grad_output
-    masked = grad_output
-    if output is not None:
-        masked = torch.empty((M, N), device=grad_output.device, dtype=grad_output.dtype)
+    store = output is not None or N % 16 != 0
+    if not store and grad_bias is None:
+        return grad_output, N
+    masked, width = grad_output, N
+    if store:
+        width = _padded(N)
+        masked = torch.empty((M, width), device=grad_output.device,
+                             dtype=grad_output.dtype)[:, :N]
     if N == 0:
-        return masked
+        return masked, width
     out = grad_output if output is None else output
-    blocks = {"BLOCK_ROWS": 128, "BLOCK_COLS": 1024} if interpreting() else _MASKED_GRAD_BLOCKS
-    launchable(linear_masked_grad_kernel)[(triton.cdiv(N, blocks["BLOCK_COLS"]),)](
-        grad_output, out, masked, masked if grad_bias is None else grad_bias, M, N,
+    blocks = ({"BLOCK_ROWS": 128, "BLOCK_COLS": 1024} if interpreting()
+              else _MASKED_GRAD_BLOCKS)
+    launchable(linear_masked_grad_kernel)[(triton.cdiv(width, blocks["BLOCK_COLS"]),)](
+        grad_output, out, masked, masked if grad_bias is None else grad_bias, M, N, width,
         *grad_output.stride(), *out.stride(), float(p),
-        MASK=output is not None, STORE=output is not None, COLUMN_SUM=grad_bias is not None,
+        MASK=output is not None, STORE=store, COLUMN_SUM=grad_bias is not None,
         SCALE=p > 0, ACC_DTYPE=accumulator(grad_output.dtype), **blocks)
-    return masked
+    return masked, width
 
 
 def linear_forward(input: Tensor, weight: Tensor, bias: Optional[Tensor], relu: bool, p: float,
@@ -357,10 +386,10 @@ def linear_backward_input(grad_output: Tensor, output: Optional[Tensor], weight:
         raise ValueError("linear_backward_input: grad_output and output must be [M, N], "
                          "weight [N, K]")
     grad_input = torch.empty((M, K), device=grad_output.device, dtype=grad_output.dtype)
-    masked = _masked_grad(grad_output, output, p)  # [M, N]
+    masked, width = _masked_grad(grad_output, output, p)  # [M, N], zeros up to width
     _gemm(masked, (masked.stride(0), masked.stride(1)),
           weight, (weight.stride(0), weight.stride(1)), grad_input, M, K, N,
-          p=p, scale=p > 0, split=split)
+          p=p, scale=p > 0, split=split, a_padded=(M, width))
     return grad_input
 
 
@@ -379,9 +408,9 @@ def linear_backward_weight(grad_output: Tensor, output: Optional[Tensor], input:
                          "input [M, K]")
     grad_weight = torch.empty((N, K), device=grad_output.device, dtype=grad_output.dtype)
     grad_bias = torch.empty((N,), device=grad_output.device, dtype=grad_output.dtype)
-    masked = _masked_grad(grad_output, output, p, grad_bias)  # [M, N]
+    masked, width = _masked_grad(grad_output, output, p, grad_bias)  # [M, N], zeros up to width
     # A = g'.T [N, M], through transposed strides.
     _gemm(masked, (masked.stride(1), masked.stride(0)),
           input, (input.stride(0), input.stride(1)), grad_weight, N, K, M,
-          p=p, scale=p > 0, split=split)
+          p=p, scale=p > 0, split=split, a_padded=(width, M))
     return grad_weight, grad_bias

@@ -1,6 +1,7 @@
 """The fused FC-layer GEMMs of kernels/linear.py against kernels/reference/linear.py."""
 import pytest
 import torch
+import triton
 
 from alexnet_triton.kernels import dropout as dropout_kernels
 from alexnet_triton.kernels import linear as linear_kernels
@@ -12,6 +13,8 @@ from helpers import PRECISIONS, assert_close, assert_precision_close, tolerance,
 # (batch M, in_features K, out_features N): sizes that are not multiples of any tile, and
 # fc6 (9216 -> 4096) with its output cut to 256 features so the interpreter stays quick.
 SHAPES = {"odd": (5, 300, 77), "fc6-like": (2, 9216, 256)}
+# A batch long enough to split grad_weight's reduction over it.
+SPLIT_SHAPE = (40, 300, 77)
 
 P = 0.5  # AlexNet's dropout
 
@@ -217,3 +220,115 @@ def test_reference_backward_is_autograd(relu, dropout, has_bias):
     if relu:
         # The mask must have cut something, or the test would not tell ReLU from identity.
         assert 0 < int((output == 0).sum()) < output.numel()
+
+
+# --------------------------------------------------------------------------------------
+# split-K: the reduction shared by several programs, summed in a fixed order
+# --------------------------------------------------------------------------------------
+
+
+def _splits(M, N, K, split):
+    """How many splits the launcher really runs for a GEMM of this shape when told `split`
+    (the interpreter's tiles decide how many whole k-steps there are to share)."""
+    splits, _ = linear_kernels._plan(M, N, K, torch.device("cpu"), split)
+    return splits
+
+
+@pytest.mark.parametrize("fc,in_features,out_features", [
+    ("fc6", 9216, 4096), ("fc7", 4096, 4096), ("fc8", 4096, 1000)])
+def test_split_k_fills_the_sms_at_alexnets_batch(fc, in_features, out_features):
+    """Issue 11's budget: every FC GEMM at batch 128 launches >= 1 program per SM, and each
+    split has work (no split of zero k-steps)."""
+    sms, batch, align = 132, 128, linear_kernels._SPLIT_ALIGN
+    tile_m, tile_n = linear_kernels._PLAN_TILE
+    gemms = {"forward": (batch, out_features, in_features),
+             "backward_input": (batch, in_features, out_features),
+             "backward_weight": (out_features, in_features, batch)}
+    for name, (M, N, K) in gemms.items():
+        tiles = triton.cdiv(M, tile_m) * triton.cdiv(N, tile_n)
+        steps = triton.cdiv(K, align)
+        split = linear_kernels.split_k(tiles, steps, sms)
+        chunk = triton.cdiv(steps, split)
+        assert triton.cdiv(steps, chunk) == split, (fc, name, "an empty split")
+        assert tiles * split >= sms, (fc, name, tiles, split)
+        if name == "backward_weight":
+            assert split == 1, (fc, name, "the output tiles alone fill the SMs")
+
+
+def test_split_k_shapes():
+    assert linear_kernels.split_k(tiles=200, k_steps=144, sms=132) == 1
+    assert linear_kernels.split_k(tiles=32, k_steps=1, sms=132) == 1
+    # fc6 forward: 5 splits would leave a second wave of 28 programs of 29 steps each
+    assert linear_kernels.split_k(tiles=32, k_steps=144, sms=132) == 8
+    # a single tile with a short reduction: every k-step a split of its own
+    assert linear_kernels.split_k(tiles=1, k_steps=10, sms=132) == 10
+
+
+@pytest.mark.parametrize("split", [2, 3])
+@pytest.mark.parametrize("dropout", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("has_bias", [False, True])
+def test_forward_split_k(poisoned, device, split, has_bias, relu, dropout):
+    """The epilogue (bias, ReLU, scale, mask) applies after the splits are summed."""
+    input, weight, bias, _ = _layer(SHAPES["odd"], torch.float64, device)
+    M, K = input.shape
+    assert _splits(M, weight.shape[0], K, split) == split
+    bias = bias if has_bias else None
+    seed = _seed(device) if dropout else None
+    output = linear_kernels.linear_forward(input, weight, bias, relu, P, seed, split=split)
+    assert poisoned.allocations >= 2  # the output and the float64 partial sums
+    expected = linear_reference.linear_forward(input, weight, bias, relu, P, seed)
+    assert_close(output, expected, tolerance(torch.float64), "output")
+    if dropout and not relu:
+        assert torch.equal(output != 0, keep_mask(seed, P, output.numel(), device).reshape(
+            output.shape))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_forward_split_k_fc6_like(poisoned, device, dtype):
+    input, weight, bias, _ = _layer(SHAPES["fc6-like"], dtype, device)
+    M, K = input.shape
+    assert _splits(M, weight.shape[0], K, 4) == 4
+    seed = _seed(device)
+    output = linear_kernels.linear_forward(input, weight, bias, True, P, seed, split=4)
+    assert poisoned.allocations > 0
+    expected = linear_reference.linear_forward(*_float64(input, weight, bias), True, P, seed)
+    assert_close(output, expected.to(dtype), tolerance(dtype), "output")
+
+
+def test_split_k_is_deterministic(device):
+    """Same inputs, same bits: the partial sums are added in split order, not as they land."""
+    input, weight, bias, _ = _layer(SHAPES["odd"], torch.float32, device)
+    runs = [linear_kernels.linear_forward(input, weight, bias, True, P, _seed(device), split=3)
+            for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("split", [2, 3])
+@pytest.mark.parametrize("case", list(BACKWARD_CASES))
+def test_backward_split_k(poisoned, device, split, case):
+    masked, p = BACKWARD_CASES[case]
+    input, weight, grad_output, output = _backward_inputs(SPLIT_SHAPE, torch.float64, device,
+                                                          masked)
+    M, K = input.shape
+    N = weight.shape[0]
+    assert _splits(M, K, N, split) == split  # grad_input reduces over the N outputs
+    assert _splits(N, K, M, split) == split  # grad_weight over the batch
+    grad_input = linear_kernels.linear_backward_input(grad_output, output, weight, p,
+                                                      split=split)
+    grad_weight, grad_bias = linear_kernels.linear_backward_weight(grad_output, output, input,
+                                                                   p, split=split)
+    assert poisoned.allocations > 0
+    tol = tolerance(torch.float64)
+    assert_close(grad_input, linear_reference.linear_backward_input(grad_output, output,
+                                                                    weight, p), tol, "grad_input")
+    expected_weight, expected_bias = linear_reference.linear_backward_weight(
+        grad_output, output, input, p)
+    assert_close(grad_weight, expected_weight, tol, "grad_weight")
+    assert_close(grad_bias, expected_bias, tol, "grad_bias")
+
+
+def test_bad_split(device):
+    input, weight, bias, _ = _layer(SHAPES["odd"], torch.float64, device)
+    with pytest.raises(ValueError, match="split_k must be >= 1"):
+        linear_kernels.linear_forward(input, weight, bias, True, 0.0, None, split=0)
