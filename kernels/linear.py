@@ -56,7 +56,7 @@ def linear_kernel(
     M, N, K, M_A, K_A, K_CHUNK,
     stride_am, stride_ak, stride_bk, stride_bn, stride_cs, stride_cm, stride_cn,
     p,
-    PARTIAL: tl.constexpr,
+    PARTIAL: tl.constexpr, EVEN_K: tl.constexpr,
     HAS_BIAS: tl.constexpr, RELU: tl.constexpr, DROPOUT: tl.constexpr, SCALE: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -70,7 +70,9 @@ def linear_kernel(
     Program (i, j, s) reduces over k in [s * K_CHUNK, (s + 1) * K_CHUNK) (K_CHUNK is a
     multiple of BLOCK_K, so only the last split meets K). With PARTIAL it stores the
     float32 (float64) sum to C[s] of a [SPLIT, M, N] workspace and the epilogue waits for
-    linear_epilogue_kernel; else it applies _epilogue and stores C in C's dtype.
+    linear_epilogue_kernel; else it applies _epilogue and stores C in C's dtype. EVEN_K:
+    K and K_A are multiples of BLOCK_K, so no k-step needs a mask along k (the masks left
+    do not change from one step to the next, and the compiler hoists them out of the loop).
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -90,8 +92,12 @@ def linear_kernel(
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for k in range(k_start, k_end, BLOCK_K):
-        a = tl.load(a_ptrs, mask=(rm[:, None] < M_A) & (rk[None, :] < K_A - k), other=0.0)
-        b = tl.load(b_ptrs, mask=(rk[:, None] < K - k) & (rn[None, :] < N), other=0.0)
+        if EVEN_K:
+            a = tl.load(a_ptrs, mask=rm[:, None] < M_A, other=0.0)
+            b = tl.load(b_ptrs, mask=rn[None, :] < N, other=0.0)
+        else:
+            a = tl.load(a_ptrs, mask=(rm[:, None] < M_A) & (rk[None, :] < K_A - k), other=0.0)
+            b = tl.load(b_ptrs, mask=(rk[:, None] < K - k) & (rn[None, :] < N), other=0.0)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION,
                      out_dtype=ACC_DTYPE)
         a_ptrs += step * stride_ak
@@ -193,7 +199,7 @@ def _configs():
 # (tests/ops/test_autotune_keys.py). K_CHUNK is the reduction each program runs.
 linear_kernel_autotuned = triton.autotune(
     configs=_configs(),
-    key=["M", "N", "K", "K_CHUNK", "PARTIAL", "HAS_BIAS", "RELU", "DROPOUT", "SCALE",
+    key=["M", "N", "K", "K_CHUNK", "PARTIAL", "EVEN_K", "HAS_BIAS", "RELU", "DROPOUT", "SCALE",
          "INPUT_PRECISION"],
 )(linear_kernel)
 
@@ -238,12 +244,14 @@ def _interpreter_blocks(K: int, split: int) -> dict:
             "BLOCK_K": min(128, max(16, triton.next_power_of_2(share)))}
 
 
+def _align(K: int, split: Optional[int]) -> int:
+    """The k-step every config's BLOCK_K divides: what a split's reduction is made of."""
+    return _interpreter_blocks(K, split or 1)["BLOCK_K"] if interpreting() else _SPLIT_ALIGN
+
+
 def _plan(M: int, N: int, K: int, device: torch.device, split: Optional[int]) -> Tuple[int, int]:
     """(splits, K_CHUNK) of a GEMM: `split` if given (tests force it), else split_k's."""
-    if interpreting():
-        align = _interpreter_blocks(K, split or 1)["BLOCK_K"]
-    else:
-        align = _SPLIT_ALIGN
+    align = _align(K, split)
     steps = triton.cdiv(K, align)
     if split is None:
         if interpreting():
@@ -286,9 +294,12 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
         out_strides = out.stride()
         flags = dict.fromkeys(epilogue, False)
     M_A, K_A = (M, K) if a_padded is None else a_padded
+    # Every config's BLOCK_K divides the alignment: one answer for all of them.
+    align = _align(K, split)
+    even_k = K % align == 0 and K_A % align == 0
     args = (a, b, out, bias_arg, seed_arg, M, N, K, M_A, K_A, chunk,
             *a_strides, *b_strides, *out_strides, float(p))
-    flags = dict(PARTIAL=splits > 1, **flags, ACC_DTYPE=acc_dtype, INPUT_PRECISION=precision)
+    flags = dict(PARTIAL=splits > 1, EVEN_K=even_k, **flags, ACC_DTYPE=acc_dtype, INPUT_PRECISION=precision)
     # At least one column tile, so that an empty N still launches (and K = 0 stores zeros).
     if interpreting():
         blocks = _interpreter_blocks(K, split or 1)
