@@ -214,11 +214,13 @@ _MASKED_GRAD_BLOCKS = {"BLOCK_ROWS": 8, "BLOCK_COLS": 256}
 def split_k(tiles: int, k_steps: int, sms: int) -> int:
     """How many programs share each output tile's reduction of k_steps steps (split-K).
 
-    None below one program per SM (the budget of issue 11: >= sms programs) unless the
-    reduction is too short to split; among 1..4x that many, the split whose critical path
-    (waves of sms programs, one per SM, times the k-steps of one split) is the shortest,
-    the fewest splits on a tie (each split adds an [M, N] float32 partial to write and read).
-    fc6 at batch 128: 32 tiles of 144 steps -> 8 splits, 256 programs of 18 steps.
+    1 when the output tiles alone give every SM a program, or the reduction is one step.
+    Else at least enough splits for a program per SM (issue 11's budget: >= sms programs),
+    up to 4x that many: the split whose critical path (waves of sms programs, one per SM,
+    times the k-steps of one split) is the shortest, the fewest splits on a tie (each split
+    adds an [M, N] float32 partial to write and read back). At batch 128: fc6 forward, 32
+    tiles of 144 steps -> 8 splits (5 would leave a second wave of 28 programs of 29
+    steps: 58 steps on the critical path against 36).
     """
     if tiles >= sms or k_steps <= 1:
         return 1
