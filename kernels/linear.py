@@ -180,35 +180,46 @@ def linear_masked_grad_kernel(
         tl.store(grad_bias_ptr + rn, column_sum.to(grad_bias_ptr.dtype.element_ty), mask=rn < N)
 
 
-def _configs():
-    # Hopper tiles for AlexNet's FC layers at batch 128 (M=128; N, K in 1000..9216). The
-    # first is the one the static report (bench/sass.py) compiles as the launcher's choice.
-    # Every BLOCK_K divides _SPLIT_ALIGN, so a split never ends inside a k-step. The small
-    # last tile is the one float64 always fits in shared memory (the others may fail to
-    # compile there and are skipped).
-    tiles = [(128, 128, 64, 4, 8), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
-             (64, 64, 64, 4, 4), (128, 32, 64, 4, 4),
-             (32, 64, 64, 4, 4), (64, 32, 64, 4, 4), (32, 32, 64, 2, 4)]
+def _configs(tiles):
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk},
                           num_stages=stages, num_warps=warps)
             for bm, bn, bk, stages, warps in tiles]
 
 
+# Hopper tiles for AlexNet's FC layers at batch 128 (M = 128; N, K in 1000..9216), one list
+# per operand width, none that spills at AlexNet's shapes (bench.sass --full). The first of
+# each is the one the static report compiles as the launcher's choice, and the tile that
+# split_k plans the programs for: one row tile of 128 covers the batch, so each weight
+# element is read by one program. 16-bit: 128 x 64 (two programs per SM fit; half the
+# float32 partial sums per program of 128 x 128); 32-bit: 128 x 128, the largest FFMA tile
+# per thread that does not spill (fewest shared-memory loads per FFMA). Every BLOCK_K
+# divides _SPLIT_ALIGN, so a split never ends inside a k-step. The small last 32-bit tile
+# is the one float64 always fits in shared memory.
+_TILES_16BIT = [(128, 64, 64, 4, 4), (128, 128, 64, 4, 8), (64, 128, 64, 4, 4),
+                (64, 64, 64, 4, 4), (128, 32, 64, 4, 4), (64, 32, 64, 4, 4)]
+_TILES_32BIT = [(128, 128, 64, 4, 8), (64, 128, 64, 4, 4), (128, 32, 64, 4, 4),
+                (32, 64, 64, 4, 4), (32, 32, 64, 2, 4)]
+
 # The flags are in the key: the GEMMs of one layer can share M, N and K (fc7) but not their
 # best tile (nor their shared memory); nor can ieee and tf32 float32
 # (tests/ops/test_autotune_keys.py). K_CHUNK is the reduction each program runs.
-linear_kernel_autotuned = triton.autotune(
-    configs=_configs(),
-    key=["M", "N", "K", "K_CHUNK", "PARTIAL", "EVEN_K", "HAS_BIAS", "RELU", "DROPOUT", "SCALE",
-         "INPUT_PRECISION"],
-)(linear_kernel)
+_KEY = ["M", "N", "K", "K_CHUNK", "PARTIAL", "EVEN_K", "HAS_BIAS", "RELU", "DROPOUT", "SCALE",
+        "INPUT_PRECISION"]
+linear_kernel_autotuned = triton.autotune(configs=_configs(_TILES_16BIT), key=_KEY)(linear_kernel)
+linear_kernel_autotuned_32bit = triton.autotune(
+    configs=_configs(_TILES_32BIT), key=_KEY)(linear_kernel)
 
 # A split's reduction is a whole number of these (a multiple of every config's BLOCK_K).
 _SPLIT_ALIGN = 64
-# The tile the split is planned for: the largest of _configs() (smaller ones only add programs).
-_PLAN_TILE = (128, 128)
 _EPILOGUE_BLOCKS = {"BLOCK_ROWS": 16, "BLOCK_COLS": 256}
 _MASKED_GRAD_BLOCKS = {"BLOCK_ROWS": 8, "BLOCK_COLS": 256}
+
+
+def _autotuned(dtype: torch.dtype):
+    """(autotuner, the (BLOCK_M, BLOCK_N) of its first config) for operands of dtype."""
+    tiles = _TILES_16BIT if dtype.itemsize == 2 else _TILES_32BIT
+    return (linear_kernel_autotuned if dtype.itemsize == 2 else linear_kernel_autotuned_32bit,
+            tiles[0][:2])
 
 
 def split_k(tiles: int, k_steps: int, sms: int) -> int:
@@ -218,9 +229,9 @@ def split_k(tiles: int, k_steps: int, sms: int) -> int:
     Else at least enough splits for a program per SM (issue 11's budget: >= sms programs),
     up to 4x that many: the split whose critical path (waves of sms programs, one per SM,
     times the k-steps of one split) is the shortest, the fewest splits on a tie (each split
-    adds an [M, N] float32 partial to write and read back). At batch 128: fc6 forward, 32
-    tiles of 144 steps -> 8 splits (5 would leave a second wave of 28 programs of 29
-    steps: 58 steps on the critical path against 36).
+    adds an [M, N] float32 partial to write and read back). At batch 128, fc6 forward in
+    fp32 (tiles of 128 x 128): 32 tiles of 144 steps -> 8 splits (5 would leave a second
+    wave of 28 programs of 29 steps: 58 steps on the critical path against 36).
     """
     if tiles >= sms or k_steps <= 1:
         return 1
@@ -251,7 +262,8 @@ def _align(K: int, split: Optional[int]) -> int:
     return _interpreter_blocks(K, split or 1)["BLOCK_K"] if interpreting() else _SPLIT_ALIGN
 
 
-def _plan(M: int, N: int, K: int, device: torch.device, split: Optional[int]) -> Tuple[int, int]:
+def _plan(M: int, N: int, K: int, dtype: torch.dtype, device: torch.device,
+          split: Optional[int]) -> Tuple[int, int]:
     """(splits, K_CHUNK) of a GEMM: `split` if given (tests force it), else split_k's."""
     align = _align(K, split)
     steps = triton.cdiv(K, align)
@@ -259,7 +271,8 @@ def _plan(M: int, N: int, K: int, device: torch.device, split: Optional[int]) ->
         if interpreting():
             split = 1  # programs run one after another: a split would only add work
         else:
-            tiles = triton.cdiv(M, _PLAN_TILE[0]) * max(1, triton.cdiv(N, _PLAN_TILE[1]))
+            tile_m, tile_n = _autotuned(dtype)[1]
+            tiles = triton.cdiv(M, tile_m) * max(1, triton.cdiv(N, tile_n))
             sms = torch.cuda.get_device_properties(device).multi_processor_count
             split = split_k(tiles, steps, sms)
     if split < 1:
@@ -280,7 +293,7 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
     acc_dtype = accumulator(a.dtype)
     tf32 = a.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
     precision = "tf32" if tf32 else "ieee"
-    splits, chunk = _plan(M, N, K, c.device, split)
+    splits, chunk = _plan(M, N, K, a.dtype, c.device, split)
     epilogue = dict(HAS_BIAS=bias is not None, RELU=relu, DROPOUT=seed is not None, SCALE=scale)
     # Unused pointers still need a tensor; C stands in and is never read through them.
     bias_arg = c if bias is None else bias
@@ -312,7 +325,7 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
         def grid(meta):
             return (triton.cdiv(M, meta["BLOCK_M"]), max(1, triton.cdiv(N, meta["BLOCK_N"])),
                     splits)
-        launchable(linear_kernel_autotuned)[grid](*args, **flags)
+        launchable(_autotuned(a.dtype)[0])[grid](*args, **flags)
     if splits > 1:
         blocks = ({"BLOCK_ROWS": 128, "BLOCK_COLS": 128} if interpreting()
                   else _EPILOGUE_BLOCKS)

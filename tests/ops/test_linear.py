@@ -230,17 +230,19 @@ def test_reference_backward_is_autograd(relu, dropout, has_bias):
 def _splits(M, N, K, split):
     """How many splits the launcher really runs for a GEMM of this shape when told `split`
     (the interpreter's tiles decide how many whole k-steps there are to share)."""
-    splits, _ = linear_kernels._plan(M, N, K, torch.device("cpu"), split)
+    splits, _ = linear_kernels._plan(M, N, K, torch.float64, torch.device("cpu"), split)
     return splits
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("fc,in_features,out_features", [
     ("fc6", 9216, 4096), ("fc7", 4096, 4096), ("fc8", 4096, 1000)])
-def test_split_k_fills_the_sms_at_alexnets_batch(fc, in_features, out_features):
-    """Issue 11's budget: every FC GEMM at batch 128 launches >= 1 program per SM, and each
-    split has work (no split of zero k-steps)."""
+def test_split_k_fills_the_sms_at_alexnets_batch(fc, in_features, out_features, dtype):
+    """Issue 11's budget: every FC GEMM at batch 128 launches >= 1 program per SM of the
+    tile it is planned for, and each split has work (no split of zero k-steps)."""
     sms, batch, align = 132, 128, linear_kernels._SPLIT_ALIGN
-    tile_m, tile_n = linear_kernels._PLAN_TILE
+    tile_m, tile_n = linear_kernels._autotuned(dtype)[1]
+    assert tile_m >= batch  # one row tile: each weight element read by one program
     gemms = {"forward": (batch, out_features, in_features),
              "backward_input": (batch, in_features, out_features),
              "backward_weight": (out_features, in_features, batch)}
@@ -253,6 +255,16 @@ def test_split_k_fills_the_sms_at_alexnets_batch(fc, in_features, out_features):
         assert tiles * split >= sms, (fc, name, tiles, split)
         if name == "backward_weight":
             assert split == 1, (fc, name, "the output tiles alone fill the SMs")
+
+
+def test_first_configs_are_the_planned_tiles():
+    """The autotuners' first configs (the static report's choice) are split_k's tiles."""
+    for dtype in (torch.bfloat16, torch.float32):
+        tuner, tile = linear_kernels._autotuned(dtype)
+        first = tuner.configs[0].kwargs
+        assert (first["BLOCK_M"], first["BLOCK_N"]) == tile
+        for config in tuner.configs:
+            assert linear_kernels._SPLIT_ALIGN % config.kwargs["BLOCK_K"] == 0
 
 
 def test_split_k_shapes():
