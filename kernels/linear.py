@@ -212,7 +212,7 @@ linear_kernel_autotuned_32bit = triton.autotune(
 # A split's reduction is a whole number of these (a multiple of every config's BLOCK_K).
 _SPLIT_ALIGN = 64
 _EPILOGUE_BLOCKS = {"BLOCK_ROWS": 16, "BLOCK_COLS": 256}
-_MASKED_GRAD_BLOCKS = {"BLOCK_ROWS": 8, "BLOCK_COLS": 256}
+_MASKED_GRAD_BLOCKS = {"BLOCK_ROWS": 32, "BLOCK_COLS": 64}
 
 
 def _autotuned(dtype: torch.dtype):
