@@ -272,7 +272,7 @@ def _plan(M: int, N: int, K: int, dtype: torch.dtype, device: torch.device,
             split = 1  # programs run one after another: a split would only add work
         else:
             tile_m, tile_n = _autotuned(dtype)[1]
-            tiles = triton.cdiv(M, tile_m) * max(1, triton.cdiv(N, tile_n))
+            tiles = triton.cdiv(M, tile_m) * triton.cdiv(N, tile_n)
             sms = torch.cuda.get_device_properties(device).multi_processor_count
             split = split_k(tiles, steps, sms)
     if split < 1:
@@ -288,8 +288,8 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
           a_padded: Optional[Tuple[int, int]] = None) -> None:
     """C[M, N] (contiguous) = epilogue(A[M, K] @ B[K, N]), A and B given by their strides;
     A readable up to a_padded = (M_A, K_A), zeros beyond [M, K] (default: [M, K])."""
-    if M == 0:
-        return
+    if M == 0 or N == 0:
+        return  # nothing to store (grad_bias, the one sum over an empty batch, is not here)
     acc_dtype = accumulator(a.dtype)
     tf32 = a.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
     precision = "tf32" if tf32 else "ieee"
@@ -315,16 +315,14 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
     args = (a, b, out, bias_arg, seed_arg, M, N, K, M_A, K_A, chunk,
             *a_strides, *b_strides, *out_strides, float(p))
     flags = dict(PARTIAL=splits > 1, EVEN_K=even_k, **flags, ACC_DTYPE=acc_dtype, INPUT_PRECISION=precision)
-    # At least one column tile, so that an empty N still launches (and K = 0 stores zeros).
+    # K = 0 still launches: the programs store the epilogue of zero sums.
     if interpreting():
         blocks = _interpreter_blocks(K, split or 1)
-        grid = (triton.cdiv(M, blocks["BLOCK_M"]), max(1, triton.cdiv(N, blocks["BLOCK_N"])),
-                splits)
+        grid = (triton.cdiv(M, blocks["BLOCK_M"]), triton.cdiv(N, blocks["BLOCK_N"]), splits)
         launchable(linear_kernel)[grid](*args, **flags, **blocks)
     else:
         def grid(meta):
-            return (triton.cdiv(M, meta["BLOCK_M"]), max(1, triton.cdiv(N, meta["BLOCK_N"])),
-                    splits)
+            return (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]), splits)
         launchable(_autotuned(a.dtype)[0])[grid](*args, **flags)
     if splits > 1:
         blocks = ({"BLOCK_ROWS": 128, "BLOCK_COLS": 128} if interpreting()

@@ -120,6 +120,18 @@ def test_empty_reduction(poisoned, device):
     assert_close(grad_bias, torch.zeros(7, dtype=torch.float64), 0.0, "grad_bias")
 
 
+def test_no_output_features(poisoned, device):
+    """out_features = 0: an empty output, and an input gradient of zeros (an empty sum)."""
+    input = torch.randn(3, 5, dtype=torch.float64, device=device)
+    weight = torch.randn(0, 5, dtype=torch.float64, device=device)
+    output = linear_kernels.linear_forward(input, weight, None, True, 0.0, None)
+    assert output.shape == (3, 0)
+    grad_output = torch.randn(3, 0, dtype=torch.float64, device=device)
+    grad_input = linear_kernels.linear_backward_input(grad_output, output, weight, 0.5)
+    assert poisoned.allocations > 0
+    assert_close(grad_input, torch.zeros(3, 5, dtype=torch.float64), 0.0, "grad_input")
+
+
 # --------------------------------------------------------------------------------------
 # backward
 # --------------------------------------------------------------------------------------
