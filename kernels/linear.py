@@ -314,7 +314,8 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
     even_k = K % align == 0 and K_A % align == 0
     args = (a, b, out, bias_arg, seed_arg, M, N, K, M_A, K_A, chunk,
             *a_strides, *b_strides, *out_strides, float(p))
-    flags = dict(PARTIAL=splits > 1, EVEN_K=even_k, **flags, ACC_DTYPE=acc_dtype, INPUT_PRECISION=precision)
+    flags = dict(PARTIAL=splits > 1, EVEN_K=even_k, **flags, ACC_DTYPE=acc_dtype,
+                 INPUT_PRECISION=precision)
     # K = 0 still launches: the programs store the epilogue of zero sums.
     if interpreting():
         blocks = _interpreter_blocks(K, split or 1)
