@@ -45,6 +45,10 @@ FORMAT = "alexnet_triton-checkpoint"
 VERSION = 1
 LATEST = "latest.pt"
 BEST = "best.pt"
+# best.pt's weights alone: the model's state dict as a plain file (no records around it).
+BEST_WEIGHTS = "best_weights.pt"
+# --keep-checkpoints N: the checkpoints of the last N epoch ends, epoch-001.pt, ...
+EPOCH_CHECKPOINT = "epoch-{:03d}.pt"
 PathLike = Union[str, os.PathLike]
 ARCH_NAMES = ("alexnet", "alexnet-one-column")
 ARCH_FIELDS = ("name", "num_classes", "dropout", "lrn", "overlapping_pool", "bias_init",
@@ -108,6 +112,19 @@ def link_atomically(source: PathLike, target: PathLike) -> None:
         if temporary.exists():
             temporary.unlink()
     _fsync_dir(target.parent)
+
+
+def keep_epoch(latest: PathLike, epoch: int, keep: int) -> Path:
+    """latest.pt as written at the end of ``epoch`` kept as epoch-NNN.pt (a hard link:
+    no copy until latest.pt is replaced); only the last ``keep`` epochs' stay."""
+    latest = Path(latest)
+    target = latest.with_name(EPOCH_CHECKPOINT.format(epoch))
+    link_atomically(latest, target)
+    kept = sorted(latest.parent.glob("epoch-[0-9][0-9][0-9]*.pt"),
+                  key=lambda path: int(re.sub(r"\D", "", path.stem) or 0))
+    for old in kept[:-keep] if keep else kept:
+        old.unlink(missing_ok=True)
+    return target
 
 
 def resolve(path: PathLike, names: Sequence[str] = (LATEST,)) -> Path:
