@@ -118,7 +118,9 @@ def test_the_flags_of_pytorch_examples_and_timm_are_accepted(capsys):
 def test_keep_checkpoints_keeps_the_last_n_epochs(tmp_path):
     latest = tmp_path / ckpt.LATEST
     for epoch in range(1, 6):
-        latest.write_text(f"epoch {epoch}")  # a new file each epoch, as ckpt.save writes
+        new = tmp_path / "new"
+        new.write_text(f"epoch {epoch}")
+        new.replace(latest)  # a new file each epoch, as ckpt.save writes it
         ckpt.keep_epoch(latest, epoch, keep=2)
     kept = sorted(path.name for path in tmp_path.glob("epoch-*.pt"))
     assert kept == ["epoch-004.pt", "epoch-005.pt"]
