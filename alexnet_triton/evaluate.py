@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
-    state = ckpt.load(args.checkpoint, names=(ckpt.BEST, ckpt.LATEST))
+    state = ckpt.load(args.checkpoint, names=(ckpt.BEST, ckpt.LATEST), mmap=True)
     devices = resolve_devices(args.devices, one_column=state["arch"]["name"] != "alexnet")
     device = devices[0]
     amp = resolve_amp(args.amp, device)

@@ -30,7 +30,7 @@ PANELS_PER_ROW = 4
 PANEL_WIDTH, PANEL_HEIGHT = 2.6, 4.0
 PICTURE = 2.2  # the square picture of a panel, and its margins
 PICTURE_LEFT, PICTURE_TOP = 0.2, 0.35
-BARS_HEIGHT = 1.15
+BARS_HEIGHT = 1.0
 # figure 4 right: a row per query (inches)
 THUMB, THUMB_GAP, QUERY_GAP, ROW_HEIGHT, ROW_TOP = 1.2, 0.08, 0.35, 1.6, 0.2
 
@@ -70,12 +70,59 @@ class _Canvas:
             axes.set_title(_short(title, 30), fontsize=7, pad=3)
         if below:
             axes.set_xlabel(below, fontsize=6, labelpad=2)
-        return (round(left * DPI), round(top * DPI), round((left + side) * DPI),
-                round((top + side) * DPI))
+        return _box(left, top, side)
 
 
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else "..." + text[-(limit - 3):]
+
+
+def prediction_layout(count: int) -> Tuple[int, int]:
+    """Figure 4 (left)'s size in pixels (width, height) for ``count`` images."""
+    per_row = min(PANELS_PER_ROW, count)
+    return (round(per_row * PANEL_WIDTH * DPI),
+            round(math.ceil(count / per_row) * PANEL_HEIGHT * DPI))
+
+
+def _box(left: float, top: float, side: float) -> Box:
+    return (round(left * DPI), round(top * DPI), round((left + side) * DPI),
+            round((top + side) * DPI))
+
+
+def _panel_origin(index: int, count: int) -> Tuple[float, float]:
+    row, column = divmod(index, min(PANELS_PER_ROW, count))
+    return column * PANEL_WIDTH + PICTURE_LEFT, row * PANEL_HEIGHT + PICTURE_TOP
+
+
+def _thumb_left(position: int) -> float:
+    """Left edge of a neighbours row's picture: 0 the query, 1... its neighbours."""
+    if position == 0:
+        return 0.15
+    return 0.15 + THUMB + QUERY_GAP + (position - 1) * (THUMB + THUMB_GAP)
+
+
+def prediction_boxes(count: int) -> List[Box]:
+    """Where figure 4 (left) draws each of ``count`` pictures, in the PNG's pixels."""
+    return [_box(*_panel_origin(index, count), PICTURE) for index in range(count)]
+
+
+def neighbour_boxes(queries: int, k: int) -> List[List[Box]]:
+    """Where figure 4 (right) draws each query (first) and its k neighbours, per row."""
+    return [[_box(_thumb_left(position), row * ROW_HEIGHT + ROW_TOP, THUMB)
+             for position in range(k + 1)] for row in range(queries)]
+
+
+def neighbours_layout(queries: int, k: int) -> Tuple[int, int]:
+    """Figure 4 (right)'s size in pixels (width, height): ``queries`` rows of 1 + k."""
+    return (round(_neighbours_width(k) * DPI), round(_neighbours_height(queries) * DPI))
+
+
+def _neighbours_width(k: int) -> float:
+    return 0.15 + THUMB + QUERY_GAP + k * (THUMB + THUMB_GAP) + 0.1
+
+
+def _neighbours_height(queries: int) -> float:
+    return queries * ROW_HEIGHT + 0.1
 
 
 def plot_predictions(images: Sequence[np.ndarray], titles: Sequence[str],
@@ -91,12 +138,11 @@ def plot_predictions(images: Sequence[np.ndarray], titles: Sequence[str],
     canvas = _Canvas(per_row * PANEL_WIDTH, rows * PANEL_HEIGHT)
     boxes = []
     for index, (image, title, classes) in enumerate(zip(images, titles, ranked)):
-        row, column = divmod(index, per_row)
-        left, top = column * PANEL_WIDTH + PICTURE_LEFT, row * PANEL_HEIGHT + PICTURE_TOP
+        left, top = _panel_origin(index, count)
         truth = true_labels[index] if true_labels is not None else None
         boxes.append(canvas.picture(image, left, top, PICTURE, title,
                                     below=f"true: {truth}" if truth else ""))
-        bars = canvas.axes(left, top + PICTURE + 0.3, PICTURE, BARS_HEIGHT)
+        bars = canvas.axes(left, top + PICTURE + 0.15, PICTURE, BARS_HEIGHT)
         names = [name for name, _ in classes]
         values = [100 * probability for _, probability in classes]
         positions = np.arange(len(classes))
@@ -120,16 +166,16 @@ def plot_neighbours(queries: Sequence[np.ndarray], query_titles: Sequence[str],
     if not queries:
         raise ValueError("plot_neighbours needs at least one query")
     k = max(len(row) for row in neighbours)
-    width = 0.15 + THUMB + QUERY_GAP + k * (THUMB + THUMB_GAP) + 0.1
-    canvas = _Canvas(width, len(queries) * ROW_HEIGHT + 0.1)
+    canvas = _Canvas(_neighbours_width(k), _neighbours_height(len(queries)))
     boxes = []
     for row, (query, title, found, found_titles) in enumerate(
             zip(queries, query_titles, neighbours, neighbour_titles)):
         top = row * ROW_HEIGHT + ROW_TOP
-        row_boxes = [canvas.picture(query, 0.15, top, THUMB, title, colour="tab:red")]
+        row_boxes = [canvas.picture(query, _thumb_left(0), top, THUMB, title,
+                                    colour="tab:red")]
         for index, (image, name) in enumerate(zip(found, found_titles)):
-            left = 0.15 + THUMB + QUERY_GAP + index * (THUMB + THUMB_GAP)
-            row_boxes.append(canvas.picture(image, left, top, THUMB, below=name))
+            row_boxes.append(canvas.picture(image, _thumb_left(index + 1), top, THUMB,
+                                            below=name))
         boxes.append(row_boxes)
     _save(canvas.figure, path)
     return boxes

@@ -94,7 +94,7 @@ def image_batches(files: Sequence[str], size: int, batch_size: int, workers: int
 
 def run(args: argparse.Namespace) -> list:
     from alexnet_triton.progress import progress_bar
-    from alexnet_triton.runtime import default_workers, resolve_devices
+    from alexnet_triton.runtime import default_workers, keep_freed_memory, resolve_devices
     from alexnet_triton.training import checkpoint as ckpt
 
     if args.top < 1:
@@ -108,12 +108,14 @@ def run(args: argparse.Namespace) -> list:
                           f"{args.plot!r}")
     if "," in args.devices:
         raise ConfigError(f"--devices: predict runs on one device, got {args.devices!r}")
-    state = ckpt.load(args.checkpoint, names=(ckpt.BEST, ckpt.LATEST))
+    state = ckpt.load(args.checkpoint, names=(ckpt.BEST, ckpt.LATEST), mmap=True)
     size = state["data"]["image_size"]
     for name in args.images:
         if not Path(name).is_file():
             raise DataError(f"{name} is not a file")
     devices = resolve_devices(args.devices)[:1]
+    if devices[0].type == "cpu":
+        keep_freed_memory()  # each batch reuses the last one's blocks (as training does)
     model, augmenter = ckpt.load_network(state, devices)
     classes = state["classes"]
     top = min(args.top, len(classes))
@@ -147,7 +149,7 @@ def run(args: argparse.Namespace) -> list:
             print(f"  {100 * probability:6.2f}%  {label}")
     if args.plot is not None:
         from alexnet_triton.figures import plot_predictions
-        plot_predictions(pictures, [Path(name).name for name, _ in results[:len(pictures)]],
+        plot_predictions(pictures, ["/".join(Path(name).parts[-2:]) for name, _ in results[:len(pictures)]],
                          [ranked for _, ranked in results[:len(pictures)]], args.plot)
         more = (f" (the first {len(pictures)} of {len(results)} images)"
                 if len(results) > len(pictures) else "")

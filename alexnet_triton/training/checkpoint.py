@@ -142,15 +142,17 @@ def resolve(path: PathLike, names: Sequence[str] = (LATEST,)) -> Path:
     return path
 
 
-def load(path: PathLike, names: Sequence[str] = (LATEST,)) -> dict:
+def load(path: PathLike, names: Sequence[str] = (LATEST,), mmap: bool = False) -> dict:
     """Read a checkpoint (a file or a run directory) with weights_only=True, onto the CPU.
 
     Anything that is not an alexnet_triton checkpoint, including a file that would need to
-    unpickle an object, raises CheckpointError.
+    unpickle an object, raises CheckpointError. ``mmap`` maps the file instead of reading
+    it: what is never touched (the optimizer's momentum, for evaluate and predict) costs no
+    memory.
     """
     path = resolve(path, names)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         # torch words it "Unsupported global: GLOBAL mod.name was not an allowed global"
         # or (2.13) "unsupported GLOBAL mod.name whose module mod is blocked".
