@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     # Imported here so --help answers without loading torch and the data stack.
     from alexnet_triton.data import builtin_dataset, eval_loader, open_dataset
+    from alexnet_triton.progress import progress_bar
     from alexnet_triton.runtime import (default_workers, describe_kernels, resolve_amp,
                                         resolve_devices)
     from alexnet_triton.training import checkpoint as ckpt
@@ -84,7 +85,14 @@ def run(args: argparse.Namespace) -> dict:
           f"{'ten crops' if args.ten_crop else 'center crop'} of {saved['crop_size']} px; "
           f"device {', '.join(map(str, devices))}, kernels: {describe_kernels(device)}",
           flush=True)
-    result = engine.evaluate(model, loader, augmenter, device, ten_crop=args.ten_crop, amp=amp)
+    # A bar on a terminal (none in a log): the validation split can take minutes.
+    bar = progress_bar(info.num_val, "evaluate", "img")
+    try:
+        result = engine.evaluate(model, loader, augmenter, device, ten_crop=args.ten_crop,
+                                 amp=amp, progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
     if not math.isfinite(result["val_loss"]):
         raise CheckpointError(f"{state['path']}: the network's outputs are not finite on "
                                    f"{info.root} (loss {result['val_loss']}): its weights "

@@ -149,8 +149,9 @@ def run(args: argparse.Namespace) -> list:
             print(f"  {100 * probability:6.2f}%  {label}")
     if args.plot is not None:
         from alexnet_triton.figures import plot_predictions
-        plot_predictions(pictures, ["/".join(Path(name).parts[-2:]) for name, _ in results[:len(pictures)]],
-                         [ranked for _, ranked in results[:len(pictures)]], args.plot)
+        drawn = results[:len(pictures)]
+        plot_predictions(pictures, ["/".join(Path(name).parts[-2:]) for name, _ in drawn],
+                         [ranked for _, ranked in drawn], args.plot)
         more = (f" (the first {len(pictures)} of {len(results)} images)"
                 if len(results) > len(pictures) else "")
         print(f"figure 4 (left){more}: {args.plot}")
