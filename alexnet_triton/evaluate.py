@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ten-crop", action="store_true",
                         help="average the softmax over ten crops (4 corners + center, and "
                              "their flips) instead of the center crop")
-    parser.add_argument("--batch-size", type=int, default=128, metavar="N",
+    parser.add_argument("-b", "--batch-size", type=int, default=128, metavar="N",
                         help="images per forward pass (default: 128)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
+    parser.add_argument("-j", "--workers", type=int, default=None, metavar="N",
                         help="data loader worker processes (default: as training)")
     parser.add_argument("--devices", default="auto",
                         help="'auto' (a GPU if there is one, else the CPU), 'cpu', 'cuda:0', or "

@@ -41,11 +41,12 @@ DIVERGED_LOSS_FACTOR = 100.0
 # Without a progress bar (output not a terminal) and without --print-freq, a progress
 # line this often.
 LOG_SECONDS = 60.0
-# Training images per second on the CPU, measured on 2 AVX2 cores (reference ops, batch
-# 128): 170 at the built-in dataset's 63-px crops, 2.5 at the paper's 224. Between and
-# beyond them the start-up estimate follows the power law through the two points, scaled
-# by the thread count; the first progress line then says what this machine measures.
-CPU_RATE_POINTS = ((63, 170.0), (224, 2.5))
+# Training images per second on the CPU by crop size, measured on 2 AVX2 cores (reference
+# ops): 170 at the built-in dataset's 63-px crops (batch 128), ~70 at 112 (a 128-px store,
+# batch 32), 2-3 at the paper's 224 (batch 16-128; the 224 path is far slower per FLOP).
+# Between and beyond them the start-up estimate follows straight lines in log-log, scaled by
+# the thread count; the first progress line then says what this machine measures.
+CPU_RATE_POINTS = ((63, 170.0), (112, 70.0), (224, 2.5))
 CPU_RATE_THREADS = 2
 
 
@@ -83,12 +84,17 @@ def _architecture(config: TrainConfig, num_classes: int) -> dict:
 
 def cpu_images_per_second(crop_size: int, threads: int) -> float:
     """The expected training speed on the CPU (see CPU_RATE_POINTS): a rough guide only."""
-    (small, fast), (large, slow) = CPU_RATE_POINTS
+    points = CPU_RATE_POINTS
+    segment = next((i for i in range(len(points) - 2) if crop_size < points[i + 1][0]),
+                   len(points) - 2)
+    (small, fast), (large, slow) = points[segment], points[segment + 1]
     exponent = math.log(fast / slow) / math.log(large / small)
     return fast * (small / crop_size) ** exponent * max(threads, 1) / CPU_RATE_THREADS
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under a second"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
