@@ -222,6 +222,44 @@ class AlexNet(nn.Module):
             self._transfers = None
 
 
-def alexnet(**kwargs) -> AlexNet:
-    """``AlexNet(**kwargs)``, like torchvision's builder."""
-    return AlexNet(**kwargs)
+def alexnet(*, weights=None, progress: bool = True, **kwargs) -> AlexNet:
+    """``AlexNet(**kwargs)`` with torchvision's builder signature.
+
+    Args:
+        weights: None (the paper's random initialization), or the path of a local file: an
+            alexnet_triton checkpoint (a run's best.pt or latest.pt), its weights alone
+            (best_weights.pt, any plain state dict of this network) or a dict with a
+            "state_dict" entry. num_classes (and, from a checkpoint, lrn and
+            overlapping_pool) follow the file unless given. Nothing is ever downloaded:
+            torchvision's weight names and enums, and URLs, raise ValueError.
+        progress: accepted for torchvision's signature; there is no download to show.
+        **kwargs: ``AlexNet``'s arguments (devices, dropout, bias_init, ...).
+    """
+    del progress  # no download, so no progress bar
+    if weights is None:
+        return AlexNet(**kwargs)
+    from alexnet_triton.models.weights import load_weights, needs_download
+    reason = needs_download(weights)
+    if reason:
+        raise ValueError(f"{reason}: alexnet_triton downloads no weights; pass weights=None "
+                         f"or the path of a local checkpoint (a training run's best.pt or "
+                         f"best_weights.pt)")
+    state, arch = load_weights(weights)
+    if arch is not None and arch.get("name") != "alexnet":
+        raise ValueError(f"{weights} holds a {arch.get('name')!r} network, not the two-column "
+                         f"AlexNet (alexnet_triton.models.OneColumnAlexNet builds the "
+                         f"one-column one)")
+    fc8 = state.get("fc8.weight")
+    if fc8 is None:
+        raise ValueError(f"{weights} is not this AlexNet's state dict (no fc8.weight; "
+                         f"torchvision's layout loads into torchvision_alexnet())")
+    num_classes = int(fc8.shape[0])
+    if kwargs.setdefault("num_classes", num_classes) != num_classes:
+        raise ValueError(f"num_classes={kwargs['num_classes']} but {weights} has "
+                         f"{num_classes} outputs")
+    for name in ("lrn", "overlapping_pool"):
+        if arch is not None and name in arch:
+            kwargs.setdefault(name, arch[name])
+    model = AlexNet(**kwargs)
+    model.load_state_dict(state, strict=True)
+    return model
