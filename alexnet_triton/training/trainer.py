@@ -93,10 +93,8 @@ def cpu_images_per_second(crop_size: int, threads: int) -> float:
 
 
 def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return "under a second"
     if seconds < 90:
-        return f"{seconds:.0f} s"
+        return f"{max(seconds, 1):.0f} s"
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
@@ -368,8 +366,9 @@ class Trainer:
         if self.stop_signal is not None:  # a second Ctrl-C: stop now, no checkpoint
             raise KeyboardInterrupt
         self.stop_signal = signum
-        self.log(f"\n{signal.Signals(signum).name}: finishing at most {self.config.sync_steps} "
-                 f"steps and writing a checkpoint (press Ctrl-C again to stop at once)",
+        self.log(f"\n{signal.Signals(signum).name}: finishing at most "
+                 f"{plural(self.config.sync_steps, 'step')} and writing a checkpoint (press "
+                 f"Ctrl-C again to stop at once)",
                  file=sys.stderr, flush=True)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
