@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> list:
     from alexnet_triton.data.datasets import split_source
     from alexnet_triton.figures import plot_neighbours
     from alexnet_triton.progress import progress_bar
-    from alexnet_triton.runtime import default_workers, keep_freed_memory, resolve_devices
+    from alexnet_triton.runtime import default_workers, resolve_devices
     from alexnet_triton.training import checkpoint as ckpt
 
     for flag, value, least in (("--queries", args.queries, 1), ("-k", args.neighbours, 1),
@@ -110,8 +110,6 @@ def run(args: argparse.Namespace) -> list:
         raise DataError(f"{info.root} stores {info.image_size}-px images but the checkpoint was "
                         f"trained on {size}-px images")
     devices = resolve_devices(args.devices)[:1]
-    if devices[0].type == "cpu":
-        keep_freed_memory()
     model, augmenter = ckpt.load_network(state, devices)
     classes = state["classes"]
 

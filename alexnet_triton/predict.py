@@ -94,7 +94,7 @@ def image_batches(files: Sequence[str], size: int, batch_size: int, workers: int
 
 def run(args: argparse.Namespace) -> list:
     from alexnet_triton.progress import progress_bar
-    from alexnet_triton.runtime import default_workers, keep_freed_memory, resolve_devices
+    from alexnet_triton.runtime import default_workers, resolve_devices
     from alexnet_triton.training import checkpoint as ckpt
 
     if args.top < 1:
@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> list:
         if not Path(name).is_file():
             raise DataError(f"{name} is not a file")
     devices = resolve_devices(args.devices)[:1]
-    if devices[0].type == "cpu":
-        keep_freed_memory()  # each batch reuses the last one's blocks (as training does)
+    # Not runtime.keep_freed_memory as training: glibc then keeps every block it ever
+    # held, and flat memory is the point here.
     model, augmenter = ckpt.load_network(state, devices)
     classes = state["classes"]
     top = min(args.top, len(classes))

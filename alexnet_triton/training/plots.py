@@ -32,9 +32,16 @@ def _save(figure, path: Path, **kwargs) -> None:
 
 
 def plot_curves(history: Sequence[dict], path: Path, num_classes: int = 1000) -> Path:
-    """Training and validation loss, validation top-1 / top-5 error and the learning rate
-    per epoch. With 5 classes or fewer the top-5 error is 0 by definition: not drawn."""
+    """curves.png: ``curves_figure`` saved."""
     path = Path(path)
+    _save(curves_figure(history, num_classes), path)
+    return path
+
+
+def curves_figure(history: Sequence[dict], num_classes: int = 1000):
+    """Three panels: training and validation loss, validation top-1 / top-5 error, and the
+    learning rate per epoch. With 5 classes or fewer the top-5 error is 0 by definition:
+    not drawn."""
     epochs = [row["epoch"] for row in history]
     figure, (loss_axes, error_axes, lr_axes) = plt.subplots(1, 3, figsize=(15, 4))
     loss_axes.plot(epochs, [row["train_loss"] for row in history], "o-", label="train")
@@ -58,8 +65,7 @@ def plot_curves(history: Sequence[dict], path: Path, num_classes: int = 1000) ->
         if epochs:
             axes.set_xticks(epochs if len(epochs) <= 20 else axes.get_xticks())
     figure.tight_layout()
-    _save(figure, path)
-    return path
+    return figure
 
 
 def kernel_grid(weight: torch.Tensor, columns: int) -> np.ndarray:
