@@ -58,6 +58,7 @@ def test_sigterm_to_the_process_group_exits_130_with_a_checkpoint(tmp_path, quic
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 130, out
     assert "stopped by SIGTERM" in out and f"--resume {run_dir}" in out, out
+    assert out.count("SIGTERM: finishing at most 1 step and") == 1, out  # once, not per process
     assert "killed by signal" not in out
     state = torch.load(run_dir / ckpt.LATEST, weights_only=True)
     assert (state["epoch"], state["step_in_epoch"]) > (0, 1)
