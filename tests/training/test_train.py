@@ -286,7 +286,8 @@ def test_the_run_says_which_device_and_kernels_it_uses(data, tmp_path, capsys,
     assert "epoch   1/1  train loss" in out and "top-1 error" in out and "top-5 error" in out
     assert "done in" in out
     # The header says which bias init is in use and why, and what the CPU will cost.
-    assert "bias 0.1 (Caffe's 0.1: the paper's 1 diverged" in out and "--bias-init 1" in out
+    assert "bias 0.1 (Caffe's 0.1: with the paper's 1 the loss exploded" in out
+    assert "--bias-init 1 for the paper's" in out
     assert "training on the CPU: expect about" in out and "an epoch" in out
     assert "measured here: about" in out  # the first progress line on the CPU
     assert ", 1 epoch, " in out and "1 epochs" not in out
