@@ -261,7 +261,8 @@ class Trainer:
         """Write latest.pt (and best.pt); the reason as one line if it could not be."""
         size = sum(value.numel() * value.element_size() for value in _tensors(state))
         try:
-            weights = sum(value.numel() * value.element_size() for value in _tensors(state["model"]))
+            weights = sum(value.numel() * value.element_size()
+                          for value in _tensors(state["model"]))  # best_weights.pt
             check_free_space(self.run_dir, size + (weights if best else 0),
                              f"a checkpoint of epoch {self.epoch + 1}")
             path = ckpt.save(state, self.run_dir / ckpt.LATEST)
