@@ -436,3 +436,47 @@ def test_alexnet_builder_refuses_weights_of_another_network(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="does not load as weights"):
         alexnet(weights=tmp_path / "junk.pt")
+
+
+def _set_defaults(monkeypatch, function, **changes) -> None:
+    """Give ``function``'s parameters other defaults (by name, whatever their position)."""
+    import inspect
+    parameters = [p for p in inspect.signature(function).parameters.values()
+                  if p.default is not inspect.Parameter.empty]
+    positional = [p for p in parameters if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    assert set(changes) <= {p.name for p in parameters}, (function, changes)
+    monkeypatch.setattr(function, "__defaults__",
+                        tuple(changes.get(p.name, p.default) for p in positional))
+    if function.__kwdefaults__:
+        monkeypatch.setattr(function, "__kwdefaults__", {
+            name: changes.get(name, value) for name, value in function.__kwdefaults__.items()})
+
+
+def test_the_models_pass_the_papers_lrn_and_pool_values_explicitly(reference_kernels,
+                                                                   monkeypatch):
+    """The networks never lean on the ops' defaults: built and run with torch's defaults
+    in their place (LRN k=1, pooling stride = the kernel size), every model computes the
+    same logits from the same seed."""
+    from alexnet_triton import layers
+    from alexnet_triton.models.one_column import OneColumnAlexNet
+    x = _images(2, 99)
+
+    def logits():
+        builders = [lambda: AlexNet(num_classes=5),
+                    lambda: AlexNet(num_classes=5, devices=("cpu", "cpu")),
+                    lambda: OneColumnAlexNet(num_classes=5),
+                    lambda: torchvision_alexnet(num_classes=5)]
+        outputs = []
+        for build in builders:
+            torch.manual_seed(0)
+            with torch.no_grad():
+                outputs.append(build().eval()(x))
+        return outputs
+
+    before = logits()
+    _set_defaults(monkeypatch, F.local_response_norm, k=1.0)
+    _set_defaults(monkeypatch, F.max_pool2d, stride=None)
+    _set_defaults(monkeypatch, layers.LocalResponseNorm.__init__, k=1.0)
+    _set_defaults(monkeypatch, layers.MaxPool2d.__init__, stride=None)
+    for index, (old, new) in enumerate(zip(before, logits())):
+        assert torch.equal(old, new), index
