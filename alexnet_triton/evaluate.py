@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ten-crop", action="store_true",
                         help="average the softmax over ten crops (4 corners + center, and "
                              "their flips) instead of the center crop")
-    parser.add_argument("--batch-size", type=int, default=128, metavar="N",
+    parser.add_argument("-b", "--batch-size", type=int, default=128, metavar="N",
                         help="images per forward pass (default: 128)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
+    parser.add_argument("-j", "--workers", type=int, default=None, metavar="N",
                         help="data loader worker processes (default: as training)")
     parser.add_argument("--devices", default="auto",
                         help="'auto' (a GPU if there is one, else the CPU), 'cpu', 'cuda:0', or "
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     # Imported here so --help answers without loading torch and the data stack.
     from alexnet_triton.data import builtin_dataset, eval_loader, open_dataset
+    from alexnet_triton.progress import progress_bar
     from alexnet_triton.runtime import (default_workers, describe_kernels, resolve_amp,
                                         resolve_devices)
     from alexnet_triton.training import checkpoint as ckpt
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
-    state = ckpt.load(args.checkpoint, names=(ckpt.BEST, ckpt.LATEST))
+    state = ckpt.load(args.checkpoint, names=(ckpt.BEST, ckpt.LATEST), mmap=True)
     devices = resolve_devices(args.devices, one_column=state["arch"]["name"] != "alexnet")
     device = devices[0]
     amp = resolve_amp(args.amp, device)
@@ -84,7 +85,14 @@ def run(args: argparse.Namespace) -> dict:
           f"{'ten crops' if args.ten_crop else 'center crop'} of {saved['crop_size']} px; "
           f"device {', '.join(map(str, devices))}, kernels: {describe_kernels(device)}",
           flush=True)
-    result = engine.evaluate(model, loader, augmenter, device, ten_crop=args.ten_crop, amp=amp)
+    # A bar on a terminal (none in a log): the validation split can take minutes.
+    bar = progress_bar(info.num_val, "evaluate", "img")
+    try:
+        result = engine.evaluate(model, loader, augmenter, device, ten_crop=args.ten_crop,
+                                 amp=amp, progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
     if not math.isfinite(result["val_loss"]):
         raise CheckpointError(f"{state['path']}: the network's outputs are not finite on "
                                    f"{info.root} (loss {result['val_loss']}): its weights "

@@ -3,8 +3,10 @@
 Each image is read as the training data was prepared (any Pillow format, converted to RGB,
 shorter side rescaled to the checkpoint's image size, center square), then its center crop,
 minus the training mean, goes through the network; the class names come from the
-checkpoint. Every image is checked before any is classified: one unreadable file is a
-one-line error and exit status 2.
+checkpoint. Images stream through in batches of --batch-size, decoded by --workers loader
+processes, so memory stays flat for any number of images. Every image is read before any
+result is printed: one unreadable file is a one-line error and exit status 2.
+``--plot FILE.png`` draws the paper's figure 4 (left): each image with its top classes.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from alexnet_triton.cli import OneLineParser, run_cli
 from alexnet_triton.errors import CheckpointError, ConfigError, DataError
 
 PROG = "python -m alexnet_triton.predict"
+# --plot draws at most this many images (the first ones): a figure of thousands is no use.
+PLOT_LIMIT = 64
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how many classes to list per image (default: 5)")
     parser.add_argument("--ten-crop", action="store_true",
                         help="average the softmax over ten crops instead of the center crop")
+    parser.add_argument("-b", "--batch-size", type=int, default=64, metavar="N",
+                        help="images per forward pass; memory grows with it, not with the "
+                             "number of images (default: 64)")
+    parser.add_argument("-j", "--workers", type=int, default=None, metavar="N",
+                        help="loader processes decoding the images (default: as training: "
+                             "1 on the CPU, up to 8 with a GPU)")
+    parser.add_argument("--plot", metavar="FILE.png", default=None,
+                        help=f"also draw the paper's figure 4 (left): each image with its top "
+                             f"classes as bars (the first {PLOT_LIMIT} images)")
     parser.add_argument("--devices", default="auto",
                         help="'auto' (a GPU if there is one, else the CPU), 'cpu' or 'cuda:N' "
                              "(default: auto)")
@@ -48,43 +61,100 @@ def predict(model: torch.nn.Module, augmenter, pixels: torch.Tensor,
     return model(augmenter.center(pixels)).float().softmax(dim=1).cpu()
 
 
+class ImageFiles(torch.utils.data.Dataset):
+    """files[i] -> (uint8 [3, S, S], i, ""), or (zeros, i, the reason) for a file that does
+    not decode: the main process reports it (a worker's exception would lose the name)."""
+
+    def __init__(self, files: Sequence[str], size: int) -> None:
+        self.files, self.size = list(files), size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        from alexnet_triton.data import load_image
+        try:
+            pixels = torch.from_numpy(load_image(self.files[index], self.size))
+            return pixels.permute(2, 0, 1).contiguous(), index, ""
+        except Exception as error:  # noqa: BLE001 - any undecodable file
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), index, detail
+
+
+def image_batches(files: Sequence[str], size: int, batch_size: int, workers: int):
+    """(uint8 [B, 3, S, S], indices [B]) in file order; raises DataError for a bad file."""
+    loader = torch.utils.data.DataLoader(ImageFiles(files, size), batch_size=batch_size,
+                                         num_workers=workers)
+    for pixels, indices, errors in loader:
+        for index, error in zip(indices.tolist(), errors):
+            if error:
+                raise DataError(f"cannot read {files[index]} as an image: {error}")
+        yield pixels, indices
+
+
 def run(args: argparse.Namespace) -> list:
-    from alexnet_triton.data import load_image
-    from alexnet_triton.runtime import resolve_devices
+    from alexnet_triton.progress import progress_bar
+    from alexnet_triton.runtime import default_workers, resolve_devices
     from alexnet_triton.training import checkpoint as ckpt
 
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, got {args.top}")
-    state = ckpt.load(args.checkpoint, names=(ckpt.BEST, ckpt.LATEST))
-    saved = state["data"]
-    size = saved["image_size"]
-    images = []
-    for name in args.images:
-        path = Path(name)
-        if not path.is_file():
-            raise DataError(f"{path} is not a file")
-        try:
-            images.append(torch.from_numpy(load_image(path, size)).permute(2, 0, 1))
-        except Exception as error:  # noqa: BLE001 - any undecodable file
-            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise DataError(f"cannot read {path} as an image: {detail}") from None
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    if args.plot is not None and not args.plot.lower().endswith(".png"):
+        raise ConfigError(f"--plot writes a PNG file: give it a name ending in .png, got "
+                          f"{args.plot!r}")
     if "," in args.devices:
         raise ConfigError(f"--devices: predict runs on one device, got {args.devices!r}")
-    model, augmenter = ckpt.load_network(state, resolve_devices(args.devices)[:1])
-    probabilities = predict(model, augmenter, torch.stack(images), args.ten_crop)
-    if not bool(probabilities.isfinite().all()):
-        raise CheckpointError(f"{state['path']}: the network's outputs are not finite "
-                                   f"(NaN or infinite probabilities): its weights are unusable")
+    state = ckpt.load(args.checkpoint, names=(ckpt.BEST, ckpt.LATEST), mmap=True)
+    size = state["data"]["image_size"]
+    for name in args.images:
+        if not Path(name).is_file():
+            raise DataError(f"{name} is not a file")
+    devices = resolve_devices(args.devices)[:1]
+    # Not runtime.keep_freed_memory as training: glibc then keeps every block it ever
+    # held, and flat memory is the point here.
+    model, augmenter = ckpt.load_network(state, devices)
     classes = state["classes"]
     top = min(args.top, len(classes))
-    results = []
-    for name, row in zip(args.images, probabilities):
-        values, indices = row.topk(top)
-        ranked = [(classes[i], float(p)) for p, i in zip(values.tolist(), indices.tolist())]
-        results.append((name, ranked))
+    workers = args.workers if args.workers is not None else default_workers(devices[0])
+    # Only the ranked classes are kept per image (and the pictures --plot draws), never
+    # the batch: memory is the same for 10 images or a million.
+    results, pictures = [], []
+    bar = progress_bar(len(args.images), "predict", "img")
+    try:
+        for pixels, indices in image_batches(args.images, size, args.batch_size, workers):
+            probabilities = predict(model, augmenter, pixels, args.ten_crop)
+            if not bool(probabilities.isfinite().all()):
+                raise CheckpointError(f"{state['path']}: the network's outputs are not finite "
+                                      f"(NaN or infinite probabilities): its weights are unusable")
+            values, order = probabilities.topk(top, dim=1)
+            for index, row_values, row_order in zip(indices.tolist(), values.tolist(),
+                                                    order.tolist()):
+                results.append((args.images[index],
+                                [(classes[i], float(p)) for p, i in zip(row_values, row_order)]))
+            if args.plot is not None and len(pictures) < PLOT_LIMIT:
+                keep = pixels[:PLOT_LIMIT - len(pictures)].permute(0, 2, 3, 1).numpy()
+                pictures.extend(image.copy() for image in keep)
+            if bar is not None:
+                bar.update(len(indices))
+    finally:
+        if bar is not None:
+            bar.close()
+    for name, ranked in results:
         print(name)
         for label, probability in ranked:
             print(f"  {100 * probability:6.2f}%  {label}")
+    if args.plot is not None:
+        from alexnet_triton.figures import plot_predictions
+        drawn = results[:len(pictures)]
+        plot_predictions(pictures, ["/".join(Path(name).parts[-2:]) for name, _ in drawn],
+                         [ranked for _, ranked in drawn], args.plot)
+        more = (f" (the first {len(pictures)} of {len(results)} images)"
+                if len(results) > len(pictures) else "")
+        print(f"figure 4 (left){more}: {args.plot}")
     sys.stdout.flush()
     return results
 

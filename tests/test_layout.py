@@ -73,7 +73,8 @@ def test_the_layers_import_only_downwards():
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
     assert graph["alexnet_triton.errors"] == set()
     assert graph["alexnet_triton.runtime"] <= {"alexnet_triton.errors", "alexnet_triton.functional"}
-    clis = {f"alexnet_triton.{cli}" for cli in ("train", "evaluate", "predict", "prepare")}
+    clis = {f"alexnet_triton.{cli}" for cli in ("train", "evaluate", "predict", "prepare",
+                                                 "neighbours", "__main__")}
     for name, targets in graph.items():
         assert not targets & clis, (name, targets & clis)
 
@@ -88,7 +89,7 @@ def test_every_module_imports_in_a_fresh_interpreter():
     result = subprocess.run([PYTHON, "-c", script, *names], cwd=ROOT, env=subprocess_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    for cli in ("train", "evaluate", "predict", "prepare"):  # and the entry points alone
+    for cli in ("train", "evaluate", "predict", "prepare", "neighbours"):  # and each alone
         result = subprocess.run([PYTHON, "-m", f"alexnet_triton.{cli}", "--help"], cwd=ROOT,
                                 env=subprocess_env(), capture_output=True, text=True,
                                 timeout=300)

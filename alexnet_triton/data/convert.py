@@ -14,7 +14,7 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
+import signal
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -23,6 +23,7 @@ import numpy as np
 from alexnet_triton.data.folder import SPLITS, DataError, scan_image_folder
 from alexnet_triton.data.images import load_image
 from alexnet_triton.data.stats import PixelStats
+from alexnet_triton.progress import progress_bar
 from alexnet_triton.data.store import (FORMAT_VERSION, FORMATS, INFO_FILE, SHARD_BYTES, SplitWriter,
                                        encode_payload)
 
@@ -93,7 +94,8 @@ def _build(src: Path, out: Path, classes, items: dict, size: int, fmt: str, work
     stats = PixelStats(size)
     total = sum(len(v) for v in items.values())
     bar = _progress_bar(total, progress)
-    pool = multiprocessing.Pool(workers) if workers > 1 else None
+    pool = multiprocessing.Pool(workers, initializer=_leave_signals_to_the_parent) \
+        if workers > 1 else None
     try:
         for split in SPLITS:
             writer = SplitWriter(out / split, fmt, size, len(items[split]), quality, shard_bytes)
@@ -143,14 +145,16 @@ def _move_into_place(tmp: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _leave_signals_to_the_parent() -> None:
+    """Pool workers ignore Ctrl-C (sent to the whole process group): the parent stops them
+    and says so once, instead of each worker printing a KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _progress_bar(total: int, enabled: bool):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is a dependency, but a missing bar must not stop the work
-        enabled = False
-    if not enabled:
-        return _NoBar()
-    return tqdm(total=total, unit="img", desc="prepare", file=sys.stderr, dynamic_ncols=True)
+    """A bar when asked and a person watches (stdout and stderr terminals), else none."""
+    bar = progress_bar(total, "prepare", "img", enabled=enabled, leave=True)
+    return _NoBar() if bar is None else bar
 
 
 class _NoBar:

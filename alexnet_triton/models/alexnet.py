@@ -154,26 +154,31 @@ class AlexNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x [N, 3, H, W] (224 in the paper) -> logits [N, num_classes] on column 0's device."""
+        return self.fc8(self.fc7_features(x))
+
+    def fc7_features(self, x: Tensor) -> Tensor:
+        """x [N, 3, H, W] -> fc7's 4096 activations [N, 4096] (after its ReLU, and its
+        dropout in training mode) on column 0's device: the feature vectors whose Euclidean
+        distances the paper's figure 4 (right) ranks images by."""
         check_images(x)
         if self.column_devices is None:
-            return self._forward_one_device(x)
-        return self._forward_two_columns(x)
+            return self._fc7_one_device(x)
+        return self._fc7_two_columns(x)
 
     def _normalize_and_pool(self, x: Tensor, groups: int) -> Tensor:
         if self.use_lrn:
             x = F.local_response_norm(x, **LRN, groups=groups)
         return F.max_pool2d(x, self.pool_kernel, 2)
 
-    def _forward_one_device(self, x: Tensor) -> Tensor:
+    def _fc7_one_device(self, x: Tensor) -> Tensor:
         # Both columns at once: the LRN's groups keep each column's maps to itself.
         x = self._normalize_and_pool(self.conv1(x), COLUMNS)  # [N, 96, 27, 27]
         x = self._normalize_and_pool(self.conv2(x), COLUMNS)  # [N, 256, 13, 13]
         x = self.conv5(self.conv4(self.conv3(x)))  # [N, 256, 13, 13]
         features, weight = fc6_operands(F.max_pool2d(x, self.pool_kernel, 2), self.fc6.weight)
-        x = self.fc7(self.fc6.apply_linear(features, weight, self.fc6.bias))  # [N, 4096]
-        return self.fc8(x)
+        return self.fc7(self.fc6.apply_linear(features, weight, self.fc6.bias))  # [N, 4096]
 
-    def _forward_two_columns(self, x: Tensor) -> Tensor:
+    def _fc7_two_columns(self, x: Tensor) -> Tensor:
         columns = range(COLUMNS)
         h = [self._transfer(x, column, "input") for column in columns]
         h = [self._normalize_and_pool(self.conv1.forward_column(h[c], c), 1) for c in columns]
@@ -185,7 +190,7 @@ class AlexNet(nn.Module):
         h = [F.max_pool2d(h[c], self.pool_kernel, 2) for c in columns]  # 2 x [N, 128, h, w]
         h = [self._fc6_column(self._gather(h, c, "fc6"), c) for c in columns]
         h = [self.fc7.forward_column(self._gather(h, c, "fc7"), c) for c in columns]
-        return self.fc8(self._gather(h, 0, "fc8"))
+        return self._gather(h, 0, "fc8")  # both halves of fc7, for fc8
 
     def _fc6_column(self, pool5: Tensor, column: int) -> Tensor:
         """Column ``column``'s half of fc6 on both columns' pool5 maps [N, 256, h, w]."""
@@ -217,6 +222,44 @@ class AlexNet(nn.Module):
             self._transfers = None
 
 
-def alexnet(**kwargs) -> AlexNet:
-    """``AlexNet(**kwargs)``, like torchvision's builder."""
-    return AlexNet(**kwargs)
+def alexnet(*, weights=None, progress: bool = True, **kwargs) -> AlexNet:
+    """``AlexNet(**kwargs)`` with torchvision's builder signature.
+
+    Args:
+        weights: None (the paper's random initialization), or the path of a local file: an
+            alexnet_triton checkpoint (a run's best.pt or latest.pt), its weights alone
+            (best_weights.pt, any plain state dict of this network) or a dict with a
+            "state_dict" entry. num_classes (and, from a checkpoint, lrn and
+            overlapping_pool) follow the file unless given. Nothing is ever downloaded:
+            torchvision's weight names and enums, and URLs, raise ValueError.
+        progress: accepted for torchvision's signature; there is no download to show.
+        **kwargs: ``AlexNet``'s arguments (devices, dropout, bias_init, ...).
+    """
+    del progress  # no download, so no progress bar
+    if weights is None:
+        return AlexNet(**kwargs)
+    from alexnet_triton.models.weights import load_weights, needs_download
+    reason = needs_download(weights)
+    if reason:
+        raise ValueError(f"{reason}: alexnet_triton downloads no weights; pass weights=None "
+                         f"or the path of a local checkpoint (a training run's best.pt or "
+                         f"best_weights.pt)")
+    state, arch = load_weights(weights)
+    if arch is not None and arch.get("name") != "alexnet":
+        raise ValueError(f"{weights} holds a {arch.get('name')!r} network, not the two-column "
+                         f"AlexNet (alexnet_triton.models.OneColumnAlexNet builds the "
+                         f"one-column one)")
+    fc8 = state.get("fc8.weight")
+    if fc8 is None:
+        raise ValueError(f"{weights} is not this AlexNet's state dict (no fc8.weight; "
+                         f"torchvision's layout loads into torchvision_alexnet())")
+    num_classes = int(fc8.shape[0])
+    if kwargs.setdefault("num_classes", num_classes) != num_classes:
+        raise ValueError(f"num_classes={kwargs['num_classes']} but {weights} has "
+                         f"{num_classes} outputs")
+    for name in ("lrn", "overlapping_pool"):
+        if arch is not None and name in arch:
+            kwargs.setdefault(name, arch[name])
+    model = AlexNet(**kwargs)
+    model.load_state_dict(state, strict=True)
+    return model

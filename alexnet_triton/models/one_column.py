@@ -63,6 +63,10 @@ class OneColumnAlexNet(nn.Module):
             layer.bias.fill_(0.0 if name in ("conv1", "conv3") else bias_init)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.fc8(self.fc7_features(x))
+
+    def fc7_features(self, x: Tensor) -> Tensor:
+        """x [N, 3, H, W] -> fc7's 4096 activations [N, 4096], as ``AlexNet.fc7_features``."""
         if x.dim() != 4 or x.shape[1] != 3 or min(x.shape[2:]) < MIN_INPUT_SIZE:
             raise ValueError(f"OneColumnAlexNet expects [N, 3, H, W] images with H, W >= "
                              f"{MIN_INPUT_SIZE}, got shape {tuple(x.shape)}")
@@ -73,4 +77,4 @@ class OneColumnAlexNet(nn.Module):
         x = self.pool(self.conv5(self.conv4(self.conv3(x))))
         features, weight = fc6_operands(x, self.fc6.weight)  # inputs other than 224, as AlexNet
         x = F.linear_relu_dropout(features, weight, self.fc6.bias, self.fc6.p, self.training)
-        return self.fc8(self.fc7(x))
+        return self.fc7(x)

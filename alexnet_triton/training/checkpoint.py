@@ -45,6 +45,10 @@ FORMAT = "alexnet_triton-checkpoint"
 VERSION = 1
 LATEST = "latest.pt"
 BEST = "best.pt"
+# best.pt's weights alone: the model's state dict as a plain file (no records around it).
+BEST_WEIGHTS = "best_weights.pt"
+# --keep-checkpoints N: the checkpoints of the last N epoch ends, epoch-001.pt, ...
+EPOCH_CHECKPOINT = "epoch-{:03d}.pt"
 PathLike = Union[str, os.PathLike]
 ARCH_NAMES = ("alexnet", "alexnet-one-column")
 ARCH_FIELDS = ("name", "num_classes", "dropout", "lrn", "overlapping_pool", "bias_init",
@@ -110,6 +114,19 @@ def link_atomically(source: PathLike, target: PathLike) -> None:
     _fsync_dir(target.parent)
 
 
+def keep_epoch(latest: PathLike, epoch: int, keep: int) -> Path:
+    """latest.pt as written at the end of ``epoch`` kept as epoch-NNN.pt (a hard link:
+    no copy until latest.pt is replaced); only the last ``keep`` epochs' stay."""
+    latest = Path(latest)
+    target = latest.with_name(EPOCH_CHECKPOINT.format(epoch))
+    link_atomically(latest, target)
+    kept = sorted(latest.parent.glob("epoch-[0-9][0-9][0-9]*.pt"),
+                  key=lambda path: int(re.sub(r"\D", "", path.stem) or 0))
+    for old in kept[:-keep] if keep else kept:
+        old.unlink(missing_ok=True)
+    return target
+
+
 def resolve(path: PathLike, names: Sequence[str] = (LATEST,)) -> Path:
     """A checkpoint file, or the first of ``names`` inside a run directory."""
     path = Path(path)
@@ -125,15 +142,17 @@ def resolve(path: PathLike, names: Sequence[str] = (LATEST,)) -> Path:
     return path
 
 
-def load(path: PathLike, names: Sequence[str] = (LATEST,)) -> dict:
+def load(path: PathLike, names: Sequence[str] = (LATEST,), mmap: bool = False) -> dict:
     """Read a checkpoint (a file or a run directory) with weights_only=True, onto the CPU.
 
     Anything that is not an alexnet_triton checkpoint, including a file that would need to
-    unpickle an object, raises CheckpointError.
+    unpickle an object, raises CheckpointError. ``mmap`` maps the file instead of reading
+    it: what is never touched (the optimizer's momentum, for evaluate and predict) costs no
+    memory.
     """
     path = resolve(path, names)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         # torch words it "Unsupported global: GLOBAL mod.name was not an allowed global"
         # or (2.13) "unsupported GLOBAL mod.name whose module mod is blocked".

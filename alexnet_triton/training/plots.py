@@ -31,28 +31,41 @@ def _save(figure, path: Path, **kwargs) -> None:
     os.replace(temporary, path)
 
 
-def plot_curves(history: Sequence[dict], path: Path) -> Path:
-    """Training loss, validation loss, and validation top-1 / top-5 error per epoch."""
+def plot_curves(history: Sequence[dict], path: Path, num_classes: int = 1000) -> Path:
+    """curves.png: ``curves_figure`` saved."""
     path = Path(path)
+    _save(curves_figure(history, num_classes), path)
+    return path
+
+
+def curves_figure(history: Sequence[dict], num_classes: int = 1000):
+    """Three panels: training and validation loss, validation top-1 / top-5 error, and the
+    learning rate per epoch. With 5 classes or fewer the top-5 error is 0 by definition:
+    not drawn."""
     epochs = [row["epoch"] for row in history]
-    figure, (loss_axes, error_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (loss_axes, error_axes, lr_axes) = plt.subplots(1, 3, figsize=(15, 4))
     loss_axes.plot(epochs, [row["train_loss"] for row in history], "o-", label="train")
     loss_axes.plot(epochs, [row["val_loss"] for row in history], "s--", label="validation")
     loss_axes.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     loss_axes.legend()
     error_axes.plot(epochs, [100 * row["val_top1_error"] for row in history], "o-",
                     label="top-1")
-    error_axes.plot(epochs, [100 * row["val_top5_error"] for row in history], "s--",
-                    label="top-5")
+    if num_classes > 5:
+        error_axes.plot(epochs, [100 * row["val_top5_error"] for row in history], "s--",
+                        label="top-5")
     error_axes.set(xlabel="epoch", ylabel="error (%)", title="validation error", ylim=(0, 100))
     error_axes.legend()
-    for axes in (loss_axes, error_axes):
+    # The rate each epoch trained at (the paper's divisions by 10 show as steps).
+    lr_axes.plot(epochs, [row["lr"] for row in history], "o-", drawstyle="steps-post")
+    lr_axes.set(xlabel="epoch", ylabel="learning rate", title="learning rate")
+    if history and min(row["lr"] for row in history) > 0:
+        lr_axes.set_yscale("log")
+    for axes in (loss_axes, error_axes, lr_axes):
         axes.grid(alpha=0.3)
         if epochs:
             axes.set_xticks(epochs if len(epochs) <= 20 else axes.get_xticks())
     figure.tight_layout()
-    _save(figure, path)
-    return path
+    return figure
 
 
 def kernel_grid(weight: torch.Tensor, columns: int) -> np.ndarray:

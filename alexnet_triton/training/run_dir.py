@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import torch
 
 from alexnet_triton.errors import RunDirError
+from alexnet_triton.progress import rounded
 from alexnet_triton.training import plots, tensorboard_log
 from alexnet_triton.training.checkpoint import BEST, LATEST
 
@@ -180,9 +181,10 @@ class RunFiles:
     """
 
     def __init__(self, run_dir: Path, columns: int, log: Callable[..., None],
-                 prog: str) -> None:
+                 prog: str, num_classes: int = 1000) -> None:
         self.run_dir = Path(run_dir)
         self.columns = columns
+        self.num_classes = num_classes
         self.log = log
         self.prog = prog
         self.metrics = MetricsFile(self.run_dir / METRICS)
@@ -225,7 +227,7 @@ class RunFiles:
         weight, TensorBoard's epoch scalars and kernels."""
         self.metrics.append(row)
         try:
-            plots.plot_curves(history, self.run_dir / plots.CURVES)
+            plots.plot_curves(history, self.run_dir / plots.CURVES, self.num_classes)
             plots.plot_conv1(conv1, self.columns, self.run_dir / plots.CONV1, row["epoch"])
         except Exception as error:  # noqa: BLE001 - a plot must never stop training
             self.log(f"  (plots not updated: {type(error).__name__}: {error})", file=sys.stderr)
@@ -233,7 +235,7 @@ class RunFiles:
             self.tensorboard.epoch(global_step, row, plots.kernel_grid(conv1, self.columns))
 
     def summary(self, record: dict) -> None:
-        _write_json(self.run_dir / SUMMARY, record)
+        _write_json(self.run_dir / SUMMARY, rounded(record))
 
     def close(self) -> None:
         if self.tensorboard is not None:

@@ -16,10 +16,9 @@ from alexnet_triton.errors import ConfigError, RunDirError
 from alexnet_triton.runtime import default_workers, resolve_amp
 from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton.training import tensorboard_log
-from alexnet_triton.training.config import (BUILTIN_BIAS_INIT, BUILTIN_EPOCHS, MIN_CROP_SIZE,
-                                            PAPER_BIAS_INIT, PAPER_CROP_SIZE, PAPER_EPOCHS,
-                                            PAPER_IMAGE_SIZE, RESUME_OVERRIDES, TrainConfig,
-                                            validate)
+from alexnet_triton.training.config import (BUILTIN_EPOCHS, MIN_CROP_SIZE, PAPER_CROP_SIZE,
+                                            PAPER_EPOCHS, PAPER_IMAGE_SIZE, RESUME_OVERRIDES,
+                                            TrainConfig, validate)
 from alexnet_triton.training.distributed import Replicas
 from alexnet_triton.training.run_dir import (RunDirLock, check_free_space, new_run_dir,
                                              run_checkpoint)
@@ -152,8 +151,6 @@ def resolve_setup(config: TrainConfig, state: Optional[dict], devices: list,
         config,
         epochs=config.epochs if config.epochs is not None else (
             BUILTIN_EPOCHS if builtin else PAPER_EPOCHS),
-        bias_init=config.bias_init if config.bias_init is not None else (
-            BUILTIN_BIAS_INIT if builtin else PAPER_BIAS_INIT),
         crop_size=crop_size,
         workers=config.workers if config.workers is not None else default_workers(devices[0]),
         run_dir=str(run_dir))

@@ -21,6 +21,9 @@ SUBDIRECTORY = "tensorboard"
 # The per-epoch values of a metrics.csv row that become scalars, under "epoch/".
 EPOCH_SCALARS = ("train_loss", "val_loss", "val_top1_error", "val_top5_error",
                  "images_per_second")
+# conv1's kernel grid is ~193x76 px, 11 px a kernel: TensorBoard shows images at their own
+# size, so each grid pixel becomes a 4x4 block (772x304 px).
+IMAGE_SCALE = 4
 
 
 def installed() -> bool:
@@ -57,7 +60,8 @@ class TensorBoardLog:
         for key in EPOCH_SCALARS:
             self.writer.add_scalar(f"epoch/{key}", row[key], global_step)
         self.writer.add_scalar("epoch/epoch", row["epoch"], global_step)
-        self.writer.add_image("conv1_kernels", conv1_grid, global_step, dataformats="HWC")
+        large = np.repeat(np.repeat(conv1_grid, IMAGE_SCALE, axis=0), IMAGE_SCALE, axis=1)
+        self.writer.add_image("conv1_kernels", large, global_step, dataformats="HWC")
         self.writer.flush()
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ collectives. The steps themselves and the evaluation are ``training.engine``'s.
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import sys
@@ -20,10 +21,12 @@ from torch import nn
 
 from alexnet_triton.data import Augmenter, eval_loader, train_loader
 from alexnet_triton.models.build import build_model
+from alexnet_triton.progress import plural, progress_bar
 from alexnet_triton.runtime import describe_kernels
 from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton.training import engine
-from alexnet_triton.training.config import TrainConfig
+from alexnet_triton.training.config import (BIAS_INIT_REASON, DEFAULT_BIAS_INIT,
+                                            PAPER_BIAS_INIT, TrainConfig)
 from alexnet_triton.training.distributed import Replicas
 from alexnet_triton.training.metrics import percent
 from alexnet_triton.training.run_dir import SKIPPED_LOG, RunDirError, RunFiles, check_free_space
@@ -35,8 +38,16 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 # diverged (measured: --lr 100 reached 2.7e12 with finite weights of 1e12): it is stopped
 # as a NaN is, and nothing trained past it is saved.
 DIVERGED_LOSS_FACTOR = 100.0
-# Without a progress bar (output not a terminal), a progress line this often.
+# Without a progress bar (output not a terminal) and without --print-freq, a progress
+# line this often.
 LOG_SECONDS = 60.0
+# Training images per second on the CPU by crop size, measured on 2 AVX2 cores (reference
+# ops): 170 at the built-in dataset's 63-px crops (batch 128), ~70 at 112 (a 128-px store,
+# batch 32), 2-3 at the paper's 224 (batch 16-128; the 224 path is far slower per FLOP).
+# Between and beyond them the start-up estimate follows straight lines in log-log, scaled by
+# the thread count; the first progress line then says what this machine measures.
+CPU_RATE_POINTS = ((63, 170.0), (112, 70.0), (224, 2.5))
+CPU_RATE_THREADS = 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -71,17 +82,32 @@ def _architecture(config: TrainConfig, num_classes: int) -> dict:
             "weight_std": config.weight_std}
 
 
-def _progress_bar(total: int, initial: int, description: str, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # a missing bar must not stop training
-        return None
-    # disable=None: no bar when stderr is not a terminal (logs get the epoch lines only).
-    bar = tqdm(total=total, initial=initial, desc=description, unit="batch", leave=False,
-               dynamic_ncols=True, disable=None, file=sys.stderr)
-    return None if bar.disable else bar
+def cpu_images_per_second(crop_size: int, threads: int) -> float:
+    """The expected training speed on the CPU (see CPU_RATE_POINTS): a rough guide only."""
+    points = CPU_RATE_POINTS
+    segment = next((i for i in range(len(points) - 2) if crop_size < points[i + 1][0]),
+                   len(points) - 2)
+    (small, fast), (large, slow) = points[segment], points[segment + 1]
+    exponent = math.log(fast / slow) / math.log(large / small)
+    return fast * (small / crop_size) ** exponent * max(threads, 1) / CPU_RATE_THREADS
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def bias_init_note(bias_init: float) -> str:
+    """Why the run's bias init is what it is (the header says it)."""
+    if bias_init == DEFAULT_BIAS_INIT:
+        return f"bias {bias_init:g} ({BIAS_INIT_REASON})"
+    if bias_init == PAPER_BIAS_INIT:
+        return (f"bias {bias_init:g} (the paper's; if the loss explodes or stays at chance, "
+                f"the default {DEFAULT_BIAS_INIT:g} trains)")
+    return f"bias {bias_init:g} (--bias-init)"
 
 
 def _sgd(parameters, config: TrainConfig) -> torch.optim.SGD:
@@ -159,8 +185,12 @@ class Trainer:
                                    device=self.device)
         self.per_replica_batch = config.batch_size // self.replicas.world_size
         self.stop_signal: Optional[int] = None
+        # Forked loader workers inherit the signal handler; only this process acts on it.
+        self.pid = os.getpid()
+        self.cpu_estimate_due = False
         # The run directory's files but the checkpoints: rank 0's.
-        self.files: Optional[RunFiles] = (RunFiles(self.run_dir, self._columns(), self.log, PROG)
+        self.files: Optional[RunFiles] = (RunFiles(self.run_dir, self._columns(), self.log, PROG,
+                                                   len(self.info.classes))
                                           if self.main else None)
         self.last_checkpoint = time.monotonic()
         self.epoch_clock = time.monotonic()
@@ -231,10 +261,18 @@ class Trainer:
         """Write latest.pt (and best.pt); the reason as one line if it could not be."""
         size = sum(value.numel() * value.element_size() for value in _tensors(state))
         try:
-            check_free_space(self.run_dir, size, f"a checkpoint of epoch {self.epoch + 1}")
+            weights = sum(value.numel() * value.element_size()
+                          for value in _tensors(state["model"]))  # best_weights.pt
+            check_free_space(self.run_dir, size + (weights if best else 0),
+                             f"a checkpoint of epoch {self.epoch + 1}")
             path = ckpt.save(state, self.run_dir / ckpt.LATEST)
             if best:
                 ckpt.link_atomically(path, self.run_dir / ckpt.BEST)
+                # The weights alone, a plain state dict: what torchvision-style code loads
+                # (model.load_state_dict(torch.load(...))).
+                ckpt.save(state["model"], self.run_dir / ckpt.BEST_WEIGHTS)
+            if self.config.keep_checkpoints and self.step_in_epoch == 0:
+                ckpt.keep_epoch(path, self.epoch, self.config.keep_checkpoints)
         except RunDirError as error:
             return str(error)
         except (OSError, RuntimeError) as error:  # a full disk mid-write, a quota, EIO
@@ -265,7 +303,8 @@ class Trainer:
     def run(self) -> int:
         config = self.config
         if self.epoch >= config.epochs:
-            self.log(f"{PROG}: {self.run_dir} already finished its {self.epoch} epochs "
+            self.log(f"{PROG}: {self.run_dir} already finished its "
+                     f"{plural(self.epoch, 'epoch')} "
                      f"(pass --epochs N with N > {self.epoch} to train longer)")
             return EXIT_OK
         if self.files is not None:  # main() holds the run directory's lock
@@ -321,11 +360,16 @@ class Trainer:
         return text + "."
 
     def _on_signal(self, signum, frame) -> None:
+        if os.getpid() != self.pid:
+            # A loader worker (Ctrl-C reaches the whole process group): the main process
+            # stops and ends it; a second message from here would only repeat its own.
+            return
         if self.stop_signal is not None:  # a second Ctrl-C: stop now, no checkpoint
             raise KeyboardInterrupt
         self.stop_signal = signum
-        self.log(f"\n{signal.Signals(signum).name}: finishing at most {self.config.sync_steps} "
-                 f"steps and writing a checkpoint (press Ctrl-C again to stop at once)",
+        self.log(f"\n{signal.Signals(signum).name}: finishing at most "
+                 f"{plural(self.config.sync_steps, 'step')} and writing a checkpoint (press "
+                 f"Ctrl-C again to stop at once)",
                  file=sys.stderr, flush=True)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -341,8 +385,8 @@ class Trainer:
                               rank=self.replicas.rank, world_size=self.replicas.world_size,
                               pin_memory=self.device.type == "cuda")
         steps = len(loader)
-        bar = _progress_bar(steps, self.step_in_epoch, f"epoch {epoch + 1}/{config.epochs}",
-                            self.main)
+        bar = progress_bar(steps, f"epoch {epoch + 1}/{config.epochs}", "batch",
+                           initial=self.step_in_epoch, enabled=self.main)
         # The DataLoader draws its workers' seed from torch's global generator; the batches
         # do not depend on it, and forking keeps the dropout stream independent of when an
         # epoch's iterator was made (so a resumed run draws what an uninterrupted one does).
@@ -369,9 +413,12 @@ class Trainer:
                 self.global_step += 1
                 if bar is not None:
                     bar.update(1)
-                if len(pending) < config.sync_steps and self.step_in_epoch < steps:
+                print_due = (config.print_freq is not None
+                             and self.step_in_epoch % config.print_freq == 0)
+                if (len(pending) < config.sync_steps and self.step_in_epoch < steps
+                        and not print_due):
                     continue
-                stop, due = self._read_device(pending, steps, bar)
+                stop, due = self._read_device(pending, steps, bar, print_due)
                 pending = []
                 if stop:
                     if self.stop_signal is None:
@@ -386,7 +433,8 @@ class Trainer:
         self.epoch_rate = self._rate
         return "done"
 
-    def _read_device(self, losses: list, steps: int, bar) -> tuple[bool, bool]:
+    def _read_device(self, losses: list, steps: int, bar,
+                     print_due: bool = False) -> tuple[bool, bool]:
         """The host read after ``losses``' steps: check them, log them, and agree across the
         replicas on (stop for a signal, write a checkpoint now). Raises Diverged."""
         world = self.replicas.world_size
@@ -413,13 +461,22 @@ class Trainer:
         self._tick = now
         self._rate = batch_rate if self._rate is None else 0.9 * self._rate + 0.1 * batch_rate
         mean_loss = self.epoch_loss_sum / self.epoch_loss_steps
+        line = (f"  epoch {self.epoch + 1} step {self.step_in_epoch}/{steps}: loss "
+                f"{mean_loss:.4f}, {self._rate:.0f} img/s, lr {self.lr:g}")
+        if self.main and self.cpu_estimate_due:
+            self.cpu_estimate_due = False
+            line += (f"; measured here: about "
+                     f"{_duration(steps * self.config.batch_size / self._rate)} an epoch")
+            print_due = True
         if bar is not None:
             bar.set_postfix_str(f"loss {mean_loss:.4f}, {self._rate:.0f} img/s, "
                                 f"lr {self.lr:g}", refresh=True)
-        elif self.main and now - self._last_log >= LOG_SECONDS:
+            if print_due and self.main:
+                bar.write(line, file=sys.stdout)
+        elif self.main and (print_due or (self.config.print_freq is None
+                                          and now - self._last_log >= LOG_SECONDS)):
             self._last_log = now
-            self.log(f"  epoch {self.epoch + 1} step {self.step_in_epoch}/{steps}: loss "
-                     f"{mean_loss:.4f}, {self._rate:.0f} img/s, lr {self.lr:g}", flush=True)
+            self.log(line, flush=True)
         return stop > 0, due_ > 0
 
     def validate(self, ten_crop: bool = False) -> dict:
@@ -457,7 +514,8 @@ class Trainer:
         self.files.epoch(row, self.history, conv1, self.global_step)
         note = ""
         if self.lr < lr:
-            note = f"  -> lr {self.lr:g} (no improvement for {self.config.patience + 1} epochs)"
+            note = (f"  -> lr {self.lr:g} (no improvement for "
+                    f"{plural(self.config.patience + 1, 'epoch')})")
         self.log(f"epoch {self.epoch:3d}/{self.config.epochs}  train loss {row['train_loss']:.4f}"
                  f"  val loss {row['val_loss']:.4f}  top-1 error "
                  f"{percent(row['val_top1_error'])}  top-5 error "
@@ -510,12 +568,25 @@ class Trainer:
             "torch": torch.__version__}
         return record
 
+    def _cpu_notice(self) -> str:
+        """Training on the CPU: said at the start, with the time an epoch should take."""
+        rate = cpu_images_per_second(self.config.crop_size, torch.get_num_threads())
+        images = self.info.num_train
+        epochs = self.config.epochs - self.epoch
+        return (f"training on the CPU: expect about {_duration(images / rate)} an epoch "
+                f"({images:,} images at ~{rate:.3g} img/s for {self.config.crop_size}-px "
+                f"crops, from measurements on 2 cores), {_duration(epochs * images / rate)} for "
+                f"{plural(epochs, 'epoch')}; the first progress line gives this machine's own "
+                f"figure. A GPU is much faster; on a CPU, smaller images (prepare --size) and "
+                f"fewer --epochs cut the time (README: Training on your images)")
+
     def _print_header(self) -> None:
         config, info = self.config, self.info
         placement = ("one column (the paper's one-GPU net)" if config.one_column else
                      "two columns on " + (" and ".join(map(str, self.devices))
                                           if len(self.devices) > 1 else "one device"))
-        threads = f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else ""
+        threads = (f" ({plural(torch.get_num_threads(), 'thread')})"
+                   if self.device.type == "cpu" else "")
         replicas = (f", {self.replicas.world_size} DDP replicas ({self.replicas.backend})"
                     if self.replicas.distributed else "")
         source = "built-in dataset" if self.setup.builtin else "dataset"
@@ -530,10 +601,12 @@ class Trainer:
             f"model: AlexNet, {placement}, {parameters:,} parameters"
             f"{'' if config.lrn else ', no LRN'}"
             f"{'' if config.overlapping_pool else ', 2x2 pooling'}; init N(0, "
-            f"{config.weight_std:g}), bias {config.bias_init:g}; dropout {config.dropout:g}",
+            f"{config.weight_std:g}), {bias_init_note(config.bias_init)}; dropout "
+            f"{config.dropout:g}",
             f"recipe: SGD momentum {config.momentum:g}, batch {config.batch_size}, weight decay "
             f"{config.weight_decay:g}, lr {self.lr:g} (x{config.lr_factor:g} after "
-            f"{config.patience + 1} epochs without a better val error), {config.epochs} epochs, "
+            f"{plural(config.patience + 1, 'epoch')} without a better val error), "
+            f"{plural(config.epochs, 'epoch')}, "
             f"PCA colour noise {config.pca_sigma:g}, seed {config.seed}",
             f"run dir: {self.run_dir}",
         ]
@@ -551,6 +624,9 @@ class Trainer:
         if self.setup.resume_state is not None:
             lines.append(f"resumed from {ckpt.describe(self.setup.resume_state)}")
         lines.extend(self.setup.notes)
+        self.cpu_estimate_due = self.device.type == "cpu" and self.main
+        if self.cpu_estimate_due:
+            lines.append(self._cpu_notice())
         for line in lines:
             self.log(line, flush=True)
         self.epoch_clock = time.monotonic()

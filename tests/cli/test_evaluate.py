@@ -20,15 +20,19 @@ def test_center_crop_error_matches_the_runs_last_validation(run_dir, quick_datas
     status, out, err = _evaluate(["--checkpoint", run_dir / "latest.pt", "--data",
                                   quick_dataset], capsys)
     assert status == 0, err
+    assert err == ""  # not a terminal: no progress bar
     row = read_metrics(run_dir / "metrics.csv")[-1]
     assert f"top-1 error {100 * row['val_top1_error']:.2f}%" in out
     assert f"top-5 error {100 * row['val_top5_error']:.2f}%" in out
     assert "center crop of 63 px" in out and "10 images" in out
 
 
-def test_ten_crops_and_the_trained_dataset_by_default(run_dir, capsys):
+def test_ten_crops_and_the_trained_dataset_by_default(run_dir, capsys, monkeypatch):
+    from alexnet_triton import progress
+    monkeypatch.setattr(progress, "interactive", lambda: True)  # as on a terminal
     status, out, err = _evaluate(["--checkpoint", run_dir, "--ten-crop"], capsys)
     assert status == 0, err
+    assert "evaluate: 100%" in err and "10/10" in err  # the progress bar, on stderr
     assert "best.pt" in out and "ten crops of 63 px" in out
     assert "top-1 error" in out and "top-5 error" in out
 

@@ -1,14 +1,17 @@
 """python -m alexnet_triton.predict: the top-5 classes of image files, with probabilities."""
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import torch
 from PIL import Image
 
 from alexnet_triton.training import checkpoint as ckpt
-from alexnet_triton import predict
+from alexnet_triton import figures, predict
 from alexnet_triton.data import Augmenter, DatasetInfo, load_image
 from alexnet_triton.models.build import build_model
+from train_support import PYTHON, subprocess_env
 
 
 def _predict(argv, capsys):
@@ -73,3 +76,100 @@ def test_unreadable_or_missing_images_stop_before_any_prediction(run_dir, tmp_pa
         assert err.count("\n") == 1 and words in err
     status, _, err = _predict(["--checkpoint", tmp_path, truncated], capsys)
     assert status == 2 and "holds no checkpoint" in err
+
+
+# ---------------------------------------------------------------------------------------
+# at scale: batches stream through, memory stays flat
+# ---------------------------------------------------------------------------------------
+
+# Peak RSS of predict in a fresh interpreter: on 10 images, then on 1,000 (batches of 64),
+# then on the same 1,000 as ONE batch, as predict used to run them: the last must exceed
+# the bound, or the measurement could not tell flat memory from growing memory.
+_RSS_SCRIPT = """
+import io, contextlib, resource, sys
+from alexnet_triton import predict
+checkpoint, image = sys.argv[1:3]
+for count, extra in ((10, []), (1000, []), (1000, ["--batch-size", "1000"])):
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert predict.main(["--checkpoint", checkpoint, "-j", "0", *extra] + [image] * count) == 0
+    assert out.getvalue().count(image) == count
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_memory_stays_flat_from_10_to_1000_images(run_dir, quick_images, tmp_path):
+    # The run's checkpoint at 128 px (crops of 112): each image then costs ~1.4 MB in one
+    # batch, the growth that 1,000 images at once would show. The network takes any size.
+    state = torch.load(run_dir / "best.pt", weights_only=True)
+    del state["optimizer"]
+    state["data"]["mean"] = torch.nn.functional.interpolate(
+        state["data"]["mean"][None], size=(128, 128), mode="bilinear")[0]
+    state["data"]["image_size"], state["data"]["crop_size"] = 128, 112
+    torch.save(state, tmp_path / "big.pt")
+    del state
+    image = quick_images / "val" / "star" / "00000.jpg"
+    result = subprocess.run([PYTHON, "-c", _RSS_SCRIPT, str(tmp_path / "big.pt"), str(image)],
+                            env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ten, thousand, one_batch = (int(kib) / 1024 for kib in result.stdout.split())  # MiB
+    assert thousand <= 1.5 * ten, (ten, thousand)
+    # The measurement sees what one batch of 1,000 costs (~1.1-1.4 GiB here; the fixed
+    # cost of 10 images varied from 1.0 to 2.5 GiB between runs, so the ratio alone could
+    # hide it), and streaming them costs under a quarter of that.
+    assert one_batch - ten > 300, (ten, one_batch)
+    assert thousand - ten < (one_batch - ten) / 4, (ten, thousand, one_batch)
+
+
+# ---------------------------------------------------------------------------------------
+# --plot: the paper's figure 4 (left)
+# ---------------------------------------------------------------------------------------
+
+
+def picture_distance(png: np.ndarray, box, image: np.ndarray) -> float:
+    """Mean absolute difference (0-255) between the PNG inside ``box`` (its frame left
+    out) and ``image`` resized to the box."""
+    left, top, right, bottom = box
+    inner = png[top + 3:bottom - 3, left + 3:right - 3, :3].astype(np.float32)
+    resized = np.asarray(Image.fromarray(image).resize((right - left, bottom - top),
+                                                       Image.BILINEAR), np.float32)
+    return float(np.abs(inner - resized[3:-3, 3:-3]).mean())
+
+
+def assert_each_picture_is_its_image(png: np.ndarray, boxes, images) -> None:
+    """Every image is drawn in its own box: nearer to it than to any other image."""
+    for index, box in enumerate(boxes):
+        distances = [picture_distance(png, box, image) for image in images]
+        assert int(np.argmin(distances)) == index, (index, distances)
+        assert distances[index] < 10, (index, distances)
+
+
+def test_plot_draws_each_image_with_its_top_classes(run_dir, quick_images, tmp_path, capsys):
+    files = [quick_images / "val" / name / "00000.jpg" for name in ("star", "disk", "ring",
+                                                                      "stripes", "cross")]
+    status, out, err = _predict(["--checkpoint", run_dir, "--plot", tmp_path / "fig4.png",
+                                 *files], capsys)
+    assert status == 0, err
+    assert f"figure 4 (left): {tmp_path / 'fig4.png'}" in out
+    png = np.asarray(Image.open(tmp_path / "fig4.png").convert("RGB"))
+    assert (png.shape[1], png.shape[0]) == figures.prediction_layout(len(files))
+    assert png.shape[:2] == (800, 1040)  # two rows of four panels, 2.6 x 4 inches each
+    images = [load_image(path, 72) for path in files]  # as predict reads them
+    assert_each_picture_is_its_image(png, figures.prediction_boxes(len(files)), images)
+
+
+def test_plot_boxes_are_where_the_figure_draws(tmp_path):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(6)]
+    ranked = [[("a", 0.5), ("b", 0.3)]] * 6
+    boxes = figures.plot_predictions(images, list("uvwxyz"), ranked, tmp_path / "p.png")
+    assert boxes == figures.prediction_boxes(6)
+    rows = figures.plot_neighbours(images[:2], ["q1", "q2"], [images[2:5], images[3:6]],
+                                   [["n"] * 3] * 2, tmp_path / "n.png")
+    assert rows == figures.neighbour_boxes(2, 3)
+
+
+def test_plot_needs_a_png_name(run_dir, quick_images, tmp_path, capsys):
+    image = quick_images / "val" / "star" / "00000.jpg"
+    status, out, err = _predict(["--checkpoint", run_dir, "--plot", tmp_path / "fig.jpg",
+                                 image], capsys)
+    assert status == 2 and out == "" and "ending in .png" in err

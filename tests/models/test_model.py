@@ -368,3 +368,115 @@ def test_autocast_runs_the_gemms_in_the_autocast_dtype(reference_kernels):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model.eval()(_images(2, 67))
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+
+
+# ---------------------------------------------------------------------------------------
+# fc7 features and torchvision's builder signature
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("devices", PLACEMENTS.values(), ids=PLACEMENTS.keys())
+def test_fc7_features_are_the_reference_models_fc7_activations(reference_kernels, devices):
+    torch.manual_seed(0)
+    model = AlexNet(num_classes=10, devices=devices).eval()
+    reference = ReferenceAlexNet(num_classes=10).eval()
+    reference.load_state_dict(model.state_dict())
+    reference.double()
+    activations = {}
+    reference.fc7.register_forward_hook(lambda module, inputs, output:
+                                        activations.update(fc7=torch.relu(output)))
+    x = _images(3, 67)
+    with torch.no_grad():
+        logits = reference(x.double()).float()
+        features = model.fc7_features(x)
+    assert features.shape == (3, 4096)
+    assert_close(features, activations["fc7"].float(), tolerance(torch.float32), "fc7")
+    assert_close(model.fc8(features), logits, tolerance(torch.float32), "logits")
+
+
+def test_alexnet_builder_takes_torchvisions_weights_and_progress(tmp_path, reference_kernels):
+    torch.manual_seed(0)
+    trained = AlexNet(num_classes=7)
+    torch.save(trained.state_dict(), tmp_path / "best_weights.pt")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in trained.state_dict().items()},
+                "epoch": 3}, tmp_path / "model_best.pth.tar")  # pytorch/examples' DDP file
+    torch.save({"format": "alexnet_triton-checkpoint", "model": trained.state_dict(),
+                "arch": {"name": "alexnet", "lrn": False, "overlapping_pool": True}},
+               tmp_path / "best.pt")
+    x = _images(2, 67)
+    expected = trained.eval()(x)
+    for name in ("best_weights.pt", "model_best.pth.tar", "best.pt"):
+        model = alexnet(weights=tmp_path / name, progress=False)
+        assert model.fc8.weight.shape == (7, 4096), name  # num_classes from the file
+        assert model.use_lrn == (name != "best.pt"), name  # a checkpoint's arch is kept
+        if name != "best.pt":
+            assert torch.equal(model.eval()(x), expected), name
+    assert alexnet(weights=None, progress=True, num_classes=3).fc8.weight.shape == (3, 4096)
+
+
+@pytest.mark.parametrize("weights, words", [
+    ("IMAGENET1K_V1", "would need a download"),
+    ("DEFAULT", "would need a download"),
+    ("https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", "is a URL"),
+    (object(), "is not a path"),
+])
+def test_alexnet_builder_downloads_nothing(weights, words):
+    with pytest.raises(ValueError, match="downloads no weights") as error:
+        alexnet(weights=weights)
+    assert words in str(error.value)
+
+
+def test_alexnet_builder_refuses_weights_of_another_network(tmp_path):
+    torch.save(torchvision_alexnet(num_classes=5).state_dict(), tmp_path / "tv.pt")
+    with pytest.raises(ValueError, match="no fc8.weight"):
+        alexnet(weights=tmp_path / "tv.pt")
+    torch.save(AlexNet(num_classes=5).state_dict(), tmp_path / "five.pt")
+    with pytest.raises(ValueError, match="num_classes=9 but"):
+        alexnet(weights=tmp_path / "five.pt", num_classes=9)
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="does not load as weights"):
+        alexnet(weights=tmp_path / "junk.pt")
+
+
+def _set_defaults(monkeypatch, function, **changes) -> None:
+    """Give ``function``'s parameters other defaults (by name, whatever their position)."""
+    import inspect
+    parameters = [p for p in inspect.signature(function).parameters.values()
+                  if p.default is not inspect.Parameter.empty]
+    positional = [p for p in parameters if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    assert set(changes) <= {p.name for p in parameters}, (function, changes)
+    monkeypatch.setattr(function, "__defaults__",
+                        tuple(changes.get(p.name, p.default) for p in positional))
+    if function.__kwdefaults__:
+        monkeypatch.setattr(function, "__kwdefaults__", {
+            name: changes.get(name, value) for name, value in function.__kwdefaults__.items()})
+
+
+def test_the_models_pass_the_papers_lrn_and_pool_values_explicitly(reference_kernels,
+                                                                   monkeypatch):
+    """The networks never lean on the ops' defaults: built and run with torch's defaults
+    in their place (LRN k=1, pooling stride = the kernel size), every model computes the
+    same logits from the same seed."""
+    from alexnet_triton import layers
+    from alexnet_triton.models.one_column import OneColumnAlexNet
+    x = _images(2, 99)
+
+    def logits():
+        builders = [lambda: AlexNet(num_classes=5),
+                    lambda: AlexNet(num_classes=5, devices=("cpu", "cpu")),
+                    lambda: OneColumnAlexNet(num_classes=5),
+                    lambda: torchvision_alexnet(num_classes=5)]
+        outputs = []
+        for build in builders:
+            torch.manual_seed(0)
+            with torch.no_grad():
+                outputs.append(build().eval()(x))
+        return outputs
+
+    before = logits()
+    _set_defaults(monkeypatch, F.local_response_norm, k=1.0)
+    _set_defaults(monkeypatch, F.max_pool2d, stride=None)
+    _set_defaults(monkeypatch, layers.LocalResponseNorm.__init__, k=1.0)
+    _set_defaults(monkeypatch, layers.MaxPool2d.__init__, stride=None)
+    for index, (old, new) in enumerate(zip(before, logits())):
+        assert torch.equal(old, new), index

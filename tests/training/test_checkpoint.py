@@ -245,3 +245,18 @@ def test_a_malformed_checkpoint_is_refused_on_load(damage, words, tmp_path, trai
     assert "\n" not in message
     for word in words:
         assert word in message, (word, message)
+
+
+def test_curves_show_the_learning_rate_and_top5_only_beyond_5_classes(tmp_path):
+    rows = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.1 / e, "val_top1_error": 0.5 / e,
+             "val_top5_error": 0.1 / e, "lr": lr} for e, lr in ((1, 0.01), (2, 0.01),
+                                                                 (3, 0.001))]
+    for classes, error_curves in ((10, 2), (5, 1)):
+        figure = plots.curves_figure(rows, num_classes=classes)
+        loss_axes, error_axes, lr_axes = figure.axes
+        assert len(error_axes.get_lines()) == error_curves, classes
+        assert lr_axes.get_title() == "learning rate"
+        assert list(lr_axes.get_lines()[0].get_ydata()) == [0.01, 0.01, 0.001]
+        plots.plt.close(figure)
+    path = plots.plot_curves(rows, tmp_path / "curves.png", num_classes=5)
+    assert path.read_bytes()[:4] == b"\x89PNG"

@@ -22,7 +22,8 @@ from alexnet_triton.training import tensorboard_log
 from alexnet_triton import runtime
 from alexnet_triton import train as train_module
 from alexnet_triton.training import setup
-from alexnet_triton.training.config import TrainConfig, build_parser
+from alexnet_triton.models import ReferenceAlexNet
+from alexnet_triton.training.config import TrainConfig, build_parser, parse_args
 from train_support import (PYTHON, QUICK_ARGS, ROOT, one_line_error, poison_batch, subprocess_env,
                            train, use_reference_kernels)
 
@@ -97,6 +98,33 @@ def test_every_config_field_is_a_flag_with_help():
     assert (defaults.batch_size, defaults.lr, defaults.momentum, defaults.weight_decay,
             defaults.dropout, defaults.pca_sigma, defaults.weight_std, defaults.lr_factor) == \
         (128, 0.01, 0.9, 5e-4, 0.5, 0.1, 0.01, 0.1)
+
+
+def test_the_flags_of_pytorch_examples_and_timm_are_accepted(capsys):
+    config, given = parse_args(["-b", "32", "-j", "2", "--wd", "1e-4", "--log-interval", "7",
+                                "--amp", "--keep-checkpoints", "3"])
+    assert (config.batch_size, config.workers, config.weight_decay, config.print_freq,
+            config.amp, config.keep_checkpoints) == (32, 2, 1e-4, 7, "bf16", 3)
+    assert {"batch_size", "workers", "weight_decay", "print_freq", "amp"} <= given
+    assert parse_args(["--print-freq", "5"])[0].print_freq == 5
+    with pytest.raises(SystemExit):
+        train_module.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for words in ("-b N, --batch-size N", "-j N, --workers N", "--wd X, --weight-decay X",
+                  "--torchcompile is --compile", "bf16 autocast", "--log-interval"):
+        assert words in out, words
+
+
+def test_keep_checkpoints_keeps_the_last_n_epochs(tmp_path):
+    latest = tmp_path / ckpt.LATEST
+    for epoch in range(1, 6):
+        new = tmp_path / "new"
+        new.write_text(f"epoch {epoch}")
+        new.replace(latest)  # a new file each epoch, as ckpt.save writes it
+        ckpt.keep_epoch(latest, epoch, keep=2)
+    kept = sorted(path.name for path in tmp_path.glob("epoch-*.pt"))
+    assert kept == ["epoch-004.pt", "epoch-005.pt"]
+    assert (tmp_path / "epoch-004.pt").read_text() == "epoch 4"
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -219,7 +247,7 @@ def test_a_run_leaves_metrics_config_plots_and_checkpoints(trained_run):
     assert 0 <= float(rows[0]["val_top5_error"]) <= float(rows[0]["val_top1_error"]) <= 1
     config = json.loads((run_dir / "config.json").read_text())
     assert config["epochs"] == 1 and config["batch_size"] == 10 and config["crop_size"] == 63
-    assert config["bias_init"] == 1.0  # a --data run gets the paper's bias
+    assert config["bias_init"] == 0.1  # Caffe's, which trains; the paper's 1 is a flag away
     assert config["resolved"]["devices"] == ["cpu"]
     assert config["resolved"]["kernels"].startswith("PyTorch reference")
     for name in ("curves.png", "conv1_kernels.png"):
@@ -231,6 +259,12 @@ def test_a_run_leaves_metrics_config_plots_and_checkpoints(trained_run):
                                  "square", "star", "stripes", "triangle"]
     assert latest["model"]["conv1.weight"].shape == (96, 3, 11, 11)
     assert torch.equal(latest["model"]["fc8.weight"], best["model"]["fc8.weight"])
+    # best.pt's weights alone, a plain state dict: torch.nn code loads it as it is.
+    weights = torch.load(run_dir / "best_weights.pt", weights_only=True)
+    assert set(weights) == set(best["model"])
+    reference = ReferenceAlexNet(num_classes=10)
+    reference.load_state_dict(weights)
+    assert torch.equal(reference.fc8.weight, best["model"]["fc8.weight"])
     assert latest["history"][0]["val_top1_error"] == float(rows[0]["val_top1_error"]) or \
         f"{latest['history'][0]['val_top1_error']:.6g}" == rows[0]["val_top1_error"]
 
@@ -239,13 +273,25 @@ def test_the_run_says_which_device_and_kernels_it_uses(data, tmp_path, capsys,
                                                       reference_kernels):
     status, out, err = train(["--data", data, "--run-dir", tmp_path / "run", "--epochs", "1",
                               "--one-column", "--no-lrn", "--non-overlapping-pool",
+                              "--print-freq", "1", "--keep-checkpoints", "1",
                               *QUICK_ARGS], capsys)
     assert status == 0, err
+    # --print-freq counts steps: a line for each of the epoch's 3 (no bar: not a terminal).
+    for step in (1, 2, 3):
+        assert f"  epoch 1 step {step}/3: loss " in out, step
+    assert (tmp_path / "run" / "epoch-001.pt").is_file()  # --keep-checkpoints 1
     assert "device: cpu" in out
     assert "kernels: PyTorch reference" in out
     assert "one column (the paper's one-GPU net)" in out and "no LRN" in out
     assert "epoch   1/1  train loss" in out and "top-1 error" in out and "top-5 error" in out
     assert "done in" in out
+    # The header says which bias init is in use and why, and what the CPU will cost.
+    assert "bias 0.1 (Caffe's 0.1: with the paper's 1 the loss exploded" in out
+    assert "--bias-init 1 for the paper's" in out
+    assert "training on the CPU: expect about" in out and "an epoch" in out
+    assert "measured here: about" in out  # the first progress line on the CPU
+    assert ", 1 epoch, " in out and "1 epochs" not in out
+    assert "(1 threads)" not in out
     arch = _weights(tmp_path / "run" / "latest.pt")["arch"]
     assert arch["name"] == "alexnet-one-column" and not arch["lrn"]
     assert not arch["overlapping_pool"]

@@ -58,6 +58,7 @@ def test_sigterm_to_the_process_group_exits_130_with_a_checkpoint(tmp_path, quic
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 130, out
     assert "stopped by SIGTERM" in out and f"--resume {run_dir}" in out, out
+    assert out.count("SIGTERM: finishing at most 1 step and") == 1, out  # once, not per process
     assert "killed by signal" not in out
     state = torch.load(run_dir / ckpt.LATEST, weights_only=True)
     assert (state["epoch"], state["step_in_epoch"]) > (0, 1)
@@ -222,8 +223,10 @@ def broken_run(tmp_path, trained_run, monkeypatch):
 @pytest.mark.parametrize("damage, words", [
     (lambda model: model["fc8.weight"].view(-1)[0].fill_(float("nan")),
      ["NaN or infinite weights", "fc8.weight"]),
-    # finite weights whose fc8 sums overflow for every image
-    (lambda model: model["fc7.bias"].fill_(3e38), ["outputs are not finite"]),
+    # finite weights whose fc8 sums overflow for every image: fc7's outputs of 3e38 times
+    # fc8's weights made all positive (with signed weights a sum may stay in range)
+    (lambda model: (model["fc7.bias"].fill_(3e38), model["fc8.weight"].abs_()),
+     ["outputs are not finite"]),
 ])
 def test_evaluate_and_predict_refuse_weights_that_give_no_number(damage, words, broken_run,
                                                                  quick_images, capsys):

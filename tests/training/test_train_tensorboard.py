@@ -46,7 +46,10 @@ def test_a_run_logs_step_losses_epoch_errors_and_conv1_kernels(trained_run):
         assert step == 3 and value == pytest.approx(float(row[key]), rel=1e-5), key
     [image] = reader.Images("conv1_kernels")
     grid = kernel_grid(state["model"]["conv1.weight"], columns=2)
-    assert image.step == 3 and (image.height, image.width) == grid.shape[:2]
+    scale = tensorboard_log.IMAGE_SCALE
+    assert image.step == 3 and (image.height, image.width) == (grid.shape[0] * scale,
+                                                               grid.shape[1] * scale)
+    assert min(image.height, image.width) >= 300  # large enough to see the kernels
 
 
 def test_a_resumed_run_hides_what_was_logged_after_its_checkpoint(tmp_path):
