@@ -18,6 +18,8 @@ the paper's figure 2 (conv2, conv4 and conv5 only see the kernel maps of their o
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -29,59 +31,80 @@ from alexnet_triton.kernels import accumulation_dtype, accumulator, interpreting
 @triton.jit
 def conv2d_relu_forward_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
-    C, H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
-    M, K_GROUP, REDUCTION,
-    R: tl.constexpr, S: tl.constexpr, HAS_BIAS: tl.constexpr,
+    H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
+    x_stride_n, x_stride_h, x_stride_w, C_GROUP, C_TAP,
+    M, K_GROUP, GROUPS,
+    R: tl.constexpr, S: tl.constexpr, X_ALIGN: tl.constexpr, HAS_BIAS: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    """y[n, k, p, q] = relu(b[k] + sum_{c,r,s} x[n, c, p*sh - ph + r, q*sw - pw + s] w[k, c, r, s]).
+    """y[n, p, q, k] = relu(b[k] + sum_{r,s,c} x[n, p*sh - ph + r, q*sw - pw + s, c] w[k, r, s, c]).
 
-    GEMM rows are output pixels m = (n, p, q), columns the kernels of one group, and the
-    reduction runs over (c, r, s) in the weight's own memory order.
+    Channels-last implicit GEMM: rows are output pixels m = (n, p, q), columns the kernels
+    of one group. The reduction runs over the R x S taps and, inside each tap, over blocks
+    of C_TAP channels that lie contiguously in memory, so an input tile is BLOCK_M pixel
+    rows of BLOCK_K consecutive channels (16-byte loads) and its row offsets and zero-padding
+    mask are computed once per tap. One flat loop walks (tap, channel block), the tap
+    advancing when the channels of the current one run out: nested loops pipeline worse.
+    The weight is [K, R, S, C_TAP], the output [M, K] (NHWC). C_TAP is the group's C_GROUP
+    channels, or for a folded input (see _forward_operands) a row of S pixels' channels.
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    group = tl.program_id(2)
-    C_GROUP = REDUCTION // (R * S)
+    # Grouped launch order: GROUP_M row tiles share each column tile while it is in L2.
+    pid = tl.program_id(0)
+    group = tl.program_id(1)
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tiles_n = tl.cdiv(K_GROUP, BLOCK_N)
+    band = pid // (GROUP_M * tiles_n)
+    first_m = band * GROUP_M
+    band_m = tl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * tiles_n)) % band_m
+    pid_n = (pid % (GROUP_M * tiles_n)) // band_m
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels (n, p, q)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # kernels within the group
+    offs_c = tl.arange(0, BLOCK_K)  # channels within the block
     m_mask = offs_m < M
     n_mask = offs_n < K_GROUP
     n = offs_m // (P * Q)
     pq = offs_m % (P * Q)
     h_start = (pq // Q) * stride_h - pad_h  # top-left input pixel of each receptive field
     w_start = (pq % Q) * stride_w - pad_w
-    x_row = n.to(tl.int64) * C * H * W + group * C_GROUP * H * W  # [BLOCK_M]
+    x_row = n * x_stride_n + h_start * x_stride_h + w_start * x_stride_w + group * C_GROUP
     kernel = group * K_GROUP + offs_n  # [BLOCK_N]
-    w_col = kernel.to(tl.int64) * REDUCTION
+    w_col = kernel * (R * S * C_TAP)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for red_start in range(0, REDUCTION, BLOCK_K):
-        red = red_start + tl.arange(0, BLOCK_K)  # (c, r, s) flattened
-        red_mask = red < REDUCTION
-        c = red // (R * S)
-        r = (red % (R * S)) // S
-        s = red % S
-        h = h_start[:, None] + r[None, :]  # [BLOCK_M, BLOCK_K]
-        w = w_start[:, None] + s[None, :]
+    c_blocks = tl.cdiv(C_TAP, BLOCK_K)
+    r = 0
+    s = 0
+    c0 = 0
+    for _ in range(0, R * S * c_blocks):
+        h = h_start + r
+        w = w_start + s
         # Out-of-image taps read the zero padding: masked, never loaded.
-        x_mask = (m_mask[:, None] & red_mask[None, :]
-                  & (h >= 0) & (h < H) & (w >= 0) & (w < W))
-        x = tl.load(x_ptr + x_row[:, None] + (c * H * W)[None, :] + h * W + w,
-                    mask=x_mask, other=0.0)
-        weight = tl.load(w_ptr + w_col[None, :] + red[:, None],  # [BLOCK_K, BLOCK_N]
-                         mask=red_mask[:, None] & n_mask[None, :], other=0.0)
-        acc = tl.dot(x, weight, acc, input_precision=INPUT_PRECISION,
-                     out_dtype=ACC_DTYPE)
+        row_mask = m_mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)  # [BLOCK_M]
+        row = tl.multiple_of(x_row + (r * x_stride_h + s * x_stride_w), X_ALIGN)
+        # c0 is loop-carried, which hides that it is a multiple of BLOCK_K: say so.
+        c = tl.max_contiguous(tl.multiple_of(c0 + offs_c, BLOCK_K), BLOCK_K)
+        c_mask = c < C_TAP
+        x = tl.load(x_ptr + row[:, None] + c[None, :],  # [BLOCK_M, BLOCK_K]
+                    mask=row_mask[:, None] & c_mask[None, :], other=0.0)
+        weight = tl.load(w_ptr + w_col[None, :] + ((r * S + s) * C_TAP + c)[:, None],
+                         mask=c_mask[:, None] & n_mask[None, :], other=0.0)  # [BLOCK_K, BLOCK_N]
+        acc = tl.dot(x, weight, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+        c0 += BLOCK_K
+        next_tap = c0 >= C_TAP
+        c0 = tl.where(next_tap, 0, c0)
+        s = tl.where(next_tap, s + 1, s)
+        next_row = s == S
+        s = tl.where(next_row, 0, s)
+        r = tl.where(next_row, r + 1, r)
 
     if HAS_BIAS:
         bias = tl.load(b_ptr + kernel, mask=n_mask, other=0.0)
         acc += bias.to(ACC_DTYPE)[None, :]
     acc = tl.maximum(acc, 0.0)
-    y_row = n.to(tl.int64) * K * P * Q + pq
-    tl.store(y_ptr + y_row[:, None] + (kernel * P * Q)[None, :],
+    tl.store(y_ptr + (offs_m * K)[:, None] + kernel[None, :],  # NHWC: [M, K]
              acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
@@ -252,10 +275,26 @@ def _gemm_configs() -> list:
     ]
 
 
+def _forward_configs() -> list:
+    """The channels-last forward's tiles, the one the launcher uses first (bench.sass)."""
+    return [
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8},
+                      num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8},
+                      num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8},
+                      num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8},
+                      num_warps=4, num_stages=2),
+    ]
+
+
 # INPUT_PRECISION is in every key: a tile chosen for ieee float32 may not fit the shared
 # memory of the tf32 code (tests/ops/test_autotune_keys.py).
 _forward_autotuned = triton.autotune(
-    configs=_gemm_configs(), key=["M", "K_GROUP", "REDUCTION", "R", "S", "INPUT_PRECISION"])(
+    configs=_forward_configs(),
+    key=["M", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w",
+         "C_TAP", "R", "S", "X_ALIGN", "INPUT_PRECISION"])(
         conv2d_relu_forward_kernel)
 _backward_input_autotuned = triton.autotune(
     configs=_gemm_configs(),
@@ -304,29 +343,87 @@ def _weight_grad_split(tiles: int, npq: int, device: torch.device) -> int:
     return max(1, min(triton.cdiv(2 * sms, tiles), triton.cdiv(npq, 1024)))
 
 
+# conv1's 3 channels are too few for a channel block: below this many channels per group
+# (groups == 1 only) the input is copied once into a zero-padded NHWC buffer of channels
+# rounded up to 4, where one tap row's S pixels x 4 channels lie contiguously, and that row is the reduction
+# block (11 x 4 = 44 -> 48 for conv1: 11 row taps of 48 instead of 121 taps of 16).
+_FOLD_BELOW_CHANNELS = 16
+_FOLD_CHANNELS = 4
+_INT32_LIMIT = 2**31
+
+
+def _alignment(*strides: int) -> int:
+    """The largest power of two <= 16 dividing every stride: how many elements the kernel
+    may assume every row offset is a multiple of (16-byte loads need 8 bf16 or 4 fp32)."""
+    return math.gcd(16, *strides)
+
+
+def _forward_operands(input: Tensor, weight: Tensor, stride: list[int], padding: list[int],
+                      groups: int):
+    """(x, weight [K, R, S', C_TAP], S', C_TAP, padding, H, W) for the channels-last kernel.
+
+    The ordinary path: x channels_last (a copy only if it is not already), the weight's
+    channels innermost. The folded path (few channels, one group): x zero-padded once
+    into [N, H + 2 ph, W', C'] (C' = C rounded up to 4) so that the kernel runs with S' = 1
+    tap per row over C_TAP = ceil(S x C' / 16) x 16 contiguous (pixel, channel) pairs; the weight is
+    zero-filled to match, so the few pixels read past the receptive field count nothing.
+    """
+    n, c, h, w = input.shape
+    k, c_group, r, s = weight.shape
+    if groups > 1 or c >= _FOLD_BELOW_CHANNELS:
+        x = input.contiguous(memory_format=torch.channels_last)
+        return x, weight.permute(0, 2, 3, 1).contiguous(), s, c_group, padding, h, w
+    c_pixel = triton.cdiv(c, _FOLD_CHANNELS) * _FOLD_CHANNELS
+    c_tap = triton.cdiv(s * c_pixel, 16) * 16
+    extra = triton.cdiv(c_tap - s * c_pixel, c_pixel)  # pixels read past the last tap
+    h_pad = h + 2 * padding[0]
+    w_pad = triton.cdiv(w + 2 * padding[1] + extra, 4) * 4  # rows of 16 elements' multiples
+    x = torch.zeros((n, h_pad, w_pad, c_pixel), dtype=input.dtype, device=input.device)
+    x[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w, :c] = input.permute(0, 2, 3, 1)
+    folded = torch.zeros((k, r, c_tap), dtype=weight.dtype, device=weight.device)
+    folded[:, :, :s * c_pixel].view(k, r, s, c_pixel)[..., :c] = weight.permute(0, 2, 3, 1)
+    # x as [N, C, H, W] channels_last, as the ordinary path passes it.
+    return x.permute(0, 3, 1, 2), folded.view(k, r, 1, c_tap), 1, c_tap, [0, 0], h_pad, w_pad
+
+
 def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
                         padding: list[int], groups: int) -> Tensor:
-    """relu(conv2d(input, weight, bias, stride, padding, groups)): [N, C, H, W] -> [N, K, P, Q]."""
+    """relu(conv2d(input, weight, bias, stride, padding, groups)): [N, C, H, W] -> [N, K, P, Q].
+
+    Any input layout; the output is channels_last (NHWC memory).
+    """
     n, c, h, w = input.shape
     k, c_group, r, s = weight.shape
     if c != c_group * groups or k % groups:
         raise ValueError(f"conv2d_relu: channels {c}, kernels {k} and groups={groups} disagree")
     p, q = _output_size(h, w, r, s, stride, padding)
-    x = input.contiguous()
-    weight = weight.contiguous()
+    x, weight_taps, s_taps, c_tap, pad, h_x, w_x = _forward_operands(
+        input, weight, stride, padding, groups)
     bias = None if bias is None else bias.contiguous()
-    output = torch.empty((n, k, p, q), dtype=input.dtype, device=input.device)  # [N, K, P, Q]
-    m, k_group, reduction = n * p * q, k // groups, c_group * r * s
+    # [N, K, P, Q] with NHWC memory: the kernel's [M, K] rows.
+    output = torch.empty((n, p, q, k), dtype=input.dtype, device=input.device).permute(0, 3, 1, 2)
+    if max(x.numel(), output.numel()) >= _INT32_LIMIT:
+        raise ValueError(f"conv2d_relu: tensors of 2**31 elements or more are not supported "
+                         f"(input {tuple(input.shape)}, output {(n, k, p, q)})")
+    x_stride_n, _, x_stride_h, x_stride_w = x.stride()
+    # Every row offset is n sxn + h sxh + w sxw (+ group C_GROUP); w moves by the stride
+    # alone when each row has a single tap (folded) and pads nothing.
+    w_step = stride[1] * x_stride_w if s_taps == 1 and pad[1] == 0 else x_stride_w
+    x_align = _alignment(x_stride_n, x_stride_h, w_step, c_group if groups > 1 else 0)
+    m, k_group = n * p * q, k // groups
     kernel, blocks = _kernel_and_blocks(_forward_autotuned, conv2d_relu_forward_kernel, k_group)
+    if interpreting():  # the channel block no wider than a tap's channels
+        blocks.update(BLOCK_K=max(16, min(128, triton.next_power_of_2(c_tap))), GROUP_M=8)
 
     def grid(meta):
-        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(k_group, meta["BLOCK_N"]), groups)
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(k_group, meta["BLOCK_N"]), groups)
 
     launchable(kernel)[grid](
-        x, weight, weight if bias is None else bias, output,
-        c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
-        m, k_group, reduction,
-        R=r, S=s, HAS_BIAS=bias is not None,
+        x, weight_taps, weight if bias is None else bias, output,
+        h_x, w_x, k, p, q, stride[0], stride[1], pad[0], pad[1],
+        x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
+        m, k_group, groups,
+        R=r, S=s_taps, X_ALIGN=x_align, HAS_BIAS=bias is not None,
         ACC_DTYPE=accumulator(input.dtype), INPUT_PRECISION=_input_precision(input.dtype),
         **blocks,
     )
