@@ -14,10 +14,10 @@ import math
 
 
 def _conv_forward(a: dict) -> tuple[float, float]:
-    # Every group: M x K_GROUP x (C_GROUP R S); the loop walks R x S taps of C_TAP channels
-    # (S = 1 and C_TAP = a row of S pixels' channels when conv1's input is folded).
+    # Every group: M x K_GROUP x (C_GROUP R S); the loop walks R x TAPS_W taps of C_TAP
+    # channels (TAPS_W = 1, C_TAP = a row of S pixels' channels when conv1's input is folded).
     flops = 2 * a["M"] * a["K"] * a["C_GROUP"] * a["R"] * a["S"]
-    return flops, a["R"] * a["S"] * math.ceil(a["C_TAP"] / a["BLOCK_K"])
+    return flops, a["R"] * a["TAPS_W"] * math.ceil(a["C_TAP"] / a["BLOCK_K"])
 
 
 def _conv_backward_input(a: dict) -> tuple[float, float]:

@@ -34,11 +34,12 @@ def conv2d_relu_forward_kernel(
     H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
     x_stride_n, x_stride_h, x_stride_w, C_GROUP, C_TAP,
     M, K_GROUP, GROUPS,
-    R: tl.constexpr, S: tl.constexpr, X_ALIGN: tl.constexpr, HAS_BIAS: tl.constexpr,
+    R: tl.constexpr, S: tl.constexpr, TAPS_W: tl.constexpr, X_ALIGN: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    """y[n, p, q, k] = relu(b[k] + sum_{r,s,c} x[n, p*sh - ph + r, q*sw - pw + s, c] w[k, r, s, c]).
+    """y[n, p, q, k] = relu(b[k] + sum_{r,s,c} x[n, p*sh-ph+r, q*sw-pw+s, c] w[k, r, s, c]).
 
     Channels-last implicit GEMM: rows are output pixels m = (n, p, q), columns the kernels
     of one group. The reduction runs over the R x S taps and, inside each tap, over blocks
@@ -46,8 +47,9 @@ def conv2d_relu_forward_kernel(
     rows of BLOCK_K consecutive channels (16-byte loads) and its row offsets and zero-padding
     mask are computed once per tap. One flat loop walks (tap, channel block), the tap
     advancing when the channels of the current one run out: nested loops pipeline worse.
-    The weight is [K, R, S, C_TAP], the output [M, K] (NHWC). C_TAP is the group's C_GROUP
-    channels, or for a folded input (see _forward_operands) a row of S pixels' channels.
+    The weight is [K, R, TAPS_W, C_TAP], the output [M, K] (NHWC). TAPS_W = S taps along w
+    of C_TAP = C_GROUP channels, or for a folded input (see _channels_last_input) one tap of a
+    whole row of S pixels' channels; R x S is the kernel's size either way (its FLOPs).
     """
     # Grouped launch order: GROUP_M row tiles share each column tile while it is in L2.
     pid = tl.program_id(0)
@@ -71,14 +73,14 @@ def conv2d_relu_forward_kernel(
     w_start = (pq % Q) * stride_w - pad_w
     x_row = n * x_stride_n + h_start * x_stride_h + w_start * x_stride_w + group * C_GROUP
     kernel = group * K_GROUP + offs_n  # [BLOCK_N]
-    w_col = kernel * (R * S * C_TAP)
+    w_col = kernel * (R * TAPS_W * C_TAP)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     c_blocks = tl.cdiv(C_TAP, BLOCK_K)
     r = 0
     s = 0
     c0 = 0
-    for _ in range(0, R * S * c_blocks):
+    for _ in range(0, R * TAPS_W * c_blocks):
         h = h_start + r
         w = w_start + s
         # Out-of-image taps read the zero padding: masked, never loaded.
@@ -89,14 +91,14 @@ def conv2d_relu_forward_kernel(
         c_mask = c < C_TAP
         x = tl.load(x_ptr + row[:, None] + c[None, :],  # [BLOCK_M, BLOCK_K]
                     mask=row_mask[:, None] & c_mask[None, :], other=0.0)
-        weight = tl.load(w_ptr + w_col[None, :] + ((r * S + s) * C_TAP + c)[:, None],
+        weight = tl.load(w_ptr + w_col[None, :] + ((r * TAPS_W + s) * C_TAP + c)[:, None],
                          mask=c_mask[:, None] & n_mask[None, :], other=0.0)  # [BLOCK_K, BLOCK_N]
         acc = tl.dot(x, weight, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
         c0 += BLOCK_K
         next_tap = c0 >= C_TAP
         c0 = tl.where(next_tap, 0, c0)
         s = tl.where(next_tap, s + 1, s)
-        next_row = s == S
+        next_row = s == TAPS_W
         s = tl.where(next_row, 0, s)
         r = tl.where(next_row, r + 1, r)
 
@@ -189,67 +191,95 @@ def conv2d_relu_backward_input_kernel(
 @triton.jit
 def conv2d_relu_backward_weight_kernel(
     dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr,
-    C, H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
-    NPQ, K_GROUP, C_GROUP, GROUPS, CHUNK,
-    R: tl.constexpr, S: tl.constexpr,
+    H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
+    x_stride_n, x_stride_h, x_stride_w, C_GROUP, C_TAP,
+    NPQ, K_GROUP, GROUPS, CHUNK,
+    R: tl.constexpr, S: tl.constexpr, TAPS_W: tl.constexpr, X_ALIGN: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """dw[k, c, r, s] = sum_{n, p, q} [y > 0] dy[n, k, p, q] x[n, c, p*sh - ph + r, q*sw - pw + s].
+    """dw[k, r, s, c] = sum_{n,p,q} [y > 0] dy[n, p, q, k] x[n, p*sh-ph+r, q*sw-pw+s, c].
 
-    GEMM rows are the kernels of one group, columns (c, r, s) in the weight's memory order,
-    and the reduction runs over output pixels (n, p, q), CHUNK of them per split. Split
-    ``split`` writes its partial sums to dw[split] and db[split]; with one split those are
-    the gradients themselves. db[k] = sum_{n, p, q} [y > 0] dy[n, k, p, q], summed by the
-    programs of the first column tile only.
+    Channels-last: GEMM rows are the kernels of one group, columns C_TAP channels of one
+    tap (r, s) (a folded input's tap is a row of pixels, see _channels_last_input), and the
+    reduction runs over output pixels (n, p, q), CHUNK of them per split. Both operand tiles
+    are contiguous along their GEMM dimension: dy [NPQ, K] along kernels, x along channels.
+    The pixels' (n, p, q) are divided out once and then stepped by BLOCK_K without division.
+    Split ``split`` writes its partial sums to dw[split] [K, R, TAPS_W, C_TAP] and db[split];
+    with one split those are the gradients themselves. The bias gradient
+    db[k] = sum_{n,p,q} [y > 0] dy[n, p, q, k] has programs of its own (the first
+    ceil(K_GROUP / BLOCK_M) of axis 0), so that the GEMM's loop carries no branch.
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    group = tl.program_id(2) % GROUPS
-    split = tl.program_id(2) // GROUPS
-    CRS = C_GROUP * R * S
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # kernels within the group
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (c, r, s) flattened
-    m_mask = offs_m < K_GROUP
-    n_mask = offs_n < CRS
-    kernel = group * K_GROUP + offs_m  # [BLOCK_M]
-    c = offs_n // (R * S)
-    r = (offs_n % (R * S)) // S
-    s = offs_n % S
-    dy_col = kernel * P * Q
-    x_col = (group * C_GROUP + c) * H * W  # [BLOCK_N]
-
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    bias_acc = tl.zeros((BLOCK_M,), dtype=ACC_DTYPE)
+    pid = tl.program_id(0)
+    group = tl.program_id(1) % GROUPS
+    split = tl.program_id(1) // GROUPS
+    tiles_k = tl.cdiv(K_GROUP, BLOCK_M)
     start = split * CHUNK
     end = tl.minimum(start + CHUNK, NPQ)
-    for red_start in range(start, end, BLOCK_K):
-        red = red_start + tl.arange(0, BLOCK_K)  # output pixels (n, p, q)
-        red_mask = red < end
-        n = red // (P * Q)
-        pq = red % (P * Q)
-        dy_offsets = dy_col[:, None] + (n.to(tl.int64) * K * P * Q + pq)[None, :]
-        dy_mask = m_mask[:, None] & red_mask[None, :]
-        dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)  # [BLOCK_M, BLOCK_K]
-        y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
-        dy = tl.where(y > 0, dy, 0.0)  # the ReLU passes gradient only where it passed input
-        h = ((pq // Q) * stride_h - pad_h)[:, None] + r[None, :]  # [BLOCK_K, BLOCK_N]
-        w = ((pq % Q) * stride_w - pad_w)[:, None] + s[None, :]
-        x_mask = (red_mask[:, None] & n_mask[None, :]
-                  & (h >= 0) & (h < H) & (w >= 0) & (w < W))
-        x = tl.load(x_ptr + (n.to(tl.int64) * C * H * W)[:, None] + x_col[None, :] + h * W + w,
-                    mask=x_mask, other=0.0)
-        acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION,
-                     out_dtype=ACC_DTYPE)
-        if pid_n == 0:
-            bias_acc += tl.sum(dy.to(ACC_DTYPE), axis=1)
-
-    dw_row = split.to(tl.int64) * K * CRS + kernel * CRS
-    tl.store(dw_ptr + dw_row[:, None] + offs_n[None, :], acc.to(dw_ptr.dtype.element_ty),
-             mask=m_mask[:, None] & n_mask[None, :])
-    if pid_n == 0:
-        tl.store(db_ptr + split * K + kernel, bias_acc.to(db_ptr.dtype.element_ty), mask=m_mask)
+    offs_r = tl.arange(0, BLOCK_K)  # output pixels within the block
+    if pid < tiles_k:
+        offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)  # kernels within the group
+        kernel = group * K_GROUP + offs_m
+        m_mask = offs_m < K_GROUP
+        bias_acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=ACC_DTYPE)  # summed once, after
+        for pixel in range(start, end, BLOCK_K):
+            rows = pixel + offs_r
+            dy_offsets = kernel[:, None] + (rows * K)[None, :]  # [BLOCK_M, BLOCK_K]
+            dy_mask = m_mask[:, None] & (rows < end)[None, :]
+            dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
+            y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
+            bias_acc += tl.where(y > 0, dy, 0.0).to(ACC_DTYPE)
+        tl.store(db_ptr + split * K + kernel, tl.sum(bias_acc, axis=1).to(db_ptr.dtype.element_ty),
+                 mask=m_mask)
+    else:
+        tile = pid - tiles_k
+        tiles_n = tl.cdiv(C_TAP, BLOCK_N)
+        pid_m = tile % tiles_k
+        pid_n = (tile // tiles_k) % tiles_n
+        tap = tile // (tiles_k * tiles_n)
+        r = tap // TAPS_W
+        s = tap % TAPS_W
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # kernels within the group
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # channels of the tap
+        kernel = group * K_GROUP + offs_m
+        m_mask = offs_m < K_GROUP
+        n_mask = offs_n < C_TAP
+        # The first block's pixels, and how one step of BLOCK_K pixels moves each of them.
+        first = start + offs_r
+        n = first // (P * Q)
+        p = (first % (P * Q)) // Q
+        q = first % Q
+        step_q = BLOCK_K % Q
+        step_p = (BLOCK_K // Q) % P
+        step_n = BLOCK_K // (P * Q)
+        x_col = group * C_GROUP + offs_n  # [BLOCK_N]
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+        for pixel in range(start, end, BLOCK_K):
+            rows = pixel + offs_r
+            row_in = rows < end
+            dy_offsets = kernel[:, None] + (rows * K)[None, :]  # [BLOCK_M, BLOCK_K]
+            dy_mask = m_mask[:, None] & row_in[None, :]
+            dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
+            y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
+            dy = tl.where(y > 0, dy, 0.0)  # the ReLU passes gradient only where it passed input
+            h = p * stride_h - pad_h + r
+            w = q * stride_w - pad_w + s
+            x_mask = row_in & (h >= 0) & (h < H) & (w >= 0) & (w < W)  # [BLOCK_K]
+            x_row = tl.multiple_of(n * x_stride_n + h * x_stride_h + w * x_stride_w, X_ALIGN)
+            x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],  # [BLOCK_K, BLOCK_N]
+                        mask=x_mask[:, None] & n_mask[None, :], other=0.0)
+            acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+            q += step_q
+            carry_q = q >= Q
+            q = tl.where(carry_q, q - Q, q)
+            p += step_p + carry_q.to(tl.int32)
+            carry_p = p >= P
+            p = tl.where(carry_p, p - P, p)
+            n += step_n + carry_p.to(tl.int32)
+        # dw[split, kernel, tap, channel]: [K, R, TAPS_W, C_TAP] per split
+        dw_row = (split * K + kernel) * (R * TAPS_W * C_TAP) + tap * C_TAP
+        tl.store(dw_ptr + dw_row[:, None] + offs_n[None, :], acc.to(dw_ptr.dtype.element_ty),
+                 mask=m_mask[:, None] & n_mask[None, :])
 
 
 @triton.jit
@@ -294,7 +324,7 @@ def _forward_configs() -> list:
 _forward_autotuned = triton.autotune(
     configs=_forward_configs(),
     key=["M", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w",
-         "C_TAP", "R", "S", "X_ALIGN", "INPUT_PRECISION"])(
+         "C_TAP", "R", "S", "TAPS_W", "X_ALIGN", "INPUT_PRECISION"])(
         conv2d_relu_forward_kernel)
 _backward_input_autotuned = triton.autotune(
     configs=_gemm_configs(),
@@ -305,7 +335,8 @@ _backward_input_autotuned = triton.autotune(
 # same whichever config wins.
 _backward_weight_autotuned = triton.autotune(
     configs=_gemm_configs(),
-    key=["NPQ", "K_GROUP", "C_GROUP", "CHUNK", "R", "S", "INPUT_PRECISION"])(
+    key=["NPQ", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h",
+         "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_W", "X_ALIGN", "INPUT_PRECISION"])(
         conv2d_relu_backward_weight_kernel)
 _SPLIT_ALIGN = 128
 
@@ -358,21 +389,24 @@ def _alignment(*strides: int) -> int:
     return math.gcd(16, *strides)
 
 
-def _forward_operands(input: Tensor, weight: Tensor, stride: list[int], padding: list[int],
-                      groups: int):
-    """(x, weight [K, R, S', C_TAP], S', C_TAP, padding, H, W) for the channels-last kernel.
+def _folds(channels: int, groups: int) -> bool:
+    return groups == 1 and channels < _FOLD_BELOW_CHANNELS
 
-    The ordinary path: x channels_last (a copy only if it is not already), the weight's
-    channels innermost. The folded path (few channels, one group): x zero-padded once
-    into [N, H + 2 ph, W', C'] (C' = C rounded up to 4) so that the kernel runs with S' = 1
-    tap per row over C_TAP = ceil(S x C' / 16) x 16 contiguous (pixel, channel) pairs; the weight is
-    zero-filled to match, so the few pixels read past the receptive field count nothing.
+
+def _channels_last_input(input: Tensor, r: int, s: int, padding: list[int], groups: int):
+    """(x, TAPS_W, C_TAP, padding, H, W): the input as the channels-last kernels read it.
+
+    The ordinary path: x channels_last (a copy only if it is not already), S taps along w
+    of C_TAP = C / groups channels. The folded path (few channels, one group): x copied once,
+    zero-padded, into [N, H + 2 ph, W', C'] (C' = C rounded up to 4) so that the kernels run
+    with one tap along w over C_TAP = ceil(S x C' / 16) x 16 contiguous (pixel, channel)
+    pairs and no padding; _weight_taps zero-fills the weight to match, so the few pixels
+    read past the receptive field count nothing. Returned as [N, C', H', W'] channels_last.
     """
     n, c, h, w = input.shape
-    k, c_group, r, s = weight.shape
-    if groups > 1 or c >= _FOLD_BELOW_CHANNELS:
+    if not _folds(c, groups):
         x = input.contiguous(memory_format=torch.channels_last)
-        return x, weight.permute(0, 2, 3, 1).contiguous(), s, c_group, padding, h, w
+        return x, s, c // groups, padding, h, w
     c_pixel = triton.cdiv(c, _FOLD_CHANNELS) * _FOLD_CHANNELS
     c_tap = triton.cdiv(s * c_pixel, 16) * 16
     extra = triton.cdiv(c_tap - s * c_pixel, c_pixel)  # pixels read past the last tap
@@ -380,10 +414,28 @@ def _forward_operands(input: Tensor, weight: Tensor, stride: list[int], padding:
     w_pad = triton.cdiv(w + 2 * padding[1] + extra, 4) * 4  # rows of 16 elements' multiples
     x = torch.zeros((n, h_pad, w_pad, c_pixel), dtype=input.dtype, device=input.device)
     x[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w, :c] = input.permute(0, 2, 3, 1)
+    return x.permute(0, 3, 1, 2), 1, c_tap, [0, 0], h_pad, w_pad
+
+
+def _weight_taps(weight: Tensor, folded: bool, c_tap: int) -> Tensor:
+    """weight [K, C/groups, R, S] as the kernels' [K, R, TAPS_W, C_TAP], channels innermost."""
+    k, c_group, r, s = weight.shape
+    if not folded:
+        return weight.permute(0, 2, 3, 1).contiguous()
+    c_pixel = triton.cdiv(c_group, _FOLD_CHANNELS) * _FOLD_CHANNELS
     folded = torch.zeros((k, r, c_tap), dtype=weight.dtype, device=weight.device)
-    folded[:, :, :s * c_pixel].view(k, r, s, c_pixel)[..., :c] = weight.permute(0, 2, 3, 1)
-    # x as [N, C, H, W] channels_last, as the ordinary path passes it.
-    return x.permute(0, 3, 1, 2), folded.view(k, r, 1, c_tap), 1, c_tap, [0, 0], h_pad, w_pad
+    folded[:, :, :s * c_pixel].view(k, r, s, c_pixel)[..., :c_group] = weight.permute(0, 2, 3, 1)
+    return folded.view(k, r, 1, c_tap)
+
+
+def _unfold_weight_grad(taps: Tensor, weight_size: list[int], folded: bool) -> Tensor:
+    """The inverse of _weight_taps: [K, R, TAPS_W, C_TAP] -> contiguous [K, C/groups, R, S]."""
+    k, c_group, r, s = weight_size
+    if not folded:
+        return taps.permute(0, 3, 1, 2).contiguous()
+    c_pixel = triton.cdiv(c_group, _FOLD_CHANNELS) * _FOLD_CHANNELS
+    rows = taps.reshape(k, r, -1)[:, :, :s * c_pixel].reshape(k, r, s, c_pixel)
+    return rows[..., :c_group].permute(0, 3, 1, 2).contiguous()
 
 
 def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
@@ -397,8 +449,8 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
     if c != c_group * groups or k % groups:
         raise ValueError(f"conv2d_relu: channels {c}, kernels {k} and groups={groups} disagree")
     p, q = _output_size(h, w, r, s, stride, padding)
-    x, weight_taps, s_taps, c_tap, pad, h_x, w_x = _forward_operands(
-        input, weight, stride, padding, groups)
+    x, taps_w, c_tap, pad, h_x, w_x = _channels_last_input(input, r, s, padding, groups)
+    weight_taps = _weight_taps(weight, _folds(c, groups), c_tap)
     bias = None if bias is None else bias.contiguous()
     # [N, K, P, Q] with NHWC memory: the kernel's [M, K] rows.
     output = torch.empty((n, p, q, k), dtype=input.dtype, device=input.device).permute(0, 3, 1, 2)
@@ -408,7 +460,7 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
     x_stride_n, _, x_stride_h, x_stride_w = x.stride()
     # Every row offset is n sxn + h sxh + w sxw (+ group C_GROUP); w moves by the stride
     # alone when each row has a single tap (folded) and pads nothing.
-    w_step = stride[1] * x_stride_w if s_taps == 1 and pad[1] == 0 else x_stride_w
+    w_step = stride[1] * x_stride_w if taps_w == 1 and pad[1] == 0 else x_stride_w
     x_align = _alignment(x_stride_n, x_stride_h, w_step, c_group if groups > 1 else 0)
     m, k_group = n * p * q, k // groups
     kernel, blocks = _kernel_and_blocks(_forward_autotuned, conv2d_relu_forward_kernel, k_group)
@@ -423,7 +475,7 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
         h_x, w_x, k, p, q, stride[0], stride[1], pad[0], pad[1],
         x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
         m, k_group, groups,
-        R=r, S=s_taps, X_ALIGN=x_align, HAS_BIAS=bias is not None,
+        R=r, S=s, TAPS_W=taps_w, X_ALIGN=x_align, HAS_BIAS=bias is not None,
         ACC_DTYPE=accumulator(input.dtype), INPUT_PRECISION=_input_precision(input.dtype),
         **blocks,
     )
@@ -469,52 +521,66 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tens
 def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tensor,
                                 weight_size: list[int], stride: list[int], padding: list[int],
                                 groups: int) -> tuple[Tensor, Tensor]:
-    """The weight and bias gradients for grad_output * (output > 0): ([K, C/groups, R, S], [K])."""
+    """The weight and bias gradients for grad_output * (output > 0): ([K, C/groups, R, S], [K]).
+
+    Any layout of the three tensors (read channels_last); the gradients are contiguous.
+    """
     n, c, h, w = input.shape
     k, c_group, r, s = weight_size
     p, q = _output_size(h, w, r, s, stride, padding)
     if tuple(grad_output.shape) != (n, k, p, q) or output.shape != grad_output.shape:
         raise ValueError(f"conv2d_relu: grad_output {tuple(grad_output.shape)} and output "
                          f"{tuple(output.shape)} must be [N, K, P, Q] = {[n, k, p, q]}")
-    grad_output = grad_output.contiguous()
-    output = output.contiguous()
-    x = input.contiguous()
+    grad_output = grad_output.contiguous(memory_format=torch.channels_last)  # [NPQ, K]
+    output = output.contiguous(memory_format=torch.channels_last)
+    x, taps_w, c_tap, pad, h_x, w_x = _channels_last_input(input, r, s, padding, groups)
     dtype, device = grad_output.dtype, grad_output.device
-    grad_weight = torch.empty((k, c_group, r, s), dtype=dtype, device=device)
-    grad_bias = torch.empty((k,), dtype=dtype, device=device)
-    npq, k_group, crs = n * p * q, k // groups, c_group * r * s
+    npq, k_group = n * p * q, k // groups
+    taps = r * taps_w
 
-    tiles = triton.cdiv(k_group, 128) * triton.cdiv(crs, 128) * groups
+    tiles = triton.cdiv(k_group, 128) * triton.cdiv(c_tap, 128) * taps * groups
     split = _weight_grad_split(tiles, npq, device)
     chunk = triton.cdiv(triton.cdiv(npq, split), _SPLIT_ALIGN) * _SPLIT_ALIGN
     split = triton.cdiv(npq, chunk)
-    if split == 1:
-        weight_partial, bias_partial = grad_weight, grad_bias  # the single split is the sum
-    else:
-        # Every (split, kernel, column) element is written by exactly one program.
+    weight_taps = torch.empty((1, k, r, taps_w, c_tap), dtype=dtype, device=device)
+    bias_partial = torch.empty((split, k), dtype=dtype, device=device)
+    if split > 1:
+        # Every (split, kernel, tap, channel) element is written by exactly one program.
         partial_dtype = accumulation_dtype(dtype)
-        weight_partial = torch.empty((split, k, crs), dtype=partial_dtype, device=device)
+        weight_partial = torch.empty((split, k, r, taps_w, c_tap), dtype=partial_dtype,
+                                     device=device)
         bias_partial = torch.empty((split, k), dtype=partial_dtype, device=device)
-
+    else:
+        weight_partial = weight_taps  # the single split is the sum
+    if max(x.numel(), grad_output.numel(), weight_partial.numel()) >= _INT32_LIMIT:
+        raise ValueError(f"conv2d_relu: tensors of 2**31 elements or more are not supported "
+                         f"(input {tuple(input.shape)}, grad_output {(n, k, p, q)})")
+    x_stride_n, _, x_stride_h, x_stride_w = x.stride()
+    w_step = stride[1] * x_stride_w if taps_w == 1 and pad[1] == 0 else x_stride_w
+    x_align = _alignment(x_stride_n, x_stride_h, w_step, c_group if groups > 1 else 0)
     kernel, blocks = _kernel_and_blocks(_backward_weight_autotuned,
-                                        conv2d_relu_backward_weight_kernel, crs)
+                                        conv2d_relu_backward_weight_kernel, c_tap)
 
     def grid(meta):
-        return (triton.cdiv(k_group, meta["BLOCK_M"]), triton.cdiv(crs, meta["BLOCK_N"]),
-                groups * split)
+        tiles_k = triton.cdiv(k_group, meta["BLOCK_M"])
+        # the bias programs, then the GEMM tiles of every tap
+        return (tiles_k * (1 + triton.cdiv(c_tap, meta["BLOCK_N"]) * taps), groups * split)
 
     launchable(kernel)[grid](
         grad_output, output, x, weight_partial, bias_partial,
-        c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
-        npq, k_group, c_group, groups, chunk,
-        R=r, S=s,
+        h_x, w_x, k, p, q, stride[0], stride[1], pad[0], pad[1],
+        x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
+        npq, k_group, groups, chunk,
+        R=r, S=s, TAPS_W=taps_w, X_ALIGN=x_align,
         ACC_DTYPE=accumulator(dtype), INPUT_PRECISION=_input_precision(dtype),
         **blocks,
     )
+    grad_bias = bias_partial[0]
     if split > 1:
+        grad_bias = torch.empty((k,), dtype=dtype, device=device)
         block = 4096 if interpreting() else 1024
-        for partial, total in ((weight_partial, grad_weight), (bias_partial, grad_bias)):
+        for partial, total in ((weight_partial, weight_taps[0]), (bias_partial, grad_bias)):
             numel = total.numel()
             launchable(split_sum_kernel)[(triton.cdiv(numel, block),)](
                 partial, total, numel, split, ACC_DTYPE=accumulator(dtype), BLOCK=block)
-    return grad_weight, grad_bias
+    return _unfold_weight_grad(weight_taps[0], weight_size, _folds(c, groups)), grad_bias
