@@ -119,14 +119,18 @@ def conv2d_relu_backward_input_kernel(
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """dx[n, c, h, w] = sum_{k, r, s} [y > 0] dy[n, k, p, q] w[k, c, r, s], p = (h + ph - r) / sh.
+    """dx[n, h, w, c] = sum_{r, s, k} [y > 0] dy[n, p, q, k] w[k, c, r, s], p = (h + ph - r) / sh.
 
     A tap r reaches an output row only where h + ph - r is a multiple of the stride, so
     the input pixels are split into stride_h x stride_w phases (h mod sh, w mod sw) and
     each program sums over the taps of its phase alone: r = r0 + i * sh. conv1 (11x11,
     stride 4) then reduces over 3 x 3 taps per kernel instead of 11 x 11 mostly masked ones.
-    GEMM rows are the input pixels (n, hh, ww) of one phase, h = hh * sh + phase_h,
-    columns the channels of one group, and the reduction runs over (k, i, j).
+    Channels-last: GEMM rows are the input pixels (n, hh, ww) of one phase,
+    h = hh * sh + phase_h, columns the channels of one group; the reduction runs over the
+    phase's taps (i, j) in an outer order and blocks of BLOCK_K kernels inside each, one
+    flat loop, so a grad_output tile is BLOCK_M pixel rows of contiguous kernels (dy, y
+    [N, P, Q, K]) whose offsets and mask are computed once per tap. The weight is
+    [GROUPS, R, S, C_GROUP, K_GROUP] (kernels innermost), dx [N, H, W, C].
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -142,50 +146,58 @@ def conv2d_relu_backward_input_kernel(
     p_offset = (phase_h + pad_h) // stride_h
     q_offset = (phase_w + pad_w) // stride_w
     h_phase = (H - phase_h + stride_h - 1) // stride_h  # input rows in this phase
-    w_phase = (W - phase_w + stride_w - 1) // stride_w
-    hw_phase = tl.maximum(h_phase * w_phase, 1)  # an empty phase must not divide by zero
-    reduction = K_GROUP * taps_h * taps_w
-    taps = tl.maximum(taps_h * taps_w, 1)
+    w_phase = tl.maximum((W - phase_w + stride_w - 1) // stride_w, 1)  # >= 1: a divisor
+    hw_phase = h_phase * w_phase
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # input pixels (n, hh, ww) of the phase
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # channels within the group
-    m_mask = offs_m < N * h_phase * w_phase
+    offs_k = tl.arange(0, BLOCK_K)  # kernels within the block
+    m_mask = offs_m < N * hw_phase
     n_mask = offs_n < C_GROUP
-    n = offs_m // hw_phase
-    hh = (offs_m % hw_phase) // tl.maximum(w_phase, 1)
-    ww = offs_m % tl.maximum(w_phase, 1)
-    dy_row = n.to(tl.int64) * K * P * Q + group * K_GROUP * P * Q  # [BLOCK_M]
-    w_col = offs_n * (R * S) + r0 * S + s0  # [BLOCK_N]
-    w_group = group.to(tl.int64) * K_GROUP * C_GROUP * R * S
+    n = offs_m // tl.maximum(hw_phase, 1)
+    hh = (offs_m % tl.maximum(hw_phase, 1)) // w_phase
+    ww = offs_m % w_phase
+    p_start = hh + p_offset  # the output pixel tap (i, j) = (0, 0) reaches
+    q_start = ww + q_offset
+    dy_row = (n * P * Q + p_start * Q + q_start) * K + group * K_GROUP  # [BLOCK_M]
+    w_col = group * (R * S * C_GROUP * K_GROUP) + offs_n * K_GROUP  # [BLOCK_N]
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for red_start in range(0, reduction, BLOCK_K):
-        red = red_start + tl.arange(0, BLOCK_K)  # (k, i, j) flattened
-        red_mask = red < reduction
-        k = red // taps
-        i = (red % taps) // tl.maximum(taps_w, 1)
-        j = red % tl.maximum(taps_w, 1)
-        p = hh[:, None] + p_offset - i[None, :]  # [BLOCK_M, BLOCK_K]
-        q = ww[:, None] + q_offset - j[None, :]
-        valid = (m_mask[:, None] & red_mask[None, :]
-                 & (p >= 0) & (p < P) & (q >= 0) & (q < Q))
-        dy_offsets = dy_row[:, None] + (k * P * Q)[None, :] + p * Q + q
-        dy = tl.load(dy_ptr + dy_offsets, mask=valid, other=0.0)
-        y = tl.load(y_ptr + dy_offsets, mask=valid, other=0.0)
+    k_blocks = tl.cdiv(K_GROUP, BLOCK_K)
+    i = 0
+    j = 0
+    k0 = 0
+    for _ in range(0, taps_h * taps_w * k_blocks):
+        p = p_start - i
+        q = q_start - j
+        row_mask = m_mask & (p >= 0) & (p < P) & (q >= 0) & (q < Q)  # [BLOCK_M]
+        row = dy_row - (i * Q + j) * K
+        # k0 is loop-carried, which hides that it is a multiple of BLOCK_K: say so.
+        k = tl.max_contiguous(tl.multiple_of(k0 + offs_k, BLOCK_K), BLOCK_K)
+        k_mask = k < K_GROUP
+        dy_offsets = row[:, None] + k[None, :]  # [BLOCK_M, BLOCK_K]
+        dy_mask = row_mask[:, None] & k_mask[None, :]
+        dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
+        y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
         dy = tl.where(y > 0, dy, 0.0)  # the ReLU passes gradient only where it passed input
-        w_row = k * C_GROUP * R * S + i * stride_h * S + j * stride_w  # [BLOCK_K]
-        weight = tl.load(w_ptr + w_group + w_row[:, None] + w_col[None, :],
-                         mask=red_mask[:, None] & n_mask[None, :], other=0.0)  # [BLOCK_K, BLOCK_N]
-        acc = tl.dot(dy, weight, acc, input_precision=INPUT_PRECISION,
-                     out_dtype=ACC_DTYPE)
+        tap = (r0 + i * stride_h) * S + s0 + j * stride_w
+        weight = tl.load(w_ptr + w_col[None, :] + (tap * (C_GROUP * K_GROUP) + k)[:, None],
+                         mask=k_mask[:, None] & n_mask[None, :], other=0.0)  # [BLOCK_K, BLOCK_N]
+        acc = tl.dot(dy, weight, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+        k0 += BLOCK_K
+        next_tap = k0 >= K_GROUP
+        k0 = tl.where(next_tap, 0, k0)
+        j = tl.where(next_tap, j + 1, j)
+        next_row = j == taps_w
+        j = tl.where(next_row, 0, j)
+        i = tl.where(next_row, i + 1, i)
 
     # Phases without taps (a kernel narrower than the stride) store their zeros too.
     h = hh * stride_h + phase_h
     w = ww * stride_w + phase_w
-    dx_row = n.to(tl.int64) * C * H * W + h * W + w
-    channel = group * C_GROUP + offs_n  # [BLOCK_N]
-    tl.store(dx_ptr + dx_row[:, None] + (channel * H * W)[None, :],
-             acc.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+    dx_row = ((n * H + h) * W + w) * C + group * C_GROUP
+    tl.store(dx_ptr + dx_row[:, None] + offs_n[None, :], acc.to(dx_ptr.dtype.element_ty),
+             mask=m_mask[:, None] & n_mask[None, :])
 
 
 @triton.jit
@@ -328,8 +340,8 @@ _forward_autotuned = triton.autotune(
         conv2d_relu_forward_kernel)
 _backward_input_autotuned = triton.autotune(
     configs=_gemm_configs(),
-    key=["N", "H", "W", "C_GROUP", "K_GROUP", "R", "S", "stride_h", "stride_w",
-         "INPUT_PRECISION"])(
+    key=["N", "H", "W", "C_GROUP", "K_GROUP", "GROUPS", "P", "Q", "R", "S", "stride_h",
+         "stride_w", "pad_h", "pad_w", "INPUT_PRECISION"])(
         conv2d_relu_backward_input_kernel)
 # Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
 # same whichever config wins.
@@ -485,29 +497,39 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
 def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tensor,
                                input_size: list[int], stride: list[int], padding: list[int],
                                groups: int) -> Tensor:
-    """The input gradient of conv2d for grad_output * (output > 0): [N, C, H, W]."""
+    """The input gradient of conv2d for grad_output * (output > 0): [N, C, H, W].
+
+    Any layout of grad_output and output (read channels_last); the gradient is channels_last.
+    """
     n, c, h, w = input_size
     k, c_group, r, s = weight.shape
     p, q = _output_size(h, w, r, s, stride, padding)
     if tuple(grad_output.shape) != (n, k, p, q) or output.shape != grad_output.shape:
         raise ValueError(f"conv2d_relu: grad_output {tuple(grad_output.shape)} and output "
                          f"{tuple(output.shape)} must be [N, K, P, Q] = {[n, k, p, q]}")
-    grad_output = grad_output.contiguous()
-    output = output.contiguous()
-    weight = weight.contiguous()
-    grad_input = torch.empty((n, c, h, w), dtype=grad_output.dtype, device=grad_output.device)
+    grad_output = grad_output.contiguous(memory_format=torch.channels_last)  # [N, P, Q, K]
+    output = output.contiguous(memory_format=torch.channels_last)
+    k_group = k // groups
+    # [GROUPS, R, S, C/groups, K/groups]: each tap's [C, K] block, kernels innermost.
+    weight_taps = weight.reshape(groups, k_group, c_group, r, s).permute(0, 3, 4, 2, 1).contiguous()
+    grad_input = torch.empty((n, h, w, c), dtype=grad_output.dtype,
+                             device=grad_output.device).permute(0, 3, 1, 2)
+    if max(grad_output.numel(), grad_input.numel()) >= _INT32_LIMIT:
+        raise ValueError(f"conv2d_relu: tensors of 2**31 elements or more are not supported "
+                         f"(input {tuple(input_size)}, grad_output {(n, k, p, q)})")
     # Phase 0 has the most input pixels: ceil(H / sh) x ceil(W / sw) per image.
-    m, k_group, phases = (n * triton.cdiv(h, stride[0]) * triton.cdiv(w, stride[1]),
-                          k // groups, stride[0] * stride[1])
+    m, phases = n * triton.cdiv(h, stride[0]) * triton.cdiv(w, stride[1]), stride[0] * stride[1]
     kernel, blocks = _kernel_and_blocks(_backward_input_autotuned,
                                         conv2d_relu_backward_input_kernel, c_group)
+    if interpreting():  # the kernel block no wider than a group's kernels
+        blocks["BLOCK_K"] = max(16, min(128, triton.next_power_of_2(k_group)))
 
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(c_group, meta["BLOCK_N"]),
                 groups * phases)
 
     launchable(kernel)[grid](
-        grad_output, output, weight, grad_input,
+        grad_output, output, weight_taps, grad_input,
         n, c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
         c_group, k_group, groups,
         R=r, S=s,
