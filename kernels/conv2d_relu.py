@@ -111,11 +111,31 @@ def conv2d_relu_forward_kernel(
 
 
 @triton.jit
+def _relu_gradient(dy, y, PACKED_MASK: tl.constexpr):
+    """where(y > 0, dy, 0): the ReLU passes gradient only where it passed input.
+
+    On the GPU in bf16 two elements at once: set.gt.u32.bf16x2 writes 0xffff into each
+    half where y > 0 (NaN and -0 compare false, as in tl.where), and the AND keeps dy's
+    bits there. The plain select compiles to a compare, two selects and two byte
+    permutes per pair; this is two instructions, in the backward GEMMs' main loops.
+    The interpreter cannot run PTX: it takes the select (PACKED_MASK False).
+    """
+    if PACKED_MASK:
+        masked = tl.inline_asm_elementwise(
+            "{ .reg .b32 zero, keep; mov.b32 zero, 0; set.gt.u32.bf16x2 keep, $2, zero; "
+            "and.b32 $0, $1, keep; }",
+            "=r,r,r", [dy, y], dtype=tl.bfloat16, is_pure=True, pack=2)
+    else:
+        masked = tl.where(y > 0, dy, 0.0)
+    return masked
+
+
+@triton.jit
 def conv2d_relu_backward_input_kernel(
     dy_ptr, y_ptr, w_ptr, dx_ptr,
     N, C, H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
     C_GROUP, K_GROUP, GROUPS,
-    R: tl.constexpr, S: tl.constexpr,
+    R: tl.constexpr, S: tl.constexpr, PACKED_MASK: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -179,7 +199,7 @@ def conv2d_relu_backward_input_kernel(
         dy_mask = row_mask[:, None] & k_mask[None, :]
         dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
         y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
-        dy = tl.where(y > 0, dy, 0.0)  # the ReLU passes gradient only where it passed input
+        dy = _relu_gradient(dy, y, PACKED_MASK)
         tap = (r0 + i * stride_h) * S + s0 + j * stride_w
         weight = tl.load(w_ptr + w_col[None, :] + (tap * (C_GROUP * K_GROUP) + k)[:, None],
                          mask=k_mask[:, None] & n_mask[None, :], other=0.0)  # [BLOCK_K, BLOCK_N]
@@ -207,7 +227,7 @@ def conv2d_relu_backward_weight_kernel(
     x_stride_n, x_stride_h, x_stride_w, C_GROUP, C_TAP,
     NPQ, K_GROUP, GROUPS, CHUNK,
     R: tl.constexpr, S: tl.constexpr, TAPS_W: tl.constexpr, X_ALIGN: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    PACKED_MASK: tl.constexpr, ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dw[k, r, s, c] = sum_{n,p,q} [y > 0] dy[n, p, q, k] x[n, p*sh-ph+r, q*sw-pw+s, c].
@@ -240,7 +260,7 @@ def conv2d_relu_backward_weight_kernel(
             dy_mask = m_mask[:, None] & (rows < end)[None, :]
             dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
             y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
-            bias_acc += tl.where(y > 0, dy, 0.0).to(ACC_DTYPE)
+            bias_acc += _relu_gradient(dy, y, PACKED_MASK).to(ACC_DTYPE)
         tl.store(db_ptr + split * K + kernel, tl.sum(bias_acc, axis=1).to(db_ptr.dtype.element_ty),
                  mask=m_mask)
     else:
@@ -273,7 +293,7 @@ def conv2d_relu_backward_weight_kernel(
             dy_mask = m_mask[:, None] & row_in[None, :]
             dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
             y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
-            dy = tl.where(y > 0, dy, 0.0)  # the ReLU passes gradient only where it passed input
+            dy = _relu_gradient(dy, y, PACKED_MASK)
             h = p * stride_h - pad_h + r
             w = q * stride_w - pad_w + s
             x_mask = row_in & (h >= 0) & (h < H) & (w >= 0) & (w < W)  # [BLOCK_K]
@@ -363,6 +383,11 @@ def _kernel_and_blocks(autotuned, kernel, n_gemm: int):
         block_n = max(16, min(128, triton.next_power_of_2(n_gemm)))
         return kernel, {"BLOCK_M": 128, "BLOCK_N": block_n, "BLOCK_K": 128}
     return autotuned, {}
+
+
+def _packed_mask(dtype: torch.dtype) -> bool:
+    """The backward kernels' ReLU mask in packed PTX (bf16 on the GPU; see _relu_gradient)."""
+    return dtype == torch.bfloat16 and not interpreting()
 
 
 def _input_precision(dtype: torch.dtype) -> str:
@@ -532,7 +557,7 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tens
         grad_output, output, weight_taps, grad_input,
         n, c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
         c_group, k_group, groups,
-        R=r, S=s,
+        R=r, S=s, PACKED_MASK=_packed_mask(grad_output.dtype),
         ACC_DTYPE=accumulator(grad_output.dtype),
         INPUT_PRECISION=_input_precision(grad_output.dtype),
         **blocks,
@@ -593,7 +618,7 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         h_x, w_x, k, p, q, stride[0], stride[1], pad[0], pad[1],
         x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
         npq, k_group, groups, chunk,
-        R=r, S=s, TAPS_W=taps_w, X_ALIGN=x_align,
+        R=r, S=s, TAPS_W=taps_w, X_ALIGN=x_align, PACKED_MASK=_packed_mask(dtype),
         ACC_DTYPE=accumulator(dtype), INPUT_PRECISION=_input_precision(dtype),
         **blocks,
     )
