@@ -229,6 +229,7 @@ def conv2d_relu_backward_weight_kernel(
     R: tl.constexpr, S: tl.constexpr, TAPS_W: tl.constexpr, X_ALIGN: tl.constexpr,
     PACKED_MASK: tl.constexpr, ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
 ):
     """dw[k, r, s, c] = sum_{n,p,q} [y > 0] dy[n, p, q, k] x[n, p*sh-ph+r, q*sw-pw+s, c].
 
@@ -241,6 +242,8 @@ def conv2d_relu_backward_weight_kernel(
     with one split those are the gradients themselves. The bias gradient
     db[k] = sum_{n,p,q} [y > 0] dy[n, p, q, k] has programs of its own (the first
     ceil(K_GROUP / BLOCK_M) of axis 0), so that the GEMM's loop carries no branch.
+    EVEN_M, EVEN_N, EVEN_K (_backward_weight_even) say a dimension is a whole number of
+    tiles: its bounds mask is constant true and the copies need no per-vector predicate.
     """
     pid = tl.program_id(0)
     group = tl.program_id(1) % GROUPS
@@ -252,12 +255,12 @@ def conv2d_relu_backward_weight_kernel(
     if pid < tiles_k:
         offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)  # kernels within the group
         kernel = group * K_GROUP + offs_m
-        m_mask = offs_m < K_GROUP
+        m_mask = (offs_m < K_GROUP) | EVEN_M
         bias_acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=ACC_DTYPE)  # summed once, after
         for pixel in range(start, end, BLOCK_K):
             rows = pixel + offs_r
             dy_offsets = kernel[:, None] + (rows * K)[None, :]  # [BLOCK_M, BLOCK_K]
-            dy_mask = m_mask[:, None] & (rows < end)[None, :]
+            dy_mask = m_mask[:, None] & ((rows < end) | EVEN_K)[None, :]
             dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
             y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
             bias_acc += _relu_gradient(dy, y, PACKED_MASK).to(ACC_DTYPE)
@@ -274,8 +277,8 @@ def conv2d_relu_backward_weight_kernel(
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # kernels within the group
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # channels of the tap
         kernel = group * K_GROUP + offs_m
-        m_mask = offs_m < K_GROUP
-        n_mask = offs_n < C_TAP
+        m_mask = (offs_m < K_GROUP) | EVEN_M
+        n_mask = (offs_n < C_TAP) | EVEN_N
         # The first block's pixels, and how one step of BLOCK_K pixels moves each of them.
         first = start + offs_r
         n = first // (P * Q)
@@ -288,7 +291,7 @@ def conv2d_relu_backward_weight_kernel(
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
         for pixel in range(start, end, BLOCK_K):
             rows = pixel + offs_r
-            row_in = rows < end
+            row_in = (rows < end) | EVEN_K
             dy_offsets = kernel[:, None] + (rows * K)[None, :]  # [BLOCK_M, BLOCK_K]
             dy_mask = m_mask[:, None] & row_in[None, :]
             dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
@@ -365,11 +368,18 @@ _backward_input_autotuned = triton.autotune(
         conv2d_relu_backward_input_kernel)
 # Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
 # same whichever config wins.
+# Which of the weight gradient's GEMM dimensions are whole tiles (at batch 128 the pixels
+# always are, NPQ = 128 P Q; conv2, conv3 and conv5's kernels and conv3's channels too).
+_backward_weight_even = triton.heuristics({
+    "EVEN_M": lambda a: a["K_GROUP"] % a["BLOCK_M"] == 0,
+    "EVEN_N": lambda a: a["C_TAP"] % a["BLOCK_N"] == 0,
+    "EVEN_K": lambda a: a["NPQ"] % a["BLOCK_K"] == 0 and a["CHUNK"] % a["BLOCK_K"] == 0,
+})(conv2d_relu_backward_weight_kernel)
 _backward_weight_autotuned = triton.autotune(
     configs=_gemm_configs(),
     key=["NPQ", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h",
          "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_W", "X_ALIGN", "INPUT_PRECISION"])(
-        conv2d_relu_backward_weight_kernel)
+        _backward_weight_even)
 _SPLIT_ALIGN = 128
 
 
@@ -605,8 +615,8 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     x_stride_n, _, x_stride_h, x_stride_w = x.stride()
     w_step = stride[1] * x_stride_w if taps_w == 1 and pad[1] == 0 else x_stride_w
     x_align = _alignment(x_stride_n, x_stride_h, w_step, c_group if groups > 1 else 0)
-    kernel, blocks = _kernel_and_blocks(_backward_weight_autotuned,
-                                        conv2d_relu_backward_weight_kernel, c_tap)
+    kernel, blocks = _kernel_and_blocks(_backward_weight_autotuned, _backward_weight_even,
+                                        c_tap)
 
     def grid(meta):
         tiles_k = triton.cdiv(k_group, meta["BLOCK_M"])

@@ -77,6 +77,9 @@ ODD = {
     "c20-stride2x1": Conv(2, 20, 6, 7, 12, 3, 3, (2, 1), (1, 1), 1),
     "groups2-c21": Conv(2, 42, 5, 6, 10, 3, 3, (1, 1), (1, 1), 2),
     "conv1-like-c5": Conv(2, 5, 19, 18, 9, 11, 11, (4, 4), (2, 2), 1),
+    # 2 x 8 x 8 = 128 output pixels and 16 channels: whole tiles of the interpreter's blocks,
+    # the weight gradient's unmasked (EVEN_K, EVEN_N) path.
+    "whole-tiles": Conv(2, 16, 8, 8, 16, 3, 3, (1, 1), (1, 1), 1),
 }
 SHAPES = {**ALEXNET, **ODD}
 
