@@ -299,7 +299,9 @@ def conv2d_relu_backward_weight_kernel(
             dy = _relu_gradient(dy, y, PACKED_MASK)
             h = p * stride_h - pad_h + r
             w = q * stride_w - pad_w + s
-            x_mask = row_in & (h >= 0) & (h < H) & (w >= 0) & (w < W)  # [BLOCK_K]
+            # 0 <= h < H as one unsigned compare (a negative h wraps above H).
+            x_mask = (row_in & (h.to(tl.uint32, bitcast=True) < H.to(tl.uint32))
+                      & (w.to(tl.uint32, bitcast=True) < W.to(tl.uint32)))  # [BLOCK_K]
             x_row = tl.multiple_of(n * x_stride_n + h * x_stride_h + w * x_stride_w, X_ALIGN)
             x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],  # [BLOCK_K, BLOCK_N]
                         mask=x_mask[:, None] & n_mask[None, :], other=0.0)
