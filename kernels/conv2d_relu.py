@@ -279,14 +279,19 @@ def conv2d_relu_backward_weight_kernel(
         kernel = group * K_GROUP + offs_m
         m_mask = (offs_m < K_GROUP) | EVEN_M
         n_mask = (offs_n < C_TAP) | EVEN_N
-        # The first block's pixels, and how one step of BLOCK_K pixels moves each of them.
+        # The input pixel (h, w) each of the first block's output pixels (n, p, q) reads at
+        # this tap, and how one step of BLOCK_K output pixels moves it: q by BLOCK_K % Q
+        # (w by that many strides), carrying into p (h) past the last column, into n past
+        # the last row. h and w are stepped themselves, not recomputed from p and q.
         first = start + offs_r
         n = first // (P * Q)
-        p = (first % (P * Q)) // Q
-        q = first % Q
-        step_q = BLOCK_K % Q
-        step_p = (BLOCK_K // Q) % P
+        h = ((first % (P * Q)) // Q) * stride_h - pad_h + r  # [BLOCK_K]
+        w = (first % Q) * stride_w - pad_w + s
+        step_w = (BLOCK_K % Q) * stride_w
+        step_h = ((BLOCK_K // Q) % P) * stride_h
         step_n = BLOCK_K // (P * Q)
+        w_end = Q * stride_w - pad_w + s  # w of the column q = Q: the row's end
+        h_end = P * stride_h - pad_h + r
         x_col = group * C_GROUP + offs_n  # [BLOCK_N]
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
         for pixel in range(start, end, BLOCK_K):
@@ -297,8 +302,6 @@ def conv2d_relu_backward_weight_kernel(
             dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
             y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
             dy = _relu_gradient(dy, y, PACKED_MASK)
-            h = p * stride_h - pad_h + r
-            w = q * stride_w - pad_w + s
             # 0 <= h < H as one unsigned compare (a negative h wraps above H).
             x_mask = (row_in & (h.to(tl.uint32, bitcast=True) < H.to(tl.uint32))
                       & (w.to(tl.uint32, bitcast=True) < W.to(tl.uint32)))  # [BLOCK_K]
@@ -306,12 +309,12 @@ def conv2d_relu_backward_weight_kernel(
             x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],  # [BLOCK_K, BLOCK_N]
                         mask=x_mask[:, None] & n_mask[None, :], other=0.0)
             acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-            q += step_q
-            carry_q = q >= Q
-            q = tl.where(carry_q, q - Q, q)
-            p += step_p + carry_q.to(tl.int32)
-            carry_p = p >= P
-            p = tl.where(carry_p, p - P, p)
+            w += step_w
+            carry_q = w >= w_end
+            w = tl.where(carry_q, w - Q * stride_w, w)
+            h += step_h + tl.where(carry_q, stride_h, 0)
+            carry_p = h >= h_end
+            h = tl.where(carry_p, h - P * stride_h, h)
             n += step_n + carry_p.to(tl.int32)
         # dw[split, kernel, tap, channel]: [K, R, TAPS_W, C_TAP] per split
         dw_row = (split * K + kernel) * (R * TAPS_W * C_TAP) + tap * C_TAP
