@@ -308,6 +308,12 @@ def conv2d_relu_backward_weight_kernel(
             x_row = tl.multiple_of(n * x_stride_n + h * x_stride_h + w * x_stride_w, X_ALIGN)
             x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],  # [BLOCK_K, BLOCK_N]
                         mask=x_mask[:, None] & n_mask[None, :], other=0.0)
+            if INPUT_PRECISION == "tf32":
+                # tf32 wgmma reads B from shared memory only K-major (along the pixels),
+                # and x is contiguous along channels. Loaded straight to shared memory it
+                # is transposed by 4-byte copies; an element-wise step (a no-op: the load
+                # already zeroed these) sends it through registers, loaded 16 bytes at a time.
+                x = tl.where(x_mask[:, None], x, 0.0)
             acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
             w += step_w
             carry_q = w >= w_end
