@@ -1,20 +1,26 @@
 """Convolution + bias + ReLU (AlexNet's conv1 to conv5) as implicit GEMMs, forward and backward.
 
-No im2col buffer is ever built: every kernel gathers its GEMM operand tiles straight from
-the NCHW tensors with computed (n, c, h, w) indices, and the zero padding is a load mask.
-``groups`` splits the channels into independent convolutions, as the two GPU columns of
-the paper's figure 2 (conv2, conv4 and conv5 only see the kernel maps of their own column).
+Channels-last (NHWC memory; torch.channels_last keeps the [N, C, H, W] shape): no im2col
+buffer is ever built, every kernel reads its GEMM operand tiles straight from NHWC tensors,
+where a pixel's channels are contiguous, so an activation tile is rows of consecutive
+channels (16-byte loads, pipelined copies), and the zero padding is a per-row load mask
+computed once per tap. Inputs of either layout are accepted (converted once here), outputs
+and the input gradient are channels_last, the weight and its gradient keep the state
+dict's [K, C/groups, R, S]. ``groups`` splits the channels into independent convolutions,
+as the two GPU columns of the paper's figure 2 (conv2, conv4 and conv5 only see the kernel
+maps of their own column). conv1's 3 channels are folded with its 11 pixels of a tap row
+into one 48-wide reduction block (_channels_last_input).
 
-- forward: GEMM over output pixels (n, p, q) x kernels, reducing over (c, r, s); the
-  epilogue adds the bias and applies the ReLU.
-- backward, input: GEMM over input pixels (n, h, w) x channels, reducing over (k, r, s);
+- forward: GEMM over output pixels (n, p, q) x kernels, reducing over the R x S taps, each
+  in blocks of contiguous channels; the epilogue adds the bias and applies the ReLU.
+- backward, input: GEMM over input pixels (n, h, w) x channels, reducing over (taps, k);
   the ReLU's gradient mask (output > 0) is applied as grad_output is loaded. A strided
   convolution is split into stride_h x stride_w phases of input pixels, each reducing
   only over the taps that reach an output pixel from it.
-- backward, weight: GEMM over kernels x (c, r, s), reducing over output pixels (n, p, q),
-  with the bias gradient (row sums of the masked grad_output) in the same pass. The long
-  reduction is split over programs that each write a float32 partial sum, summed after:
-  deterministic, no atomics.
+- backward, weight: GEMM over kernels x (tap, channels), reducing over output pixels
+  (n, p, q), with the bias gradient (sums of the masked grad_output) in programs of its
+  own. The long reduction is split over programs that each write a float32 partial sum,
+  summed after: deterministic, no atomics.
 """
 from __future__ import annotations
 
@@ -434,8 +440,8 @@ def _weight_grad_split(tiles: int, npq: int, device: torch.device) -> int:
 
 # conv1's 3 channels are too few for a channel block: below this many channels per group
 # (groups == 1 only) the input is copied once into a zero-padded NHWC buffer of channels
-# rounded up to 4, where one tap row's S pixels x 4 channels lie contiguously, and that row is the reduction
-# block (11 x 4 = 44 -> 48 for conv1: 11 row taps of 48 instead of 121 taps of 16).
+# rounded up to 4, where one tap row's S pixels x 4 channels lie contiguously, and that row
+# is the reduction block (11 x 4 = 44 -> 48 for conv1: 11 row taps of 48, not 121 of 16).
 _FOLD_BELOW_CHANNELS = 16
 _FOLD_CHANNELS = 4
 _INT32_LIMIT = 2**31
