@@ -346,11 +346,13 @@ def split_sum_kernel(partial_ptr, out_ptr, numel, SPLIT, ACC_DTYPE: tl.constexpr
     tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=in_bounds)
 
 
-def _gemm_configs() -> list:
-    """Hopper tiles for bf16 tensor cores; the 64x64x32 one also fits float64 in shared memory."""
+def _backward_configs() -> list:
+    """Hopper tiles for the backward GEMMs, the one the launcher uses first (bench.sass); the
+    64x64x32 one also fits float64 in shared memory. No 128x128 tile on 4 warps: its float32
+    accumulator and the masked grad_output tile in registers spill (conv4's weight gradient
+    in tf32: 136 bytes)."""
     return [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=2),
@@ -379,7 +381,7 @@ _forward_autotuned = triton.autotune(
          "C_TAP", "R", "S", "TAPS_W", "X_ALIGN", "INPUT_PRECISION"])(
         conv2d_relu_forward_kernel)
 _backward_input_autotuned = triton.autotune(
-    configs=_gemm_configs(),
+    configs=_backward_configs(),
     key=["N", "H", "W", "C_GROUP", "K_GROUP", "GROUPS", "P", "Q", "R", "S", "stride_h",
          "stride_w", "pad_h", "pad_w", "INPUT_PRECISION"])(
         conv2d_relu_backward_input_kernel)
@@ -393,7 +395,7 @@ _backward_weight_even = triton.heuristics({
     "EVEN_K": lambda a: a["NPQ"] % a["BLOCK_K"] == 0 and a["CHUNK"] % a["BLOCK_K"] == 0,
 })(conv2d_relu_backward_weight_kernel)
 _backward_weight_autotuned = triton.autotune(
-    configs=_gemm_configs(),
+    configs=_backward_configs(),
     key=["NPQ", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h",
          "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_W", "X_ALIGN", "INPUT_PRECISION"])(
         _backward_weight_even)
