@@ -144,6 +144,7 @@ def conv2d_relu_backward_input_kernel(
     R: tl.constexpr, S: tl.constexpr, PACKED_MASK: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr = 8,
 ):
     """dx[n, h, w, c] = sum_{r, s, k} [y > 0] dy[n, p, q, k] w[k, c, r, s], p = (h + ph - r) / sh.
 
@@ -158,10 +159,8 @@ def conv2d_relu_backward_input_kernel(
     [N, P, Q, K]) whose offsets and mask are computed once per tap. The weight is
     [GROUPS, R, S, C_GROUP, K_GROUP] (kernels innermost), dx [N, H, W, C].
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    group = tl.program_id(2) % GROUPS
-    phase = tl.program_id(2) // GROUPS
+    group = tl.program_id(1) % GROUPS
+    phase = tl.program_id(1) // GROUPS
     phase_h = phase // stride_w
     phase_w = phase % stride_w
     # The phase's first tap and tap count, and the output row its tap i = 0 reaches.
@@ -174,6 +173,15 @@ def conv2d_relu_backward_input_kernel(
     h_phase = (H - phase_h + stride_h - 1) // stride_h  # input rows in this phase
     w_phase = tl.maximum((W - phase_w + stride_w - 1) // stride_w, 1)  # >= 1: a divisor
     hw_phase = h_phase * w_phase
+    # Grouped launch order: GROUP_M row tiles share each column tile (a tap's weights) and
+    # each row tile's grad_output is read by its column tiles while it is in L2.
+    pid = tl.program_id(0)
+    tiles_m = tl.cdiv(N * hw_phase, BLOCK_M)
+    tiles_n = tl.cdiv(C_GROUP, BLOCK_N)
+    first_m = (pid // (GROUP_M * tiles_n)) * GROUP_M
+    band_m = tl.maximum(tl.minimum(tiles_m - first_m, GROUP_M), 1)
+    pid_m = first_m + (pid % (GROUP_M * tiles_n)) % band_m
+    pid_n = (pid % (GROUP_M * tiles_n)) // band_m
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # input pixels (n, hh, ww) of the phase
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # channels within the group
@@ -578,8 +586,8 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tens
     if interpreting():  # the kernel block no wider than a group's kernels
         blocks["BLOCK_K"] = max(16, min(128, triton.next_power_of_2(k_group)))
 
-    def grid(meta):
-        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(c_group, meta["BLOCK_N"]),
+    def grid(meta):  # row tiles of phase 0, the largest; smaller phases mask the rest
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(c_group, meta["BLOCK_N"]),
                 groups * phases)
 
     launchable(kernel)[grid](
