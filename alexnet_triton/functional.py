@@ -120,7 +120,8 @@ def conv2d_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                 groups: int = 1) -> Tensor:
     """``relu(conv2d(input, weight, bias, stride, padding, groups=groups))`` in one kernel.
 
-    input [N, C, H, W], weight [K, C/groups, R, S], bias [K]; returns [N, K, P, Q].
+    input [N, C, H, W] (either layout), weight [K, C/groups, R, S], bias [K]; returns
+    [N, K, P, Q] in channels_last memory (NHWC), as is the input gradient.
     The Triton forward is an implicit GEMM (no im2col buffer); the backward computes the
     input and weight gradients as implicit GEMMs with the ReLU mask applied as the output
     gradient is loaded, and the bias gradient in the weight-gradient pass.

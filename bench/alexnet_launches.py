@@ -55,16 +55,22 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
     def empty(*shape, dtype=dtype):
         return torch.empty(shape, dtype=dtype)
 
+    def channels_last(n, c, h, w):
+        """[N, C, H, W] in NHWC memory: the convs' activations between conv1 and pool5."""
+        return empty(n, h, w, c).permute(0, 3, 1, 2)
+
     wanted = set(launch_names(layers))
     calls = {}
     for name, (c, h, k, r, stride, pad, groups) in CONVS.items():
         if not wanted & {f"{name}.forward", f"{name}.backward_input", f"{name}.backward_weight"}:
             continue
         p = (h + 2 * pad - r) // stride + 1
-        x, w, b = empty(batch, c, h, h), empty(k, c // groups, r, r), empty(k)
+        # conv1 reads the NCHW images; the later convs the channels_last maps before them.
+        x = empty(batch, c, h, h) if name == "conv1" else channels_last(batch, c, h, h)
+        w, b = empty(k, c // groups, r, r), empty(k)
         # The output and the gradient of the output: two tensors, so that the bytes a
         # backward moves (bench/sass.py sums its distinct tensors) count both.
-        y, dy = empty(batch, k, p, p), empty(batch, k, p, p)
+        y, dy = channels_last(batch, k, p, p), channels_last(batch, k, p, p)
         conv = ([stride, stride], [pad, pad], groups)
         calls[f"{name}.forward"] = (
             lambda x=x, w=w, b=b, conv=conv: conv2d_relu.conv2d_relu_forward(x, w, b, *conv))

@@ -14,8 +14,10 @@ import math
 
 
 def _conv_forward(a: dict) -> tuple[float, float]:
-    flops = 2 * a["M"] * a["K"] * a["REDUCTION"]  # every group: M x K_GROUP x REDUCTION
-    return flops, math.ceil(a["REDUCTION"] / a["BLOCK_K"])
+    # Every group: M x K_GROUP x (C_GROUP R S); the loop walks R x TAPS_W taps of C_TAP
+    # channels (TAPS_W = 1, C_TAP = a row of S pixels' channels when conv1's input is folded).
+    flops = 2 * a["M"] * a["K"] * a["C_GROUP"] * a["R"] * a["S"]
+    return flops, a["R"] * a["TAPS_W"] * math.ceil(a["C_TAP"] / a["BLOCK_K"])
 
 
 def _conv_backward_input(a: dict) -> tuple[float, float]:

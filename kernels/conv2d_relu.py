@@ -1,22 +1,30 @@
 """Convolution + bias + ReLU (AlexNet's conv1 to conv5) as implicit GEMMs, forward and backward.
 
-No im2col buffer is ever built: every kernel gathers its GEMM operand tiles straight from
-the NCHW tensors with computed (n, c, h, w) indices, and the zero padding is a load mask.
-``groups`` splits the channels into independent convolutions, as the two GPU columns of
-the paper's figure 2 (conv2, conv4 and conv5 only see the kernel maps of their own column).
+Channels-last (NHWC memory; torch.channels_last keeps the [N, C, H, W] shape): no im2col
+buffer is ever built, every kernel reads its GEMM operand tiles straight from NHWC tensors,
+where a pixel's channels are contiguous, so an activation tile is rows of consecutive
+channels (16-byte loads, pipelined copies), and the zero padding is a per-row load mask
+computed once per tap. Inputs of either layout are accepted (converted once here), outputs
+and the input gradient are channels_last, the weight and its gradient keep the state
+dict's [K, C/groups, R, S]. ``groups`` splits the channels into independent convolutions,
+as the two GPU columns of the paper's figure 2 (conv2, conv4 and conv5 only see the kernel
+maps of their own column). conv1's 3 channels are folded with its 11 pixels of a tap row
+into one 48-wide reduction block (_channels_last_input).
 
-- forward: GEMM over output pixels (n, p, q) x kernels, reducing over (c, r, s); the
-  epilogue adds the bias and applies the ReLU.
-- backward, input: GEMM over input pixels (n, h, w) x channels, reducing over (k, r, s);
+- forward: GEMM over output pixels (n, p, q) x kernels, reducing over the R x S taps, each
+  in blocks of contiguous channels; the epilogue adds the bias and applies the ReLU.
+- backward, input: GEMM over input pixels (n, h, w) x channels, reducing over (taps, k);
   the ReLU's gradient mask (output > 0) is applied as grad_output is loaded. A strided
   convolution is split into stride_h x stride_w phases of input pixels, each reducing
   only over the taps that reach an output pixel from it.
-- backward, weight: GEMM over kernels x (c, r, s), reducing over output pixels (n, p, q),
-  with the bias gradient (row sums of the masked grad_output) in the same pass. The long
-  reduction is split over programs that each write a float32 partial sum, summed after:
-  deterministic, no atomics.
+- backward, weight: GEMM over kernels x (tap, channels), reducing over output pixels
+  (n, p, q), with the bias gradient (sums of the masked grad_output) in programs of its
+  own. The long reduction is split over programs that each write a float32 partial sum,
+  summed after: deterministic, no atomics.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
@@ -29,60 +37,103 @@ from alexnet_triton.kernels import accumulation_dtype, accumulator, interpreting
 @triton.jit
 def conv2d_relu_forward_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
-    C, H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
-    M, K_GROUP, REDUCTION,
-    R: tl.constexpr, S: tl.constexpr, HAS_BIAS: tl.constexpr,
+    H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
+    x_stride_n, x_stride_h, x_stride_w, C_GROUP, C_TAP,
+    M, K_GROUP, GROUPS,
+    R: tl.constexpr, S: tl.constexpr, TAPS_W: tl.constexpr, X_ALIGN: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    """y[n, k, p, q] = relu(b[k] + sum_{c,r,s} x[n, c, p*sh - ph + r, q*sw - pw + s] w[k, c, r, s]).
+    """y[n, p, q, k] = relu(b[k] + sum_{r,s,c} x[n, p*sh-ph+r, q*sw-pw+s, c] w[k, r, s, c]).
 
-    GEMM rows are output pixels m = (n, p, q), columns the kernels of one group, and the
-    reduction runs over (c, r, s) in the weight's own memory order.
+    Channels-last implicit GEMM: rows are output pixels m = (n, p, q), columns the kernels
+    of one group. The reduction runs over the R x S taps and, inside each tap, over blocks
+    of C_TAP channels that lie contiguously in memory, so an input tile is BLOCK_M pixel
+    rows of BLOCK_K consecutive channels (16-byte loads) and its row offsets and zero-padding
+    mask are computed once per tap. One flat loop walks (tap, channel block), the tap
+    advancing when the channels of the current one run out: nested loops pipeline worse.
+    The weight is [K, R, TAPS_W, C_TAP], the output [M, K] (NHWC). TAPS_W = S taps along w
+    of C_TAP = C_GROUP channels, or for a folded input (see _channels_last_input) one tap of a
+    whole row of S pixels' channels; R x S is the kernel's size either way (its FLOPs).
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    group = tl.program_id(2)
-    C_GROUP = REDUCTION // (R * S)
+    # Grouped launch order: GROUP_M row tiles share each column tile while it is in L2.
+    pid = tl.program_id(0)
+    group = tl.program_id(1)
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tiles_n = tl.cdiv(K_GROUP, BLOCK_N)
+    band = pid // (GROUP_M * tiles_n)
+    first_m = band * GROUP_M
+    band_m = tl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * tiles_n)) % band_m
+    pid_n = (pid % (GROUP_M * tiles_n)) // band_m
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels (n, p, q)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # kernels within the group
+    offs_c = tl.arange(0, BLOCK_K)  # channels within the block
     m_mask = offs_m < M
     n_mask = offs_n < K_GROUP
     n = offs_m // (P * Q)
     pq = offs_m % (P * Q)
     h_start = (pq // Q) * stride_h - pad_h  # top-left input pixel of each receptive field
     w_start = (pq % Q) * stride_w - pad_w
-    x_row = n.to(tl.int64) * C * H * W + group * C_GROUP * H * W  # [BLOCK_M]
+    x_row = n * x_stride_n + h_start * x_stride_h + w_start * x_stride_w + group * C_GROUP
     kernel = group * K_GROUP + offs_n  # [BLOCK_N]
-    w_col = kernel.to(tl.int64) * REDUCTION
+    w_col = kernel * (R * TAPS_W * C_TAP)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for red_start in range(0, REDUCTION, BLOCK_K):
-        red = red_start + tl.arange(0, BLOCK_K)  # (c, r, s) flattened
-        red_mask = red < REDUCTION
-        c = red // (R * S)
-        r = (red % (R * S)) // S
-        s = red % S
-        h = h_start[:, None] + r[None, :]  # [BLOCK_M, BLOCK_K]
-        w = w_start[:, None] + s[None, :]
+    c_blocks = tl.cdiv(C_TAP, BLOCK_K)
+    r = 0
+    s = 0
+    c0 = 0
+    for _ in range(0, R * TAPS_W * c_blocks):
+        h = h_start + r
+        w = w_start + s
         # Out-of-image taps read the zero padding: masked, never loaded.
-        x_mask = (m_mask[:, None] & red_mask[None, :]
-                  & (h >= 0) & (h < H) & (w >= 0) & (w < W))
-        x = tl.load(x_ptr + x_row[:, None] + (c * H * W)[None, :] + h * W + w,
-                    mask=x_mask, other=0.0)
-        weight = tl.load(w_ptr + w_col[None, :] + red[:, None],  # [BLOCK_K, BLOCK_N]
-                         mask=red_mask[:, None] & n_mask[None, :], other=0.0)
-        acc = tl.dot(x, weight, acc, input_precision=INPUT_PRECISION,
-                     out_dtype=ACC_DTYPE)
+        row_mask = m_mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)  # [BLOCK_M]
+        row = tl.multiple_of(x_row + (r * x_stride_h + s * x_stride_w), X_ALIGN)
+        # c0 is loop-carried, which hides that it is a multiple of BLOCK_K: say so.
+        c = tl.max_contiguous(tl.multiple_of(c0 + offs_c, BLOCK_K), BLOCK_K)
+        c_mask = c < C_TAP
+        x = tl.load(x_ptr + row[:, None] + c[None, :],  # [BLOCK_M, BLOCK_K]
+                    mask=row_mask[:, None] & c_mask[None, :], other=0.0)
+        weight = tl.load(w_ptr + w_col[None, :] + ((r * TAPS_W + s) * C_TAP + c)[:, None],
+                         mask=c_mask[:, None] & n_mask[None, :], other=0.0)  # [BLOCK_K, BLOCK_N]
+        acc = tl.dot(x, weight, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+        c0 += BLOCK_K
+        next_tap = c0 >= C_TAP
+        c0 = tl.where(next_tap, 0, c0)
+        s = tl.where(next_tap, s + 1, s)
+        next_row = s == TAPS_W
+        s = tl.where(next_row, 0, s)
+        r = tl.where(next_row, r + 1, r)
 
     if HAS_BIAS:
         bias = tl.load(b_ptr + kernel, mask=n_mask, other=0.0)
         acc += bias.to(ACC_DTYPE)[None, :]
     acc = tl.maximum(acc, 0.0)
-    y_row = n.to(tl.int64) * K * P * Q + pq
-    tl.store(y_ptr + y_row[:, None] + (kernel * P * Q)[None, :],
+    tl.store(y_ptr + (offs_m * K)[:, None] + kernel[None, :],  # NHWC: [M, K]
              acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
+@triton.jit
+def _relu_gradient(dy, y, PACKED_MASK: tl.constexpr):
+    """where(y > 0, dy, 0): the ReLU passes gradient only where it passed input.
+
+    On the GPU in bf16 two elements at once: set.gt.u32.bf16x2 writes 0xffff into each
+    half where y > 0 (NaN and -0 compare false, as in tl.where), and the AND keeps dy's
+    bits there. The plain select compiles to a compare, two selects and two byte
+    permutes per pair; this is two instructions, in the backward GEMMs' main loops.
+    The interpreter cannot run PTX: it takes the select (PACKED_MASK False).
+    """
+    if PACKED_MASK:
+        masked = tl.inline_asm_elementwise(
+            "{ .reg .b32 zero, keep; mov.b32 zero, 0; set.gt.u32.bf16x2 keep, $2, zero; "
+            "and.b32 $0, $1, keep; }",
+            "=r,r,r", [dy, y], dtype=tl.bfloat16, is_pure=True, pack=2)
+    else:
+        masked = tl.where(y > 0, dy, 0.0)
+    return masked
 
 
 @triton.jit
@@ -90,23 +141,26 @@ def conv2d_relu_backward_input_kernel(
     dy_ptr, y_ptr, w_ptr, dx_ptr,
     N, C, H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
     C_GROUP, K_GROUP, GROUPS,
-    R: tl.constexpr, S: tl.constexpr,
+    R: tl.constexpr, S: tl.constexpr, PACKED_MASK: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr = 8,
 ):
-    """dx[n, c, h, w] = sum_{k, r, s} [y > 0] dy[n, k, p, q] w[k, c, r, s], p = (h + ph - r) / sh.
+    """dx[n, h, w, c] = sum_{r, s, k} [y > 0] dy[n, p, q, k] w[k, c, r, s], p = (h + ph - r) / sh.
 
     A tap r reaches an output row only where h + ph - r is a multiple of the stride, so
     the input pixels are split into stride_h x stride_w phases (h mod sh, w mod sw) and
     each program sums over the taps of its phase alone: r = r0 + i * sh. conv1 (11x11,
     stride 4) then reduces over 3 x 3 taps per kernel instead of 11 x 11 mostly masked ones.
-    GEMM rows are the input pixels (n, hh, ww) of one phase, h = hh * sh + phase_h,
-    columns the channels of one group, and the reduction runs over (k, i, j).
+    Channels-last: GEMM rows are the input pixels (n, hh, ww) of one phase,
+    h = hh * sh + phase_h, columns the channels of one group; the reduction runs over the
+    phase's taps (i, j) in an outer order and blocks of BLOCK_K kernels inside each, one
+    flat loop, so a grad_output tile is BLOCK_M pixel rows of contiguous kernels (dy, y
+    [N, P, Q, K]) whose offsets and mask are computed once per tap. The weight is
+    [GROUPS, R, S, C_GROUP, K_GROUP] (kernels innermost), dx [N, H, W, C].
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    group = tl.program_id(2) % GROUPS
-    phase = tl.program_id(2) // GROUPS
+    group = tl.program_id(1) % GROUPS
+    phase = tl.program_id(1) // GROUPS
     phase_h = phase // stride_w
     phase_w = phase % stride_w
     # The phase's first tap and tap count, and the output row its tap i = 0 reaches.
@@ -117,116 +171,175 @@ def conv2d_relu_backward_input_kernel(
     p_offset = (phase_h + pad_h) // stride_h
     q_offset = (phase_w + pad_w) // stride_w
     h_phase = (H - phase_h + stride_h - 1) // stride_h  # input rows in this phase
-    w_phase = (W - phase_w + stride_w - 1) // stride_w
-    hw_phase = tl.maximum(h_phase * w_phase, 1)  # an empty phase must not divide by zero
-    reduction = K_GROUP * taps_h * taps_w
-    taps = tl.maximum(taps_h * taps_w, 1)
+    w_phase = tl.maximum((W - phase_w + stride_w - 1) // stride_w, 1)  # >= 1: a divisor
+    hw_phase = h_phase * w_phase
+    # Grouped launch order: GROUP_M row tiles share each column tile (a tap's weights) and
+    # each row tile's grad_output is read by its column tiles while it is in L2.
+    pid = tl.program_id(0)
+    tiles_m = tl.cdiv(N * hw_phase, BLOCK_M)
+    tiles_n = tl.cdiv(C_GROUP, BLOCK_N)
+    first_m = (pid // (GROUP_M * tiles_n)) * GROUP_M
+    band_m = tl.maximum(tl.minimum(tiles_m - first_m, GROUP_M), 1)
+    pid_m = first_m + (pid % (GROUP_M * tiles_n)) % band_m
+    pid_n = (pid % (GROUP_M * tiles_n)) // band_m
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # input pixels (n, hh, ww) of the phase
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # channels within the group
-    m_mask = offs_m < N * h_phase * w_phase
+    offs_k = tl.arange(0, BLOCK_K)  # kernels within the block
+    m_mask = offs_m < N * hw_phase
     n_mask = offs_n < C_GROUP
-    n = offs_m // hw_phase
-    hh = (offs_m % hw_phase) // tl.maximum(w_phase, 1)
-    ww = offs_m % tl.maximum(w_phase, 1)
-    dy_row = n.to(tl.int64) * K * P * Q + group * K_GROUP * P * Q  # [BLOCK_M]
-    w_col = offs_n * (R * S) + r0 * S + s0  # [BLOCK_N]
-    w_group = group.to(tl.int64) * K_GROUP * C_GROUP * R * S
+    n = offs_m // tl.maximum(hw_phase, 1)
+    hh = (offs_m % tl.maximum(hw_phase, 1)) // w_phase
+    ww = offs_m % w_phase
+    p_start = hh + p_offset  # the output pixel tap (i, j) = (0, 0) reaches
+    q_start = ww + q_offset
+    dy_row = (n * P * Q + p_start * Q + q_start) * K + group * K_GROUP  # [BLOCK_M]
+    w_col = group * (R * S * C_GROUP * K_GROUP) + offs_n * K_GROUP  # [BLOCK_N]
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    for red_start in range(0, reduction, BLOCK_K):
-        red = red_start + tl.arange(0, BLOCK_K)  # (k, i, j) flattened
-        red_mask = red < reduction
-        k = red // taps
-        i = (red % taps) // tl.maximum(taps_w, 1)
-        j = red % tl.maximum(taps_w, 1)
-        p = hh[:, None] + p_offset - i[None, :]  # [BLOCK_M, BLOCK_K]
-        q = ww[:, None] + q_offset - j[None, :]
-        valid = (m_mask[:, None] & red_mask[None, :]
-                 & (p >= 0) & (p < P) & (q >= 0) & (q < Q))
-        dy_offsets = dy_row[:, None] + (k * P * Q)[None, :] + p * Q + q
-        dy = tl.load(dy_ptr + dy_offsets, mask=valid, other=0.0)
-        y = tl.load(y_ptr + dy_offsets, mask=valid, other=0.0)
-        dy = tl.where(y > 0, dy, 0.0)  # the ReLU passes gradient only where it passed input
-        w_row = k * C_GROUP * R * S + i * stride_h * S + j * stride_w  # [BLOCK_K]
-        weight = tl.load(w_ptr + w_group + w_row[:, None] + w_col[None, :],
-                         mask=red_mask[:, None] & n_mask[None, :], other=0.0)  # [BLOCK_K, BLOCK_N]
-        acc = tl.dot(dy, weight, acc, input_precision=INPUT_PRECISION,
-                     out_dtype=ACC_DTYPE)
+    k_blocks = tl.cdiv(K_GROUP, BLOCK_K)
+    i = 0
+    j = 0
+    k0 = 0
+    for _ in range(0, taps_h * taps_w * k_blocks):
+        p = p_start - i
+        q = q_start - j
+        row_mask = m_mask & (p >= 0) & (p < P) & (q >= 0) & (q < Q)  # [BLOCK_M]
+        row = dy_row - (i * Q + j) * K
+        # k0 is loop-carried, which hides that it is a multiple of BLOCK_K: say so.
+        k = tl.max_contiguous(tl.multiple_of(k0 + offs_k, BLOCK_K), BLOCK_K)
+        k_mask = k < K_GROUP
+        dy_offsets = row[:, None] + k[None, :]  # [BLOCK_M, BLOCK_K]
+        dy_mask = row_mask[:, None] & k_mask[None, :]
+        dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
+        y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
+        dy = _relu_gradient(dy, y, PACKED_MASK)
+        tap = (r0 + i * stride_h) * S + s0 + j * stride_w
+        weight = tl.load(w_ptr + w_col[None, :] + (tap * (C_GROUP * K_GROUP) + k)[:, None],
+                         mask=k_mask[:, None] & n_mask[None, :], other=0.0)  # [BLOCK_K, BLOCK_N]
+        acc = tl.dot(dy, weight, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+        k0 += BLOCK_K
+        next_tap = k0 >= K_GROUP
+        k0 = tl.where(next_tap, 0, k0)
+        j = tl.where(next_tap, j + 1, j)
+        next_row = j == taps_w
+        j = tl.where(next_row, 0, j)
+        i = tl.where(next_row, i + 1, i)
 
     # Phases without taps (a kernel narrower than the stride) store their zeros too.
     h = hh * stride_h + phase_h
     w = ww * stride_w + phase_w
-    dx_row = n.to(tl.int64) * C * H * W + h * W + w
-    channel = group * C_GROUP + offs_n  # [BLOCK_N]
-    tl.store(dx_ptr + dx_row[:, None] + (channel * H * W)[None, :],
-             acc.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+    dx_row = ((n * H + h) * W + w) * C + group * C_GROUP
+    tl.store(dx_ptr + dx_row[:, None] + offs_n[None, :], acc.to(dx_ptr.dtype.element_ty),
+             mask=m_mask[:, None] & n_mask[None, :])
 
 
 @triton.jit
 def conv2d_relu_backward_weight_kernel(
     dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr,
-    C, H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
-    NPQ, K_GROUP, C_GROUP, GROUPS, CHUNK,
-    R: tl.constexpr, S: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
+    x_stride_n, x_stride_h, x_stride_w, C_GROUP, C_TAP,
+    NPQ, K_GROUP, GROUPS, CHUNK,
+    R: tl.constexpr, S: tl.constexpr, TAPS_W: tl.constexpr, X_ALIGN: tl.constexpr,
+    PACKED_MASK: tl.constexpr, ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
 ):
-    """dw[k, c, r, s] = sum_{n, p, q} [y > 0] dy[n, k, p, q] x[n, c, p*sh - ph + r, q*sw - pw + s].
+    """dw[k, r, s, c] = sum_{n,p,q} [y > 0] dy[n, p, q, k] x[n, p*sh-ph+r, q*sw-pw+s, c].
 
-    GEMM rows are the kernels of one group, columns (c, r, s) in the weight's memory order,
-    and the reduction runs over output pixels (n, p, q), CHUNK of them per split. Split
-    ``split`` writes its partial sums to dw[split] and db[split]; with one split those are
-    the gradients themselves. db[k] = sum_{n, p, q} [y > 0] dy[n, k, p, q], summed by the
-    programs of the first column tile only.
+    Channels-last: GEMM rows are the kernels of one group, columns C_TAP channels of one
+    tap (r, s) (a folded input's tap is a row of pixels, see _channels_last_input), and the
+    reduction runs over output pixels (n, p, q), CHUNK of them per split. Both operand tiles
+    are contiguous along their GEMM dimension: dy [NPQ, K] along kernels, x along channels.
+    The pixels' (n, p, q) are divided out once and then stepped by BLOCK_K without division.
+    Split ``split`` writes its partial sums to dw[split] [K, R, TAPS_W, C_TAP] and db[split];
+    with one split those are the gradients themselves. The bias gradient
+    db[k] = sum_{n,p,q} [y > 0] dy[n, p, q, k] has programs of its own (the first
+    ceil(K_GROUP / BLOCK_M) of axis 0), so that the GEMM's loop carries no branch.
+    EVEN_M, EVEN_N, EVEN_K (_backward_weight_even) say a dimension is a whole number of
+    tiles: its bounds mask is constant true and the copies need no per-vector predicate.
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    group = tl.program_id(2) % GROUPS
-    split = tl.program_id(2) // GROUPS
-    CRS = C_GROUP * R * S
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # kernels within the group
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (c, r, s) flattened
-    m_mask = offs_m < K_GROUP
-    n_mask = offs_n < CRS
-    kernel = group * K_GROUP + offs_m  # [BLOCK_M]
-    c = offs_n // (R * S)
-    r = (offs_n % (R * S)) // S
-    s = offs_n % S
-    dy_col = kernel * P * Q
-    x_col = (group * C_GROUP + c) * H * W  # [BLOCK_N]
-
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    bias_acc = tl.zeros((BLOCK_M,), dtype=ACC_DTYPE)
+    pid = tl.program_id(0)
+    group = tl.program_id(1) % GROUPS
+    split = tl.program_id(1) // GROUPS
+    tiles_k = tl.cdiv(K_GROUP, BLOCK_M)
     start = split * CHUNK
     end = tl.minimum(start + CHUNK, NPQ)
-    for red_start in range(start, end, BLOCK_K):
-        red = red_start + tl.arange(0, BLOCK_K)  # output pixels (n, p, q)
-        red_mask = red < end
-        n = red // (P * Q)
-        pq = red % (P * Q)
-        dy_offsets = dy_col[:, None] + (n.to(tl.int64) * K * P * Q + pq)[None, :]
-        dy_mask = m_mask[:, None] & red_mask[None, :]
-        dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)  # [BLOCK_M, BLOCK_K]
-        y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
-        dy = tl.where(y > 0, dy, 0.0)  # the ReLU passes gradient only where it passed input
-        h = ((pq // Q) * stride_h - pad_h)[:, None] + r[None, :]  # [BLOCK_K, BLOCK_N]
-        w = ((pq % Q) * stride_w - pad_w)[:, None] + s[None, :]
-        x_mask = (red_mask[:, None] & n_mask[None, :]
-                  & (h >= 0) & (h < H) & (w >= 0) & (w < W))
-        x = tl.load(x_ptr + (n.to(tl.int64) * C * H * W)[:, None] + x_col[None, :] + h * W + w,
-                    mask=x_mask, other=0.0)
-        acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION,
-                     out_dtype=ACC_DTYPE)
-        if pid_n == 0:
-            bias_acc += tl.sum(dy.to(ACC_DTYPE), axis=1)
-
-    dw_row = split.to(tl.int64) * K * CRS + kernel * CRS
-    tl.store(dw_ptr + dw_row[:, None] + offs_n[None, :], acc.to(dw_ptr.dtype.element_ty),
-             mask=m_mask[:, None] & n_mask[None, :])
-    if pid_n == 0:
-        tl.store(db_ptr + split * K + kernel, bias_acc.to(db_ptr.dtype.element_ty), mask=m_mask)
+    offs_r = tl.arange(0, BLOCK_K)  # output pixels within the block
+    if pid < tiles_k:
+        offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)  # kernels within the group
+        kernel = group * K_GROUP + offs_m
+        m_mask = (offs_m < K_GROUP) | EVEN_M
+        bias_acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=ACC_DTYPE)  # summed once, after
+        for pixel in range(start, end, BLOCK_K):
+            rows = pixel + offs_r
+            dy_offsets = kernel[:, None] + (rows * K)[None, :]  # [BLOCK_M, BLOCK_K]
+            dy_mask = m_mask[:, None] & ((rows < end) | EVEN_K)[None, :]
+            dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
+            y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
+            bias_acc += _relu_gradient(dy, y, PACKED_MASK).to(ACC_DTYPE)
+        tl.store(db_ptr + split * K + kernel, tl.sum(bias_acc, axis=1).to(db_ptr.dtype.element_ty),
+                 mask=m_mask)
+    else:
+        tile = pid - tiles_k
+        tiles_n = tl.cdiv(C_TAP, BLOCK_N)
+        pid_m = tile % tiles_k
+        pid_n = (tile // tiles_k) % tiles_n
+        tap = tile // (tiles_k * tiles_n)
+        r = tap // TAPS_W
+        s = tap % TAPS_W
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # kernels within the group
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # channels of the tap
+        kernel = group * K_GROUP + offs_m
+        m_mask = (offs_m < K_GROUP) | EVEN_M
+        n_mask = (offs_n < C_TAP) | EVEN_N
+        # The input pixel (h, w) each of the first block's output pixels (n, p, q) reads at
+        # this tap, and how one step of BLOCK_K output pixels moves it: q by BLOCK_K % Q
+        # (w by that many strides), carrying into p (h) past the last column, into n past
+        # the last row. h and w are stepped themselves, not recomputed from p and q.
+        first = start + offs_r
+        n = first // (P * Q)
+        h = ((first % (P * Q)) // Q) * stride_h - pad_h + r  # [BLOCK_K]
+        w = (first % Q) * stride_w - pad_w + s
+        step_w = (BLOCK_K % Q) * stride_w
+        step_h = ((BLOCK_K // Q) % P) * stride_h
+        step_n = BLOCK_K // (P * Q)
+        w_end = Q * stride_w - pad_w + s  # w of the column q = Q: the row's end
+        h_end = P * stride_h - pad_h + r
+        x_col = group * C_GROUP + offs_n  # [BLOCK_N]
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+        for pixel in range(start, end, BLOCK_K):
+            rows = pixel + offs_r
+            row_in = (rows < end) | EVEN_K
+            dy_offsets = kernel[:, None] + (rows * K)[None, :]  # [BLOCK_M, BLOCK_K]
+            dy_mask = m_mask[:, None] & row_in[None, :]
+            dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
+            y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
+            dy = _relu_gradient(dy, y, PACKED_MASK)
+            # 0 <= h < H as one unsigned compare (a negative h wraps above H).
+            x_mask = (row_in & (h.to(tl.uint32, bitcast=True) < H.to(tl.uint32))
+                      & (w.to(tl.uint32, bitcast=True) < W.to(tl.uint32)))  # [BLOCK_K]
+            x_row = tl.multiple_of(n * x_stride_n + h * x_stride_h + w * x_stride_w, X_ALIGN)
+            x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],  # [BLOCK_K, BLOCK_N]
+                        mask=x_mask[:, None] & n_mask[None, :], other=0.0)
+            if INPUT_PRECISION == "tf32":
+                # tf32 wgmma reads B from shared memory only K-major (along the pixels),
+                # and x is contiguous along channels. Loaded straight to shared memory it
+                # is transposed by 4-byte copies; an element-wise step (a no-op: the load
+                # already zeroed these) sends it through registers, loaded 16 bytes at a time.
+                x = tl.where(x_mask[:, None], x, 0.0)
+            acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+            w += step_w
+            carry_q = w >= w_end
+            w = tl.where(carry_q, w - Q * stride_w, w)
+            h += step_h + tl.where(carry_q, stride_h, 0)
+            carry_p = h >= h_end
+            h = tl.where(carry_p, h - P * stride_h, h)
+            n += step_n + carry_p.to(tl.int32)
+        # dw[split, kernel, tap, channel]: [K, R, TAPS_W, C_TAP] per split
+        dw_row = (split * K + kernel) * (R * TAPS_W * C_TAP) + tap * C_TAP
+        tl.store(dw_ptr + dw_row[:, None] + offs_n[None, :], acc.to(dw_ptr.dtype.element_ty),
+                 mask=m_mask[:, None] & n_mask[None, :])
 
 
 @triton.jit
@@ -241,33 +354,59 @@ def split_sum_kernel(partial_ptr, out_ptr, numel, SPLIT, ACC_DTYPE: tl.constexpr
     tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=in_bounds)
 
 
-def _gemm_configs() -> list:
-    """Hopper tiles for bf16 tensor cores; the 64x64x32 one also fits float64 in shared memory."""
+def _backward_configs() -> list:
+    """Hopper tiles for the backward GEMMs, the one the launcher uses first (bench.sass); the
+    64x64x32 one also fits float64 in shared memory. No 128x128 tile on 4 warps: its float32
+    accumulator and the masked grad_output tile in registers spill (conv4's weight gradient
+    in tf32: 136 bytes)."""
     return [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=2),
     ]
 
 
+def _forward_configs() -> list:
+    """The channels-last forward's tiles, the one the launcher uses first (bench.sass)."""
+    return [
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8},
+                      num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8},
+                      num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8},
+                      num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8},
+                      num_warps=4, num_stages=2),
+    ]
+
+
 # INPUT_PRECISION is in every key: a tile chosen for ieee float32 may not fit the shared
 # memory of the tf32 code (tests/ops/test_autotune_keys.py).
 _forward_autotuned = triton.autotune(
-    configs=_gemm_configs(), key=["M", "K_GROUP", "REDUCTION", "R", "S", "INPUT_PRECISION"])(
+    configs=_forward_configs(),
+    key=["M", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w",
+         "C_TAP", "R", "S", "TAPS_W", "X_ALIGN", "INPUT_PRECISION"])(
         conv2d_relu_forward_kernel)
 _backward_input_autotuned = triton.autotune(
-    configs=_gemm_configs(),
-    key=["N", "H", "W", "C_GROUP", "K_GROUP", "R", "S", "stride_h", "stride_w",
-         "INPUT_PRECISION"])(
+    configs=_backward_configs(),
+    key=["N", "H", "W", "C_GROUP", "K_GROUP", "GROUPS", "P", "Q", "R", "S", "stride_h",
+         "stride_w", "pad_h", "pad_w", "INPUT_PRECISION"])(
         conv2d_relu_backward_input_kernel)
 # Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
 # same whichever config wins.
+# Which of the weight gradient's GEMM dimensions are whole tiles (at batch 128 the pixels
+# always are, NPQ = 128 P Q; conv2, conv3 and conv5's kernels and conv3's channels too).
+_backward_weight_even = triton.heuristics({
+    "EVEN_M": lambda a: a["K_GROUP"] % a["BLOCK_M"] == 0,
+    "EVEN_N": lambda a: a["C_TAP"] % a["BLOCK_N"] == 0,
+    "EVEN_K": lambda a: a["NPQ"] % a["BLOCK_K"] == 0 and a["CHUNK"] % a["BLOCK_K"] == 0,
+})(conv2d_relu_backward_weight_kernel)
 _backward_weight_autotuned = triton.autotune(
-    configs=_gemm_configs(),
-    key=["NPQ", "K_GROUP", "C_GROUP", "CHUNK", "R", "S", "INPUT_PRECISION"])(
-        conv2d_relu_backward_weight_kernel)
+    configs=_backward_configs(),
+    key=["NPQ", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h",
+         "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_W", "X_ALIGN", "INPUT_PRECISION"])(
+        _backward_weight_even)
 _SPLIT_ALIGN = 128
 
 
@@ -281,6 +420,11 @@ def _kernel_and_blocks(autotuned, kernel, n_gemm: int):
         block_n = max(16, min(128, triton.next_power_of_2(n_gemm)))
         return kernel, {"BLOCK_M": 128, "BLOCK_N": block_n, "BLOCK_K": 128}
     return autotuned, {}
+
+
+def _packed_mask(dtype: torch.dtype) -> bool:
+    """The backward kernels' ReLU mask in packed PTX (bf16 on the GPU; see _relu_gradient)."""
+    return dtype == torch.bfloat16 and not interpreting()
 
 
 def _input_precision(dtype: torch.dtype) -> str:
@@ -304,29 +448,108 @@ def _weight_grad_split(tiles: int, npq: int, device: torch.device) -> int:
     return max(1, min(triton.cdiv(2 * sms, tiles), triton.cdiv(npq, 1024)))
 
 
+# conv1's 3 channels are too few for a channel block: below this many channels per group
+# (groups == 1 only) the input is copied once into a zero-padded NHWC buffer of channels
+# rounded up to 4, where one tap row's S pixels x 4 channels lie contiguously, and that row
+# is the reduction block (11 x 4 = 44 -> 48 for conv1: 11 row taps of 48, not 121 of 16).
+_FOLD_BELOW_CHANNELS = 16
+_FOLD_CHANNELS = 4
+_INT32_LIMIT = 2**31
+
+
+def _alignment(*strides: int) -> int:
+    """The largest power of two <= 16 dividing every stride: how many elements the kernel
+    may assume every row offset is a multiple of (16-byte loads need 8 bf16 or 4 fp32)."""
+    return math.gcd(16, *strides)
+
+
+def _folds(channels: int, groups: int) -> bool:
+    return groups == 1 and channels < _FOLD_BELOW_CHANNELS
+
+
+def _channels_last_input(input: Tensor, r: int, s: int, padding: list[int], groups: int):
+    """(x, TAPS_W, C_TAP, padding, H, W): the input as the channels-last kernels read it.
+
+    The ordinary path: x channels_last (a copy only if it is not already), S taps along w
+    of C_TAP = C / groups channels. The folded path (few channels, one group): x copied once,
+    zero-padded, into [N, H + 2 ph, W', C'] (C' = C rounded up to 4) so that the kernels run
+    with one tap along w over C_TAP = ceil(S x C' / 16) x 16 contiguous (pixel, channel)
+    pairs and no padding; _weight_taps zero-fills the weight to match, so the few pixels
+    read past the receptive field count nothing. Returned as [N, C', H', W'] channels_last.
+    """
+    n, c, h, w = input.shape
+    if not _folds(c, groups):
+        x = input.contiguous(memory_format=torch.channels_last)
+        return x, s, c // groups, padding, h, w
+    c_pixel = triton.cdiv(c, _FOLD_CHANNELS) * _FOLD_CHANNELS
+    c_tap = triton.cdiv(s * c_pixel, 16) * 16
+    extra = triton.cdiv(c_tap - s * c_pixel, c_pixel)  # pixels read past the last tap
+    h_pad = h + 2 * padding[0]
+    w_pad = triton.cdiv(w + 2 * padding[1] + extra, 4) * 4  # rows of 16 elements' multiples
+    x = torch.zeros((n, h_pad, w_pad, c_pixel), dtype=input.dtype, device=input.device)
+    x[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w, :c] = input.permute(0, 2, 3, 1)
+    return x.permute(0, 3, 1, 2), 1, c_tap, [0, 0], h_pad, w_pad
+
+
+def _weight_taps(weight: Tensor, folded: bool, c_tap: int) -> Tensor:
+    """weight [K, C/groups, R, S] as the kernels' [K, R, TAPS_W, C_TAP], channels innermost."""
+    k, c_group, r, s = weight.shape
+    if not folded:
+        return weight.permute(0, 2, 3, 1).contiguous()
+    c_pixel = triton.cdiv(c_group, _FOLD_CHANNELS) * _FOLD_CHANNELS
+    folded = torch.zeros((k, r, c_tap), dtype=weight.dtype, device=weight.device)
+    folded[:, :, :s * c_pixel].view(k, r, s, c_pixel)[..., :c_group] = weight.permute(0, 2, 3, 1)
+    return folded.view(k, r, 1, c_tap)
+
+
+def _unfold_weight_grad(taps: Tensor, weight_size: list[int], folded: bool) -> Tensor:
+    """The inverse of _weight_taps: [K, R, TAPS_W, C_TAP] -> contiguous [K, C/groups, R, S]."""
+    k, c_group, r, s = weight_size
+    if not folded:
+        return taps.permute(0, 3, 1, 2).contiguous()
+    c_pixel = triton.cdiv(c_group, _FOLD_CHANNELS) * _FOLD_CHANNELS
+    rows = taps.reshape(k, r, -1)[:, :, :s * c_pixel].reshape(k, r, s, c_pixel)
+    return rows[..., :c_group].permute(0, 3, 1, 2).contiguous()
+
+
 def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
                         padding: list[int], groups: int) -> Tensor:
-    """relu(conv2d(input, weight, bias, stride, padding, groups)): [N, C, H, W] -> [N, K, P, Q]."""
+    """relu(conv2d(input, weight, bias, stride, padding, groups)): [N, C, H, W] -> [N, K, P, Q].
+
+    Any input layout; the output is channels_last (NHWC memory).
+    """
     n, c, h, w = input.shape
     k, c_group, r, s = weight.shape
     if c != c_group * groups or k % groups:
         raise ValueError(f"conv2d_relu: channels {c}, kernels {k} and groups={groups} disagree")
     p, q = _output_size(h, w, r, s, stride, padding)
-    x = input.contiguous()
-    weight = weight.contiguous()
+    x, taps_w, c_tap, pad, h_x, w_x = _channels_last_input(input, r, s, padding, groups)
+    weight_taps = _weight_taps(weight, _folds(c, groups), c_tap)
     bias = None if bias is None else bias.contiguous()
-    output = torch.empty((n, k, p, q), dtype=input.dtype, device=input.device)  # [N, K, P, Q]
-    m, k_group, reduction = n * p * q, k // groups, c_group * r * s
+    # [N, K, P, Q] with NHWC memory: the kernel's [M, K] rows.
+    output = torch.empty((n, p, q, k), dtype=input.dtype, device=input.device).permute(0, 3, 1, 2)
+    if max(x.numel(), output.numel()) >= _INT32_LIMIT:
+        raise ValueError(f"conv2d_relu: tensors of 2**31 elements or more are not supported "
+                         f"(input {tuple(input.shape)}, output {(n, k, p, q)})")
+    x_stride_n, _, x_stride_h, x_stride_w = x.stride()
+    # Every row offset is n sxn + h sxh + w sxw (+ group C_GROUP); w moves by the stride
+    # alone when each row has a single tap (folded) and pads nothing.
+    w_step = stride[1] * x_stride_w if taps_w == 1 and pad[1] == 0 else x_stride_w
+    x_align = _alignment(x_stride_n, x_stride_h, w_step, c_group if groups > 1 else 0)
+    m, k_group = n * p * q, k // groups
     kernel, blocks = _kernel_and_blocks(_forward_autotuned, conv2d_relu_forward_kernel, k_group)
+    if interpreting():  # the channel block no wider than a tap's channels
+        blocks.update(BLOCK_K=max(16, min(128, triton.next_power_of_2(c_tap))), GROUP_M=8)
 
     def grid(meta):
-        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(k_group, meta["BLOCK_N"]), groups)
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(k_group, meta["BLOCK_N"]), groups)
 
     launchable(kernel)[grid](
-        x, weight, weight if bias is None else bias, output,
-        c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
-        m, k_group, reduction,
-        R=r, S=s, HAS_BIAS=bias is not None,
+        x, weight_taps, weight if bias is None else bias, output,
+        h_x, w_x, k, p, q, stride[0], stride[1], pad[0], pad[1],
+        x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
+        m, k_group, groups,
+        R=r, S=s, TAPS_W=taps_w, X_ALIGN=x_align, HAS_BIAS=bias is not None,
         ACC_DTYPE=accumulator(input.dtype), INPUT_PRECISION=_input_precision(input.dtype),
         **blocks,
     )
@@ -336,32 +559,42 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
 def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tensor,
                                input_size: list[int], stride: list[int], padding: list[int],
                                groups: int) -> Tensor:
-    """The input gradient of conv2d for grad_output * (output > 0): [N, C, H, W]."""
+    """The input gradient of conv2d for grad_output * (output > 0): [N, C, H, W].
+
+    Any layout of grad_output and output (read channels_last); the gradient is channels_last.
+    """
     n, c, h, w = input_size
     k, c_group, r, s = weight.shape
     p, q = _output_size(h, w, r, s, stride, padding)
     if tuple(grad_output.shape) != (n, k, p, q) or output.shape != grad_output.shape:
         raise ValueError(f"conv2d_relu: grad_output {tuple(grad_output.shape)} and output "
                          f"{tuple(output.shape)} must be [N, K, P, Q] = {[n, k, p, q]}")
-    grad_output = grad_output.contiguous()
-    output = output.contiguous()
-    weight = weight.contiguous()
-    grad_input = torch.empty((n, c, h, w), dtype=grad_output.dtype, device=grad_output.device)
+    grad_output = grad_output.contiguous(memory_format=torch.channels_last)  # [N, P, Q, K]
+    output = output.contiguous(memory_format=torch.channels_last)
+    k_group = k // groups
+    # [GROUPS, R, S, C/groups, K/groups]: each tap's [C, K] block, kernels innermost.
+    weight_taps = weight.reshape(groups, k_group, c_group, r, s).permute(0, 3, 4, 2, 1).contiguous()
+    grad_input = torch.empty((n, h, w, c), dtype=grad_output.dtype,
+                             device=grad_output.device).permute(0, 3, 1, 2)
+    if max(grad_output.numel(), grad_input.numel()) >= _INT32_LIMIT:
+        raise ValueError(f"conv2d_relu: tensors of 2**31 elements or more are not supported "
+                         f"(input {tuple(input_size)}, grad_output {(n, k, p, q)})")
     # Phase 0 has the most input pixels: ceil(H / sh) x ceil(W / sw) per image.
-    m, k_group, phases = (n * triton.cdiv(h, stride[0]) * triton.cdiv(w, stride[1]),
-                          k // groups, stride[0] * stride[1])
+    m, phases = n * triton.cdiv(h, stride[0]) * triton.cdiv(w, stride[1]), stride[0] * stride[1]
     kernel, blocks = _kernel_and_blocks(_backward_input_autotuned,
                                         conv2d_relu_backward_input_kernel, c_group)
+    if interpreting():  # the kernel block no wider than a group's kernels
+        blocks["BLOCK_K"] = max(16, min(128, triton.next_power_of_2(k_group)))
 
-    def grid(meta):
-        return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(c_group, meta["BLOCK_N"]),
+    def grid(meta):  # row tiles of phase 0, the largest; smaller phases mask the rest
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(c_group, meta["BLOCK_N"]),
                 groups * phases)
 
     launchable(kernel)[grid](
-        grad_output, output, weight, grad_input,
+        grad_output, output, weight_taps, grad_input,
         n, c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
         c_group, k_group, groups,
-        R=r, S=s,
+        R=r, S=s, PACKED_MASK=_packed_mask(grad_output.dtype),
         ACC_DTYPE=accumulator(grad_output.dtype),
         INPUT_PRECISION=_input_precision(grad_output.dtype),
         **blocks,
@@ -372,52 +605,66 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tens
 def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tensor,
                                 weight_size: list[int], stride: list[int], padding: list[int],
                                 groups: int) -> tuple[Tensor, Tensor]:
-    """The weight and bias gradients for grad_output * (output > 0): ([K, C/groups, R, S], [K])."""
+    """The weight and bias gradients for grad_output * (output > 0): ([K, C/groups, R, S], [K]).
+
+    Any layout of the three tensors (read channels_last); the gradients are contiguous.
+    """
     n, c, h, w = input.shape
     k, c_group, r, s = weight_size
     p, q = _output_size(h, w, r, s, stride, padding)
     if tuple(grad_output.shape) != (n, k, p, q) or output.shape != grad_output.shape:
         raise ValueError(f"conv2d_relu: grad_output {tuple(grad_output.shape)} and output "
                          f"{tuple(output.shape)} must be [N, K, P, Q] = {[n, k, p, q]}")
-    grad_output = grad_output.contiguous()
-    output = output.contiguous()
-    x = input.contiguous()
+    grad_output = grad_output.contiguous(memory_format=torch.channels_last)  # [NPQ, K]
+    output = output.contiguous(memory_format=torch.channels_last)
+    x, taps_w, c_tap, pad, h_x, w_x = _channels_last_input(input, r, s, padding, groups)
     dtype, device = grad_output.dtype, grad_output.device
-    grad_weight = torch.empty((k, c_group, r, s), dtype=dtype, device=device)
-    grad_bias = torch.empty((k,), dtype=dtype, device=device)
-    npq, k_group, crs = n * p * q, k // groups, c_group * r * s
+    npq, k_group = n * p * q, k // groups
+    taps = r * taps_w
 
-    tiles = triton.cdiv(k_group, 128) * triton.cdiv(crs, 128) * groups
+    tiles = triton.cdiv(k_group, 128) * triton.cdiv(c_tap, 128) * taps * groups
     split = _weight_grad_split(tiles, npq, device)
     chunk = triton.cdiv(triton.cdiv(npq, split), _SPLIT_ALIGN) * _SPLIT_ALIGN
     split = triton.cdiv(npq, chunk)
-    if split == 1:
-        weight_partial, bias_partial = grad_weight, grad_bias  # the single split is the sum
-    else:
-        # Every (split, kernel, column) element is written by exactly one program.
+    weight_taps = torch.empty((1, k, r, taps_w, c_tap), dtype=dtype, device=device)
+    bias_partial = torch.empty((split, k), dtype=dtype, device=device)
+    if split > 1:
+        # Every (split, kernel, tap, channel) element is written by exactly one program.
         partial_dtype = accumulation_dtype(dtype)
-        weight_partial = torch.empty((split, k, crs), dtype=partial_dtype, device=device)
+        weight_partial = torch.empty((split, k, r, taps_w, c_tap), dtype=partial_dtype,
+                                     device=device)
         bias_partial = torch.empty((split, k), dtype=partial_dtype, device=device)
-
-    kernel, blocks = _kernel_and_blocks(_backward_weight_autotuned,
-                                        conv2d_relu_backward_weight_kernel, crs)
+    else:
+        weight_partial = weight_taps  # the single split is the sum
+    if max(x.numel(), grad_output.numel(), weight_partial.numel()) >= _INT32_LIMIT:
+        raise ValueError(f"conv2d_relu: tensors of 2**31 elements or more are not supported "
+                         f"(input {tuple(input.shape)}, grad_output {(n, k, p, q)})")
+    x_stride_n, _, x_stride_h, x_stride_w = x.stride()
+    w_step = stride[1] * x_stride_w if taps_w == 1 and pad[1] == 0 else x_stride_w
+    x_align = _alignment(x_stride_n, x_stride_h, w_step, c_group if groups > 1 else 0)
+    kernel, blocks = _kernel_and_blocks(_backward_weight_autotuned, _backward_weight_even,
+                                        c_tap)
 
     def grid(meta):
-        return (triton.cdiv(k_group, meta["BLOCK_M"]), triton.cdiv(crs, meta["BLOCK_N"]),
-                groups * split)
+        tiles_k = triton.cdiv(k_group, meta["BLOCK_M"])
+        # the bias programs, then the GEMM tiles of every tap
+        return (tiles_k * (1 + triton.cdiv(c_tap, meta["BLOCK_N"]) * taps), groups * split)
 
     launchable(kernel)[grid](
         grad_output, output, x, weight_partial, bias_partial,
-        c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
-        npq, k_group, c_group, groups, chunk,
-        R=r, S=s,
+        h_x, w_x, k, p, q, stride[0], stride[1], pad[0], pad[1],
+        x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
+        npq, k_group, groups, chunk,
+        R=r, S=s, TAPS_W=taps_w, X_ALIGN=x_align, PACKED_MASK=_packed_mask(dtype),
         ACC_DTYPE=accumulator(dtype), INPUT_PRECISION=_input_precision(dtype),
         **blocks,
     )
+    grad_bias = bias_partial[0]
     if split > 1:
+        grad_bias = torch.empty((k,), dtype=dtype, device=device)
         block = 4096 if interpreting() else 1024
-        for partial, total in ((weight_partial, grad_weight), (bias_partial, grad_bias)):
+        for partial, total in ((weight_partial, weight_taps[0]), (bias_partial, grad_bias)):
             numel = total.numel()
             launchable(split_sum_kernel)[(triton.cdiv(numel, block),)](
                 partial, total, numel, split, ACC_DTYPE=accumulator(dtype), BLOCK=block)
-    return grad_weight, grad_bias
+    return _unfold_weight_grad(weight_taps[0], weight_size, _folds(c, groups)), grad_bias

@@ -71,6 +71,15 @@ ODD = {
     "2x1-stride3x2": Conv(2, 4, 8, 7, 6, 2, 1, (3, 2), (1, 0), 2),
     "stride4-pad2": Conv(2, 3, 19, 17, 20, 5, 7, (4, 4), (2, 3), 1),
     "kernel-covers-input": Conv(3, 4, 4, 3, 5, 6, 5, (1, 1), (1, 1), 1),
+    # Channels-last blocks: channels per group not a multiple of the channel block (nor of
+    # 8, so no 16-byte rows), with and without groups; the folded few-channel path with
+    # conv1's 11x11 stride-4 kernel on a small image and channels not a multiple of 4.
+    "c20-stride2x1": Conv(2, 20, 6, 7, 12, 3, 3, (2, 1), (1, 1), 1),
+    "groups2-c21": Conv(2, 42, 5, 6, 10, 3, 3, (1, 1), (1, 1), 2),
+    "conv1-like-c5": Conv(2, 5, 19, 18, 9, 11, 11, (4, 4), (2, 2), 1),
+    # 2 x 8 x 8 = 128 output pixels and 16 channels: whole tiles of the interpreter's blocks,
+    # the weight gradient's unmasked (EVEN_K, EVEN_N) path.
+    "whole-tiles": Conv(2, 16, 8, 8, 16, 3, 3, (1, 1), (1, 1), 1),
 }
 SHAPES = {**ALEXNET, **ODD}
 
@@ -191,6 +200,21 @@ def test_strided_input(device, poisoned):
     actual = kernels.conv2d_relu_forward(x.to(memory_format=torch.channels_last), strided_weight,
                                          bias, stride, padding, conv.groups)
     assert_close(actual, expected, 0.0, "output")
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last],
+                         ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("name", ["groups2-c21", "conv1-like-c5"])
+def test_output_is_channels_last(name, memory_format, device, poisoned):
+    """Either input layout gives the same values, written in channels_last (NHWC) memory."""
+    conv = SHAPES[name]
+    x, weight, bias = conv_inputs(conv, torch.float64, device)
+    stride, padding = list(conv.stride), list(conv.padding)
+    expected = reference.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups)
+    actual = kernels.conv2d_relu_forward(x.contiguous(memory_format=memory_format), weight,
+                                         bias, stride, padding, conv.groups)
+    assert actual.is_contiguous(memory_format=torch.channels_last)
+    assert_close(actual, expected, tolerance(torch.float64), "output")
 
 
 @pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
