@@ -88,8 +88,11 @@ def max_pool2d_backward_kernel(grad_y_ptr, argmax_ptr, grad_x_ptr, pixels, C, H,
             at = (((n * OH + oh) * OW + ow) * C)[:, None] + c[None, :]
             window_ok = ok[:, None] & channel_in[None, :]
             winner = tl.load(argmax_ptr + at, mask=window_ok, other=-1).to(tl.int32)
-            routed = window_ok & (winner == (kh * KW + kw)[:, None])
-            grad += tl.load(grad_y_ptr + at, mask=routed, other=0.0).to(ACC)
+            # Loaded under the row's mask, not the winner's: a mask that varies along C
+            # would split the vector loads into scalar ones. The rereads of a window's
+            # grad_y by its other inputs hit the cache.
+            g = tl.load(grad_y_ptr + at, mask=window_ok, other=0.0).to(ACC)
+            grad += tl.where(winner == (kh * KW + kw)[:, None], g, 0.0)
     tl.store(grad_x_ptr + p[:, None] * C + c[None, :], grad.to(grad_x_ptr.dtype.element_ty),
              mask=pixel_in[:, None] & channel_in[None, :])
 
@@ -104,17 +107,23 @@ def output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bo
     return out
 
 
-def _blocks(channels: int) -> tuple[int, int]:
-    """(BLOCK_P, BLOCK_C). On a GPU: 1,024 elements, the channel tile a power of two that
-    divides C where one does (no masked lanes at AlexNet's 96 and 256). Under the
-    interpreter, which costs per op and not per element: one tile across all channels
-    and 32,768 elements, so that few programs run."""
+def _blocks(channels: int, elements: int) -> tuple[int, int]:
+    """(BLOCK_P, BLOCK_C) of a tile of `elements` elements on a GPU, the channel tile a
+    power of two that divides C where one does (no masked lanes at AlexNet's 96 and 256).
+    Under the interpreter, which costs per op and not per element: one tile across all
+    channels and 32,768 elements, so that few programs run."""
     if interpreting():
         block_c = min(256, triton.next_power_of_2(channels))
         return 32768 // block_c, block_c
     lowest_bit = channels & -channels
     block_c = min(64, lowest_bit if lowest_bit >= 8 else triton.next_power_of_2(channels))
-    return 1024 // block_c, block_c
+    return max(1, elements // block_c), block_c
+
+
+# Elements per program (4 warps): 8 per thread in the forward, whose 9 window loads are in
+# flight at once; 16 in the backward, whose per-pixel index arithmetic (three divisions by
+# runtime sizes) then costs half as much per element.
+FORWARD_TILE, BACKWARD_TILE = 1024, 2048
 
 
 def _check_int32(name: str, *tensors: Tensor) -> None:
@@ -161,7 +170,7 @@ def max_pool2d_forward(input: Tensor, kernel_size: list[int], stride: list[int],
                          memory_format=torch.channels_last)
     _check_int32("max_pool2d", x, output)
     if output.numel():
-        block_p, block_c = _blocks(c)
+        block_p, block_c = _blocks(c, FORWARD_TILE)
         grid = (triton.cdiv(n * oh * ow, block_p), triton.cdiv(c, block_c))
         launchable(max_pool2d_forward_kernel)[grid](
             x, output, argmax, n * oh * ow, c, h, w, oh, ow, KH=kh, KW=kw, SH=sh, SW=sw,
@@ -189,7 +198,7 @@ def max_pool2d_backward(grad_output: Tensor, argmax: Tensor, input_size: list[in
                              memory_format=torch.channels_last)
     _check_int32("max_pool2d_backward", grad_input, grad_y)
     if grad_input.numel():
-        block_p, block_c = _blocks(c)
+        block_p, block_c = _blocks(c, BACKWARD_TILE)
         grid = (triton.cdiv(n * h * w, block_p), triton.cdiv(c, block_c))
         launchable(max_pool2d_backward_kernel)[grid](
             grad_y, winners, grad_input, n * h * w, c, h, w, oh, ow,
