@@ -78,6 +78,10 @@ def dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
         raise ValueError("dropout: seed must be a one-element int64 tensor on the input's device")
     if input.numel() >= 2**31:
         raise ValueError(f"dropout: {input.numel()} elements exceed the int32 Philox offsets")
+    # The mask is one of logical flat indices (NCHW order for a 4-D tensor), whatever the
+    # strides; a channels_last input is read in that order and its result returned
+    # channels_last (dropout is not among the channels_last layers, so this costs copies
+    # only for callers that bring one).
     x = input.contiguous()
     y = torch.empty_like(x)
     numel = x.numel()
@@ -85,4 +89,6 @@ def dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
     grid = (triton.cdiv(numel, block),)
     launchable(dropout_kernel)[grid](x, y, seed, numel, float(p), ACC=accumulator(x.dtype),
                                         BLOCK=block)
-    return y
+    channels_last = (input.dim() == 4 and not input.is_contiguous()
+                     and input.is_contiguous(memory_format=torch.channels_last))
+    return y.contiguous(memory_format=torch.channels_last) if channels_last else y

@@ -78,4 +78,7 @@ def dropout_scale(p: float, dtype: torch.dtype) -> Tensor:
 def dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
     keep = keep_mask(seed, p, input.numel(), input.device).reshape(input.shape)
     scaled = (input.to(accumulation_dtype(input.dtype)) * dropout_scale(p, input.dtype)).to(input.dtype)
-    return torch.where(keep, scaled, torch.zeros((), dtype=input.dtype))
+    dropped = torch.where(keep, scaled, torch.zeros((), dtype=input.dtype))
+    channels_last = (input.dim() == 4 and not input.is_contiguous()
+                     and input.is_contiguous(memory_format=torch.channels_last))
+    return dropped.contiguous(memory_format=torch.channels_last) if channels_last else dropped

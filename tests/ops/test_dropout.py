@@ -131,6 +131,20 @@ def test_mask_does_not_depend_on_shape_or_strides(device):
     assert torch.equal(flat, transposed)
 
 
+def test_channels_last_keeps_its_format_and_the_mask_of_its_logical_indices(device, poisoned):
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 16, 5, 3, generator=gen).to(device)
+    seed = _seed(2**32 + 5, device)
+    y = kernels.dropout(x.contiguous(memory_format=torch.channels_last), 0.5, seed)
+    assert poisoned.allocations >= 1
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    assert torch.equal(y, kernels.dropout(x, 0.5, seed))
+    expected = reference.dropout(x.cpu().contiguous(memory_format=torch.channels_last), 0.5,
+                                 seed.cpu())
+    assert expected.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y.cpu(), expected)
+
+
 def test_p_zero_is_identity(device):
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(5000, generator=gen).to(device)
