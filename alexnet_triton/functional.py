@@ -275,31 +275,31 @@ def local_response_norm(input: Tensor, size: int, alpha: float = 1e-4, beta: flo
 
 @triton_op("alexnet_triton::max_pool2d", mutates_args=())
 def _max_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int],
-                ceil_mode: bool) -> Tuple[Tensor, Tensor]:
+                dilation: List[int], ceil_mode: bool) -> Tuple[Tensor, Tensor]:
     ops = _pick(input, max_pool2d_kernels, max_pool2d_reference)
-    return ops.max_pool2d_forward(input, kernel_size, stride, padding, ceil_mode)
+    return ops.max_pool2d_forward(input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
 @triton_op("alexnet_triton::max_pool2d_backward", mutates_args=())
 def _max_pool2d_backward(grad_output: Tensor, argmax: Tensor, input_size: List[int],
                          kernel_size: List[int], stride: List[int], padding: List[int],
-                         ceil_mode: bool) -> Tensor:
+                         dilation: List[int], ceil_mode: bool) -> Tensor:
     ops = _pick(grad_output, max_pool2d_kernels, max_pool2d_reference)
     return ops.max_pool2d_backward(grad_output, argmax, input_size, kernel_size, stride,
-                                   padding, ceil_mode)
+                                   padding, dilation, ceil_mode)
 
 
 def _max_pool2d_setup_context(ctx, inputs, output):
-    input, kernel_size, stride, padding, ceil_mode = inputs
+    input, kernel_size, stride, padding, dilation, ceil_mode = inputs
     _, argmax = output
     ctx.mark_non_differentiable(argmax)
     ctx.save_for_backward(argmax)
-    ctx.pool = (list(input.shape), kernel_size, stride, padding, ceil_mode)
+    ctx.pool = (list(input.shape), kernel_size, stride, padding, dilation, ceil_mode)
 
 
 def _max_pool2d_backward_formula(ctx, grad_output, _grad_argmax):
     (argmax,) = ctx.saved_tensors
-    return _max_pool2d_backward(grad_output, argmax, *ctx.pool), None, None, None, None
+    return _max_pool2d_backward(grad_output, argmax, *ctx.pool), None, None, None, None, None
 
 
 _max_pool2d.register_autograd(_max_pool2d_backward_formula,
@@ -307,13 +307,14 @@ _max_pool2d.register_autograd(_max_pool2d_backward_formula,
 
 
 def _torch_indices(argmax: Tensor, width: int, kernel_size: List[int], stride: List[int],
-                   padding: List[int]) -> Tensor:
+                   padding: List[int], dilation: List[int]) -> Tensor:
     """torch's return_indices (flat h * W + w of each winner, int64) from the int8 argmax."""
     oh, ow = argmax.shape[-2:]
     rows = torch.arange(oh, device=argmax.device)[:, None] * stride[0] - padding[0]
     cols = torch.arange(ow, device=argmax.device)[None, :] * stride[1] - padding[1]
     window = argmax.to(torch.int64)
-    return (rows + window // kernel_size[1]) * width + cols + window % kernel_size[1]
+    return ((rows + window // kernel_size[1] * dilation[0]) * width
+            + cols + window % kernel_size[1] * dilation[1])
 
 
 def max_pool2d(input: Tensor, kernel_size: int | Sequence[int],
@@ -321,7 +322,7 @@ def max_pool2d(input: Tensor, kernel_size: int | Sequence[int],
                dilation: int | Sequence[int] = 1, ceil_mode: bool = False,
                return_indices: bool = False) -> Tensor | Tuple[Tensor, Tensor]:
     """torch.nn.functional.max_pool2d with its signature and defaults (stride=None means the
-    kernel size): -inf padding of at most half the window, floor or ceil mode, input
+    kernel size): -inf padding of at most half the window, dilation, floor or ceil mode, input
     [N, C, H, W] or [C, H, W]; the result keeps the input's memory format (channels_last
     or NCHW). AlexNet's overlapping pool is max_pool2d(x, 3, 2).
 
@@ -329,23 +330,23 @@ def max_pool2d(input: Tensor, kernel_size: int | Sequence[int],
     PyTorch), and the backward gathers from it without atomics, so it is deterministic.
     Ties go to the first position in row-major order, and NaN wins, as in PyTorch.
     ``return_indices=True`` also returns torch's int64 flat indices (computed from the
-    int8 argmax). dilation other than 1 is refused (ValueError).
+    int8 argmax).
     """
     kernel_size = checks.pair(kernel_size, "max_pool2d: kernel_size")
     stride = kernel_size if stride is None else checks.pair(stride, "max_pool2d: stride")
     padding = checks.pair(padding, "max_pool2d: padding")
-    if checks.pair(dilation, "max_pool2d: dilation") != [1, 1]:
-        raise ValueError(f"max_pool2d: dilation={dilation!r} is not implemented (only 1)")
+    dilation = checks.pair(dilation, "max_pool2d: dilation")
     unbatched = isinstance(input, Tensor) and input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
-    checks.max_pool2d(input, kernel_size, stride, padding, ceil_mode)
-    output, argmax = _max_pool2d(input, kernel_size, stride, padding, bool(ceil_mode))
+    checks.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
+    output, argmax = _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
     if unbatched:
         output, argmax = output.squeeze(0), argmax.squeeze(0)
     if not return_indices:
         return output
-    return output, _torch_indices(argmax, input.shape[-1], kernel_size, stride, padding)
+    return output, _torch_indices(argmax, input.shape[-1], kernel_size, stride, padding,
+                                  dilation)
 
 
 # --------------------------------------------------------------------------------------

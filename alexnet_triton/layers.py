@@ -2,7 +2,7 @@
 
 Each subclasses its torch.nn counterpart, so parameter names, shapes, initialization,
 repr and state_dict are exactly torch's; only forward runs the fused kernels. Options
-the kernels do not implement (pool dilation, in-place dropout, ...) raise ValueError.
+the kernels do not implement (in-place dropout, string padding) raise ValueError.
 """
 from __future__ import annotations
 
@@ -78,14 +78,12 @@ class LocalResponseNorm(nn.LocalResponseNorm):
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` with its signature and defaults (stride=None: the kernel size);
-    dilation other than 1 is refused. AlexNet's overlapping pool is ``MaxPool2d(3, 2)``."""
+    """``nn.MaxPool2d`` with its signature and defaults (stride=None: the kernel size).
+    AlexNet's overlapping pool is ``MaxPool2d(3, 2)``."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
                  return_indices: bool = False, ceil_mode: bool = False) -> None:
         super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
-        if checks.pair(self.dilation, "MaxPool2d: dilation") != [1, 1]:
-            raise ValueError(f"MaxPool2d: dilation={dilation!r} is not implemented (only 1)")
 
     def forward(self, input: Tensor):
         return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,

@@ -65,6 +65,10 @@ GRADCHECK_CASES = {
         lambda x: F.max_pool2d(x, 3, 2, padding=1, ceil_mode=True),
         lambda: (_randn(2, 3, 6, 5, seed=18),),
     ),
+    "max_pool2d dilation": (
+        lambda x: F.max_pool2d(x, 2, 2, padding=1, dilation=2, ceil_mode=True),
+        lambda: (_randn(2, 3, 7, 6, seed=21),),
+    ),
     "max_pool2d channels_last": (
         lambda x: F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2),
         lambda: (_randn(2, 3, 7, 5, seed=19),),
@@ -297,7 +301,8 @@ BAD_INPUTS = [
     ("pool int", lambda: F.max_pool2d(torch.ones(1, 1, 5, 5, dtype=torch.uint8), 3), TypeError, "floating-point"),
     ("pool window", lambda: F.max_pool2d(torch.randn(1, 1, 20, 20), 12, 1), ValueError, "int8"),
     ("pool padding", lambda: F.max_pool2d(torch.randn(1, 1, 9, 9), 3, 2, padding=2), ValueError, "at most half"),
-    ("pool dilation", lambda: F.max_pool2d(torch.randn(1, 1, 9, 9), 3, 2, dilation=2), ValueError, "dilation"),
+    ("pool dilation", lambda: F.max_pool2d(torch.randn(1, 1, 9, 9), 3, 2, dilation=0), ValueError, "dilation must be positive"),
+    ("pool dilated too big", lambda: F.max_pool2d(torch.randn(1, 1, 9, 9), 3, 2, dilation=5), ValueError, "larger than"),
     ("pool no kernel", lambda: F.max_pool2d(torch.randn(1, 1, 9, 9)), TypeError, "kernel_size"),
     ("dropout inplace", lambda: F.dropout(_x, 0.5, inplace=True), ValueError, "inplace"),
 ]
@@ -379,7 +384,7 @@ def test_torch_defaults_compute_torch_functions():
                        torch_f.max_pool2d(x, 2, padding=1, ceil_mode=True))
     assert_close(F.local_response_norm(x * 20, 3), torch_f.local_response_norm(x * 20, 3),
                  tolerance(torch.float32), "lrn defaults")
-    ours, indices = F.max_pool2d(x, 3, 2, 1, return_indices=True)
-    theirs, torch_indices = torch_f.max_pool2d(x, 3, 2, 1, return_indices=True)
+    ours, indices = F.max_pool2d(x, 3, 2, 1, 2, return_indices=True)
+    theirs, torch_indices = torch_f.max_pool2d(x, 3, 2, 1, 2, return_indices=True)
     assert torch.equal(ours, theirs) and torch.equal(indices, torch_indices)
     assert torch.equal(F.max_pool2d(x[0], 3, 2), torch_f.max_pool2d(x[0], 3, 2))  # [C, H, W]

@@ -49,8 +49,8 @@ def test_lrn_pool_dropout_modules():
     assert_close(lrn(x), F.local_response_norm(x, 5, 1e-4, 0.75, 2.0, 2), 0.0, "lrn")
     assert layers.MaxPool2d(3, 2)(x).shape == (1, 8, 6, 6)
     assert torch.equal(layers.MaxPool2d(3)(x), nn.MaxPool2d(3)(x))  # stride = kernel size
-    pool = layers.MaxPool2d(3, 2, padding=1, ceil_mode=True)
-    assert torch.equal(pool(x), nn.MaxPool2d(3, 2, padding=1, ceil_mode=True)(x))
+    pool = layers.MaxPool2d(3, 2, padding=1, dilation=2, ceil_mode=True)
+    assert torch.equal(pool(x), nn.MaxPool2d(3, 2, padding=1, dilation=2, ceil_mode=True)(x))
     with_indices = layers.MaxPool2d(2, return_indices=True)(x)
     assert all(torch.equal(a, b) for a, b in zip(with_indices, nn.MaxPool2d(2, return_indices=True)(x)))
     dropout = layers.Dropout(0.5)
@@ -94,7 +94,5 @@ def test_unsupported_options_are_rejected():
         layers.Dropout(1.0)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         layers.LinearReLUDropout(3, 4, p=-1)
-    with pytest.raises(ValueError, match="dilation"):
-        layers.MaxPool2d(3, 2, dilation=2)
     with pytest.raises(ValueError, match="inplace"):
         layers.Dropout(0.5, inplace=True)

@@ -7,28 +7,31 @@ from alexnet_triton.kernels import max_pool2d as kernels
 from alexnet_triton.kernels.reference import max_pool2d as reference
 from helpers import assert_close, skip_bf16_on_cpu, tolerance
 
-# (input [N, C, H, W], kernel_size, stride, padding, ceil_mode): AlexNet's three pools,
+# (input [N, C, H, W], kernel_size, stride, padding, dilation, ceil_mode): AlexNet's three pools,
 # non-overlapping pooling (the paper's ablation), odd shapes off the block size, then
 # padding and ceil mode (Caffe's AlexNet pools in ceil mode): windows cut by the bottom and
 # right edges, -inf padding on every side, a ceil-mode window that would start in the right
-# padding (torch drops it), and channel counts that are not powers of two.
+# padding (torch drops it), channel counts that are not powers of two, and dilation.
 SHAPES = [
-    ((2, 96, 55, 55), [3, 3], [2, 2], [0, 0], False),   # pool1
-    ((2, 256, 27, 27), [3, 3], [2, 2], [0, 0], False),  # pool2
-    ((2, 256, 13, 13), [3, 3], [2, 2], [0, 0], False),  # pool5
-    ((1, 5, 6, 6), [2, 2], [2, 2], [0, 0], False),
-    ((3, 7, 11, 9), [3, 2], [2, 3], [0, 0], False),
-    ((1, 3, 10, 8), [2, 3], [4, 4], [0, 0], False),     # stride larger than the window: gaps
-    ((2, 3, 5, 7), [5, 7], [1, 1], [0, 0], False),      # window as large as the input
-    ((2, 96, 54, 54), [3, 3], [2, 2], [0, 0], True),    # ceil mode: a last window cut short
-    ((2, 12, 10, 11), [3, 3], [2, 2], [1, 1], False),   # padding on every side
-    ((1, 6, 10, 9), [3, 2], [2, 2], [1, 1], True),      # both, on a 3x2 window
-    ((2, 5, 7, 7), [2, 2], [2, 2], [1, 1], True),       # ceil drops a window in the padding
-    ((1, 17, 9, 12), [4, 3], [3, 2], [2, 1], True),
-    ((1, 4, 3, 3), [3, 3], [1, 1], [1, 1], False),      # every window touches the padding
+    ((2, 96, 55, 55), [3, 3], [2, 2], [0, 0], [1, 1], False),   # pool1
+    ((2, 256, 27, 27), [3, 3], [2, 2], [0, 0], [1, 1], False),  # pool2
+    ((2, 256, 13, 13), [3, 3], [2, 2], [0, 0], [1, 1], False),  # pool5
+    ((1, 5, 6, 6), [2, 2], [2, 2], [0, 0], [1, 1], False),
+    ((3, 7, 11, 9), [3, 2], [2, 3], [0, 0], [1, 1], False),
+    ((1, 3, 10, 8), [2, 3], [4, 4], [0, 0], [1, 1], False),     # stride larger than the window
+    ((2, 3, 5, 7), [5, 7], [1, 1], [0, 0], [1, 1], False),      # window as large as the input
+    ((2, 96, 54, 54), [3, 3], [2, 2], [0, 0], [1, 1], True),    # ceil mode: a last window cut short
+    ((2, 12, 10, 11), [3, 3], [2, 2], [1, 1], [1, 1], False),   # padding on every side
+    ((1, 6, 10, 9), [3, 2], [2, 2], [1, 1], [1, 1], True),      # both, on a 3x2 window
+    ((2, 5, 7, 7), [2, 2], [2, 2], [1, 1], [1, 1], True),       # ceil drops a window in the padding
+    ((1, 17, 9, 12), [4, 3], [3, 2], [2, 1], [1, 1], True),
+    ((1, 4, 3, 3), [3, 3], [1, 1], [1, 1], [1, 1], False),      # every window touches the padding
+    ((2, 8, 11, 10), [3, 3], [2, 2], [0, 0], [2, 2], False),    # dilation
+    ((1, 6, 12, 9), [3, 2], [1, 2], [1, 1], [2, 3], True),      # dilation, padding, ceil mode
+    ((1, 3, 9, 9), [2, 3], [3, 1], [1, 0], [3, 2], False),      # dilation wider than the stride
 ]
 SHAPE_IDS = [f"{'x'.join(map(str, shape))}-k{k[0]}x{k[1]}-s{s[0]}x{s[1]}-p{p[0]}x{p[1]}"
-             f"{'-ceil' if ceil else ''}" for shape, k, s, p, ceil in SHAPES]
+             f"-d{d[0]}x{d[1]}{'-ceil' if ceil else ''}" for shape, k, s, p, d, ceil in SHAPES]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -39,11 +42,12 @@ def _is_channels_last(t: torch.Tensor) -> bool:
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape, kernel_size, stride, padding, ceil_mode", SHAPES, ids=SHAPE_IDS)
-def test_forward_and_backward_match_reference(shape, kernel_size, stride, padding, ceil_mode,
-                                              dtype, layout, device, poisoned):
+@pytest.mark.parametrize("shape, kernel_size, stride, padding, dilation, ceil_mode", SHAPES,
+                         ids=SHAPE_IDS)
+def test_forward_and_backward_match_reference(shape, kernel_size, stride, padding, dilation,
+                                              ceil_mode, dtype, layout, device, poisoned):
     skip_bf16_on_cpu(dtype, device)
-    window = (kernel_size, stride, padding, ceil_mode)
+    window = (kernel_size, stride, padding, dilation, ceil_mode)
     gen = torch.Generator().manual_seed(hash((shape, dtype)) % 2**31)
     x = torch.randn(shape, generator=gen, dtype=torch.float64).to(device, dtype)
     x = x.contiguous(memory_format=LAYOUTS[layout])
@@ -74,7 +78,7 @@ def test_windows_of_minus_inf_name_their_first_input_not_the_padding(layout, dev
     x = torch.full((1, 3, 5, 5), float("-inf"))
     x[0, :, 4, 4] = 1.0
     x = x.to(device).contiguous(memory_format=LAYOUTS[layout])
-    window = ([3, 3], [2, 2], [1, 1], True)
+    window = ([3, 3], [2, 2], [1, 1], [1, 1], True)
     output, argmax = kernels.max_pool2d_forward(x, *window)
     expected, expected_argmax = reference.max_pool2d_forward(x.cpu(), *window)
     assert torch.equal(argmax.cpu(), expected_argmax) and torch.equal(output.cpu(), expected)
@@ -119,15 +123,16 @@ def test_strided_input_is_accepted(device, poisoned):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("shape, kernel_size, stride, padding, ceil_mode", SHAPES[2:],
+@pytest.mark.parametrize("shape, kernel_size, stride, padding, dilation, ceil_mode", SHAPES[2:],
                          ids=SHAPE_IDS[2:])
-def test_reference_matches_pytorch(shape, kernel_size, stride, padding, ceil_mode, layout):
-    window = (kernel_size, stride, padding, ceil_mode)
+def test_reference_matches_pytorch(shape, kernel_size, stride, padding, dilation, ceil_mode,
+                                   layout):
+    window = (kernel_size, stride, padding, dilation, ceil_mode)
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(shape, generator=gen, dtype=torch.float64)
     x = x.contiguous(memory_format=LAYOUTS[layout]).requires_grad_()
     output, argmax = reference.max_pool2d_forward(x, *window)
-    torch_output = F.max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode)
+    torch_output = F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode)
     assert torch.equal(output, torch_output)
     grad_output = torch.randn(output.shape, generator=gen, dtype=torch.float64)
     (expected,) = torch.autograd.grad(torch_output, x, grad_output)
@@ -135,10 +140,11 @@ def test_reference_matches_pytorch(shape, kernel_size, stride, padding, ceil_mod
     assert torch.equal(actual, expected)
 
 
-@pytest.mark.parametrize("size, kernel, stride, padding", [
-    (55, 3, 2, 0), (54, 3, 2, 0), (7, 2, 2, 1), (10, 3, 2, 1), (9, 4, 3, 2), (5, 5, 1, 2)])
+@pytest.mark.parametrize("size, kernel, stride, padding, dilation", [
+    (55, 3, 2, 0, 1), (54, 3, 2, 0, 1), (7, 2, 2, 1, 1), (10, 3, 2, 1, 1), (9, 4, 3, 2, 1),
+    (5, 5, 1, 2, 1), (11, 3, 2, 0, 2), (12, 3, 2, 1, 3), (9, 2, 3, 1, 4)])
 @pytest.mark.parametrize("ceil_mode", [False, True])
-def test_output_size_is_torch(size, kernel, stride, padding, ceil_mode):
+def test_output_size_is_torch(size, kernel, stride, padding, dilation, ceil_mode):
     x = torch.zeros(1, 1, size, size)
-    expected = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode).shape[-1]
-    assert kernels.output_size(size, kernel, stride, padding, ceil_mode) == expected
+    expected = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode).shape[-1]
+    assert kernels.output_size(size, kernel, stride, padding, dilation, ceil_mode) == expected
