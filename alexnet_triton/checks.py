@@ -137,19 +137,29 @@ def local_response_norm(input, size: int, alpha: float, beta: float, k: float, g
         raise ValueError(f"local_response_norm: alpha must be non-negative, got {alpha!r}")
 
 
-def max_pool2d(input, kernel_size: list[int], stride: list[int]) -> None:
+def max_pool2d(input, kernel_size: list[int], stride: list[int], padding: list[int],
+               dilation: list[int], ceil_mode: bool) -> None:
     tensor(input, "max_pool2d: input")
-    rank(input, "max_pool2d: input", 4, "[N, C, H, W]")
+    rank(input, "max_pool2d: input", 4, "[N, C, H, W] (or [C, H, W])")
     positive(kernel_size, "max_pool2d: kernel_size")
     positive(stride, "max_pool2d: stride")
+    positive(dilation, "max_pool2d: dilation")
+    if not isinstance(ceil_mode, bool):
+        raise TypeError(f"max_pool2d: ceil_mode must be a bool, got {ceil_mode!r}")
     if kernel_size[0] * kernel_size[1] > 127:
         raise ValueError(
             f"max_pool2d: a {kernel_size[0]}x{kernel_size[1]} window has more positions than "
             "the int8 argmax can name (at most 127)"
         )
-    h, w = input.shape[2:]
-    if kernel_size[0] > h or kernel_size[1] > w:
+    if any(p < 0 or 2 * p > k for p, k in zip(padding, kernel_size)):
         raise ValueError(
-            f"max_pool2d: a {kernel_size[0]}x{kernel_size[1]} window is larger than the "
-            f"{h}x{w} input"
+            f"max_pool2d: padding {padding} must be >= 0 and at most half of the "
+            f"{kernel_size[0]}x{kernel_size[1]} window"
+        )
+    h, w = input.shape[2:]
+    span_h, span_w = ((k - 1) * d + 1 for k, d in zip(kernel_size, dilation))
+    if span_h > h + 2 * padding[0] or span_w > w + 2 * padding[1]:
+        raise ValueError(
+            f"max_pool2d: a {kernel_size[0]}x{kernel_size[1]} window (dilation {dilation}) is "
+            f"larger than the {h}x{w} input with padding {padding}"
         )

@@ -30,7 +30,6 @@ from alexnet_triton.kernels.reference import dropout as dropout_reference
 from alexnet_triton.kernels.reference import linear as linear_reference
 from alexnet_triton.kernels.reference import lrn as lrn_reference
 from alexnet_triton.kernels.reference import max_pool2d as max_pool2d_reference
-from alexnet_triton.paper import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
 __all__ = [
     "conv2d_relu",
@@ -250,9 +249,10 @@ _local_response_norm.register_autograd(_local_response_norm_backward_formula,
                                        setup_context=_local_response_norm_setup_context)
 
 
-def local_response_norm(input: Tensor, size: int = LRN_SIZE, alpha: float = LRN_ALPHA,
-                        beta: float = LRN_BETA, k: float = LRN_K, groups: int = 1) -> Tensor:
-    """Cross-channel local response normalization (AlexNet section 3.3).
+def local_response_norm(input: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0, groups: int = 1) -> Tensor:
+    """Cross-channel local response normalization (AlexNet section 3.3), with torch's
+    signature and defaults (AlexNet's values are paper.LRN: size 5, k=2).
 
     ``b_c = a_c / (k + alpha / size * sum_j a_j ** 2) ** beta`` over the channels
     ``j = c - size // 2 ... c + (size - 1) // 2``; channels outside the tensor contribute
@@ -262,7 +262,8 @@ def local_response_norm(input: Tensor, size: int = LRN_SIZE, alpha: float = LRN_
 
     ``groups`` splits the channels into that many equal blocks and a window never crosses
     a block boundary: with groups=2 each of AlexNet's two GPU columns normalizes only its
-    own maps. The backward recomputes the denominators instead of storing them.
+    own maps. The backward recomputes the denominators instead of storing them. The
+    result keeps the input's memory format (channels_last or NCHW).
     """
     checks.local_response_norm(input, size, alpha, beta, k, groups)
     return _local_response_norm(input, size, float(alpha), float(beta), float(k), groups)
@@ -274,49 +275,79 @@ def local_response_norm(input: Tensor, size: int = LRN_SIZE, alpha: float = LRN_
 
 
 @triton_op("alexnet_triton::max_pool2d", mutates_args=())
-def _max_pool2d(input: Tensor, kernel_size: List[int], stride: List[int]) -> Tuple[Tensor, Tensor]:
+def _max_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int],
+                dilation: List[int], ceil_mode: bool) -> Tuple[Tensor, Tensor]:
     ops = _pick(input, max_pool2d_kernels, max_pool2d_reference)
-    return ops.max_pool2d_forward(input, kernel_size, stride)
+    return ops.max_pool2d_forward(input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
 @triton_op("alexnet_triton::max_pool2d_backward", mutates_args=())
 def _max_pool2d_backward(grad_output: Tensor, argmax: Tensor, input_size: List[int],
-                         kernel_size: List[int], stride: List[int]) -> Tensor:
+                         kernel_size: List[int], stride: List[int], padding: List[int],
+                         dilation: List[int], ceil_mode: bool) -> Tensor:
     ops = _pick(grad_output, max_pool2d_kernels, max_pool2d_reference)
-    return ops.max_pool2d_backward(grad_output, argmax, input_size, kernel_size, stride)
+    return ops.max_pool2d_backward(grad_output, argmax, input_size, kernel_size, stride,
+                                   padding, dilation, ceil_mode)
 
 
 def _max_pool2d_setup_context(ctx, inputs, output):
-    input, kernel_size, stride = inputs
+    input, kernel_size, stride, padding, dilation, ceil_mode = inputs
     _, argmax = output
     ctx.mark_non_differentiable(argmax)
     ctx.save_for_backward(argmax)
-    ctx.pool = (list(input.shape), kernel_size, stride)
+    ctx.pool = (list(input.shape), kernel_size, stride, padding, dilation, ceil_mode)
 
 
 def _max_pool2d_backward_formula(ctx, grad_output, _grad_argmax):
     (argmax,) = ctx.saved_tensors
-    return _max_pool2d_backward(grad_output, argmax, *ctx.pool), None, None
+    return _max_pool2d_backward(grad_output, argmax, *ctx.pool), None, None, None, None, None
 
 
 _max_pool2d.register_autograd(_max_pool2d_backward_formula,
                               setup_context=_max_pool2d_setup_context)
 
 
-def max_pool2d(input: Tensor, kernel_size: int | Sequence[int] = 3,
-               stride: int | Sequence[int] | None = 2) -> Tensor:
-    """Max pooling without padding, floor mode; AlexNet's overlapping 3x3, stride 2 by default.
+def _torch_indices(argmax: Tensor, width: int, kernel_size: List[int], stride: List[int],
+                   padding: List[int], dilation: List[int]) -> Tensor:
+    """torch's return_indices (flat h * W + w of each winner, int64) from the int8 argmax."""
+    oh, ow = argmax.shape[-2:]
+    rows = torch.arange(oh, device=argmax.device)[:, None] * stride[0] - padding[0]
+    cols = torch.arange(ow, device=argmax.device)[None, :] * stride[1] - padding[1]
+    window = argmax.to(torch.int64)
+    return ((rows + window // kernel_size[1] * dilation[0]) * width
+            + cols + window % kernel_size[1] * dilation[1])
+
+
+def max_pool2d(input: Tensor, kernel_size: int | Sequence[int],
+               stride: int | Sequence[int] | None = None, padding: int | Sequence[int] = 0,
+               dilation: int | Sequence[int] = 1, ceil_mode: bool = False,
+               return_indices: bool = False) -> Tensor | Tuple[Tensor, Tensor]:
+    """torch.nn.functional.max_pool2d with its signature and defaults (stride=None means the
+    kernel size): -inf padding of at most half the window, dilation, floor or ceil mode, input
+    [N, C, H, W] or [C, H, W]; the result keeps the input's memory format (channels_last
+    or NCHW). AlexNet's overlapping pool is max_pool2d(x, 3, 2).
 
     The forward stores the winner's position inside its window as int8 (not int64 as
     PyTorch), and the backward gathers from it without atomics, so it is deterministic.
-    Ties go to the first position in row-major order, as in PyTorch. ``stride=None``
-    means ``stride=kernel_size``, as in torch.nn.functional.max_pool2d.
+    Ties go to the first position in row-major order, and NaN wins, as in PyTorch.
+    ``return_indices=True`` also returns torch's int64 flat indices (computed from the
+    int8 argmax).
     """
     kernel_size = checks.pair(kernel_size, "max_pool2d: kernel_size")
     stride = kernel_size if stride is None else checks.pair(stride, "max_pool2d: stride")
-    checks.max_pool2d(input, kernel_size, stride)
-    output, _ = _max_pool2d(input, kernel_size, stride)
-    return output
+    padding = checks.pair(padding, "max_pool2d: padding")
+    dilation = checks.pair(dilation, "max_pool2d: dilation")
+    unbatched = isinstance(input, Tensor) and input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    checks.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
+    output, argmax = _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
+    if unbatched:
+        output, argmax = output.squeeze(0), argmax.squeeze(0)
+    if not return_indices:
+        return output
+    return output, _torch_indices(argmax, input.shape[-1], kernel_size, stride, padding,
+                                  dilation)
 
 
 # --------------------------------------------------------------------------------------
@@ -354,15 +385,18 @@ def _dropout_backward(ctx, grad_output):
 _dropout.register_autograd(_dropout_backward, setup_context=_dropout_setup_context)
 
 
-def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
     """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p).
 
-    The mask comes from Philox on (seed, flat element index), with the seed drawn from
-    the default generator of the input's device; it is regenerated in the backward and
-    never stored. In eval mode or with p=0 the input is returned unchanged.
+    torch's signature and defaults; ``inplace=True`` is refused (ValueError). The mask
+    comes from Philox on (seed, flat element index), with the seed drawn from the default
+    generator of the input's device; it is regenerated in the backward and never stored.
+    In eval mode or with p=0 the input is returned unchanged.
     """
     checks.tensor(input, "dropout: input")
     checks.dropout_p("dropout", p)
+    if inplace:
+        raise ValueError("dropout: inplace=True is not implemented (the result is a new tensor)")
     if not training or p == 0:
         return input
     return _dropout(input, float(p), _dropout_seed(input))

@@ -2,7 +2,7 @@
 
 Each subclasses its torch.nn counterpart, so parameter names, shapes, initialization,
 repr and state_dict are exactly torch's; only forward runs the fused kernels. Options
-the kernels do not implement (dilation, pool padding, ceil mode, ...) raise ValueError.
+the kernels do not implement (in-place dropout, string padding) raise ValueError.
 """
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from alexnet_triton import checks
 from alexnet_triton import functional as F
-from alexnet_triton.paper import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
 __all__ = ["Conv2dReLU", "Linear", "LinearReLU", "LinearReLUDropout", "LocalResponseNorm",
            "MaxPool2d", "Dropout"]
@@ -62,10 +61,11 @@ class LinearReLUDropout(nn.Linear):
 
 
 class LocalResponseNorm(nn.LocalResponseNorm):
-    """``nn.LocalResponseNorm`` with ``groups``: windows never cross a group boundary."""
+    """``nn.LocalResponseNorm`` (its signature and defaults) with ``groups``: windows never
+    cross a group boundary. AlexNet's values are ``LocalResponseNorm(**paper.LRN)``."""
 
-    def __init__(self, size: int = LRN_SIZE, alpha: float = LRN_ALPHA, beta: float = LRN_BETA,
-                 k: float = LRN_K, groups: int = 1) -> None:
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
+                 groups: int = 1) -> None:
         super().__init__(size, alpha, beta, k)
         self.groups = groups
 
@@ -78,21 +78,27 @@ class LocalResponseNorm(nn.LocalResponseNorm):
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` without padding or dilation, floor mode; 3x3 stride 2 by default."""
+    """``nn.MaxPool2d`` with its signature and defaults (stride=None: the kernel size).
+    AlexNet's overlapping pool is ``MaxPool2d(3, 2)``."""
 
-    def __init__(self, kernel_size=3, stride=2) -> None:
-        super().__init__(kernel_size, stride)
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
+                 return_indices: bool = False, ceil_mode: bool = False) -> None:
+        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
 
-    def forward(self, input: Tensor) -> Tensor:
-        return F.max_pool2d(input, self.kernel_size, self.stride)
+    def forward(self, input: Tensor):
+        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            self.ceil_mode, self.return_indices)
 
 
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` with a Philox mask regenerated in the backward instead of stored."""
+    """``nn.Dropout`` with a Philox mask regenerated in the backward instead of stored;
+    ``inplace=True`` is refused."""
 
-    def __init__(self, p: float = 0.5) -> None:
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
         checks.dropout_p("Dropout", p)
-        super().__init__(p)
+        if inplace:
+            raise ValueError("Dropout: inplace=True is not implemented")
+        super().__init__(p, inplace)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.dropout(input, self.p, self.training)

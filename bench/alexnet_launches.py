@@ -16,7 +16,9 @@ CONVS = {  # name: (C, H, kernels K, kernel size R, stride, padding, groups)
     "conv4": (384, 13, 384, 3, 1, 1, 2),
     "conv5": (384, 13, 256, 3, 1, 1, 2),
 }
-LRNS = {"lrn1": (96, 55, 2), "lrn2": (256, 27, 1)}  # name: (C, H, groups)
+# name: (C, H, groups): both LRNs normalise each column apart (groups=2), as
+# alexnet_triton.models.alexnet calls them (COLUMNS).
+LRNS = {"lrn1": (96, 55, 2), "lrn2": (256, 27, 2)}
 POOLS = {"pool1": (96, 55), "pool2": (256, 27), "pool5": (256, 13)}  # name: (C, H)
 FCS = {"fc6": (9216, 4096, True), "fc7": (4096, 4096, True), "fc8": (4096, 1000, False)}
 DROPOUT_P = 0.5
@@ -55,9 +57,10 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
     def empty(*shape, dtype=dtype):
         return torch.empty(shape, dtype=dtype)
 
-    def channels_last(n, c, h, w):
-        """[N, C, H, W] in NHWC memory: the convs' activations between conv1 and pool5."""
-        return empty(n, h, w, c).permute(0, 3, 1, 2)
+    def activation(*shape, dtype=dtype):
+        """A conv1 ... pool5 activation [N, C, H, W]: channels_last memory, as the convs
+        write them and the model feeds LRN and the pools."""
+        return torch.empty(shape, dtype=dtype, memory_format=torch.channels_last)
 
     wanted = set(launch_names(layers))
     calls = {}
@@ -66,11 +69,11 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
             continue
         p = (h + 2 * pad - r) // stride + 1
         # conv1 reads the NCHW images; the later convs the channels_last maps before them.
-        x = empty(batch, c, h, h) if name == "conv1" else channels_last(batch, c, h, h)
+        x = empty(batch, c, h, h) if name == "conv1" else activation(batch, c, h, h)
         w, b = empty(k, c // groups, r, r), empty(k)
         # The output and the gradient of the output: two tensors, so that the bytes a
         # backward moves (bench/sass.py sums its distinct tensors) count both.
-        y, dy = channels_last(batch, k, p, p), channels_last(batch, k, p, p)
+        y, dy = activation(batch, k, p, p), activation(batch, k, p, p)
         conv = ([stride, stride], [pad, pad], groups)
         calls[f"{name}.forward"] = (
             lambda x=x, w=w, b=b, conv=conv: conv2d_relu.conv2d_relu_forward(x, w, b, *conv))
@@ -81,18 +84,20 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
             lambda y=y, dy=dy, x=x, w=w, conv=conv: conv2d_relu.conv2d_relu_backward_weight(
                 dy, y, x, list(w.shape), *conv))
     for name, (c, h, groups) in LRNS.items():
-        a, g = (empty(batch, c, h, h), empty(batch, c, h, h)) if name in layers else (None, None)
+        a, g = ((activation(batch, c, h, h), activation(batch, c, h, h)) if name in layers
+                else (None, None))
         calls[f"{name}.forward"] = (
             lambda a=a, groups=groups: lrn.lrn_forward(a, **LRN, groups=groups))
         calls[f"{name}.backward"] = (
             lambda a=a, g=g, groups=groups: lrn.lrn_backward(g, a, **LRN, groups=groups))
     for name, (c, h) in POOLS.items():
-        x = empty(batch, c, h, h) if name in layers else None
+        x = activation(batch, c, h, h) if name in layers else None
         o = (h - 3) // 2 + 1
         calls[f"{name}.forward"] = lambda x=x: max_pool2d.max_pool2d_forward(x, [3, 3], [2, 2])
         calls[f"{name}.backward"] = (
             lambda x=x, o=o: max_pool2d.max_pool2d_backward(
-                empty(batch, x.shape[1], o, o), empty(batch, x.shape[1], o, o, dtype=torch.int8),
+                activation(batch, x.shape[1], o, o),
+                activation(batch, x.shape[1], o, o, dtype=torch.int8),
                 list(x.shape), [3, 3], [2, 2]))
     seed = torch.zeros(1, dtype=torch.int64)
     for name, (k, n, relu) in FCS.items():

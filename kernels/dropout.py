@@ -1,4 +1,13 @@
-"""Inverted dropout with a Philox mask regenerated from (seed, flat index), never stored."""
+"""Inverted dropout with a Philox mask regenerated from (seed, flat index), never stored.
+
+The mask of flat element i is output ``i % 4`` of Philox4x32-10 on (seed, counter ``i // 4``):
+one Philox call yields the uniforms of four consecutive elements, so the standalone kernel
+draws each of its calls' four outputs (``tl.randint4x``) instead of keeping one of four as
+``tl.rand`` would. ``dropout_keep`` evaluates the same rule for any tile of flat offsets
+(kernels/linear.py's fused fc6/fc7 epilogue calls it on its [BLOCK_M, BLOCK_N] tile), so the
+fused and standalone masks are one definition; kernels/reference/dropout.py draws it bit for
+bit on the CPU.
+"""
 from __future__ import annotations
 
 import torch
@@ -10,13 +19,43 @@ from alexnet_triton.kernels import accumulator, interpreting, launchable
 
 
 @triton.jit
-def dropout_keep(seed, offsets, p):
-    """Whether the elements at these flat offsets survive: U(0, 1) >= p, Philox on (seed, offset).
+def _survives(word, p):
+    """U(0, 1) >= p for one Philox output word, U as tl.rand maps a word to [0, 1).
 
     A GPU launch passes a Python float as float32 and the interpreter as float64; p is
     rounded to float32 here so that both, and the reference, draw the same mask.
     """
-    return tl.rand(seed, offsets) >= tl.cast(p, tl.float32)
+    return tl.uint_to_uniform_float(word) >= tl.cast(p, tl.float32)
+
+
+@triton.jit
+def dropout_keep(seed, offsets, p):
+    """Whether the elements at these flat offsets (int32, >= 0, any shape) survive dropout.
+
+    Element i keeps output i % 4 of Philox(seed, counter i // 4): a pure function of
+    (seed, i, p), whatever tile the caller evaluates it on. A caller that owns all four
+    elements of a counter should draw the four outputs once instead (dropout_kernel).
+    """
+    offsets = offsets.to(tl.int32)
+    r0, r1, r2, r3 = tl.randint4x(seed, offsets >> 2)
+    lane = offsets & 3
+    word = tl.where(lane < 2, tl.where(lane == 0, r0, r1), tl.where(lane == 2, r2, r3))
+    return _survives(word, p)
+
+
+@triton.jit
+def dropout_keep_rows(seed, rows, first_column, N, p, BLOCK_N: tl.constexpr):
+    """dropout_keep(seed, rows[:, None] * N + first_column + arange(BLOCK_N)[None, :], p): the
+    mask of a [len(rows), BLOCK_N] tile of a row-major [M, N] tensor, for N, first_column
+    and BLOCK_N multiples of 4 (the caller's to guarantee), drawing one Philox call per
+    four columns instead of one per element."""
+    quads = first_column // 4 + tl.arange(0, BLOCK_N // 4)
+    counter = (rows[:, None] * (N // 4) + quads[None, :]).to(tl.int32)  # [rows, BLOCK_N / 4]
+    r0, r1, r2, r3 = tl.randint4x(seed, counter)
+    # As in dropout_kernel: [rows, BLOCK_N / 4, 2, 2] with [m, j, b, a] = output 2b + a of
+    # counter j, which flattened is column 4j + 2b + a.
+    words = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), (rows.shape[0], BLOCK_N))
+    return _survives(words, p)
 
 
 @triton.jit
@@ -34,9 +73,15 @@ def dropout_scale(p, ACC: tl.constexpr):
 
 @triton.jit
 def dropout_kernel(x_ptr, y_ptr, seed_ptr, numel, p, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    # One Philox call per four elements: counter j covers elements 4j ... 4j + 3.
+    counter = tl.program_id(0) * (BLOCK // 4) + tl.arange(0, BLOCK // 4)  # [BLOCK / 4]
+    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), counter)
+    # tl.join stacks along a new last axis: [BLOCK / 4, 2, 2] with [j, b, a] = output
+    # 2b + a of counter j, which flattened row-major is element 4j + 2b + a.
+    words = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), (BLOCK,))
+    keep = _survives(words, p)
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     in_bounds = offsets < numel
-    keep = dropout_keep(tl.load(seed_ptr), offsets, p)
     x = tl.load(x_ptr + offsets, mask=in_bounds, other=0.0)
     y = tl.where(keep, x.to(ACC) * dropout_scale(p, ACC), 0.0)
     tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=in_bounds)
@@ -48,6 +93,10 @@ def dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
         raise ValueError("dropout: seed must be a one-element int64 tensor on the input's device")
     if input.numel() >= 2**31:
         raise ValueError(f"dropout: {input.numel()} elements exceed the int32 Philox offsets")
+    # The mask is one of logical flat indices (NCHW order for a 4-D tensor), whatever the
+    # strides; a channels_last input is read in that order and its result returned
+    # channels_last (dropout is not among the channels_last layers, so this costs copies
+    # only for callers that bring one).
     x = input.contiguous()
     y = torch.empty_like(x)
     numel = x.numel()
@@ -55,4 +104,6 @@ def dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
     grid = (triton.cdiv(numel, block),)
     launchable(dropout_kernel)[grid](x, y, seed, numel, float(p), ACC=accumulator(x.dtype),
                                         BLOCK=block)
-    return y
+    channels_last = (input.dim() == 4 and not input.is_contiguous()
+                     and input.is_contiguous(memory_format=torch.channels_last))
+    return y.contiguous(memory_format=torch.channels_last) if channels_last else y

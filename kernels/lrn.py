@@ -2,11 +2,20 @@
 
 ``b_c = a_c / d_c ** beta`` with ``d_c = k + alpha / size * sum_j a_j ** 2`` over the
 channels ``j = c - size // 2 ... c + (size - 1) // 2`` of the same group; channels outside
-the group contribute zero. A program owns a [BLOCK_C channels, BLOCK_HW pixels] tile of one
-image and one group and reads the channel-shifted tiles the window needs; the shifted reads
-overlap the neighbouring tiles, so on a GPU they come from cache and each pass reads its
-inputs from memory about once. The backward recomputes the denominators from the input
-instead of having the forward store them.
+the group contribute zero.
+
+The kernels work on channels_last memory (NHWC with the NCHW shape, torch's
+memory_format=torch.channels_last), where a pixel's channels are contiguous. A program owns
+BLOCK_P pixels (one per thread) and one group, and each thread slides the window along its
+pixel's channels: it reads the group's channels once, CHUNK at a time (16-byte loads for
+bf16), splits each chunk into per-channel registers, and every window sum is then a sum of
+registers, with no load per window position. The channel loop is unrolled (the group's
+size is a compile-time constant), and outputs are written CHUNK channels at a time as soon
+as the window has passed them, so only a window's worth of channels is live.
+
+NCHW inputs are accepted: the launchers convert them to channels_last once and convert the
+result back, so outputs and gradients come back in the input's memory format. The backward
+recomputes the denominators from the input instead of having the forward store them.
 """
 from __future__ import annotations
 
@@ -19,6 +28,8 @@ from torch import Tensor
 
 from alexnet_triton.kernels import accumulation_dtype, interpreting, launchable
 
+CHUNK = 8  # channels per load: 16 bytes of bf16
+
 
 @triton.jit
 def _parameter(hi, lo, ACC: tl.constexpr):
@@ -28,40 +39,63 @@ def _parameter(hi, lo, ACC: tl.constexpr):
 
 
 @triton.jit
-def _load_shifted(slab_ptr, channel, SHIFT: tl.constexpr, channels_per_group, hw, pixel_in, HW,
-                  ACC: tl.constexpr):
-    """The [BLOCK_C, BLOCK_HW] tile of channels channel + SHIFT of one group's slab.
-
-    Channels of the other group (or past the tensor) read as the zero padding. Every read
-    of a shifted tile goes through here, so reads of the same shift are the same
-    expression and the compiler merges them.
-    """
-    shifted = channel + SHIFT
-    shifted_in = (shifted >= 0) & (shifted < channels_per_group)
-    x = tl.load(slab_ptr + shifted[:, None] * HW + hw[None, :],
-                mask=shifted_in[:, None] & pixel_in[None, :], other=0.0)
-    return x.to(ACC)
-
-
-@triton.jit
-def _denominator(a_slab, channel, SHIFT: tl.constexpr, channels_per_group, hw, pixel_in, HW,
-                 alpha_over_size, k, SIZE: tl.constexpr, ACC: tl.constexpr,
-                 BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-    """d_c = k + alpha / size * sum_j a_j^2 for the channels c = channel + SHIFT."""
-    sum_sq = tl.zeros((BLOCK_C, BLOCK_HW), ACC)
-    for p in tl.static_range(SIZE):
-        # j = c - SIZE // 2 ... c + (SIZE - 1) // 2
-        a_j = _load_shifted(a_slab, channel, SHIFT + p - SIZE // 2, channels_per_group, hw,
-                            pixel_in, HW, ACC)
-        sum_sq += a_j * a_j
-    return k + alpha_over_size * sum_sq
+def _load_chunk(ptr, pixel_base, pixel_in, chunk: tl.constexpr, CPG: tl.constexpr,
+                ACC: tl.constexpr):
+    """Channels chunk * 8 ... chunk * 8 + 7 of each pixel's group, as 8 [BLOCK_P] tensors
+    (channel order); channels past the group read as zero."""
+    channel = chunk * 8 + tl.arange(0, 8)
+    x = tl.load(ptr + pixel_base[:, None] + channel[None, :],
+                mask=pixel_in[:, None] & (channel < CPG)[None, :], other=0.0).to(ACC)
+    # [BLOCK_P, 8] -> [BLOCK_P, 2, 2, 2] with channel 4a + 2b + c at [p, a, b, c]; each
+    # split takes the last axis, which lies in the thread's registers.
+    x = tl.reshape(x, (x.shape[0], 2, 2, 2))
+    even, odd = tl.split(x)  # [p, a, b]: channels 4a + 2b, 4a + 2b + 1
+    e0, e1 = tl.split(even)  # [p, a]: 4a, 4a + 2
+    o0, o1 = tl.split(odd)   # 4a + 1, 4a + 3
+    c0, c4 = tl.split(e0)
+    c2, c6 = tl.split(e1)
+    c1, c5 = tl.split(o0)
+    c3, c7 = tl.split(o1)
+    return c0, c1, c2, c3, c4, c5, c6, c7
 
 
 @triton.jit
-def lrn_forward_kernel(a_ptr, b_ptr, C, HW, channels_per_group, groups,
+def _store_chunk(ptr, pixel_base, pixel_in, chunk: tl.constexpr, CPG: tl.constexpr,
+                 c0, c1, c2, c3, c4, c5, c6, c7):
+    """The inverse of _load_chunk: 8 channels' [BLOCK_P] tensors stored as one vector."""
+    even = tl.join(tl.join(c0, c4), tl.join(c2, c6))  # [p, a, b]: channel 4a + 2b
+    odd = tl.join(tl.join(c1, c5), tl.join(c3, c7))
+    x = tl.reshape(tl.join(even, odd), (c0.shape[0], 8))
+    channel = chunk * 8 + tl.arange(0, 8)
+    tl.store(ptr + pixel_base[:, None] + channel[None, :], x.to(ptr.dtype.element_ty),
+             mask=pixel_in[:, None] & (channel < CPG)[None, :])
+
+
+@triton.jit
+def _window_sum(x, c: tl.constexpr, BEFORE: tl.constexpr, AFTER: tl.constexpr,
+                CPG: tl.constexpr, zero):
+    """sum of x[j] for j = c - BEFORE ... c + AFTER inside the group; x a tuple of [BLOCK_P]."""
+    total = zero
+    for o in tl.static_range(BEFORE + AFTER + 1):
+        if c + o - BEFORE >= 0:
+            if c + o - BEFORE < CPG:
+                total = total + x[c + o - BEFORE]
+    return total
+
+
+@triton.jit
+def _pixels(C, pixels, CPG: tl.constexpr, BLOCK_P: tl.constexpr):
+    """(offset of each pixel's group start, in-bounds mask) of this program's pixels."""
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    return p * C + tl.program_id(1) * CPG, p < pixels
+
+
+@triton.jit
+def lrn_forward_kernel(a_ptr, b_ptr, C, pixels,
                        alpha_over_size_hi, alpha_over_size_lo, beta_hi, beta_lo, k_hi, k_lo,
-                       SIZE: tl.constexpr, FP64: tl.constexpr,
-                       BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+                       SIZE: tl.constexpr, CPG: tl.constexpr, FP64: tl.constexpr,
+                       BLOCK_P: tl.constexpr):
+    # a, b [N, H, W, C] in memory, C = groups * CPG; pixels = N * H * W.
     if FP64:
         ACC: tl.constexpr = tl.float64
     else:
@@ -69,31 +103,41 @@ def lrn_forward_kernel(a_ptr, b_ptr, C, HW, channels_per_group, groups,
     alpha_over_size = _parameter(alpha_over_size_hi, alpha_over_size_lo, ACC)
     beta = _parameter(beta_hi, beta_lo, ACC)
     k = _parameter(k_hi, k_lo, ACC)
-    hw = tl.program_id(0) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    channel = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # within the group
-    image_group = tl.program_id(2)
-    image, group = image_group // groups, image_group % groups
-    # Offsets inside one group's slab fit int32 (the launcher checks); the slab's start may not.
-    slab = (image.to(tl.int64) * C + group * channels_per_group) * HW
-    pixel_in = hw < HW
-    d = _denominator(a_ptr + slab, channel, 0, channels_per_group, hw, pixel_in, HW,
-                     alpha_over_size, k, SIZE, ACC, BLOCK_C, BLOCK_HW)  # [BLOCK_C, BLOCK_HW]
-    a = _load_shifted(a_ptr + slab, channel, 0, channels_per_group, hw, pixel_in, HW, ACC)
-    # d >= k > 0, so d^-beta = 2^(-beta * log2(d)).
-    b = a * tl.exp2(-beta * tl.log2(d))
-    channel_in = channel < channels_per_group
-    tl.store(b_ptr + slab + channel[:, None] * HW + hw[None, :], b.to(b_ptr.dtype.element_ty),
-             mask=channel_in[:, None] & pixel_in[None, :])
+    BEFORE: tl.constexpr = SIZE // 2  # the window of c: c - BEFORE ... c + AFTER
+    AFTER: tl.constexpr = (SIZE - 1) // 2
+    CHUNKS: tl.constexpr = (CPG + 7) // 8
+    LAG: tl.constexpr = (AFTER + 7) // 8  # chunks read ahead of the one written
+    base, pixel_in = _pixels(C, pixels, CPG, BLOCK_P)
+    zero = tl.zeros((BLOCK_P,), ACC)
+    a = ()
+    squares = ()
+    for step in tl.static_range(CHUNKS + LAG):
+        if step < CHUNKS:
+            chunk = _load_chunk(a_ptr, base, pixel_in, step, CPG, ACC)
+            a = a + chunk
+            for i in tl.static_range(8):
+                squares = squares + (chunk[i] * chunk[i],)
+        if step >= LAG:
+            # Written: chunk step - LAG. (Constexpr names cannot be rebound in an unrolled
+            # loop, so the channel indices are written out.)
+            b = ()
+            for i in tl.static_range(8):
+                d = k + alpha_over_size * _window_sum(squares, (step - LAG) * 8 + i, BEFORE,
+                                                      AFTER, CPG, zero)
+                # d >= k > 0, so d^-beta = 2^(-beta * log2(d)).
+                b = b + (a[(step - LAG) * 8 + i] * tl.exp2(-beta * tl.log2(d)),)
+            _store_chunk(b_ptr, base, pixel_in, step - LAG, CPG, b[0], b[1], b[2], b[3], b[4],
+                         b[5], b[6], b[7])
 
 
 @triton.jit
-def lrn_backward_kernel(g_ptr, a_ptr, grad_a_ptr, C, HW, channels_per_group, groups,
+def lrn_backward_kernel(g_ptr, a_ptr, grad_a_ptr, C, pixels,
                         alpha_over_size_hi, alpha_over_size_lo, beta_hi, beta_lo, k_hi, k_lo,
-                        SIZE: tl.constexpr, FP64: tl.constexpr,
-                        BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+                        SIZE: tl.constexpr, CPG: tl.constexpr, FP64: tl.constexpr,
+                        BLOCK_P: tl.constexpr):
     # grad_a_i = g_i * d_i^-beta
     #          - 2 * alpha * beta / size * a_i * sum_{c : i in window(c)} g_c * a_c * d_c^(-beta-1)
-    # and i is in the window of c = i - (SIZE - 1) // 2 ... i + SIZE // 2.
+    # and i is in the window of c = i - AFTER ... i + BEFORE. g, a, grad_a [N, H, W, C].
     if FP64:
         ACC: tl.constexpr = tl.float64
     else:
@@ -101,59 +145,50 @@ def lrn_backward_kernel(g_ptr, a_ptr, grad_a_ptr, C, HW, channels_per_group, gro
     alpha_over_size = _parameter(alpha_over_size_hi, alpha_over_size_lo, ACC)
     beta = _parameter(beta_hi, beta_lo, ACC)
     k = _parameter(k_hi, k_lo, ACC)
-    hw = tl.program_id(0) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    channel = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # i, within the group
-    image_group = tl.program_id(2)
-    image, group = image_group // groups, image_group % groups
-    slab = (image.to(tl.int64) * C + group * channels_per_group) * HW
-    pixel_in = hw < HW
-    a_slab = a_ptr + slab
-    g_slab = g_ptr + slab
+    BEFORE: tl.constexpr = SIZE // 2
+    AFTER: tl.constexpr = (SIZE - 1) // 2
+    CHUNKS: tl.constexpr = (CPG + 7) // 8
+    # d_c (and t_c) of a chunk needs a up to AFTER channels past it; grad_a of a chunk
+    # needs t_c up to BEFORE channels past it.
+    LAG_T: tl.constexpr = (AFTER + 7) // 8
+    LAG_GRAD: tl.constexpr = LAG_T + (BEFORE + 7) // 8
+    base, pixel_in = _pixels(C, pixels, CPG, BLOCK_P)
+    zero = tl.zeros((BLOCK_P,), ACC)
+    a = ()
+    g = ()
+    squares = ()
+    t = ()  # g_c * a_c * d_c^(-beta-1)
+    d_pow = ()  # d_c^-beta
+    for step in tl.static_range(CHUNKS + LAG_GRAD):
+        if step < CHUNKS:
+            a_chunk = _load_chunk(a_ptr, base, pixel_in, step, CPG, ACC)
+            a = a + a_chunk
+            g = g + _load_chunk(g_ptr, base, pixel_in, step, CPG, ACC)
+            for i in tl.static_range(8):
+                squares = squares + (a_chunk[i] * a_chunk[i],)
+        if step >= LAG_T:
+            if step - LAG_T < CHUNKS:
+                for i in tl.static_range(8):  # channel c = (step - LAG_T) * 8 + i
+                    d = k + alpha_over_size * _window_sum(squares, (step - LAG_T) * 8 + i,
+                                                          BEFORE, AFTER, CPG, zero)
+                    d_c_pow = tl.exp2((-beta - 1.0) * tl.log2(d))  # d_c^(-beta-1)
+                    t = t + (g[(step - LAG_T) * 8 + i] * a[(step - LAG_T) * 8 + i] * d_c_pow,)
+                    d_pow = d_pow + (d * d_c_pow,)
+        if step >= LAG_GRAD:
+            grad = ()
+            for i in tl.static_range(8):  # channel i' = (step - LAG_GRAD) * 8 + i
+                neighbours = _window_sum(t, (step - LAG_GRAD) * 8 + i, AFTER, BEFORE, CPG, zero)
+                grad = grad + (g[(step - LAG_GRAD) * 8 + i] * d_pow[(step - LAG_GRAD) * 8 + i]
+                               - (2.0 * alpha_over_size * beta) * a[(step - LAG_GRAD) * 8 + i]
+                               * neighbours,)
+            _store_chunk(grad_a_ptr, base, pixel_in, step - LAG_GRAD, CPG, grad[0], grad[1],
+                         grad[2], grad[3], grad[4], grad[5], grad[6], grad[7])
 
-    neighbours = tl.zeros((BLOCK_C, BLOCK_HW), ACC)
-    # The c == i terms, taken from the loop (names made in a static loop do not outlive it).
-    g_i = tl.zeros((BLOCK_C, BLOCK_HW), ACC)
-    a_i = tl.zeros((BLOCK_C, BLOCK_HW), ACC)
-    d_i_pow = tl.zeros((BLOCK_C, BLOCK_HW), ACC)
-    for o in tl.static_range(SIZE):
-        shift = o - (SIZE - 1) // 2  # c = i + shift
-        # Outside the group g_c = a_c = 0, so such a c adds nothing. The d_c windows of
-        # neighbouring c overlap: their reads of a are merged into 2 * SIZE - 1 shifts.
-        g_c = _load_shifted(g_slab, channel, shift, channels_per_group, hw, pixel_in, HW, ACC)
-        a_c = _load_shifted(a_slab, channel, shift, channels_per_group, hw, pixel_in, HW, ACC)
-        d_c = _denominator(a_slab, channel, shift, channels_per_group, hw, pixel_in, HW,
-                           alpha_over_size, k, SIZE, ACC, BLOCK_C, BLOCK_HW)
-        d_c_pow = tl.exp2((-beta - 1.0) * tl.log2(d_c))  # d_c^(-beta-1)
-        neighbours += g_c * a_c * d_c_pow
-        if shift == 0:  # c == i
-            g_i = g_c
-            a_i = a_c
-            d_i_pow = d_c * d_c_pow  # d_i^-beta
-    grad_a = g_i * d_i_pow - (2.0 * alpha_over_size * beta) * a_i * neighbours
-    channel_in = channel < channels_per_group
-    tl.store(grad_a_ptr + slab + channel[:, None] * HW + hw[None, :],
-             grad_a.to(grad_a_ptr.dtype.element_ty),
-             mask=channel_in[:, None] & pixel_in[None, :])
 
-
-def _configs(blocks):
-    return [triton.Config({"BLOCK_C": c, "BLOCK_HW": hw}, num_warps=w) for c, hw, w in blocks]
-
-
-# Hopper: the shifted reads of a tile and its neighbours stay in L1/L2, so modest tiles with
-# many programs in flight keep HBM busy. Pixels run along the contiguous axis (coalesced);
-# the backward holds more live tiles (3 * SIZE - 1 reads, SIZE denominators), so smaller ones.
-lrn_forward_autotuned = triton.autotune(
-    configs=_configs([(8, 256, 4), (16, 128, 4), (16, 256, 8), (32, 128, 8)]),
-    key=["channels_per_group", "HW", "SIZE"],
-)(lrn_forward_kernel)
-lrn_backward_autotuned = triton.autotune(
-    configs=_configs([(4, 256, 4), (8, 128, 4), (8, 256, 8), (16, 128, 8)]),
-    key=["channels_per_group", "HW", "SIZE"],
-)(lrn_backward_kernel)
-
-# Under the interpreter a program costs per op, not per element: few, big tiles.
-_INTERPRETER_BLOCKS = {"BLOCK_C": 64, "BLOCK_HW": 1024}
+# One pixel per thread, 4 warps: the unrolled channel loop keeps a window of a pixel's
+# channels in registers. Under the interpreter a program costs per op, not per element.
+_BLOCK_P = 128
+_INTERPRETER_BLOCK_P = 4096
 
 
 def _check(name: str, input: Tensor, size: int, groups: int) -> None:
@@ -162,11 +197,11 @@ def _check(name: str, input: Tensor, size: int, groups: int) -> None:
     channels = input.shape[1]
     if size < 1 or groups < 1 or channels % groups:
         raise ValueError(f"{name}: size={size}, groups={groups} do not fit {channels} channels")
-    if channels // groups * input.shape[2] * input.shape[3] >= 2**31:
-        raise ValueError(f"{name}: one group's channels exceed the int32 offsets")
-    if input.shape[0] * groups > 65535:
-        raise ValueError(f"{name}: {input.shape[0]} images x {groups} groups exceed the grid's "
-                         "third dimension (65535)")
+    if input.numel() >= 2**31:
+        raise ValueError(f"{name}: {input.numel()} elements exceed the kernels' int32 offsets")
+    if channels // groups > 1024:
+        raise ValueError(f"{name}: {channels // groups} channels per group exceed the 1,024 "
+                         "the unrolled channel loop is built for")
 
 
 def _split(x: float) -> tuple[float, float]:
@@ -175,48 +210,46 @@ def _split(x: float) -> tuple[float, float]:
     return hi, x - hi
 
 
-def _launch(kernel, autotuned, tensors, input: Tensor, size: int, alpha: float, beta: float,
-            k: float, groups: int) -> None:
-    n, channels, h, w = input.shape
-    channels_per_group, hw = channels // groups, h * w
-    args = (*tensors, channels, hw, channels_per_group, groups,
-            *_split(alpha / size), *_split(beta), *_split(k))
-    fp64 = accumulation_dtype(input.dtype) == torch.float64
-    if interpreting():
-        blocks = _INTERPRETER_BLOCKS
-        grid = (triton.cdiv(hw, blocks["BLOCK_HW"]),
-                triton.cdiv(channels_per_group, blocks["BLOCK_C"]), n * groups)
-        launchable(kernel)[grid](*args, SIZE=size, FP64=fp64, **blocks)
-    else:
-        def grid(meta):
-            return (triton.cdiv(hw, meta["BLOCK_HW"]),
-                    triton.cdiv(channels_per_group, meta["BLOCK_C"]), n * groups)
+def _is_channels_last(t: Tensor) -> bool:
+    """Whether t's results should be channels_last: it is, and not also NCHW-contiguous
+    (with C == 1 or H == W == 1 both hold, and NCHW is the answer that is both)."""
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
-        launchable(autotuned)[grid](*args, SIZE=size, FP64=fp64)
+
+def _launch(kernel, tensors, input: Tensor, size: int, alpha: float, beta: float, k: float,
+            groups: int) -> None:
+    n, channels, h, w = input.shape
+    block_p = _INTERPRETER_BLOCK_P if interpreting() else _BLOCK_P
+    grid = (triton.cdiv(n * h * w, block_p), groups)
+    launchable(kernel)[grid](
+        *tensors, channels, n * h * w, *_split(alpha / size), *_split(beta), *_split(k),
+        SIZE=size, CPG=channels // groups, FP64=accumulation_dtype(input.dtype) == torch.float64,
+        BLOCK_P=block_p, num_warps=4)
 
 
 def lrn_forward(input: Tensor, size: int, alpha: float, beta: float, k: float,
                 groups: int) -> Tensor:
-    """b = a / (k + alpha / size * windowed sum of a^2) ** beta; input [N, C, H, W]."""
+    """b = a / (k + alpha / size * windowed sum of a^2) ** beta; input [N, C, H, W], the
+    result in the input's memory format."""
     _check("lrn_forward", input, size, groups)
-    a = input.contiguous()
+    a = input.contiguous(memory_format=torch.channels_last)
     b = torch.empty_like(a)
     if a.numel():
-        _launch(lrn_forward_kernel, lrn_forward_autotuned, (a, b), a, size, alpha, beta, k, groups)
-    return b
+        _launch(lrn_forward_kernel, (a, b), a, size, alpha, beta, k, groups)
+    return b if _is_channels_last(input) else b.contiguous()
 
 
 def lrn_backward(grad_output: Tensor, input: Tensor, size: int, alpha: float, beta: float, k: float,
                  groups: int) -> Tensor:
-    """grad_input [N, C, H, W] of lrn_forward, recomputing the denominators from input."""
+    """grad_input [N, C, H, W] of lrn_forward in the input's memory format, recomputing the
+    denominators from input."""
     _check("lrn_backward", input, size, groups)
     if grad_output.shape != input.shape:
         raise ValueError(f"lrn_backward: grad_output shape {tuple(grad_output.shape)} != "
                          f"input shape {tuple(input.shape)}")
-    g = grad_output.contiguous()
-    a = input.contiguous()
+    g = grad_output.contiguous(memory_format=torch.channels_last)
+    a = input.contiguous(memory_format=torch.channels_last)
     grad_a = torch.empty_like(a)
     if a.numel():
-        _launch(lrn_backward_kernel, lrn_backward_autotuned, (g, a, grad_a), a, size, alpha, beta,
-                k, groups)
-    return grad_a
+        _launch(lrn_backward_kernel, (g, a, grad_a), a, size, alpha, beta, k, groups)
+    return grad_a if _is_channels_last(input) else grad_a.contiguous()

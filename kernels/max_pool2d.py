@@ -1,4 +1,15 @@
-"""Max pooling (no padding, floor mode) with an int8 argmax and an atomic-free backward."""
+"""Max pooling (-inf padding, dilation, floor or ceil mode) with an int8 argmax and an atomic-free
+backward.
+
+The kernels work on channels_last memory (NHWC with the NCHW shape, torch's
+memory_format=torch.channels_last): a program owns a [BLOCK_P pixels, BLOCK_C channels] tile,
+the channel axis contiguous, so every load and store of a window tap moves whole vectors
+along C (16 bytes), and the pixel coordinates are decomposed once per tile row, in int32.
+The launchers take either layout: an NCHW-contiguous input is converted to channels_last
+once and its results converted back, so outputs (and gradients) come back in the input's
+memory format. The argmax is stored in that format too and tells the backward which one
+the forward's input had.
+"""
 from __future__ import annotations
 
 import torch
@@ -10,98 +21,222 @@ from alexnet_triton.kernels import accumulator, interpreting, launchable
 
 
 @triton.jit
-def max_pool2d_forward_kernel(x_ptr, y_ptr, argmax_ptr, numel, H, W, OH, OW,
+def max_pool2d_forward_kernel(x_ptr, y_ptr, argmax_ptr, pixels, C, H, W, OH, OW,
                               KH: tl.constexpr, KW: tl.constexpr,
-                              SH: tl.constexpr, SW: tl.constexpr, BLOCK: tl.constexpr):
-    # One lane per output element of the flattened [N * C, OH, OW] grid.
-    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    in_bounds = offsets < numel
-    ow = offsets % OW
-    oh = (offsets // OW) % OH
-    plane = offsets // (OW * OH)
-    window = x_ptr + plane * H * W + (oh * SH) * W + ow * SW
+                              SH: tl.constexpr, SW: tl.constexpr,
+                              PH: tl.constexpr, PW: tl.constexpr,
+                              DH: tl.constexpr, DW: tl.constexpr,
+                              BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    # x [N, H, W, C], y and argmax [N, OH, OW, C] in memory; pixels = N * OH * OW.
+    # Tap (kh, kw) of a window reads input (h0 + kh * DH, w0 + kw * DW).
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # output pixel (n, oh, ow)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    pixel_in = p < pixels
+    channel_in = c < C
+    ow = p % OW
+    oh = (p // OW) % OH
+    n = p // (OW * OH)
+    h0 = oh * SH - PH  # the window's top-left corner, maybe in the padding
+    w0 = ow * SW - PW
+    corner = ((n * H + h0) * W + w0) * C  # [BLOCK_P], int32 (the launcher checks)
     # Compared in the input's own dtype: a max needs no rounding.
-    best = tl.full((BLOCK,), float("-inf"), y_ptr.dtype.element_ty)
-    best_at = tl.zeros((BLOCK,), tl.int32)
+    best = tl.full((BLOCK_P, BLOCK_C), float("-inf"), x_ptr.dtype.element_ty)
+    # Padding is -inf and never wins; a window of -inf inputs names its first tap inside
+    # the input, as PyTorch does (its argmax starts at the clipped window's corner).
+    first = ((tl.maximum(-h0, 0) + DH - 1) // DH) * KW + (tl.maximum(-w0, 0) + DW - 1) // DW
+    best_at = tl.zeros((BLOCK_P, BLOCK_C), tl.int32) + first[:, None]
     for kh in tl.static_range(KH):
+        row_ok = pixel_in & (h0 + kh * DH >= 0) & (h0 + kh * DH < H)
         for kw in tl.static_range(KW):
-            value = tl.load(window + kh * W + kw, mask=in_bounds, other=float("-inf"))
+            ok = row_ok & (w0 + kw * DW >= 0) & (w0 + kw * DW < W)
+            tap = corner + (kh * DH * W + kw * DW) * C
+            value = tl.load(x_ptr + tap[:, None] + c[None, :],
+                            mask=ok[:, None] & channel_in[None, :], other=float("-inf"))
             # Strictly greater keeps the first maximum in row-major order on ties, and a
             # NaN wins, as in PyTorch.
             take = (value > best) | (value != value)
             best = tl.where(take, value, best)
             best_at = tl.where(take, kh * KW + kw, best_at)
-    tl.store(y_ptr + offsets, best.to(y_ptr.dtype.element_ty), mask=in_bounds)
-    tl.store(argmax_ptr + offsets, best_at.to(tl.int8), mask=in_bounds)
+    at = p[:, None] * C + c[None, :]
+    out = pixel_in[:, None] & channel_in[None, :]
+    tl.store(y_ptr + at, best.to(y_ptr.dtype.element_ty), mask=out)
+    tl.store(argmax_ptr + at, best_at.to(tl.int8), mask=out)
 
 
 @triton.jit
-def max_pool2d_backward_kernel(grad_y_ptr, argmax_ptr, grad_x_ptr, numel, H, W, OH, OW,
+def _routed(grad_y_ptr, argmax_ptr, n, oh, ow, tap, ok, c, channel_in, C, OH, OW,
+            ACC: tl.constexpr):
+    """grad_y of window (n, oh, ow) where its winner is this tap (tap: [BLOCK_P, 1] or a
+    constant), else 0; [BLOCK_P, BLOCK_C]."""
+    at = (((n * OH + oh) * OW + ow) * C)[:, None] + c[None, :]
+    window_ok = ok[:, None] & channel_in[None, :]
+    winner = tl.load(argmax_ptr + at, mask=window_ok, other=-1).to(tl.int32)
+    # Loaded under the row's mask, not the winner's: a mask that varies along C would
+    # split the vector loads into scalar ones. The rereads of a window's grad_y by its
+    # other inputs hit the cache.
+    g = tl.load(grad_y_ptr + at, mask=window_ok, other=0.0).to(ACC)
+    return tl.where(winner == tap, g, 0.0)
+
+
+@triton.jit
+def max_pool2d_backward_kernel(grad_y_ptr, argmax_ptr, grad_x_ptr, pixels, C, H, W, OH, OW,
                                KH: tl.constexpr, KW: tl.constexpr,
-                               SH: tl.constexpr, SW: tl.constexpr, ACC: tl.constexpr,
-                               BLOCK: tl.constexpr):
-    # One lane per input element: it gathers from the (at most ceil(K/S) per axis) windows
-    # that contain it, so no two lanes write the same place and no atomics are needed.
-    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    in_bounds = offsets < numel
-    w = offsets % W
-    h = (offsets // W) % H
-    plane = offsets // (W * H)
-    grad = tl.zeros((BLOCK,), ACC)
-    for i in tl.static_range((KH + SH - 1) // SH):
-        oh = h // SH - i
-        kh = h - oh * SH
-        row_ok = (oh >= 0) & (oh < OH) & (kh < KH)
-        for j in tl.static_range((KW + SW - 1) // SW):
-            ow = w // SW - j
-            kw = w - ow * SW
-            ok = in_bounds & row_ok & (ow >= 0) & (ow < OW) & (kw < KW)
-            at = plane * OH * OW + oh * OW + ow
-            winner = tl.load(argmax_ptr + at, mask=ok, other=-1).to(tl.int32)
-            routed = ok & (winner == kh * KW + kw)
-            grad += tl.load(grad_y_ptr + at, mask=routed, other=0.0).to(ACC)
-    tl.store(grad_x_ptr + offsets, grad.to(grad_x_ptr.dtype.element_ty), mask=in_bounds)
+                               SH: tl.constexpr, SW: tl.constexpr,
+                               PH: tl.constexpr, PW: tl.constexpr,
+                               DH: tl.constexpr, DW: tl.constexpr, ACC: tl.constexpr,
+                               BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    # One lane per input element: it gathers from the windows that contain it (at most
+    # ceil(K/S) per axis without dilation; with it, the taps whose window starts on the
+    # stride), so no two lanes write the same place and no atomics are needed.
+    # grad_y, argmax [N, OH, OW, C] and grad_x [N, H, W, C] in memory; pixels = N * H * W.
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # input pixel (n, h, w)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    pixel_in = p < pixels
+    channel_in = c < C
+    w = p % W + PW  # in the padded input's coordinates, >= 0
+    h = (p // W) % H + PH
+    n = p // (W * H)
+    grad = tl.zeros((BLOCK_P, BLOCK_C), ACC)
+    if DH == 1 and DW == 1:
+        for i in tl.static_range((KH + SH - 1) // SH):
+            oh = h // SH - i
+            kh = h - oh * SH
+            row_ok = pixel_in & (oh >= 0) & (oh < OH) & (kh < KH)
+            for j in tl.static_range((KW + SW - 1) // SW):
+                ow = w // SW - j
+                kw = w - ow * SW
+                ok = row_ok & (ow >= 0) & (ow < OW) & (kw < KW)
+                grad += _routed(grad_y_ptr, argmax_ptr, n, oh, ow, (kh * KW + kw)[:, None], ok,
+                                c, channel_in, C, OH, OW, ACC)
+    else:
+        for kh in tl.static_range(KH):
+            # The window whose tap kh is this row starts at h - kh * DH, if on the stride.
+            start_h = h - kh * DH
+            oh = start_h // SH
+            row_ok = pixel_in & (start_h >= 0) & (start_h % SH == 0) & (oh < OH)
+            for kw in tl.static_range(KW):
+                start_w = w - kw * DW
+                ow = start_w // SW
+                ok = row_ok & (start_w >= 0) & (start_w % SW == 0) & (ow < OW)
+                grad += _routed(grad_y_ptr, argmax_ptr, n, oh, ow, kh * KW + kw, ok, c,
+                                channel_in, C, OH, OW, ACC)
+    tl.store(grad_x_ptr + p[:, None] * C + c[None, :], grad.to(grad_x_ptr.dtype.element_ty),
+             mask=pixel_in[:, None] & channel_in[None, :])
 
 
-def _block() -> int:
-    return 4096 if interpreting() else 1024
+def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
+                ceil_mode: bool) -> int:
+    """torch's pooled length: floor or ceil of (size + 2 * padding - dilation * (kernel - 1)
+    - 1) / stride, plus one; in ceil mode the last window must start inside the input or its
+    left padding."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
 
 
-def max_pool2d_forward(input: Tensor, kernel_size: list[int], stride: list[int]) -> tuple[Tensor, Tensor]:
-    """input [N, C, H, W] -> (output [N, C, OH, OW], argmax int8 [N, C, OH, OW]).
+def _blocks(channels: int, elements: int) -> tuple[int, int]:
+    """(BLOCK_P, BLOCK_C) of a tile of `elements` elements on a GPU, the channel tile a
+    power of two that divides C where one does (no masked lanes at AlexNet's 96 and 256).
+    Under the interpreter, which costs per op and not per element: one tile across all
+    channels and 32,768 elements, so that few programs run."""
+    if interpreting():
+        block_c = min(256, triton.next_power_of_2(channels))
+        return 32768 // block_c, block_c
+    lowest_bit = channels & -channels
+    block_c = min(64, lowest_bit if lowest_bit >= 8 else triton.next_power_of_2(channels))
+    return max(1, elements // block_c), block_c
 
-    argmax is the winner's position inside its window, kh * KW + kw.
+
+# Elements per program (4 warps): 8 per thread in the forward, whose 9 window loads are in
+# flight at once; 16 in the backward, whose per-pixel index arithmetic (three divisions by
+# runtime sizes) then costs half as much per element.
+FORWARD_TILE, BACKWARD_TILE = 1024, 2048
+
+
+def _check_int32(name: str, *tensors: Tensor) -> None:
+    for t in tensors:
+        if t.numel() >= 2**31:
+            raise ValueError(f"{name}: {t.numel()} elements exceed the kernels' int32 offsets")
+
+
+def _is_channels_last(t: Tensor) -> bool:
+    """Whether t's results should be channels_last: it is, and not also NCHW-contiguous
+    (with C == 1 or H == W == 1 both hold, and NCHW is the answer that is both)."""
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _in_format(t: Tensor, channels_last: bool) -> Tensor:
+    return t if channels_last else t.contiguous()
+
+
+def max_pool2d_forward(input: Tensor, kernel_size: list[int], stride: list[int],
+                       padding: list[int] = (0, 0), dilation: list[int] = (1, 1),
+                       ceil_mode: bool = False) -> tuple[Tensor, Tensor]:
+    """input [N, C, H, W] -> (output [N, C, OH, OW], argmax int8 [N, C, OH, OW]), both in
+    the input's memory format (channels_last, else NCHW-contiguous).
+
+    argmax is the winner's tap inside its window, kh * KW + kw (input row h0 + kh * DH),
+    counted from the window's corner in the padded input.
     """
-    (kh, kw), (sh, sw) = kernel_size, stride
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    if dh < 1 or dw < 1:
+        raise ValueError(f"max_pool2d: dilation {dilation} must be positive")
     if kh * kw > 127:
         raise ValueError(f"max_pool2d: a {kh}x{kw} window does not fit an int8 argmax")
-    x = input.contiguous()
+    if ph < 0 or pw < 0 or 2 * ph > kh or 2 * pw > kw:
+        raise ValueError(f"max_pool2d: padding {padding} must be >= 0 and at most half of "
+                         f"the {kh}x{kw} window")
+    channels_last = _is_channels_last(input)
+    x = input.contiguous(memory_format=torch.channels_last)
     n, c, h, w = x.shape
-    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    oh = output_size(h, kh, sh, ph, dh, ceil_mode)
+    ow = output_size(w, kw, sw, pw, dw, ceil_mode)
     if oh < 1 or ow < 1:
-        raise ValueError(f"max_pool2d: a {kh}x{kw} window is larger than the {h}x{w} input")
-    output = torch.empty((n, c, oh, ow), device=x.device, dtype=x.dtype)
-    argmax = torch.empty((n, c, oh, ow), device=x.device, dtype=torch.int8)
-    numel = output.numel()
-    block = _block()
-    launchable(max_pool2d_forward_kernel)[(triton.cdiv(numel, block),)](
-        x, output, argmax, numel, h, w, oh, ow, KH=kh, KW=kw, SH=sh, SW=sw, BLOCK=block)
-    return output, argmax
+        raise ValueError(f"max_pool2d: a {kh}x{kw} window with padding {padding} is larger "
+                         f"than the {h}x{w} input")
+    output = torch.empty((n, c, oh, ow), device=x.device, dtype=x.dtype,
+                         memory_format=torch.channels_last)
+    argmax = torch.empty((n, c, oh, ow), device=x.device, dtype=torch.int8,
+                         memory_format=torch.channels_last)
+    _check_int32("max_pool2d", x, output)
+    if output.numel():
+        block_p, block_c = _blocks(c, FORWARD_TILE)
+        grid = (triton.cdiv(n * oh * ow, block_p), triton.cdiv(c, block_c))
+        launchable(max_pool2d_forward_kernel)[grid](
+            x, output, argmax, n * oh * ow, c, h, w, oh, ow, KH=kh, KW=kw, SH=sh, SW=sw,
+            PH=ph, PW=pw, DH=dh, DW=dw, BLOCK_P=block_p, BLOCK_C=block_c)
+    return _in_format(output, channels_last), _in_format(argmax, channels_last)
 
 
 def max_pool2d_backward(grad_output: Tensor, argmax: Tensor, input_size: list[int],
-                        kernel_size: list[int], stride: list[int]) -> Tensor:
-    """grad_output [N, C, OH, OW], argmax int8 -> grad_input [N, C, H, W]."""
-    (kh, kw), (sh, sw) = kernel_size, stride
+                        kernel_size: list[int], stride: list[int],
+                        padding: list[int] = (0, 0), dilation: list[int] = (1, 1),
+                        ceil_mode: bool = False) -> Tensor:
+    """grad_output [N, C, OH, OW], argmax int8 -> grad_input [N, C, H, W], in argmax's
+    memory format (the forward input's)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     if argmax.dtype != torch.int8 or argmax.shape != grad_output.shape:
         raise ValueError("max_pool2d_backward: argmax must be int8 with grad_output's shape")
-    grad_y = grad_output.contiguous()
     n, c, h, w = input_size
-    oh, ow = grad_y.shape[2:]
-    grad_input = torch.empty((n, c, h, w), device=grad_y.device, dtype=grad_y.dtype)
-    numel = grad_input.numel()
-    block = _block()
-    launchable(max_pool2d_backward_kernel)[(triton.cdiv(numel, block),)](
-        grad_y, argmax.contiguous(), grad_input, numel, h, w, oh, ow,
-        KH=kh, KW=kw, SH=sh, SW=sw, ACC=accumulator(grad_y.dtype), BLOCK=block)
-    return grad_input
+    oh = output_size(h, kh, sh, ph, dh, ceil_mode)
+    ow = output_size(w, kw, sw, pw, dw, ceil_mode)
+    if tuple(grad_output.shape) != (n, c, oh, ow):
+        raise ValueError(f"max_pool2d_backward: grad_output shape {tuple(grad_output.shape)} "
+                         f"is not the pooled shape {(n, c, oh, ow)} of input {input_size}")
+    channels_last = _is_channels_last(argmax)
+    grad_y = grad_output.contiguous(memory_format=torch.channels_last)
+    winners = argmax.contiguous(memory_format=torch.channels_last)
+    grad_input = torch.empty((n, c, h, w), device=grad_y.device, dtype=grad_y.dtype,
+                             memory_format=torch.channels_last)
+    _check_int32("max_pool2d_backward", grad_input, grad_y)
+    if grad_input.numel():
+        block_p, block_c = _blocks(c, BACKWARD_TILE)
+        grid = (triton.cdiv(n * h * w, block_p), triton.cdiv(c, block_c))
+        launchable(max_pool2d_backward_kernel)[grid](
+            grad_y, winners, grad_input, n * h * w, c, h, w, oh, ow,
+            KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, DH=dh, DW=dw,
+            ACC=accumulator(grad_y.dtype),
+            BLOCK_P=block_p, BLOCK_C=block_c)
+    return _in_format(grad_input, channels_last)

@@ -1,6 +1,7 @@
 """PyTorch reference of kernels/lrn.py."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -23,11 +24,18 @@ def _grouped(input: Tensor, groups: int) -> Tensor:
     return input.to(accumulation_dtype(input.dtype)).reshape(n, groups, channels // groups, h, w)
 
 
+def _memory_format(t: Tensor) -> torch.memory_format:
+    """channels_last if t is that and not also NCHW-contiguous, as kernels/lrn.py returns."""
+    channels_last = not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def lrn_forward(input: Tensor, size: int, alpha: float, beta: float, k: float,
                 groups: int) -> Tensor:
     a = _grouped(input, groups)  # [N, G, C/G, H, W]
     d = _denominator(a, size, alpha, k)
-    return (a * d.pow(-beta)).reshape(input.shape).to(input.dtype)
+    b = (a * d.pow(-beta)).reshape(input.shape).to(input.dtype)
+    return b.contiguous(memory_format=_memory_format(input))
 
 
 def lrn_backward(grad_output: Tensor, input: Tensor, size: int, alpha: float, beta: float, k: float,
@@ -38,4 +46,5 @@ def lrn_backward(grad_output: Tensor, input: Tensor, size: int, alpha: float, be
     # a_i is in the window of c = i - (size - 1) // 2 ... i + size // 2.
     neighbours = _window_sum(g * a * d.pow(-beta - 1), (size - 1) // 2, size // 2)
     grad_a = g * d.pow(-beta) - 2 * alpha * beta / size * a * neighbours
-    return grad_a.reshape(input.shape).to(input.dtype)
+    return grad_a.reshape(input.shape).to(input.dtype).contiguous(
+        memory_format=_memory_format(input))

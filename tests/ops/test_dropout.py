@@ -3,6 +3,8 @@ import math
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from alexnet_triton.kernels import dropout as kernels
 from alexnet_triton.kernels.reference import dropout as reference
@@ -31,28 +33,89 @@ def test_kernel_matches_reference(shape, p, dtype, device, poisoned):
     assert_close(y.cpu(), expected, tolerance(dtype), "dropout")
 
 
-def _philox_in_python_ints(seed: int, offset: int) -> float:
-    """Triton's tl.rand(seed, offset) written with exact Python integers, as an oracle."""
+def _philox_in_python_ints(seed: int, counter: int) -> list[int]:
+    """Triton's tl.randint4x(seed, counter) written with exact Python integers, as an oracle."""
     mask = 0xFFFFFFFF
-    c0, c1, c2, c3 = offset & mask, 0, 0, 0
+    c0, c1, c2, c3 = counter & mask, 0, 0, 0
     k0, k1 = seed & mask, (seed >> 32) & mask
     for _ in range(10):
         b, a = 0xCD9E8D57 * c2, 0xD2511F53 * c0
         c0, c1, c2, c3 = (b >> 32) ^ c1 ^ k0, b & mask, (a >> 32) ^ c3 ^ k1, a & mask
         k0, k1 = (k0 + 0x9E3779B9) & mask, (k1 + 0xBB67AE85) & mask
-    signed = c0 - 2**32 if c0 >= 2**31 else c0
+    return [c0, c1, c2, c3]
+
+
+def _uniform_in_python_ints(word: int) -> float:
+    signed = word - 2**32 if word >= 2**31 else word
     magnitude = -signed - 1 if signed < 0 else signed
     return float(torch.tensor(magnitude, dtype=torch.float32) * torch.tensor(4.6566127342e-10))
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2**31 - 2, 2**40 + 12345])
-def test_reference_philox_is_exact_over_the_whole_offset_range(seed):
-    # Offsets up to 2**31 - 1 and seeds with high bits exercise every bit of the products.
+def _counters(seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed % 2**31)
-    offsets = torch.cat([torch.arange(64), torch.randint(0, 2**31 - 1, (256,), generator=gen),
-                         torch.tensor([2**31 - 1])])
-    expected = torch.tensor([_philox_in_python_ints(seed, int(o)) for o in offsets])
-    assert torch.equal(reference.philox_uniform(torch.tensor(seed), offsets), expected)
+    return torch.cat([torch.arange(64), torch.randint(0, 2**31 - 1, (256,), generator=gen),
+                      torch.tensor([2**31 - 1])])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**31 - 2, 2**40 + 12345])
+def test_reference_philox_is_exact_over_the_whole_counter_range(seed):
+    # Counters up to 2**31 - 1 and seeds with high bits exercise every bit of the products.
+    counters = _counters(seed)
+    oracle = [_philox_in_python_ints(seed, int(c)) for c in counters]
+    words = reference.philox_words(torch.tensor(seed), counters)
+    for i, word in enumerate(words):
+        assert torch.equal(word, torch.tensor([o[i] for o in oracle])), f"word {i}"
+    expected = torch.tensor([_uniform_in_python_ints(o[0]) for o in oracle])
+    assert torch.equal(reference.philox_uniform(torch.tensor(seed), counters), expected)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3])
+def test_reference_mask_is_word_i_mod_4_of_counter_i_div_4(p):
+    seed, numel = 2**33 + 77, 4 * 50 + 3  # not a multiple of 4: the last counter is cut
+    keep = reference.keep_mask(torch.tensor([seed]), p, numel, torch.device("cpu"))
+    expected = [_uniform_in_python_ints(_philox_in_python_ints(seed, i // 4)[i % 4])
+                >= float(torch.tensor(p, dtype=torch.float32)) for i in range(numel)]
+    assert keep.tolist() == expected
+
+
+@triton.jit
+def _keep_tile_kernel(offsets_ptr, keep_ptr, seed_ptr, p, ROWS: tl.constexpr,
+                      COLS: tl.constexpr):
+    at = tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :]  # [ROWS, COLS]
+    keep = kernels.dropout_keep(tl.load(seed_ptr), tl.load(offsets_ptr + at), p)
+    tl.store(keep_ptr + at, keep.to(tl.int8))
+
+
+def test_dropout_keep_is_the_mask_of_each_flat_offset_on_any_tile(device):
+    # kernels/linear.py evaluates dropout_keep on 2-D tiles of flat offsets: scattered
+    # offsets on a [32, 16] tile must each get the reference's mask of that element.
+    gen = torch.Generator().manual_seed(4)
+    numel, p = 5000, 0.5
+    offsets = torch.randperm(numel, generator=gen)[:512].to(torch.int32).reshape(32, 16)
+    seed = _seed(2**35 + 9, device)
+    keep = torch.full((32, 16), -1, dtype=torch.int8, device=device)
+    _keep_tile_kernel[(1,)](offsets.to(device), keep, seed, p, ROWS=32, COLS=16)
+    expected = reference.keep_mask(seed.cpu(), p, numel, torch.device("cpu"))
+    assert torch.equal(keep.cpu().bool(), expected[offsets.long()])
+
+
+@triton.jit
+def _keep_rows_kernel(keep_ptr, seed_ptr, N, p, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    columns = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    keep = kernels.dropout_keep_rows(tl.load(seed_ptr), rows, tl.program_id(1) * BLOCK_N, N, p,
+                                     BLOCK_N)
+    tl.store(keep_ptr + rows[:, None] * N + columns[None, :], keep.to(tl.int8))
+
+
+def test_dropout_keep_rows_is_dropout_keep_with_one_philox_call_per_four_columns(device):
+    # A GEMM epilogue's [BLOCK_M, BLOCK_N] tile of a row-major [M, N] output, N % 4 == 0.
+    m, n, p = 12, 40, 0.5
+    seed = _seed(2**36 + 3, device)
+    keep = torch.full((m, n), -1, dtype=torch.int8, device=device)
+    _keep_rows_kernel[(m // 4, n // 8)](keep, seed, n, p, BLOCK_M=4, BLOCK_N=8)
+    expected = reference.keep_mask(seed.cpu(), p, m * n, torch.device("cpu")).reshape(m, n)
+    assert torch.equal(keep.cpu().bool(), expected)
 
 
 @pytest.mark.parametrize("p", [0.5, 0.2])
@@ -85,6 +148,20 @@ def test_mask_does_not_depend_on_shape_or_strides(device):
     flat = kernels.dropout(x.reshape(-1), 0.5, seed).reshape(64, 33)
     transposed = kernels.dropout(x.t().contiguous().t(), 0.5, seed)  # strided input
     assert torch.equal(flat, transposed)
+
+
+def test_channels_last_keeps_its_format_and_the_mask_of_its_logical_indices(device, poisoned):
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 16, 5, 3, generator=gen).to(device)
+    seed = _seed(2**32 + 5, device)
+    y = kernels.dropout(x.contiguous(memory_format=torch.channels_last), 0.5, seed)
+    assert poisoned.allocations >= 1
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    assert torch.equal(y, kernels.dropout(x, 0.5, seed))
+    expected = reference.dropout(x.cpu().contiguous(memory_format=torch.channels_last), 0.5,
+                                 seed.cpu())
+    assert expected.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y.cpu(), expected)
 
 
 def test_p_zero_is_identity(device):

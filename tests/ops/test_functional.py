@@ -1,4 +1,5 @@
 """alexnet_triton.functional: autograd wiring, gradcheck, dispatch, autocast, compile, errors."""
+import inspect
 import os
 import subprocess
 import sys
@@ -59,6 +60,18 @@ GRADCHECK_CASES = {
     "max_pool2d": (
         lambda x: F.max_pool2d(x, 3, 2),
         lambda: (_randn(2, 3, 7, 5, seed=16),),
+    ),
+    "max_pool2d padding ceil_mode": (
+        lambda x: F.max_pool2d(x, 3, 2, padding=1, ceil_mode=True),
+        lambda: (_randn(2, 3, 6, 5, seed=18),),
+    ),
+    "max_pool2d dilation": (
+        lambda x: F.max_pool2d(x, 2, 2, padding=1, dilation=2, ceil_mode=True),
+        lambda: (_randn(2, 3, 7, 6, seed=21),),
+    ),
+    "max_pool2d channels_last": (
+        lambda x: F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2),
+        lambda: (_randn(2, 3, 7, 5, seed=19),),
     ),
     "dropout": (
         _reseeded(lambda x: F.dropout(x, 0.3)),
@@ -194,8 +207,8 @@ def test_without_interpreter_cpu_runs_the_reference_and_compiles_without_graph_b
 
         def net(x):
             y = F.conv2d_relu(x, w, b, stride=2, padding=2)
-            y = F.local_response_norm(y, groups=2)
-            y = F.max_pool2d(y)
+            y = F.local_response_norm(y, 5, 1e-4, 0.75, 2.0, groups=2)
+            y = F.max_pool2d(y, 3, 2)
             return F.linear(F.dropout(y.flatten(1), 0.5), fw)
 
         assert not F.uses_triton(x)
@@ -222,7 +235,8 @@ def test_compiles_without_graph_breaks_under_the_interpreter():
     w = _randn(6, 2, 3, 3, seed=1, dtype=torch.float32)
 
     def net(x):
-        return F.max_pool2d(F.local_response_norm(F.conv2d_relu(x, w, None, padding=1, groups=2)))
+        y = F.local_response_norm(F.conv2d_relu(x, w, None, padding=1, groups=2), 5, groups=2)
+        return F.max_pool2d(y, 3, 2)
 
     compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
     out = compiled(x)
@@ -277,14 +291,20 @@ BAD_INPUTS = [
     ("dropout p<0", lambda: F.dropout(_x, -0.1), ValueError, r"\[0, 1\)"),
     ("fc dropout p", lambda: F.linear_relu_dropout(torch.randn(2, 8), torch.randn(3, 8), p=1.5), ValueError, r"\[0, 1\)"),
     ("dropout int", lambda: F.dropout(torch.ones(3, dtype=torch.int64)), TypeError, "floating-point"),
-    ("lrn rank", lambda: F.local_response_norm(torch.randn(4, 9)), ValueError, "4-D"),
-    ("lrn groups", lambda: F.local_response_norm(torch.randn(1, 5, 3, 3), groups=2), ValueError, "groups=2"),
+    ("lrn rank", lambda: F.local_response_norm(torch.randn(4, 9), 5), ValueError, "4-D"),
+    ("lrn groups", lambda: F.local_response_norm(torch.randn(1, 5, 3, 3), 5, groups=2), ValueError, "groups=2"),
     ("lrn size", lambda: F.local_response_norm(_x, size=0), ValueError, "size"),
-    ("lrn int", lambda: F.local_response_norm(torch.ones(1, 4, 3, 3, dtype=torch.int32)), TypeError, "floating-point"),
+    ("lrn no size", lambda: F.local_response_norm(_x), TypeError, "size"),
+    ("lrn int", lambda: F.local_response_norm(torch.ones(1, 4, 3, 3, dtype=torch.int32), 5), TypeError, "floating-point"),
     ("pool too big", lambda: F.max_pool2d(torch.randn(1, 2, 2, 2), 3, 2), ValueError, "larger than the 2x2 input"),
-    ("pool rank", lambda: F.max_pool2d(torch.randn(2, 9, 9)), ValueError, "4-D"),
-    ("pool int", lambda: F.max_pool2d(torch.ones(1, 1, 5, 5, dtype=torch.uint8)), TypeError, "floating-point"),
+    ("pool rank", lambda: F.max_pool2d(torch.randn(9, 9), 3), ValueError, "4-D"),
+    ("pool int", lambda: F.max_pool2d(torch.ones(1, 1, 5, 5, dtype=torch.uint8), 3), TypeError, "floating-point"),
     ("pool window", lambda: F.max_pool2d(torch.randn(1, 1, 20, 20), 12, 1), ValueError, "int8"),
+    ("pool padding", lambda: F.max_pool2d(torch.randn(1, 1, 9, 9), 3, 2, padding=2), ValueError, "at most half"),
+    ("pool dilation", lambda: F.max_pool2d(torch.randn(1, 1, 9, 9), 3, 2, dilation=0), ValueError, "dilation must be positive"),
+    ("pool dilated too big", lambda: F.max_pool2d(torch.randn(1, 1, 9, 9), 3, 2, dilation=5), ValueError, "larger than"),
+    ("pool no kernel", lambda: F.max_pool2d(torch.randn(1, 1, 9, 9)), TypeError, "kernel_size"),
+    ("dropout inplace", lambda: F.dropout(_x, 0.5, inplace=True), ValueError, "inplace"),
 ]
 
 
@@ -319,8 +339,52 @@ def test_interpreted_launches_need_no_wrap_triton(monkeypatch):
         if hasattr(module, "wrap_triton"):
             monkeypatch.setattr(module, "wrap_triton", rejecting)
     x = torch.randn(2, 8, 9, 9)
-    y = F.max_pool2d(F.local_response_norm(F.dropout(x, 0.5), groups=2))
+    y = F.max_pool2d(F.local_response_norm(F.dropout(x, 0.5), 5, groups=2), 3, 2)
     w = torch.randn(8, 8, 3, 3, requires_grad=True)
     out = F.linear(F.conv2d_relu(y, w, padding=1).flatten(1), torch.randn(5, 8 * 16))
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(w.grad).all()
+
+
+# --------------------------------------------------------------------------------------
+# torch.nn.functional's names, signatures and defaults (issue 14)
+# --------------------------------------------------------------------------------------
+
+
+def _parameters(function) -> dict:
+    return {name: (p.kind, p.default) for name, p in inspect.signature(function).parameters.items()}
+
+
+# torch's max_pool2d is a boolean dispatch over return_indices; _max_pool2d carries the
+# signature both halves share.
+TORCH_SIGNATURES = [
+    ("local_response_norm", torch.nn.functional.local_response_norm, {"groups": 1}),
+    ("max_pool2d", torch.nn.functional._max_pool2d, {}),
+    ("dropout", torch.nn.functional.dropout, {}),
+]
+
+
+@pytest.mark.parametrize("name, theirs, extra", TORCH_SIGNATURES, ids=[c[0] for c in TORCH_SIGNATURES])
+def test_signature_and_defaults_are_torch_functional(name, theirs, extra):
+    ours = _parameters(getattr(F, name))
+    torch_params = _parameters(theirs)
+    # torch's parameters first, in torch's order, with torch's defaults; then our extras.
+    assert list(ours)[:len(torch_params)] == list(torch_params)
+    for param, (kind, default) in torch_params.items():
+        assert ours[param][1] == default, f"{name}({param}=...): {ours[param][1]!r} != {default!r}"
+    assert {p: d for p, (_, d) in list(ours.items())[len(torch_params):]} == extra
+
+
+def test_torch_defaults_compute_torch_functions():
+    # What a port from torch.nn.functional writes, with the defaults: the same function.
+    x = _randn(2, 6, 9, 8, seed=20, dtype=torch.float32)
+    torch_f = torch.nn.functional
+    assert torch.equal(F.max_pool2d(x, 3), torch_f.max_pool2d(x, 3))
+    assert torch.equal(F.max_pool2d(x, 2, padding=1, ceil_mode=True),
+                       torch_f.max_pool2d(x, 2, padding=1, ceil_mode=True))
+    assert_close(F.local_response_norm(x * 20, 3), torch_f.local_response_norm(x * 20, 3),
+                 tolerance(torch.float32), "lrn defaults")
+    ours, indices = F.max_pool2d(x, 3, 2, 1, 2, return_indices=True)
+    theirs, torch_indices = torch_f.max_pool2d(x, 3, 2, 1, 2, return_indices=True)
+    assert torch.equal(ours, theirs) and torch.equal(indices, torch_indices)
+    assert torch.equal(F.max_pool2d(x[0], 3, 2), torch_f.max_pool2d(x[0], 3, 2))  # [C, H, W]

@@ -1,4 +1,6 @@
 """alexnet_triton.layers: torch.nn's parameters and state dicts, the fused kernels' forward."""
+import inspect
+
 import pytest
 import torch
 from torch import nn
@@ -42,14 +44,40 @@ def test_conv2d_relu_module_runs_the_fused_op():
 def test_lrn_pool_dropout_modules():
     torch.manual_seed(2)
     x = torch.randn(1, 8, 13, 13) * 10
-    lrn = layers.LocalResponseNorm(groups=2)
+    lrn = layers.LocalResponseNorm(5, k=2.0, groups=2)
     assert "groups=2" in repr(lrn)
     assert_close(lrn(x), F.local_response_norm(x, 5, 1e-4, 0.75, 2.0, 2), 0.0, "lrn")
-    assert layers.MaxPool2d()(x).shape == (1, 8, 6, 6)
+    assert layers.MaxPool2d(3, 2)(x).shape == (1, 8, 6, 6)
+    assert torch.equal(layers.MaxPool2d(3)(x), nn.MaxPool2d(3)(x))  # stride = kernel size
+    pool = layers.MaxPool2d(3, 2, padding=1, dilation=2, ceil_mode=True)
+    assert torch.equal(pool(x), nn.MaxPool2d(3, 2, padding=1, dilation=2, ceil_mode=True)(x))
+    with_indices = layers.MaxPool2d(2, return_indices=True)(x)
+    assert all(torch.equal(a, b) for a, b in zip(with_indices, nn.MaxPool2d(2, return_indices=True)(x)))
     dropout = layers.Dropout(0.5)
     assert (dropout(x) == 0).any()
     dropout.eval()
     assert dropout(x) is x
+
+
+# Each layer's constructor: torch's parameters in torch's order with torch's defaults,
+# then its own extras (LocalResponseNorm's groups).
+LAYER_SIGNATURES = [
+    (layers.LocalResponseNorm, nn.LocalResponseNorm, {"groups": 1}),
+    (layers.MaxPool2d, nn.MaxPool2d, {}),
+    (layers.Dropout, nn.Dropout, {}),
+]
+
+
+@pytest.mark.parametrize("ours, theirs, extra", LAYER_SIGNATURES,
+                         ids=[c[0].__name__ for c in LAYER_SIGNATURES])
+def test_constructor_signature_and_defaults_are_torch_nn(ours, theirs, extra):
+    def parameters(cls):
+        return [(name, p.default) for name, p in
+                inspect.signature(cls.__init__).parameters.items() if name != "self"]
+
+    torch_params = parameters(theirs)
+    assert parameters(ours)[:len(torch_params)] == torch_params
+    assert dict(parameters(ours)[len(torch_params):]) == extra
 
 
 def test_fc_dropout_is_off_in_eval_mode():
@@ -66,3 +94,5 @@ def test_unsupported_options_are_rejected():
         layers.Dropout(1.0)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         layers.LinearReLUDropout(3, 4, p=-1)
+    with pytest.raises(ValueError, match="inplace"):
+        layers.Dropout(0.5, inplace=True)

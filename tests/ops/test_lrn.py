@@ -99,6 +99,32 @@ def test_strided_inputs(dtype, device, poisoned):
     _check_backward(g, a, 5, ALEXNET, 2, poisoned)
 
 
+# The layers between conv1 and pool5 hand each other channels_last activations; NCHW
+# callers are converted. Both must compute the same function and keep their format.
+LAYOUT_CASES = [CASES[i] for i in (1, 4, 6, 7)] + [CASES[-1], CASES[-3], ((1, 24, 3, 1), 6, 3, STRONG, 20.0)]
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape, size, groups, params, scale", LAYOUT_CASES,
+                         ids=[f"{'x'.join(map(str, c[0]))}-size{c[1]}-groups{c[2]}" for c in LAYOUT_CASES])
+def test_both_memory_formats(shape, size, groups, params, scale, dtype, layout, device, poisoned):
+    alpha, beta, k = params
+    a = _randn(shape, 11, scale).to(device=device, dtype=dtype).contiguous(memory_format=LAYOUTS[layout])
+    g = _randn(shape, 12).to(device=device, dtype=dtype).contiguous(memory_format=LAYOUTS[layout])
+    b = lrn.lrn_forward(a, size, alpha, beta, k, groups)
+    grad_a = lrn.lrn_backward(g, a, size, alpha, beta, k, groups)
+    assert poisoned.allocations > 0
+    for result in (b, grad_a):
+        assert result.is_contiguous(memory_format=LAYOUTS[layout])
+    expected = reference.lrn_forward(a.double(), size, alpha, beta, k, groups)
+    assert expected.is_contiguous(memory_format=LAYOUTS[layout])
+    assert_close(b, expected.to(dtype), tolerance(dtype), "b")
+    expected_grad = reference.lrn_backward(g.double(), a.double(), size, alpha, beta, k, groups)
+    assert_close(grad_a, expected_grad.to(dtype), tolerance(dtype), "grad_a")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_group_boundary(dtype, device, poisoned):
     # Only the two channels at the boundary of groups=2 are large. Each group must be
