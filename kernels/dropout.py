@@ -44,21 +44,6 @@ def dropout_keep(seed, offsets, p):
 
 
 @triton.jit
-def dropout_keep_rows(seed, rows, first_column, N, p, BLOCK_N: tl.constexpr):
-    """dropout_keep(seed, rows[:, None] * N + first_column + arange(BLOCK_N)[None, :], p): the
-    mask of a [len(rows), BLOCK_N] tile of a row-major [M, N] tensor, for N, first_column
-    and BLOCK_N multiples of 4 (the caller's to guarantee), drawing one Philox call per
-    four columns instead of one per element."""
-    quads = first_column // 4 + tl.arange(0, BLOCK_N // 4)
-    counter = (rows[:, None] * (N // 4) + quads[None, :]).to(tl.int32)  # [rows, BLOCK_N / 4]
-    r0, r1, r2, r3 = tl.randint4x(seed, counter)
-    # As in dropout_kernel: [rows, BLOCK_N / 4, 2, 2] with [m, j, b, a] = output 2b + a of
-    # counter j, which flattened is column 4j + 2b + a.
-    words = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), (rows.shape[0], BLOCK_N))
-    return _survives(words, p)
-
-
-@triton.jit
 def dropout_scale(p, ACC: tl.constexpr):
     """1 / (1 - p) in the accumulation dtype, correctly rounded, from the float32 p."""
     one = tl.full((), 1.0, ACC)

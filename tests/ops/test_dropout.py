@@ -99,25 +99,6 @@ def test_dropout_keep_is_the_mask_of_each_flat_offset_on_any_tile(device):
     assert torch.equal(keep.cpu().bool(), expected[offsets.long()])
 
 
-@triton.jit
-def _keep_rows_kernel(keep_ptr, seed_ptr, N, p, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    columns = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    keep = kernels.dropout_keep_rows(tl.load(seed_ptr), rows, tl.program_id(1) * BLOCK_N, N, p,
-                                     BLOCK_N)
-    tl.store(keep_ptr + rows[:, None] * N + columns[None, :], keep.to(tl.int8))
-
-
-def test_dropout_keep_rows_is_dropout_keep_with_one_philox_call_per_four_columns(device):
-    # A GEMM epilogue's [BLOCK_M, BLOCK_N] tile of a row-major [M, N] output, N % 4 == 0.
-    m, n, p = 12, 40, 0.5
-    seed = _seed(2**36 + 3, device)
-    keep = torch.full((m, n), -1, dtype=torch.int8, device=device)
-    _keep_rows_kernel[(m // 4, n // 8)](keep, seed, n, p, BLOCK_M=4, BLOCK_N=8)
-    expected = reference.keep_mask(seed.cpu(), p, m * n, torch.device("cpu")).reshape(m, n)
-    assert torch.equal(keep.cpu().bool(), expected)
-
-
 @pytest.mark.parametrize("p", [0.5, 0.2])
 def test_kept_fraction_and_mean_are_preserved(p, device):
     n = 200_000
