@@ -20,22 +20,25 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-# Per kernel: the tiles (BLOCK_M, BLOCK_N, BLOCK_K) kept. Conv: the largest tile, one half
-# as wide and the small one that keeps conv3-5's 13x13 maps on more SMs. Linear at M=128:
-# one 128x128 tile and three narrower ones that give fc6/fc7 64 to 256 programs.
+# Per autotuner: the tiles (BLOCK_M, BLOCK_N, BLOCK_K) kept. Conv: the largest tile, one half
+# as wide and the small one that keeps conv3-5's 13x13 maps on more SMs. Linear at M=128 (one
+# autotuner per operand width, each named by its kernel and its module attribute): the planned
+# tile first (kernels/linear.py plans its split-K for it), one wider and two narrower.
 CONV_TILES = {(128, 128, 64), (128, 64, 32), (64, 64, 32)}
-LINEAR_TILES = {(128, 128, 64), (128, 64, 64), (64, 64, 64), (64, 32, 64)}
+LINEAR_TILES_16BIT = {(128, 64, 64), (128, 128, 64), (64, 64, 64), (64, 32, 64)}
+LINEAR_TILES_32BIT = {(128, 128, 64), (64, 128, 64), (128, 32, 64), (32, 64, 64)}
 CANDIDATES = {
     "conv2d_relu_forward_kernel": CONV_TILES,
     "conv2d_relu_backward_input_kernel": CONV_TILES,
     "conv2d_relu_backward_weight_kernel": CONV_TILES,
-    "linear_kernel": LINEAR_TILES,
+    "linear_kernel:linear_kernel_autotuned": LINEAR_TILES_16BIT,
+    "linear_kernel:linear_kernel_autotuned_32bit": LINEAR_TILES_32BIT,
 }
 WARMUP_MS, REP_MS = 5, 20
 
 
 def autotuners() -> Dict[str, object]:
-    """{kernel name: its triton.runtime.Autotuner} over kernels/*.py."""
+    """{name: triton.runtime.Autotuner} over kernels/*.py, every autotuner once."""
     import importlib
     import pkgutil
 
@@ -43,14 +46,20 @@ def autotuners() -> Dict[str, object]:
 
     import alexnet_triton.kernels as package
 
-    found = {}
+    by_kernel: Dict[str, Dict[str, object]] = {}
     for info in pkgutil.iter_modules(package.__path__):
         if info.ispkg:
             continue
         module = importlib.import_module(f"{package.__name__}.{info.name}")
-        for value in vars(module).values():
+        for attribute, value in vars(module).items():
             if isinstance(value, triton.runtime.Autotuner):
-                found[value.base_fn.__name__] = value
+                by_kernel.setdefault(value.base_fn.__name__, {})[attribute] = value
+    # A kernel's name alone where one autotuner wraps it; "kernel:attribute" where several do
+    # (linear_kernel: one config list per operand width).
+    found = {}
+    for kernel, tuners in by_kernel.items():
+        for attribute, tuner in tuners.items():
+            found[kernel if len(tuners) == 1 else f"{kernel}:{attribute}"] = tuner
     return found
 
 

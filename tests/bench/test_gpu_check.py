@@ -99,6 +99,22 @@ def test_candidates_are_among_each_kernels_configs():
         assert {autotune.tile(c) for c in tuners[name].configs} == tiles, name
 
 
+def test_every_autotuner_is_found_once():
+    """Two autotuners of one kernel (linear_kernel's per operand width) both get a name:
+    keyed by the kernel's name alone, the second one hid the first."""
+    import importlib
+    import pkgutil
+
+    import triton
+
+    import alexnet_triton.kernels as package
+    expected = {id(value) for info in pkgutil.iter_modules(package.__path__) if not info.ispkg
+                for value in vars(importlib.import_module(f"{package.__name__}.{info.name}")).values()
+                if isinstance(value, triton.runtime.Autotuner)}
+    assert {id(tuner) for tuner in autotune.autotuners().values()} == expected
+    assert set(autotune.CANDIDATES) <= set(autotune.autotuners())
+
+
 def test_autotune_choices_survive_a_round_trip(tmp_path):
     tuners = autotune.autotuners()
     autotune.restrict(tuners)
