@@ -8,6 +8,25 @@ The random parameters (top, left, flip, and the per-image RGB shift of the paper
 lighting) are drawn on the host, so the kernel is a pure function of its inputs and a run is
 reproducible whatever the device. The mean image is subtracted at the source pixel, before
 the crop moves it: the paper subtracts the mean activity of the 256x256 images.
+
+The kernel is memory-bound (1 byte of image, 4 of mean read and 4 of output written per
+output element), so it is built for wide accesses: a program takes a [planes, rows,
+window] tile (the grid and aranges give plane, row and column: no per-element div/mod),
+and offsets inside a plane are int32. The output rows are contiguous, so its stores are
+16 bytes per thread. The reads are the hard part: the crop's row segment starts at a
+random column `left` (and runs backwards when flipped), while a vector load must be
+aligned. So each row reads the aligned 16-byte words covering the segment, a window of
+WINDOW >= crop + 15 columns from the 16-column boundary at or before `left` (16-byte
+loads of uint8 and of float32 when S is a multiple of 16, as AlexNet's 256 is), and the
+crop's columns are picked from the window in registers (tl.gather: warp shuffles). At
+AlexNet's 224 crop the window is 256 columns, so about 12% of the lanes of the store and
+of the window's tail are masked. The per-plane scalars (top, left, flip, shift) are four
+4-byte loads per program.
+
+Not done here: writing the augmented batch directly in conv1's folded input layout
+(kernels/conv2d_relu.py copies the images once into a zero-padded, 4-channel-per-pixel
+buffer) would save that copy, but it changes this op's contract (float32 [N, 3, crop,
+crop]) and conv1's, so it is left for a change to both.
 """
 from __future__ import annotations
 
