@@ -93,12 +93,12 @@ def test_kernel_at_alexnet_sizes(poisoned, device, n, size, crop):
 
 
 def test_alexnet_tile_is_eight_aligned_rows(monkeypatch):
-    """On the GPU a 224 crop takes 8 rows of a 256-column window per program: 16 bytes of
-    uint8 image and 4 x 16 bytes of float32 mean and output per thread of 4 warps."""
+    """On the GPU a 224 crop takes 16 rows of a 256-column window per program: 2 x 16 bytes
+    of uint8 image and 8 x 16 bytes of float32 mean and output per thread of 4 warps."""
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    assert augment_kernels._tile(224) == (1, 8, 256)
+    assert augment_kernels._tile(224) == (1, 16, 256)
     planes, rows, window = augment_kernels._tile(5)
-    assert window == 32 and rows == 8 and planes * rows * window == 2048
+    assert window == 32 and rows == 8 and planes * rows * window == 4096
 
 
 def test_kernel_reads_strided_images(poisoned, device):
