@@ -62,7 +62,7 @@ def augment_kernel(images_ptr, mean_ptr, top_ptr, left_ptr, flip_ptr, shift_ptr,
     # The crop's row segment starts at a random column, and vector loads must be aligned:
     # read the aligned 16-byte words covering it (the window starts at the 16-column
     # boundary at or before `left`, and WINDOW >= CROP + 15 columns), then pick the crop's
-    # columns out of the window in registers (a gather, through shared memory).
+    # columns out of the window in registers (tl.gather: warp shuffles on sm_90).
     start = (left // 16) * 16  # [PLANES]
     column = start[:, None, None] + w[None, None, :]  # [PLANES, 1, WINDOW]
     inside = rows_ok[:, :, None] & (column < S)
