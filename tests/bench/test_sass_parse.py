@@ -210,5 +210,66 @@ def test_budget_checks():
     assert not sass_budgets.check("programs", [_gemm_row(programs=131)])[0]
     narrow = _gemm_row(main_loop={**_gemm_row()["main_loop"], "loads": {"16": 4, "2": 32}})
     assert sass_budgets.check("loads_16B", [narrow]) == (False, "32 loads of 2 B")
-    assert sass_budgets.budgets_of("pool1.backward") == ("no_spills",)
+    assert sass_budgets.budgets_of("pool1.backward") == ("no_spills", "access_16B")
     assert sass_budgets.budgets_of("fc6.forward") == sass_budgets.BUDGETS
+
+
+# A memory-bound kernel without a loop: a 4-byte scalar load, two 16-byte tile loads, one
+# 16-byte and one 4-byte store.
+STRAIGHT = """
+        /*0000*/                   S2R R0, SR_CTAID.X ;
+        /*0010*/              @!P2 LDG.E R2, desc[UR6][R6.64] ;
+        /*0020*/               @P0 LDG.E.128 R12, desc[UR6][R10.64] ;
+        /*0030*/               @P0 LDG.E.128 R16, desc[UR6][R4.64] ;
+        /*0040*/               @P0 STG.E.128 desc[UR6][R8.64], R12 ;
+        /*0050*/                   STG.E desc[UR6][R8.64+0x10], R2 ;
+        /*0060*/                   EXIT ;
+.L_x_0:
+        /*0070*/                   BRA `(.L_x_0);
+"""
+
+# The same accesses around a loop: the scalar load before it, the 16-byte loads in it, the
+# 16-byte store after it; then a copy whose loop reads 2 bytes and writes nothing.
+LOOPED = """
+        /*0000*/                   LDG.E R2, desc[UR6][R6.64] ;
+.L_x_0:
+        /*0010*/                   LDG.E.128 R12, desc[UR6][R10.64] ;
+        /*0020*/                   FADD R20, R20, R12 ;
+        /*0030*/                   IADD3 R4, R4, 0x1, RZ ;
+        /*0040*/               @P0 BRA `(.L_x_0) ;
+        /*0050*/                   STG.E.128 desc[UR6][R8.64], R20 ;
+        /*0060*/                   EXIT ;
+"""
+
+
+def _memory_row(sass: str, kernel: str = "k") -> dict:
+    """A report row (bench/sass_predict.row's fields that the budgets read) of hand SASS."""
+    analysed = sass_parse.analyse(sass)
+    return {"kernel": kernel, "flops": 0, "spill_bytes": 0, "main_loop": analysed["main_loop"],
+            "kernel_loads": analysed["kernel"]["loads"],
+            "kernel_stores": analysed["kernel"]["stores"]}
+
+
+def test_store_widths():
+    code = sass_parse.executed(sass_parse.parse(STRAIGHT))
+    assert sass_parse.widths(code, sass_parse.GLOBAL_STORES) == {"16": 1, "4": 1}
+    assert sass_parse.widths(code, sass_parse.GLOBAL_LOADS) == {"16": 2, "4": 1}
+    assert sass_parse.analyse(LOOPED)["main_loop"]["stores"] == {}
+
+
+def test_access_16B_budget():
+    from bench import sass_budgets
+    straight, looped = _memory_row(STRAIGHT), _memory_row(LOOPED)
+    # Straight-line code: every access counts, the scalar load and the narrow store miss.
+    assert sass_budgets.check("access_16B", [straight]) == (
+        False, "loads 1 of 4 B; stores 1 of 4 B")
+    # With a loop: its loads and the kernel's stores; the scalar load before the loop is
+    # not in the main body.
+    assert sass_budgets.check("access_16B", [looped]) == (True, "all 16 B or TMA")
+    # A store-less kernel has nothing to measure; with several kernels each is named.
+    no_store = _memory_row(LOOPED.replace("STG.E.128 desc[UR6][R8.64], R20", "NOP"), "copy")
+    assert sass_budgets.check("access_16B", [looped, no_store]) == (
+        False, "k: all 16 B or TMA, copy: no global store")
+    wide = _memory_row(STRAIGHT.replace("LDG.E R2", "LDG.E.128 R2").replace(
+        "STG.E desc", "STG.E.128 desc"))
+    assert sass_budgets.check("access_16B", [wide]) == (True, "all 16 B or TMA")

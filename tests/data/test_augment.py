@@ -56,6 +56,51 @@ def test_kernel_matches_reference(poisoned, device, n, size, crop):
     assert_close(out.cpu(), expected, tolerance(torch.float32), "augment")
 
 
+def _kernel_against_reference(images, mean, top, left, flip, shift, crop):
+    out = augment_kernels.augment(images, mean, top, left, flip, shift, crop)
+    expected = augment_reference.augment(images.cpu(), mean.cpu(), top.cpu(), left.cpu(),
+                                         flip.cpu(), shift.cpu(), crop)
+    assert out.shape == expected.shape and out.dtype == torch.float32
+    assert_close(out.cpu(), expected, tolerance(torch.float32), f"augment crop {crop}")
+
+
+def test_kernel_at_every_column_offset_and_both_flips(poisoned, device):
+    """Every left offset, across 16-column boundaries (the kernel's aligned window starts at
+    the boundary at or before it), each flipped and not, with the top at both edges."""
+    size, crop = 48, 29
+    room = size - crop + 1  # 20 offsets: 0..15 in the first aligned word, 16..19 in the next
+    images, mean, _, _, _, shift = _random_inputs(2 * room, size, crop, device, seed=21)
+    left = torch.arange(room, dtype=torch.int32).repeat_interleave(2)
+    flip = torch.tensor([0, 1], dtype=torch.int32).repeat(room)
+    top = torch.where(torch.arange(2 * room) % 4 < 2, 0, room - 1).to(torch.int32)
+    _kernel_against_reference(images, mean, top.to(device), left.to(device), flip.to(device),
+                              shift, crop)
+    assert poisoned.allocations > 0
+
+
+@pytest.mark.parametrize("n, size, crop", [(2, 256, 224), (2, 208, 200)])
+def test_kernel_at_alexnet_sizes(poisoned, device, n, size, crop):
+    """The paper's 224 crops of 256 images (the window is whole aligned rows) and a crop
+    whose rows span several programs, the last one partial; offsets at both edges."""
+    images, mean, top, left, flip, shift = _random_inputs(n, size, crop, device, seed=size)
+    far = size - crop
+    top = torch.tensor([0, far], dtype=torch.int32, device=device)
+    left = torch.tensor([far, 0], dtype=torch.int32, device=device)
+    for flipped in (0, 1):
+        _kernel_against_reference(images, mean, top, left, torch.full_like(flip, flipped),
+                                  shift, crop)
+    assert poisoned.allocations > 0
+
+
+def test_alexnet_tile_is_eight_aligned_rows(monkeypatch):
+    """On the GPU a 224 crop takes 16 rows of a 256-column window per program: 2 x 16 bytes
+    of uint8 image and 8 x 16 bytes of float32 mean and output per thread of 4 warps."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert augment_kernels._tile(224) == (1, 16, 256)
+    planes, rows, window = augment_kernels._tile(5)
+    assert window == 32 and rows == 8 and planes * rows * window == 4096
+
+
 def test_kernel_reads_strided_images(poisoned, device):
     images, mean, top, left, flip, shift = _random_inputs(3, 20, 11, device, seed=7)
     strided = images.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # NHWC memory
