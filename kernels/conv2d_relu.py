@@ -235,13 +235,31 @@ def conv2d_relu_backward_input_kernel(
 
 
 @triton.jit
+def _through_registers(x, STAGE: tl.constexpr):
+    """x itself, made to pass through registers when STAGE (the tf32 weight gradient on the GPU).
+
+    tf32 wgmma reads B from shared memory only K-major (along the pixels), and x is
+    contiguous along channels. Loaded straight to shared memory it is transposed by 4-byte
+    copies; an element-wise step sends it through registers, loaded 16 bytes at a time and
+    stored transposed. The step is a PTX move, which ptxas propagates away: no instruction,
+    and no load mask carried to the pipeline stage that uses it (a tl.where on the load's
+    mask cost both, 0.1 of the issue ratio). The interpreter cannot run PTX (STAGE False).
+    """
+    if STAGE:
+        x = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                      is_pure=True, pack=1)
+    return x
+
+
+@triton.jit
 def conv2d_relu_backward_weight_kernel(
     dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr,
     H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
     x_stride_n, x_stride_h, x_stride_w, C_GROUP, C_TAP,
     NPQ, K_GROUP, GROUPS, CHUNK,
     R: tl.constexpr, S: tl.constexpr, TAPS_W: tl.constexpr, X_ALIGN: tl.constexpr,
-    PACKED_MASK: tl.constexpr, ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    PACKED_MASK: tl.constexpr, STAGE_X_IN_REGISTERS: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
 ):
@@ -322,12 +340,7 @@ def conv2d_relu_backward_weight_kernel(
             x_row = tl.multiple_of(n * x_stride_n + h * x_stride_h + w * x_stride_w, X_ALIGN)
             x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],  # [BLOCK_K, BLOCK_N]
                         mask=x_mask[:, None] & n_mask[None, :], other=0.0)
-            if INPUT_PRECISION == "tf32":
-                # tf32 wgmma reads B from shared memory only K-major (along the pixels),
-                # and x is contiguous along channels. Loaded straight to shared memory it
-                # is transposed by 4-byte copies; an element-wise step (a no-op: the load
-                # already zeroed these) sends it through registers, loaded 16 bytes at a time.
-                x = tl.where(x_mask[:, None], x, 0.0)
+            x = _through_registers(x, STAGE_X_IN_REGISTERS)
             acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
             w += step_w
             carry_q = w >= w_end
@@ -656,6 +669,7 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
         npq, k_group, groups, chunk,
         R=r, S=s, TAPS_W=taps_w, X_ALIGN=x_align, PACKED_MASK=_packed_mask(dtype),
+        STAGE_X_IN_REGISTERS=_input_precision(dtype) == "tf32" and not interpreting(),
         ACC_DTYPE=accumulator(dtype), INPUT_PRECISION=_input_precision(dtype),
         **blocks,
     )
