@@ -262,6 +262,7 @@ def conv2d_relu_backward_weight_kernel(
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
+    TAPS_PER_PROGRAM: tl.constexpr,
 ):
     """dw[k, r, s, c] = sum_{n,p,q} [y > 0] dy[n, p, q, k] x[n, p*sh-ph+r, q*sw-pw+s, c].
 
@@ -276,6 +277,10 @@ def conv2d_relu_backward_weight_kernel(
     ceil(K_GROUP / BLOCK_M) of axis 0), so that the GEMM's loop carries no branch.
     EVEN_M, EVEN_N, EVEN_K (_backward_weight_even) say a dimension is a whole number of
     tiles: its bounds mask is constant true and the copies need no per-vector predicate.
+    TAPS_PER_PROGRAM = 2 (_pairs_taps: a tap's channels fill at most half of BLOCK_N, as
+    conv1's folded 48 and conv2's 48 per group) splits the column tile into two taps of
+    BLOCK_N / 2 channels, the tap and the next, both reduced against the same grad_output
+    tile: the MMA work of a full tile per loop iteration, 48 of 64 columns used, not of 128.
     """
     pid = tl.program_id(0)
     group = tl.program_id(1) % GROUPS
@@ -300,14 +305,23 @@ def conv2d_relu_backward_weight_kernel(
                  mask=m_mask)
     else:
         tile = pid - tiles_k
-        tiles_n = tl.cdiv(C_TAP, BLOCK_N)
+        TAP_N: tl.constexpr = BLOCK_N // TAPS_PER_PROGRAM  # columns (channels) of one tap
+        tiles_n = tl.cdiv(C_TAP, TAP_N)
         pid_m = tile % tiles_k
         pid_n = (tile // tiles_k) % tiles_n
-        tap = tile // (tiles_k * tiles_n)
+        tap = (tile // (tiles_k * tiles_n)) * TAPS_PER_PROGRAM
         r = tap // TAPS_W
         s = tap % TAPS_W
+        # The second tap (TAPS_PER_PROGRAM = 2), as a move (dr, ds) from the first; past the
+        # last tap (an odd tap count) it reads and writes nothing.
+        second_valid = tap + 1 < R * TAPS_W
+        dr = tl.where(second_valid, (tap + 1) // TAPS_W - r, 0)
+        ds = tl.where(second_valid, (tap + 1) % TAPS_W - s, 0)
+        # ... as masks of vectors: the interpreter's & of a scalar mask and a vector mask
+        # made from a constexpr is an int32 array, which tl.load refuses.
+        second_rows = tap + 1 + 0 * offs_r < R * TAPS_W  # [BLOCK_K]
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # kernels within the group
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # channels of the tap
+        offs_n = pid_n * TAP_N + tl.arange(0, TAP_N)  # channels of the tap
         kernel = group * K_GROUP + offs_m
         m_mask = (offs_m < K_GROUP) | EVEN_M
         n_mask = (offs_n < C_TAP) | EVEN_N
@@ -324,8 +338,10 @@ def conv2d_relu_backward_weight_kernel(
         step_n = BLOCK_K // (P * Q)
         w_end = Q * stride_w - pad_w + s  # w of the column q = Q: the row's end
         h_end = P * stride_h - pad_h + r
-        x_col = group * C_GROUP + offs_n  # [BLOCK_N]
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+        x_col = group * C_GROUP + offs_n  # [TAP_N]
+        second_shift = dr * x_stride_h + ds * x_stride_w
+        acc = tl.zeros((BLOCK_M, TAP_N), dtype=ACC_DTYPE)
+        acc_second = tl.zeros((BLOCK_M, TAP_N), dtype=ACC_DTYPE)
         for pixel in range(start, end, BLOCK_K):
             rows = pixel + offs_r
             row_in = (rows < end) | EVEN_K
@@ -338,10 +354,22 @@ def conv2d_relu_backward_weight_kernel(
             x_mask = (row_in & (h.to(tl.uint32, bitcast=True) < H.to(tl.uint32))
                       & (w.to(tl.uint32, bitcast=True) < W.to(tl.uint32)))  # [BLOCK_K]
             x_row = tl.multiple_of(n * x_stride_n + h * x_stride_h + w * x_stride_w, X_ALIGN)
-            x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],  # [BLOCK_K, BLOCK_N]
+            x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],  # [BLOCK_K, TAP_N]
                         mask=x_mask[:, None] & n_mask[None, :], other=0.0)
             x = _through_registers(x, STAGE_X_IN_REGISTERS)
             acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+            if TAPS_PER_PROGRAM == 2:
+                h_second = h + dr
+                w_second = w + ds
+                x_mask = (row_in & second_rows
+                          & (h_second.to(tl.uint32, bitcast=True) < H.to(tl.uint32))
+                          & (w_second.to(tl.uint32, bitcast=True) < W.to(tl.uint32)))
+                x_row = tl.multiple_of(x_row + second_shift, X_ALIGN)
+                x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],
+                            mask=x_mask[:, None] & n_mask[None, :], other=0.0)
+                x = _through_registers(x, STAGE_X_IN_REGISTERS)
+                acc_second = tl.dot(dy, x, acc_second, input_precision=INPUT_PRECISION,
+                                    out_dtype=ACC_DTYPE)
             w += step_w
             carry_q = w >= w_end
             w = tl.where(carry_q, w - Q * stride_w, w)
@@ -353,6 +381,11 @@ def conv2d_relu_backward_weight_kernel(
         dw_row = (split * K + kernel) * (R * TAPS_W * C_TAP) + tap * C_TAP
         tl.store(dw_ptr + dw_row[:, None] + offs_n[None, :], acc.to(dw_ptr.dtype.element_ty),
                  mask=m_mask[:, None] & n_mask[None, :])
+        if TAPS_PER_PROGRAM == 2:
+            tl.store(dw_ptr + (dw_row + C_TAP)[:, None] + offs_n[None, :],
+                     acc_second.to(dw_ptr.dtype.element_ty),
+                     mask=(m_mask & (tap + 1 + 0 * offs_m < R * TAPS_W))[:, None]
+                     & n_mask[None, :])
 
 
 @triton.jit
@@ -408,12 +441,25 @@ _backward_input_autotuned = triton.autotune(
         conv2d_relu_backward_input_kernel)
 # Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
 # same whichever config wins.
+def _pairs_taps(c_tap: int, block_n: int, dtype: torch.dtype) -> bool:
+    """Whether a weight-gradient program reduces two taps of BLOCK_N / 2 channels: where a
+    tap's channels fit half a column tile (conv1 and conv2: 48 channels in 64 columns, not
+    128), except in bf16, whose loop then issues more than its MMAs take (issue ratio
+    1.04-1.12 in conv1 and conv2 at 128x128x64; tf32 0.85, half the predicted time)."""
+    return c_tap <= block_n // 2 and dtype != torch.bfloat16
+
+
+def _taps_per_program(args) -> int:
+    return 2 if _pairs_taps(args["C_TAP"], args["BLOCK_N"], args["dy_ptr"].dtype) else 1
+
+
 # Which of the weight gradient's GEMM dimensions are whole tiles (at batch 128 the pixels
 # always are, NPQ = 128 P Q; conv2, conv3 and conv5's kernels and conv3's channels too).
 _backward_weight_even = triton.heuristics({
     "EVEN_M": lambda a: a["K_GROUP"] % a["BLOCK_M"] == 0,
-    "EVEN_N": lambda a: a["C_TAP"] % a["BLOCK_N"] == 0,
+    "EVEN_N": lambda a: a["C_TAP"] % (a["BLOCK_N"] // _taps_per_program(a)) == 0,
     "EVEN_K": lambda a: a["NPQ"] % a["BLOCK_K"] == 0 and a["CHUNK"] % a["BLOCK_K"] == 0,
+    "TAPS_PER_PROGRAM": _taps_per_program,
 })(conv2d_relu_backward_weight_kernel)
 _backward_weight_autotuned = triton.autotune(
     configs=_backward_configs(),
@@ -635,7 +681,10 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     npq, k_group = n * p * q, k // groups
     taps = r * taps_w
 
-    tiles = triton.cdiv(k_group, 128) * triton.cdiv(c_tap, 128) * taps * groups
+    # the tiles of the first config, 128 x 128 (or two taps of 64 columns)
+    tap_tiles = (triton.cdiv(taps, 2) if _pairs_taps(c_tap, 128, dtype)
+                 else taps * triton.cdiv(c_tap, 128))
+    tiles = triton.cdiv(k_group, 128) * tap_tiles * groups
     split = _weight_grad_split(tiles, npq, device)
     chunk = triton.cdiv(triton.cdiv(npq, split), _SPLIT_ALIGN) * _SPLIT_ALIGN
     split = triton.cdiv(npq, chunk)
@@ -657,11 +706,15 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     x_align = _alignment(x_stride_n, x_stride_h, w_step, c_group if groups > 1 else 0)
     kernel, blocks = _kernel_and_blocks(_backward_weight_autotuned, _backward_weight_even,
                                         c_tap)
+    if interpreting() and _pairs_taps(c_tap, 128, dtype):  # two taps per program, as on the GPU
+        blocks["BLOCK_N"] *= 2
 
     def grid(meta):
         tiles_k = triton.cdiv(k_group, meta["BLOCK_M"])
-        # the bias programs, then the GEMM tiles of every tap
-        return (tiles_k * (1 + triton.cdiv(c_tap, meta["BLOCK_N"]) * taps), groups * split)
+        pair = meta["TAPS_PER_PROGRAM"]
+        # the bias programs, then the GEMM tiles of every tap (pair of taps)
+        return (tiles_k * (1 + triton.cdiv(c_tap, meta["BLOCK_N"] // pair)
+                           * triton.cdiv(taps, pair)), groups * split)
 
     launchable(kernel)[grid](
         grad_output, output, x, weight_partial, bias_partial,
