@@ -413,6 +413,16 @@ def _backward_configs() -> list:
     ]
 
 
+def _backward_weight_configs() -> list:
+    """The weight gradient's tiles: first 128 pixels per step, which halves the loop's fixed
+    cost per MMA (bf16 issue ratio 0.87-0.91 against 0.95-0.98 at 64, and what lets bf16
+    take two taps per program; conv1 and conv2 fit it in tf32 too, two taps of 64 columns),
+    then the input gradient's."""
+    return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128}, num_warps=8,
+                          num_stages=2),
+            *_backward_configs()]
+
+
 def _forward_configs() -> list:
     """The channels-last forward's tiles, the one the launcher uses first (bench.sass)."""
     return [
@@ -439,18 +449,18 @@ _backward_input_autotuned = triton.autotune(
     key=["N", "H", "W", "C_GROUP", "K_GROUP", "GROUPS", "P", "Q", "R", "S", "stride_h",
          "stride_w", "pad_h", "pad_w", "INPUT_PRECISION"])(
         conv2d_relu_backward_input_kernel)
-# Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
-# same whichever config wins.
-def _pairs_taps(c_tap: int, block_n: int, dtype: torch.dtype) -> bool:
+
+
+def _pairs_taps(c_tap: int, block_n: int) -> bool:
     """Whether a weight-gradient program reduces two taps of BLOCK_N / 2 channels: where a
     tap's channels fit half a column tile (conv1 and conv2: 48 channels in 64 columns, not
-    128), except in bf16, whose loop then issues more than its MMAs take (issue ratio
-    1.04-1.12 in conv1 and conv2 at 128x128x64; tf32 0.85, half the predicted time)."""
-    return c_tap <= block_n // 2 and dtype != torch.bfloat16
+    128). At a 64-pixel step bf16's loop would then issue more than its MMAs take (issue
+    ratio 1.04-1.12); the first config's 128-pixel step brings it to 0.90."""
+    return c_tap <= block_n // 2
 
 
 def _taps_per_program(args) -> int:
-    return 2 if _pairs_taps(args["C_TAP"], args["BLOCK_N"], args["dy_ptr"].dtype) else 1
+    return 2 if _pairs_taps(args["C_TAP"], args["BLOCK_N"]) else 1
 
 
 # Which of the weight gradient's GEMM dimensions are whole tiles (at batch 128 the pixels
@@ -462,10 +472,12 @@ _backward_weight_even = triton.heuristics({
     "TAPS_PER_PROGRAM": _taps_per_program,
 })(conv2d_relu_backward_weight_kernel)
 _backward_weight_autotuned = triton.autotune(
-    configs=_backward_configs(),
+    configs=_backward_weight_configs(),
     key=["NPQ", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h",
          "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_W", "X_ALIGN", "INPUT_PRECISION"])(
         _backward_weight_even)
+# Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
+# same whichever config wins.
 _SPLIT_ALIGN = 128
 
 
@@ -682,7 +694,7 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     taps = r * taps_w
 
     # the tiles of the first config, 128 x 128 (or two taps of 64 columns)
-    tap_tiles = (triton.cdiv(taps, 2) if _pairs_taps(c_tap, 128, dtype)
+    tap_tiles = (triton.cdiv(taps, 2) if _pairs_taps(c_tap, 128)
                  else taps * triton.cdiv(c_tap, 128))
     tiles = triton.cdiv(k_group, 128) * tap_tiles * groups
     split = _weight_grad_split(tiles, npq, device)
@@ -706,7 +718,7 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     x_align = _alignment(x_stride_n, x_stride_h, w_step, c_group if groups > 1 else 0)
     kernel, blocks = _kernel_and_blocks(_backward_weight_autotuned, _backward_weight_even,
                                         c_tap)
-    if interpreting() and _pairs_taps(c_tap, 128, dtype):  # two taps per program, as on the GPU
+    if interpreting() and _pairs_taps(c_tap, 128):  # two taps per program, as on the GPU
         blocks["BLOCK_N"] *= 2
 
     def grid(meta):
