@@ -20,7 +20,8 @@ into one 48-wide reduction block (_channels_last_input).
 - backward, weight: GEMM over kernels x (tap, channels), reducing over output pixels
   (n, p, q), with the bias gradient (sums of the masked grad_output) in programs of its
   own. The long reduction is split over programs that each write a float32 partial sum,
-  summed after: deterministic, no atomics.
+  summed after: deterministic, no atomics. Where a tap has at most half a column tile of
+  channels (conv1, conv2: 48), a program reduces two taps against one grad_output tile.
 """
 from __future__ import annotations
 
