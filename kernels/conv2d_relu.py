@@ -20,7 +20,8 @@ into one 48-wide reduction block (_channels_last_input).
 - backward, weight: GEMM over kernels x (tap, channels), reducing over output pixels
   (n, p, q), with the bias gradient (sums of the masked grad_output) in programs of its
   own. The long reduction is split over programs that each write a float32 partial sum,
-  summed after: deterministic, no atomics.
+  summed after: deterministic, no atomics. Where a tap has at most half a column tile of
+  channels (conv1, conv2: 48), a program reduces two taps against one grad_output tile.
 """
 from __future__ import annotations
 
@@ -235,15 +236,34 @@ def conv2d_relu_backward_input_kernel(
 
 
 @triton.jit
+def _through_registers(x, STAGE: tl.constexpr):
+    """x itself, made to pass through registers when STAGE (the tf32 weight gradient on the GPU).
+
+    tf32 wgmma reads B from shared memory only K-major (along the pixels), and x is
+    contiguous along channels. Loaded straight to shared memory it is transposed by 4-byte
+    copies; an element-wise step sends it through registers, loaded 16 bytes at a time and
+    stored transposed. The step is a PTX move, which ptxas propagates away: no instruction,
+    and no load mask carried to the pipeline stage that uses it (a tl.where on the load's
+    mask cost both, 0.1 of the issue ratio). The interpreter cannot run PTX (STAGE False).
+    """
+    if STAGE:
+        x = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                      is_pure=True, pack=1)
+    return x
+
+
+@triton.jit
 def conv2d_relu_backward_weight_kernel(
     dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr,
     H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
     x_stride_n, x_stride_h, x_stride_w, C_GROUP, C_TAP,
     NPQ, K_GROUP, GROUPS, CHUNK,
     R: tl.constexpr, S: tl.constexpr, TAPS_W: tl.constexpr, X_ALIGN: tl.constexpr,
-    PACKED_MASK: tl.constexpr, ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    PACKED_MASK: tl.constexpr, STAGE_X_IN_REGISTERS: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
+    TAPS_PER_PROGRAM: tl.constexpr,
 ):
     """dw[k, r, s, c] = sum_{n,p,q} [y > 0] dy[n, p, q, k] x[n, p*sh-ph+r, q*sw-pw+s, c].
 
@@ -258,6 +278,10 @@ def conv2d_relu_backward_weight_kernel(
     ceil(K_GROUP / BLOCK_M) of axis 0), so that the GEMM's loop carries no branch.
     EVEN_M, EVEN_N, EVEN_K (_backward_weight_even) say a dimension is a whole number of
     tiles: its bounds mask is constant true and the copies need no per-vector predicate.
+    TAPS_PER_PROGRAM = 2 (_pairs_taps: a tap's channels fill at most half of BLOCK_N, as
+    conv1's folded 48 and conv2's 48 per group) splits the column tile into two taps of
+    BLOCK_N / 2 channels, the tap and the next, both reduced against the same grad_output
+    tile: the MMA work of a full tile per loop iteration, 48 of 64 columns used, not of 128.
     """
     pid = tl.program_id(0)
     group = tl.program_id(1) % GROUPS
@@ -282,14 +306,23 @@ def conv2d_relu_backward_weight_kernel(
                  mask=m_mask)
     else:
         tile = pid - tiles_k
-        tiles_n = tl.cdiv(C_TAP, BLOCK_N)
+        TAP_N: tl.constexpr = BLOCK_N // TAPS_PER_PROGRAM  # columns (channels) of one tap
+        tiles_n = tl.cdiv(C_TAP, TAP_N)
         pid_m = tile % tiles_k
         pid_n = (tile // tiles_k) % tiles_n
-        tap = tile // (tiles_k * tiles_n)
+        tap = (tile // (tiles_k * tiles_n)) * TAPS_PER_PROGRAM
         r = tap // TAPS_W
         s = tap % TAPS_W
+        # The second tap (TAPS_PER_PROGRAM = 2), as a move (dr, ds) from the first; past the
+        # last tap (an odd tap count) it reads and writes nothing.
+        second_valid = tap + 1 < R * TAPS_W
+        dr = tl.where(second_valid, (tap + 1) // TAPS_W - r, 0)
+        ds = tl.where(second_valid, (tap + 1) % TAPS_W - s, 0)
+        # ... as masks of vectors: the interpreter's & of a scalar mask and a vector mask
+        # made from a constexpr is an int32 array, which tl.load refuses.
+        second_rows = tap + 1 + 0 * offs_r < R * TAPS_W  # [BLOCK_K]
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # kernels within the group
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # channels of the tap
+        offs_n = pid_n * TAP_N + tl.arange(0, TAP_N)  # channels of the tap
         kernel = group * K_GROUP + offs_m
         m_mask = (offs_m < K_GROUP) | EVEN_M
         n_mask = (offs_n < C_TAP) | EVEN_N
@@ -306,8 +339,10 @@ def conv2d_relu_backward_weight_kernel(
         step_n = BLOCK_K // (P * Q)
         w_end = Q * stride_w - pad_w + s  # w of the column q = Q: the row's end
         h_end = P * stride_h - pad_h + r
-        x_col = group * C_GROUP + offs_n  # [BLOCK_N]
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
+        x_col = group * C_GROUP + offs_n  # [TAP_N]
+        second_shift = dr * x_stride_h + ds * x_stride_w
+        acc = tl.zeros((BLOCK_M, TAP_N), dtype=ACC_DTYPE)
+        acc_second = tl.zeros((BLOCK_M, TAP_N), dtype=ACC_DTYPE)
         for pixel in range(start, end, BLOCK_K):
             rows = pixel + offs_r
             row_in = (rows < end) | EVEN_K
@@ -320,15 +355,22 @@ def conv2d_relu_backward_weight_kernel(
             x_mask = (row_in & (h.to(tl.uint32, bitcast=True) < H.to(tl.uint32))
                       & (w.to(tl.uint32, bitcast=True) < W.to(tl.uint32)))  # [BLOCK_K]
             x_row = tl.multiple_of(n * x_stride_n + h * x_stride_h + w * x_stride_w, X_ALIGN)
-            x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],  # [BLOCK_K, BLOCK_N]
+            x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],  # [BLOCK_K, TAP_N]
                         mask=x_mask[:, None] & n_mask[None, :], other=0.0)
-            if INPUT_PRECISION == "tf32":
-                # tf32 wgmma reads B from shared memory only K-major (along the pixels),
-                # and x is contiguous along channels. Loaded straight to shared memory it
-                # is transposed by 4-byte copies; an element-wise step (a no-op: the load
-                # already zeroed these) sends it through registers, loaded 16 bytes at a time.
-                x = tl.where(x_mask[:, None], x, 0.0)
+            x = _through_registers(x, STAGE_X_IN_REGISTERS)
             acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+            if TAPS_PER_PROGRAM == 2:
+                h_second = h + dr
+                w_second = w + ds
+                x_mask = (row_in & second_rows
+                          & (h_second.to(tl.uint32, bitcast=True) < H.to(tl.uint32))
+                          & (w_second.to(tl.uint32, bitcast=True) < W.to(tl.uint32)))
+                x_row = tl.multiple_of(x_row + second_shift, X_ALIGN)
+                x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],
+                            mask=x_mask[:, None] & n_mask[None, :], other=0.0)
+                x = _through_registers(x, STAGE_X_IN_REGISTERS)
+                acc_second = tl.dot(dy, x, acc_second, input_precision=INPUT_PRECISION,
+                                    out_dtype=ACC_DTYPE)
             w += step_w
             carry_q = w >= w_end
             w = tl.where(carry_q, w - Q * stride_w, w)
@@ -340,6 +382,11 @@ def conv2d_relu_backward_weight_kernel(
         dw_row = (split * K + kernel) * (R * TAPS_W * C_TAP) + tap * C_TAP
         tl.store(dw_ptr + dw_row[:, None] + offs_n[None, :], acc.to(dw_ptr.dtype.element_ty),
                  mask=m_mask[:, None] & n_mask[None, :])
+        if TAPS_PER_PROGRAM == 2:
+            tl.store(dw_ptr + (dw_row + C_TAP)[:, None] + offs_n[None, :],
+                     acc_second.to(dw_ptr.dtype.element_ty),
+                     mask=(m_mask & (tap + 1 + 0 * offs_m < R * TAPS_W))[:, None]
+                     & n_mask[None, :])
 
 
 @triton.jit
@@ -365,6 +412,16 @@ def _backward_configs() -> list:
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=2),
     ]
+
+
+def _backward_weight_configs() -> list:
+    """The weight gradient's tiles: first 128 pixels per step, which halves the loop's fixed
+    cost per MMA (bf16 issue ratio 0.87-0.91 against 0.95-0.98 at 64, and what lets bf16
+    take two taps per program; conv1 and conv2 fit it in tf32 too, two taps of 64 columns),
+    then the input gradient's."""
+    return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128}, num_warps=8,
+                          num_stages=2),
+            *_backward_configs()]
 
 
 def _forward_configs() -> list:
@@ -393,20 +450,35 @@ _backward_input_autotuned = triton.autotune(
     key=["N", "H", "W", "C_GROUP", "K_GROUP", "GROUPS", "P", "Q", "R", "S", "stride_h",
          "stride_w", "pad_h", "pad_w", "INPUT_PRECISION"])(
         conv2d_relu_backward_input_kernel)
-# Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
-# same whichever config wins.
+
+
+def _pairs_taps(c_tap: int, block_n: int) -> bool:
+    """Whether a weight-gradient program reduces two taps of BLOCK_N / 2 channels: where a
+    tap's channels fit half a column tile (conv1 and conv2: 48 channels in 64 columns, not
+    128). At a 64-pixel step bf16's loop would then issue more than its MMAs take (issue
+    ratio 1.04-1.12); the first config's 128-pixel step brings it to 0.90."""
+    return c_tap <= block_n // 2
+
+
+def _taps_per_program(args) -> int:
+    return 2 if _pairs_taps(args["C_TAP"], args["BLOCK_N"]) else 1
+
+
 # Which of the weight gradient's GEMM dimensions are whole tiles (at batch 128 the pixels
 # always are, NPQ = 128 P Q; conv2, conv3 and conv5's kernels and conv3's channels too).
 _backward_weight_even = triton.heuristics({
     "EVEN_M": lambda a: a["K_GROUP"] % a["BLOCK_M"] == 0,
-    "EVEN_N": lambda a: a["C_TAP"] % a["BLOCK_N"] == 0,
+    "EVEN_N": lambda a: a["C_TAP"] % (a["BLOCK_N"] // _taps_per_program(a)) == 0,
     "EVEN_K": lambda a: a["NPQ"] % a["BLOCK_K"] == 0 and a["CHUNK"] % a["BLOCK_K"] == 0,
+    "TAPS_PER_PROGRAM": _taps_per_program,
 })(conv2d_relu_backward_weight_kernel)
 _backward_weight_autotuned = triton.autotune(
-    configs=_backward_configs(),
+    configs=_backward_weight_configs(),
     key=["NPQ", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h",
          "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_W", "X_ALIGN", "INPUT_PRECISION"])(
         _backward_weight_even)
+# Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
+# same whichever config wins.
 _SPLIT_ALIGN = 128
 
 
@@ -622,7 +694,10 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     npq, k_group = n * p * q, k // groups
     taps = r * taps_w
 
-    tiles = triton.cdiv(k_group, 128) * triton.cdiv(c_tap, 128) * taps * groups
+    # the tiles of the first config, 128 x 128 (or two taps of 64 columns)
+    tap_tiles = (triton.cdiv(taps, 2) if _pairs_taps(c_tap, 128)
+                 else taps * triton.cdiv(c_tap, 128))
+    tiles = triton.cdiv(k_group, 128) * tap_tiles * groups
     split = _weight_grad_split(tiles, npq, device)
     chunk = triton.cdiv(triton.cdiv(npq, split), _SPLIT_ALIGN) * _SPLIT_ALIGN
     split = triton.cdiv(npq, chunk)
@@ -644,11 +719,15 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     x_align = _alignment(x_stride_n, x_stride_h, w_step, c_group if groups > 1 else 0)
     kernel, blocks = _kernel_and_blocks(_backward_weight_autotuned, _backward_weight_even,
                                         c_tap)
+    if interpreting() and _pairs_taps(c_tap, 128):  # two taps per program, as on the GPU
+        blocks["BLOCK_N"] *= 2
 
     def grid(meta):
         tiles_k = triton.cdiv(k_group, meta["BLOCK_M"])
-        # the bias programs, then the GEMM tiles of every tap
-        return (tiles_k * (1 + triton.cdiv(c_tap, meta["BLOCK_N"]) * taps), groups * split)
+        pair = meta["TAPS_PER_PROGRAM"]
+        # the bias programs, then the GEMM tiles of every tap (pair of taps)
+        return (tiles_k * (1 + triton.cdiv(c_tap, meta["BLOCK_N"] // pair)
+                           * triton.cdiv(taps, pair)), groups * split)
 
     launchable(kernel)[grid](
         grad_output, output, x, weight_partial, bias_partial,
@@ -656,6 +735,7 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
         npq, k_group, groups, chunk,
         R=r, S=s, TAPS_W=taps_w, X_ALIGN=x_align, PACKED_MASK=_packed_mask(dtype),
+        STAGE_X_IN_REGISTERS=_input_precision(dtype) == "tf32" and not interpreting(),
         ACC_DTYPE=accumulator(dtype), INPUT_PRECISION=_input_precision(dtype),
         **blocks,
     )
