@@ -8,6 +8,7 @@ import os
 
 import torch
 import triton.language as tl
+from torch import Tensor
 from torch.library import wrap_triton
 
 
@@ -38,3 +39,12 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 def accumulator(dtype: torch.dtype) -> tl.dtype:
     """``accumulation_dtype(dtype)`` as a Triton dtype: a kernel's ACC constexpr."""
     return tl.float64 if accumulation_dtype(dtype) == torch.float64 else tl.float32
+
+
+def check_int32_offsets(op: str, **tensors: Tensor) -> None:
+    """Refuse tensors the kernels cannot address: they compute offsets in int32 (cheaper
+    address arithmetic), so every tensor they index must hold fewer than 2**31 elements."""
+    for name, tensor in tensors.items():
+        if tensor.numel() >= 2**31:
+            raise ValueError(f"{op}: {name} {tuple(tensor.shape)} has {tensor.numel()} elements; "
+                             f"the kernels' int32 offsets address fewer than 2**31")

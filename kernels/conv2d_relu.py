@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from alexnet_triton.kernels import accumulation_dtype, accumulator, interpreting, launchable
+from alexnet_triton.kernels import accumulation_dtype, accumulator, check_int32_offsets, interpreting, launchable
 
 
 @triton.jit
@@ -526,7 +526,6 @@ def _weight_grad_split(tiles: int, npq: int, device: torch.device) -> int:
 # is the reduction block (11 x 4 = 44 -> 48 for conv1: 11 row taps of 48, not 121 of 16).
 _FOLD_BELOW_CHANNELS = 16
 _FOLD_CHANNELS = 4
-_INT32_LIMIT = 2**31
 
 
 def _alignment(*strides: int) -> int:
@@ -600,9 +599,7 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
     bias = None if bias is None else bias.contiguous()
     # [N, K, P, Q] with NHWC memory: the kernel's [M, K] rows.
     output = torch.empty((n, p, q, k), dtype=input.dtype, device=input.device).permute(0, 3, 1, 2)
-    if max(x.numel(), output.numel()) >= _INT32_LIMIT:
-        raise ValueError(f"conv2d_relu: tensors of 2**31 elements or more are not supported "
-                         f"(input {tuple(input.shape)}, output {(n, k, p, q)})")
+    check_int32_offsets("conv2d_relu", input=x, output=output)
     x_stride_n, _, x_stride_h, x_stride_w = x.stride()
     # Every row offset is n sxn + h sxh + w sxw (+ group C_GROUP); w moves by the stride
     # alone when each row has a single tap (folded) and pads nothing.
@@ -648,9 +645,7 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tens
     weight_taps = weight.reshape(groups, k_group, c_group, r, s).permute(0, 3, 4, 2, 1).contiguous()
     grad_input = torch.empty((n, h, w, c), dtype=grad_output.dtype,
                              device=grad_output.device).permute(0, 3, 1, 2)
-    if max(grad_output.numel(), grad_input.numel()) >= _INT32_LIMIT:
-        raise ValueError(f"conv2d_relu: tensors of 2**31 elements or more are not supported "
-                         f"(input {tuple(input_size)}, grad_output {(n, k, p, q)})")
+    check_int32_offsets("conv2d_relu", grad_output=grad_output, grad_input=grad_input)
     # Phase 0 has the most input pixels: ceil(H / sh) x ceil(W / sw) per image.
     m, phases = n * triton.cdiv(h, stride[0]) * triton.cdiv(w, stride[1]), stride[0] * stride[1]
     kernel, blocks = _kernel_and_blocks(_backward_input_autotuned,
@@ -711,9 +706,8 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         bias_partial = torch.empty((split, k), dtype=partial_dtype, device=device)
     else:
         weight_partial = weight_taps  # the single split is the sum
-    if max(x.numel(), grad_output.numel(), weight_partial.numel()) >= _INT32_LIMIT:
-        raise ValueError(f"conv2d_relu: tensors of 2**31 elements or more are not supported "
-                         f"(input {tuple(input.shape)}, grad_output {(n, k, p, q)})")
+    check_int32_offsets("conv2d_relu", input=x, grad_output=grad_output,
+                        grad_weight=weight_partial)
     x_stride_n, _, x_stride_h, x_stride_w = x.stride()
     w_step = stride[1] * x_stride_w if taps_w == 1 and pad[1] == 0 else x_stride_w
     x_align = _alignment(x_stride_n, x_stride_h, w_step, c_group if groups > 1 else 0)

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from alexnet_triton.kernels import accumulator, interpreting, launchable
+from alexnet_triton.kernels import accumulator, check_int32_offsets, interpreting, launchable
 
 
 @triton.jit
@@ -76,8 +76,7 @@ def dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
     """Zero each element with probability p, scale survivors by 1/(1-p); seed is int64 [1]."""
     if seed.dtype != torch.int64 or seed.numel() != 1 or seed.device != input.device:
         raise ValueError("dropout: seed must be a one-element int64 tensor on the input's device")
-    if input.numel() >= 2**31:
-        raise ValueError(f"dropout: {input.numel()} elements exceed the int32 Philox offsets")
+    check_int32_offsets("dropout", input=input)  # the Philox counters too
     # The mask is one of logical flat indices (NCHW order for a 4-D tensor), whatever the
     # strides; a channels_last input is read in that order and its result returned
     # channels_last (dropout is not among the channels_last layers, so this costs copies

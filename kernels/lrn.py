@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from alexnet_triton.kernels import accumulation_dtype, interpreting, launchable
+from alexnet_triton.kernels import accumulation_dtype, check_int32_offsets, interpreting, launchable
 
 CHUNK = 8  # channels per load: 16 bytes of bf16
 
@@ -197,8 +197,7 @@ def _check(name: str, input: Tensor, size: int, groups: int) -> None:
     channels = input.shape[1]
     if size < 1 or groups < 1 or channels % groups:
         raise ValueError(f"{name}: size={size}, groups={groups} do not fit {channels} channels")
-    if input.numel() >= 2**31:
-        raise ValueError(f"{name}: {input.numel()} elements exceed the kernels' int32 offsets")
+    check_int32_offsets(name, input=input)
     if channels // groups > 1024:
         raise ValueError(f"{name}: {channels // groups} channels per group exceed the 1,024 "
                          "the unrolled channel loop is built for")

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from alexnet_triton.kernels import accumulator, interpreting, launchable
+from alexnet_triton.kernels import accumulator, check_int32_offsets, interpreting, launchable
 
 
 @triton.jit
@@ -155,12 +155,6 @@ def _blocks(channels: int, elements: int) -> tuple[int, int]:
 FORWARD_TILE, BACKWARD_TILE = 1024, 2048
 
 
-def _check_int32(name: str, *tensors: Tensor) -> None:
-    for t in tensors:
-        if t.numel() >= 2**31:
-            raise ValueError(f"{name}: {t.numel()} elements exceed the kernels' int32 offsets")
-
-
 def _is_channels_last(t: Tensor) -> bool:
     """Whether t's results should be channels_last: it is, and not also NCHW-contiguous
     (with C == 1 or H == W == 1 both hold, and NCHW is the answer that is both)."""
@@ -200,7 +194,7 @@ def max_pool2d_forward(input: Tensor, kernel_size: list[int], stride: list[int],
                          memory_format=torch.channels_last)
     argmax = torch.empty((n, c, oh, ow), device=x.device, dtype=torch.int8,
                          memory_format=torch.channels_last)
-    _check_int32("max_pool2d", x, output)
+    check_int32_offsets("max_pool2d", input=x, output=output)
     if output.numel():
         block_p, block_c = _blocks(c, FORWARD_TILE)
         grid = (triton.cdiv(n * oh * ow, block_p), triton.cdiv(c, block_c))
@@ -230,7 +224,7 @@ def max_pool2d_backward(grad_output: Tensor, argmax: Tensor, input_size: list[in
     winners = argmax.contiguous(memory_format=torch.channels_last)
     grad_input = torch.empty((n, c, h, w), device=grad_y.device, dtype=grad_y.dtype,
                              memory_format=torch.channels_last)
-    _check_int32("max_pool2d_backward", grad_input, grad_y)
+    check_int32_offsets("max_pool2d_backward", grad_input=grad_input, grad_output=grad_y)
     if grad_input.numel():
         block_p, block_c = _blocks(c, BACKWARD_TILE)
         grid = (triton.cdiv(n * h * w, block_p), triton.cdiv(c, block_c))
