@@ -477,10 +477,19 @@ applied = keep_freed_memory()
 faults_of_a_fresh_64mb_tensor()
 print(applied, default, faults_of_a_fresh_64mb_tensor())
 """
-    result = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env=subprocess_env(),
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    applied, default, kept = result.stdout.split()
-    if applied != "True":
-        pytest.skip("not glibc: the allocator is left as it is")
-    assert int(default) > 10_000 and int(kept) < 1_000, result.stdout
+    # Up to three fresh processes: in about one CI run in three, a process's freed block was
+    # not reused (16,384 faults both ways; the heap's placement differs per process), while
+    # an allocator left as it was faults in every process.
+    outputs = []
+    for _ in range(3):
+        result = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env=subprocess_env(),
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        applied, default, kept = result.stdout.split()
+        if applied != "True":
+            pytest.skip("not glibc: the allocator is left as it is")
+        assert int(default) > 10_000, result.stdout
+        outputs.append(result.stdout)
+        if int(kept) < 1_000:
+            break
+    assert int(kept) < 1_000, outputs
