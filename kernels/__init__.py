@@ -4,9 +4,11 @@ Each module holds its ``@triton.jit`` kernels and then the launchers that check 
 arguments and pick the grid. ``reference/`` holds a plain PyTorch version of every
 launcher under the same name; ``alexnet_triton.functional`` dispatches between the two.
 """
+import contextlib
 import os
 
 import torch
+import triton
 import triton.language as tl
 from torch import Tensor
 from torch.library import wrap_triton
@@ -48,3 +50,58 @@ def check_int32_offsets(op: str, **tensors: Tensor) -> None:
         if tensor.numel() >= 2**31:
             raise ValueError(f"{op}: {name} {tuple(tensor.shape)} has {tensor.numel()} elements; "
                              f"the kernels' int32 offsets address fewer than 2**31")
+
+
+def tensor_descriptors_available() -> bool:
+    """Whether this Triton and the target it compiles for read tiles through TMA tensor
+    descriptors (``tl.make_tensor_descriptor``, built on the device: Triton 3.6 and 3.9
+    both have it). True under the interpreter, which emulates them, and for an NVIDIA
+    target of compute capability 9.0 (Hopper) or newer; otherwise the kernels take their
+    plain-load path."""
+    if not hasattr(tl, "make_tensor_descriptor"):
+        return False
+    if interpreting():
+        return True
+    target = triton.runtime.driver.active.get_current_target()
+    return target.backend == "cuda" and int(target.arch) >= 90
+
+
+def tma_compatible(tensor: Tensor, shape: tuple, strides: tuple) -> bool:
+    """Whether a descriptor over ``tensor``'s memory seen as ``shape`` with ``strides``
+    (in elements, the last one 1) meets TMA's rules: a 16-byte aligned base and every
+    other stride a multiple of 16 bytes (a descriptor that breaks them faults on the GPU,
+    and the interpreter does not check)."""
+    size = tensor.element_size()
+    try:
+        base = tensor.data_ptr()
+    except RuntimeError:  # a FakeTensor while torch.compile traces: its allocation's base is
+        base = tensor.storage_offset() * size  # aligned, so its offset decides
+    return (len(shape) == len(strides) and strides[-1] == 1 and base % 16 == 0
+            and all(stride * size % 16 == 0 for stride in strides[:-1]))
+
+
+@contextlib.contextmanager
+def descriptor_scratch(device: torch.device):
+    """The global memory a kernel that builds tensor descriptors on the device needs
+    (Triton asks its allocator for 128 bytes per program at launch): a torch allocation on
+    ``device`` for the launches inside, and the caller's allocator back afterwards (Triton
+    keeps it in a context variable; a Triton without one keeps ours). Under the
+    interpreter nothing is allocated."""
+    if interpreting():
+        yield
+        return
+
+    def scratch(size: int, alignment: int, stream):
+        return torch.empty(size, dtype=torch.int8, device=device)
+
+    from triton.runtime import _allocation
+    variable = getattr(_allocation, "_allocator", None)
+    if variable is None:
+        triton.set_allocator(scratch)
+        yield
+        return
+    token = variable.set(scratch)
+    try:
+        yield
+    finally:
+        variable.reset(token)
