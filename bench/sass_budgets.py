@@ -1,8 +1,13 @@
 """The budgets of issue 11, section 2, checked on the static report's chosen configs.
 
 - no_spills: every kernel of the launch spills nothing (spill_bytes == 0);
-- issue_ratio: the GEMM's main loop issues no slower than its tensor cores (or, for ieee
-  fp32, its CUDA cores) retire it: issue ratio <= 1.0;
+- issue_ratio: the GEMM's main loop issues no slower than its tensor cores retire it: issue
+  ratio <= 1.0 (bf16 and tf32, each against its own rate). An ieee fp32 loop (FFMA, the FC
+  layers of the fp32 variant) issues every multiply-add itself, one slot per FFMA, so its
+  ratio is over 1 by construction: 1 + (everything else in the loop) / FFMA, at least 1.06
+  for the 8 x 8 outputs per thread of a 128 x 128 tile on 8 warps (16 operands, 4 LDS.128,
+  per 64 FFMA). Its budget is MAX_FFMA_ISSUE_RATIO = 1.15: at least 87% of the loop's issue
+  slots are FFMA (a decision of this project, not the issue's text, which is silent on ieee);
 - loads_16B: every global load in the GEMM's main loop moves 16 bytes per thread (LDG.128,
   LDGSTS.128) or is a TMA copy: its operand tiles are contiguous in memory;
 - programs: the GEMM launches at least one program per SM (>= 132);
@@ -32,6 +37,7 @@ BUDGETS = ("no_spills", "issue_ratio", "loads_16B", "programs")  # the GEMM laun
 MEMORY_BUDGETS = ("no_spills", "access_16B")  # the other launches'
 WIDE = ("16", "tma")
 MAX_ISSUE_RATIO = 1.0
+MAX_FFMA_ISSUE_RATIO = 1.15
 
 
 def is_gemm_launch(launch: str) -> bool:
@@ -84,7 +90,10 @@ def check(budget: str, rows: list[dict]) -> tuple[bool, str]:
         text = (f"issue ratio {ratio:.2f} ({loop['instructions']} instructions per "
                 f"{sum(loop['math'].values())} {gemm['matrix_instruction']})"
                 if ratio is not None else "no main loop with MMAs")
-        return ratio is not None and ratio <= MAX_ISSUE_RATIO, text
+        limit = (MAX_FFMA_ISSUE_RATIO if gemm["matrix_instruction"] == "FFMA"
+                 else MAX_ISSUE_RATIO)
+        return ratio is not None and ratio <= limit, text + (f" (FFMA budget {limit})"
+                                                             if limit != MAX_ISSUE_RATIO else "")
     if budget == "loads_16B":
         loads = (gemm["main_loop"] or {}).get("loads", {})
         narrow = {w: n for w, n in loads.items() if w not in ("16", "tma")}

@@ -17,8 +17,10 @@ import traceback
 
 BATCH = 128
 # name: (torch dtype, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-# PyTorch's defaults: convolutions in tf32, matmuls (the FC layers) in ieee fp32.
-VARIANTS = {"bf16": ("bfloat16", False, True), "fp32": ("float32", False, True)}
+# fp32: PyTorch's defaults, convolutions in tf32 and matmuls (the FC layers) in ieee fp32;
+# tf32: float32 tensors with tf32 matmuls too (torch.set_float32_matmul_precision("high")).
+VARIANTS = {"bf16": ("bfloat16", False, True), "fp32": ("float32", False, True),
+            "tf32": ("float32", True, True)}
 
 
 def compile_launches(variant: str, prune: str, names: list[str], sass_dir: str | None) -> dict:

@@ -18,7 +18,8 @@ CHOSEN_CONFIG = (
 
 def _floor_precision(variant: str, options: dict) -> str:
     """The peak any implementation of this op has: bf16 tensor cores for bf16, tf32 where
-    PyTorch's defaults allow it (convolutions), fp32 CUDA cores for ieee fp32 (the FCs)."""
+    the variant's flags allow it (convolutions; the FCs too in tf32), fp32 CUDA cores for
+    ieee fp32 (the FCs of fp32)."""
     if variant == "bf16":
         return "bf16"
     return "tf32" if options.get("INPUT_PRECISION") == "tf32" else "fp32"

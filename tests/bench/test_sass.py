@@ -54,28 +54,22 @@ MISSED = {
         "stores 1 of 8 B",
     ("fp32", "pool5.forward", "access_16B"):
         "stores 1 of 8 B",
-    ("fp32", "fc6.forward", "issue_ratio"):
-        "issue ratio 1.12 (4596 instructions per 4096 FFMA)",
-    ("fp32", "fc6.backward_input", "issue_ratio"):
-        "issue ratio 1.12 (4578 instructions per 4096 FFMA)",
-    ("fp32", "fc6.backward_weight", "issue_ratio"):
-        "issue ratio 1.10 (4510 instructions per 4096 FFMA)",
-    ("fp32", "fc7.forward", "issue_ratio"):
-        "issue ratio 1.12 (4596 instructions per 4096 FFMA)",
-    ("fp32", "fc7.backward_input", "issue_ratio"):
-        "issue ratio 1.12 (4578 instructions per 4096 FFMA)",
-    ("fp32", "fc7.backward_weight", "issue_ratio"):
-        "issue ratio 1.10 (4510 instructions per 4096 FFMA)",
-    ("fp32", "fc8.forward", "issue_ratio"):
-        "issue ratio 1.12 (4596 instructions per 4096 FFMA)",
-    ("fp32", "fc8.backward_input", "issue_ratio"):
-        "issue ratio 1.13 (4634 instructions per 4096 FFMA)",
-    ("fp32", "fc8.backward_weight", "issue_ratio"):
-        "issue ratio 1.10 (4510 instructions per 4096 FFMA)",
     ("fp32", "dropout", "access_16B"):
         "loads 1 of 8 B",
     ("fp32", "augment", "access_16B"):
         "loads 4 of 4 B",
+    ("tf32", "fc6.backward_input", "loads_16B"):
+        "64 loads of 4 B",
+    ("tf32", "fc6.backward_weight", "loads_16B"):
+        "96 loads of 4 B",
+    ("tf32", "fc7.backward_input", "loads_16B"):
+        "64 loads of 4 B",
+    ("tf32", "fc7.backward_weight", "loads_16B"):
+        "96 loads of 4 B",
+    ("tf32", "fc8.backward_input", "loads_16B"):
+        "64 loads of 4 B",
+    ("tf32", "fc8.backward_weight", "loads_16B"):
+        "96 loads of 4 B",
 }
 
 

@@ -214,6 +214,20 @@ def test_budget_checks():
     assert sass_budgets.budgets_of("fc6.forward") == sass_budgets.BUDGETS
 
 
+def test_ffma_loops_have_their_own_issue_budget():
+    """ieee fp32 issues one slot per FFMA: its budget is <= 1.15, the tensor cores' 1.0."""
+    from bench import sass_budgets
+
+    def ffma(ratio):
+        return _gemm_row(issue_ratio=ratio, matrix_instruction="FFMA",
+                         main_loop={"instructions": round(4096 * ratio), "math": {"FFMA": 4096},
+                                    "loads": {"16": 16}})
+    assert sass_budgets.check("issue_ratio", [ffma(1.12)]) == (
+        True, "issue ratio 1.12 (4588 instructions per 4096 FFMA) (FFMA budget 1.15)")
+    assert not sass_budgets.check("issue_ratio", [ffma(1.16)])[0]
+    assert not sass_budgets.check("issue_ratio", [_gemm_row(issue_ratio=1.12)])[0]  # HGMMA
+
+
 # A memory-bound kernel without a loop: a 4-byte scalar load, two 16-byte tile loads, one
 # 16-byte and one 4-byte store.
 STRAIGHT = """
