@@ -43,6 +43,24 @@ def accumulator(dtype: torch.dtype) -> tl.dtype:
     return tl.float64 if accumulation_dtype(dtype) == torch.float64 else tl.float32
 
 
+@triton.jit
+def through_registers(x, STAGE: tl.constexpr):
+    """x itself (float32), made to pass through registers when STAGE: a tf32 GEMM operand
+    that is contiguous along M or N, not K, on the GPU.
+
+    tf32 wgmma reads its shared-memory operands only K-major. Loaded straight to shared
+    memory, an M- or N-contiguous tile is transposed by 4-byte copies; an element-wise step
+    sends it through registers instead, loaded 16 bytes at a time and stored transposed. The
+    step is a PTX move, which ptxas propagates away: no instruction, and no load mask carried
+    to the pipeline stage that uses it (a tl.where on the load's mask costs both). The
+    interpreter cannot run PTX (STAGE False there).
+    """
+    if STAGE:
+        x = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                      is_pure=True, pack=1)
+    return x
+
+
 def check_int32_offsets(op: str, **tensors: Tensor) -> None:
     """Refuse tensors the kernels cannot address: they compute offsets in int32 (cheaper
     address arithmetic), so every tensor they index must hold fewer than 2**31 elements."""

@@ -23,7 +23,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from alexnet_triton.kernels import accumulation_dtype, accumulator, interpreting, launchable
+from alexnet_triton.kernels import (accumulation_dtype, accumulator, interpreting, launchable,
+                                    through_registers)
 from alexnet_triton.kernels.dropout import dropout_keep, dropout_scale
 
 
@@ -59,6 +60,7 @@ def linear_kernel(
     PARTIAL: tl.constexpr, EVEN_K: tl.constexpr,
     HAS_BIAS: tl.constexpr, RELU: tl.constexpr, DROPOUT: tl.constexpr, SCALE: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    STAGE_A: tl.constexpr, STAGE_B: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """C[M, N] = epilogue(A[M, K] @ B[K, N]), or with PARTIAL one split's share of the sum.
@@ -98,6 +100,8 @@ def linear_kernel(
         else:
             a = tl.load(a_ptrs, mask=(rm[:, None] < M_A) & (rk[None, :] < K_A - k), other=0.0)
             b = tl.load(b_ptrs, mask=(rk[:, None] < K - k) & (rn[None, :] < N), other=0.0)
+        a = through_registers(a, STAGE_A)
+        b = through_registers(b, STAGE_B)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION,
                      out_dtype=ACC_DTYPE)
         a_ptrs += step * stride_ak
@@ -202,9 +206,10 @@ _TILES_32BIT = [(128, 128, 64, 4, 8), (64, 128, 64, 4, 4), (128, 32, 64, 4, 4),
 
 # The flags are in the key: the GEMMs of one layer can share M, N and K (fc7) but not their
 # best tile (nor their shared memory); nor can ieee and tf32 float32
-# (tests/ops/test_autotune_keys.py). K_CHUNK is the reduction each program runs.
+# (tests/ops/test_autotune_keys.py), nor tf32 operands staged through registers and not.
+# K_CHUNK is the reduction each program runs.
 _KEY = ["M", "N", "K", "K_CHUNK", "PARTIAL", "EVEN_K", "HAS_BIAS", "RELU", "DROPOUT", "SCALE",
-        "INPUT_PRECISION"]
+        "INPUT_PRECISION", "STAGE_A", "STAGE_B"]
 linear_kernel_autotuned = triton.autotune(configs=_configs(_TILES_16BIT), key=_KEY)(linear_kernel)
 linear_kernel_autotuned_32bit = triton.autotune(
     configs=_configs(_TILES_32BIT), key=_KEY)(linear_kernel)
@@ -314,8 +319,11 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
     even_k = K % align == 0 and K_A % align == 0
     args = (a, b, out, bias_arg, seed_arg, M, N, K, M_A, K_A, chunk,
             *a_strides, *b_strides, *out_strides, float(p))
+    # tf32 operands contiguous along M or N (the backward passes') go through registers.
+    stage = tf32 and not interpreting()
     flags = dict(PARTIAL=splits > 1, EVEN_K=even_k, **flags, ACC_DTYPE=acc_dtype,
-                 INPUT_PRECISION=precision)
+                 INPUT_PRECISION=precision, STAGE_A=stage and a_strides[1] != 1,
+                 STAGE_B=stage and b_strides[0] != 1)
     # K = 0 still launches: the programs store the epilogue of zero sums.
     if interpreting():
         blocks = _interpreter_blocks(K, split or 1)

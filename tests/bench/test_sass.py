@@ -58,18 +58,6 @@ MISSED = {
         "loads 1 of 8 B",
     ("fp32", "augment", "access_16B"):
         "loads 4 of 4 B",
-    ("tf32", "fc6.backward_input", "loads_16B"):
-        "64 loads of 4 B",
-    ("tf32", "fc6.backward_weight", "loads_16B"):
-        "96 loads of 4 B",
-    ("tf32", "fc7.backward_input", "loads_16B"):
-        "64 loads of 4 B",
-    ("tf32", "fc7.backward_weight", "loads_16B"):
-        "96 loads of 4 B",
-    ("tf32", "fc8.backward_input", "loads_16B"):
-        "64 loads of 4 B",
-    ("tf32", "fc8.backward_weight", "loads_16B"):
-        "96 loads of 4 B",
 }
 
 
