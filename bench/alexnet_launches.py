@@ -99,7 +99,7 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
                 activation(batch, x.shape[1], o, o),
                 activation(batch, x.shape[1], o, o, dtype=torch.int8),
                 list(x.shape), [3, 3], [2, 2]))
-    seed = torch.zeros(1, dtype=torch.int64)
+    seed = dropout.seed_tensor(0, "cpu")
     for name, (k, n, relu) in FCS.items():
         if name not in layers:
             continue
