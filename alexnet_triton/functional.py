@@ -361,7 +361,7 @@ def _dropout_seed(input: Tensor) -> Tensor:
     It stays a one-element device tensor that the kernels read, so drawing it costs no
     host synchronisation and ``torch.manual_seed`` makes a run reproducible.
     """
-    return torch.randint(0, 2**31 - 1, (1,), device=input.device, dtype=torch.int64)
+    return dropout_kernels.random_seed(input.device)
 
 
 @triton_op("alexnet_triton::dropout", mutates_args=())

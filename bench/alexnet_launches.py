@@ -99,7 +99,7 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
                 activation(batch, x.shape[1], o, o),
                 activation(batch, x.shape[1], o, o, dtype=torch.int8),
                 list(x.shape), [3, 3], [2, 2]))
-    seed = torch.zeros(1, dtype=torch.int64)
+    seed = dropout.seed_tensor(0, "cpu")
     for name, (k, n, relu) in FCS.items():
         if name not in layers:
             continue
@@ -115,7 +115,8 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
     calls["dropout"] = lambda: dropout.dropout(empty(batch, 4096), DROPOUT_P, seed)
     side, crop = AUGMENT  # uint8 images in, float32 out, whatever the variant
     offsets = torch.zeros(batch, dtype=torch.int32)  # read on the host: must be in range
+    params = augment.pack_params(offsets, offsets, offsets, torch.zeros(batch, 3))
     calls["augment"] = lambda: augment.augment(
         empty(batch, 3, side, side, dtype=torch.uint8), empty(3, side, side, dtype=torch.float32),
-        offsets, offsets, offsets, empty(batch, 3, dtype=torch.float32), crop)
+        params, crop)
     return {name: calls[name] for name in launch_names(layers)}

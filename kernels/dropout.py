@@ -7,6 +7,13 @@ draws each of its calls' four outputs (``tl.randint4x``) instead of keeping one 
 (kernels/linear.py's fused fc6/fc7 epilogue calls it on its [BLOCK_M, BLOCK_N] tile), so the
 fused and standalone masks are one definition; kernels/reference/dropout.py draws it bit for
 bit on the CPU.
+
+The seed is a one-element int64 device tensor (drawing it costs no host sync). The kernel
+reads it in one 16-byte load where the seed's storage holds a 16-byte record (seed, pad)
+from it: ``seed_tensor`` and ``random_seed`` make seeds so, and kernels/linear.py, which
+reads the first word, takes them as they are. A bare 8-byte seed is read in one 8-byte
+load (the same stream: only the access width differs, as with an unaligned record, for
+which Triton's pointer specialisation also splits the load).
 """
 from __future__ import annotations
 
@@ -57,12 +64,30 @@ def dropout_scale(p, ACC: tl.constexpr):
 
 
 @triton.jit
-def dropout_kernel(x_ptr, y_ptr, seed_ptr, numel, p, ACC: tl.constexpr, BLOCK: tl.constexpr):
-    # One Philox call per four elements: counter j covers elements 4j ... 4j + 3.
-    counter = tl.program_id(0) * (BLOCK // 4) + tl.arange(0, BLOCK // 4)  # [BLOCK / 4]
-    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), counter)
-    # tl.join stacks along a new last axis: [BLOCK / 4, 2, 2] with [j, b, a] = output
-    # 2b + a of counter j, which flattened row-major is element 4j + 2b + a.
+def dropout_kernel(x_ptr, y_ptr, seed_ptr, numel, p, SEED_RECORD: tl.constexpr,
+                   ACC: tl.constexpr, BLOCK: tl.constexpr):
+    # One Philox call per four elements: counter j covers elements 4j ... 4j + 3, and
+    # counter [r, s] of this [BLOCK / 8, 2] tile is j = 2r + s. A row is the 8 elements
+    # of one thread's 16-byte bf16 vector, so at bf16 the mask needs no exchange between
+    # threads (at fp32, two 4-element vectors a thread, it goes through shared memory:
+    # bench/sass predicts the kernel memory-bound either way).
+    row = tl.arange(0, BLOCK // 8)[:, None]  # [BLOCK / 8, 1]
+    pair = tl.arange(0, 2)[None, :]  # [1, 2]
+    counter = tl.program_id(0) * (BLOCK // 4) + row * 2 + pair  # [BLOCK / 8, 2]
+    if SEED_RECORD:
+        # Every row reads the 16-byte record (seed, pad): one vector load per thread at
+        # 4 warps (BLOCK / 8 = 128 rows). A 2-element tensor would be spread over two
+        # threads, 8 bytes each, and ptxas narrows a vector load whose second word is
+        # unused to 8 bytes: volatile keeps it whole (an L1-bypassing 16-byte read per
+        # thread, the same line for the whole program, served by L2). The row's own copy
+        # of the seed is the same register for both counters of the row.
+        record = tl.load(seed_ptr + row * 0 + pair, volatile=True)  # [BLOCK / 8, 2]
+        seed = tl.sum(tl.where(pair == 0, record, 0), axis=1)[:, None]  # [BLOCK / 8, 1]
+    else:
+        seed = tl.load(seed_ptr)
+    r0, r1, r2, r3 = tl.randint4x(seed, counter)  # [BLOCK / 8, 2] each
+    # tl.join stacks along a new last axis: [BLOCK / 8, 2, 2, 2] with [r, s, b, a] = output
+    # 2b + a of counter 2r + s, which flattened row-major is element 4(2r + s) + 2b + a.
     words = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), (BLOCK,))
     keep = _survives(words, p)
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -72,8 +97,27 @@ def dropout_kernel(x_ptr, y_ptr, seed_ptr, numel, p, ACC: tl.constexpr, BLOCK: t
     tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=in_bounds)
 
 
+def seed_tensor(seed: int, device: torch.device | str) -> Tensor:
+    """The Philox seed `seed` as the kernels read it: a one-element int64 tensor, the first
+    word of a 16-byte record (seed, 0) of its own."""
+    return torch.tensor([seed, 0], dtype=torch.int64, device=device)[:1]
+
+
+def random_seed(device: torch.device | str) -> Tensor:
+    """A seed in [0, 2**31 - 1) from the default generator of `device`, laid out as
+    seed_tensor's (the record's second word is drawn too, and never read)."""
+    return torch.randint(0, 2**31 - 1, (2,), device=device, dtype=torch.int64)[:1]
+
+
+def _is_record(seed: Tensor) -> bool:
+    """Whether seed's storage holds the 16 bytes of a record from it. Metadata only: no
+    sync, and fake tensors answer it under torch.compile."""
+    return seed.untyped_storage().nbytes() - seed.storage_offset() * seed.element_size() >= 16
+
+
 def dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
-    """Zero each element with probability p, scale survivors by 1/(1-p); seed is int64 [1]."""
+    """Zero each element with probability p, scale survivors by 1/(1-p); seed is int64 [1]
+    (one 16-byte load where it is a record: seed_tensor, random_seed)."""
     if seed.dtype != torch.int64 or seed.numel() != 1 or seed.device != input.device:
         raise ValueError("dropout: seed must be a one-element int64 tensor on the input's device")
     check_int32_offsets("dropout", input=input)  # the Philox counters too
@@ -86,8 +130,8 @@ def dropout(input: Tensor, p: float, seed: Tensor) -> Tensor:
     numel = x.numel()
     block = 4096 if interpreting() else 1024
     grid = (triton.cdiv(numel, block),)
-    launchable(dropout_kernel)[grid](x, y, seed, numel, float(p), ACC=accumulator(x.dtype),
-                                        BLOCK=block)
+    launchable(dropout_kernel)[grid](x, y, seed, numel, float(p), SEED_RECORD=_is_record(seed),
+                                     ACC=accumulator(x.dtype), BLOCK=block, num_warps=4)
     channels_last = (input.dim() == 4 and not input.is_contiguous()
                      and input.is_contiguous(memory_format=torch.channels_last))
     return y.contiguous(memory_format=torch.channels_last) if channels_last else y

@@ -26,32 +26,58 @@ def max_pool2d_forward_kernel(x_ptr, y_ptr, argmax_ptr, pixels, C, H, W, OH, OW,
                               SH: tl.constexpr, SW: tl.constexpr,
                               PH: tl.constexpr, PW: tl.constexpr,
                               DH: tl.constexpr, DW: tl.constexpr,
+                              INSIDE: tl.constexpr, EVEN_C: tl.constexpr, ACC: tl.constexpr,
                               BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     # x [N, H, W, C], y and argmax [N, OH, OW, C] in memory; pixels = N * OH * OW.
     # Tap (kh, kw) of a window reads input (h0 + kh * DH, w0 + kw * DW).
+    # INSIDE: every window lies in the input (no padding, no ceil-mode overhang, as at
+    # AlexNet's pools), so a tap needs no bounds test: one mask per pixel, not one per
+    # tap, which keeps ptxas from spilling the predicates of 16 elements x 9 taps.
+    # EVEN_C: BLOCK_C divides C, no channel mask.
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # output pixel (n, oh, ow)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     pixel_in = p < pixels
-    channel_in = c < C
+    if EVEN_C:
+        channel_in = tl.full((BLOCK_C,), True, tl.int1)
+    else:
+        channel_in = c < C
     ow = p % OW
     oh = (p // OW) % OH
     n = p // (OW * OH)
     h0 = oh * SH - PH  # the window's top-left corner, maybe in the padding
     w0 = ow * SW - PW
     corner = ((n * H + h0) * W + w0) * C  # [BLOCK_P], int32 (the launcher checks)
-    # Compared in the input's own dtype: a max needs no rounding.
-    best = tl.full((BLOCK_P, BLOCK_C), float("-inf"), x_ptr.dtype.element_ty)
+    # Compared in ACC (float32 for 16- and 32-bit inputs), into which the inputs widen
+    # exactly: a max needs no rounding, and the winner is stored back bit for bit.
+    best = tl.full((BLOCK_P, BLOCK_C), float("-inf"), ACC)
     # Padding is -inf and never wins; a window of -inf inputs names its first tap inside
     # the input, as PyTorch does (its argmax starts at the clipped window's corner).
-    first = ((tl.maximum(-h0, 0) + DH - 1) // DH) * KW + (tl.maximum(-w0, 0) + DW - 1) // DW
-    best_at = tl.zeros((BLOCK_P, BLOCK_C), tl.int32) + first[:, None]
+    if INSIDE:
+        best_at = tl.zeros((BLOCK_P, BLOCK_C), tl.int32)
+    else:
+        first = ((tl.maximum(-h0, 0) + DH - 1) // DH) * KW + (tl.maximum(-w0, 0) + DW - 1) // DW
+        best_at = tl.zeros((BLOCK_P, BLOCK_C), tl.int32) + first[:, None]
     for kh in tl.static_range(KH):
-        row_ok = pixel_in & (h0 + kh * DH >= 0) & (h0 + kh * DH < H)
+        if INSIDE:
+            row_ok = pixel_in
+        else:
+            row_ok = pixel_in & (h0 + kh * DH >= 0) & (h0 + kh * DH < H)
         for kw in tl.static_range(KW):
-            ok = row_ok & (w0 + kw * DW >= 0) & (w0 + kw * DW < W)
+            if INSIDE:
+                ok = row_ok
+            else:
+                ok = row_ok & (w0 + kw * DW >= 0) & (w0 + kw * DW < W)
             tap = corner + (kh * DH * W + kw * DW) * C
             value = tl.load(x_ptr + tap[:, None] + c[None, :],
                             mask=ok[:, None] & channel_in[None, :], other=float("-inf"))
+            if x_ptr.dtype.element_ty == tl.bfloat16:
+                # Widened by moving its bits (a bf16 is the top half of its float32): a
+                # plain conversion LLVM folds back into bf16 compares, which cost ptxas
+                # half as much again per element (pairs of predicates to split and merge).
+                value = (value.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(
+                    tl.float32, bitcast=True)
+            else:
+                value = value.to(ACC)
             # Strictly greater keeps the first maximum in row-major order on ties, and a
             # NaN wins, as in PyTorch.
             take = (value > best) | (value != value)
@@ -59,7 +85,11 @@ def max_pool2d_forward_kernel(x_ptr, y_ptr, argmax_ptr, pixels, C, H, W, OH, OW,
             best_at = tl.where(take, kh * KW + kw, best_at)
     at = p[:, None] * C + c[None, :]
     out = pixel_in[:, None] & channel_in[None, :]
+    if x_ptr.dtype.element_ty == tl.bfloat16:
+        best = (best.to(tl.uint32, bitcast=True) >> 16).to(tl.uint16).to(tl.bfloat16,
+                                                                          bitcast=True)
     tl.store(y_ptr + at, best.to(y_ptr.dtype.element_ty), mask=out)
+    # FORWARD_TILE / FORWARD_WARPS: 16 int8 a thread, one 16-byte store.
     tl.store(argmax_ptr + at, best_at.to(tl.int8), mask=out)
 
 
@@ -149,10 +179,19 @@ def _blocks(channels: int, elements: int) -> tuple[int, int]:
     return max(1, elements // block_c), block_c
 
 
-# Elements per program (4 warps): 8 per thread in the forward, whose 9 window loads are in
-# flight at once; 16 in the backward, whose per-pixel index arithmetic (three divisions by
-# runtime sizes) then costs half as much per element.
+# Elements per program: 16 per thread in both, at FORWARD_WARPS = 2 and BACKWARD_WARPS = 4.
+# The forward's int8 argmax is then one 16-byte store per thread (at 8 a thread it was 8
+# bytes); its window loads are 16 bytes each, 9 or 18 a thread in flight at once. The
+# backward's per-pixel index arithmetic (three divisions by runtime sizes) costs half as
+# much per element as at 8.
 FORWARD_TILE, BACKWARD_TILE = 1024, 2048
+FORWARD_WARPS, BACKWARD_WARPS = 2, 4
+
+
+def _inside(size: int, out: int, kernel: int, stride: int, padding: int, dilation: int) -> bool:
+    """Whether every window along this axis lies inside the input (no padding, and the last
+    window, ceil mode's included, ends in it)."""
+    return padding == 0 and (out - 1) * stride + (kernel - 1) * dilation < size
 
 
 def _is_channels_last(t: Tensor) -> bool:
@@ -200,7 +239,10 @@ def max_pool2d_forward(input: Tensor, kernel_size: list[int], stride: list[int],
         grid = (triton.cdiv(n * oh * ow, block_p), triton.cdiv(c, block_c))
         launchable(max_pool2d_forward_kernel)[grid](
             x, output, argmax, n * oh * ow, c, h, w, oh, ow, KH=kh, KW=kw, SH=sh, SW=sw,
-            PH=ph, PW=pw, DH=dh, DW=dw, BLOCK_P=block_p, BLOCK_C=block_c)
+            PH=ph, PW=pw, DH=dh, DW=dw,
+            INSIDE=_inside(h, oh, kh, sh, ph, dh) and _inside(w, ow, kw, sw, pw, dw),
+            EVEN_C=c % block_c == 0, ACC=accumulator(x.dtype),
+            BLOCK_P=block_p, BLOCK_C=block_c, num_warps=FORWARD_WARPS)
     return _in_format(output, channels_last), _in_format(argmax, channels_last)
 
 
@@ -232,5 +274,5 @@ def max_pool2d_backward(grad_output: Tensor, argmax: Tensor, input_size: list[in
             grad_y, winners, grad_input, n * h * w, c, h, w, oh, ow,
             KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, DH=dh, DW=dw,
             ACC=accumulator(grad_y.dtype),
-            BLOCK_P=block_p, BLOCK_C=block_c)
+            BLOCK_P=block_p, BLOCK_C=block_c, num_warps=BACKWARD_WARPS)
     return _in_format(grad_input, channels_last)

@@ -96,11 +96,7 @@ class Augmenter:
                             torch.zeros(n, 3, dtype=torch.float32))
 
     def _launch(self, images: Tensor, top: Tensor, left: Tensor, flip: Tensor, shift: Tensor) -> Tensor:
-        # One host-to-device copy for the four parameter tensors, not four: int32 [6n]
-        # (top, left, flip, then shift's float32 bits), split into views on the device.
-        n = top.shape[0]
-        packed = torch.cat([top, left, flip, shift.contiguous().view(torch.int32).reshape(-1)])
-        packed = packed.to(images.device, non_blocking=True)
-        top, left, flip = packed[:n], packed[n:2 * n], packed[2 * n:3 * n]
-        shift = packed[3 * n:].view(torch.float32).view(n, 3)
-        return _launcher(images)(images, self.mean, top, left, flip, shift, self.crop_size)
+        # One host-to-device copy of the kernel's per-plane records, int32 [n, 3, 4].
+        from alexnet_triton.kernels.augment import pack_params
+        params = pack_params(top, left, flip, shift).to(images.device, non_blocking=True)
+        return _launcher(images)(images, self.mean, params, self.crop_size)

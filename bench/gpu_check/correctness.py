@@ -203,14 +203,12 @@ def pool_checks(layer: Layer, record: PhaseRecord, prefix: str) -> None:
 
 
 def dropout_checks(layer: Layer, record: PhaseRecord, prefix: str) -> None:
-    import torch
-
     from alexnet_triton import testing
     from alexnet_triton.kernels import dropout as ours
     from alexnet_triton.kernels.reference import dropout as reference
 
     x, x64 = layer.randn(*layer.op.input)
-    seed = torch.tensor([987654321], dtype=torch.int64, device=layer.device)
+    seed = ours.seed_tensor(987654321, layer.device)  # the 16-byte record the model draws
     with testing.poisoned_allocations():
         y = ours.dropout(x, layer.op.p, seed)
     judge(record, f"{prefix}.forward", y, reference.dropout(x64, layer.op.p, seed),
@@ -237,10 +235,10 @@ def augment_checks(device, record: PhaseRecord, batch: int) -> None:
                                generator=generator) for _ in range(2))
     flip = torch.randint(0, 2, (batch,), dtype=torch.int32, device=device, generator=generator)
     shift = torch.randn(batch, 3, device=device, generator=generator)
+    params = ours.pack_params(top, left, flip, shift)
     with testing.poisoned_allocations():
-        out = ours.augment(images, mean, top, left, flip, shift, crop)
-    judge(record, "augment", out, reference.augment(images, mean, top, left, flip, shift, crop),
-          "float32")
+        out = ours.augment(images, mean, params, crop)
+    judge(record, "augment", out, reference.augment(images, mean, params, crop), "float32")
 
 
 CHECKS: Dict[str, Callable] = {"conv": conv_checks, "linear": linear_checks, "lrn": lrn_checks,

@@ -167,8 +167,8 @@ def _augment(task: dict) -> None:
     n, side = task["batch"], task["side"]
     offsets = torch.zeros(n, dtype=torch.int32)
     augment.augment(torch.empty(n, 3, side, side, dtype=torch.uint8),
-                    torch.empty(3, side, side), offsets, offsets, offsets,
-                    torch.empty(n, 3), task["crop"])
+                    torch.empty(3, side, side),
+                    augment.pack_params(offsets, offsets, offsets, torch.zeros(n, 3)), task["crop"])
 
 
 def _slice(tuners: dict, index: int) -> None:

@@ -44,22 +44,27 @@ def _random_inputs(n: int, size: int, crop: int, device, seed: int = 0):
     return [t.to(device) for t in (images, mean, top, left, flip, shift)]
 
 
+def _augment(module, images, mean, top, left, flip, shift, crop):
+    """module.augment on the per-plane records of (top, left, flip, shift)."""
+    return module.augment(images, mean, augment_kernels.pack_params(top, left, flip, shift), crop)
+
+
 # -- kernel == reference -------------------------------------------------------------------
 
 @pytest.mark.parametrize("n, size, crop", [(3, 13, 9), (2, 72, 63), (1, 5, 5), (4, 31, 1), (5, 17, 16)])
 def test_kernel_matches_reference(poisoned, device, n, size, crop):
     inputs = _random_inputs(n, size, crop, device, seed=n * 100 + size)
-    out = augment_kernels.augment(*inputs, crop)
+    out = _augment(augment_kernels, *inputs, crop)
     assert poisoned.allocations > 0
-    expected = augment_reference.augment(*[t.cpu() for t in inputs], crop)
+    expected = _augment(augment_reference, *[t.cpu() for t in inputs], crop)
     assert out.shape == (n, 3, crop, crop) and out.dtype == torch.float32
     assert_close(out.cpu(), expected, tolerance(torch.float32), "augment")
 
 
 def _kernel_against_reference(images, mean, top, left, flip, shift, crop):
-    out = augment_kernels.augment(images, mean, top, left, flip, shift, crop)
-    expected = augment_reference.augment(images.cpu(), mean.cpu(), top.cpu(), left.cpu(),
-                                         flip.cpu(), shift.cpu(), crop)
+    out = _augment(augment_kernels, images, mean, top, left, flip, shift, crop)
+    expected = _augment(augment_reference, images.cpu(), mean.cpu(), top.cpu(), left.cpu(),
+                        flip.cpu(), shift.cpu(), crop)
     assert out.shape == expected.shape and out.dtype == torch.float32
     assert_close(out.cpu(), expected, tolerance(torch.float32), f"augment crop {crop}")
 
@@ -104,16 +109,16 @@ def test_alexnet_tile_is_eight_aligned_rows(monkeypatch):
 def test_kernel_reads_strided_images(poisoned, device):
     images, mean, top, left, flip, shift = _random_inputs(3, 20, 11, device, seed=7)
     strided = images.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # NHWC memory
-    out = augment_kernels.augment(strided, mean, top, left, flip, shift, 11)
-    expected = augment_reference.augment(images.cpu(), mean.cpu(), top.cpu(), left.cpu(),
-                                         flip.cpu(), shift.cpu(), 11)
+    out = _augment(augment_kernels, strided, mean, top, left, flip, shift, 11)
+    expected = _augment(augment_reference, images.cpu(), mean.cpu(), top.cpu(), left.cpu(),
+                        flip.cpu(), shift.cpu(), 11)
     assert_close(out.cpu(), expected, tolerance(torch.float32), "augment strided")
 
 
 def test_reference_is_the_formula():
     """The oracle itself, element by element from the docstring's formula."""
     images, mean, top, left, flip, shift = _random_inputs(2, 9, 6, "cpu", seed=3)
-    out = augment_reference.augment(images, mean, top, left, flip, shift, 6)
+    out = _augment(augment_reference, images, mean, top, left, flip, shift, 6)
     for n in range(2):
         for c in range(3):
             for i in range(6):
@@ -128,17 +133,39 @@ def test_reference_is_the_formula():
 def test_offsets_outside_the_image_are_refused(module):
     images, mean, top, left, flip, shift = _random_inputs(2, 8, 5, "cpu")
     with pytest.raises(ValueError, match="offsets"):
-        module.augment(images, mean, top + 4, left, flip, shift, 5)
+        _augment(module, images, mean, top + 4, left, flip, shift, 5)
 
 
 def test_kernel_checks_its_arguments():
     images, mean, top, left, flip, shift = _random_inputs(2, 8, 5, "cpu")
+    params = augment_kernels.pack_params(top, left, flip, shift)
     with pytest.raises(ValueError, match="uint8"):
-        augment_kernels.augment(images.float(), mean, top, left, flip, shift, 5)
-    with pytest.raises(ValueError, match="int32"):
-        augment_kernels.augment(images, mean, top.long(), left, flip, shift, 5)
+        augment_kernels.augment(images.float(), mean, params, 5)
+    with pytest.raises(ValueError, match="top must be int32"):
+        augment_kernels.pack_params(top.long(), left, flip, shift)
+    with pytest.raises(ValueError, match="shift must be float32"):
+        augment_kernels.pack_params(top, left, flip, shift[:, :2])
+    with pytest.raises(ValueError, match="params must be int32"):
+        augment_kernels.augment(images, mean, params.float(), 5)
+    with pytest.raises(ValueError, match="params must be int32"):
+        augment_kernels.augment(images, mean, params[:1], 5)
     with pytest.raises(ValueError, match="does not fit"):
-        augment_kernels.augment(images, mean, top, left, flip, shift, 9)
+        augment_kernels.augment(images, mean, params, 9)
+
+
+def test_params_are_one_16_byte_record_per_plane(device):
+    """Plane (n, c) reads (top[n], left[n], flip[n], shift[n, c]'s float32 bits): 16 bytes,
+    contiguous, so the kernel takes each in one aligned load; unpack_params inverts it."""
+    _, _, top, left, flip, shift = _random_inputs(5, 9, 4, device, seed=12)
+    params = augment_kernels.pack_params(top, left, flip, shift)
+    assert params.shape == (5, 3, 4) and params.dtype == torch.int32 and params.is_contiguous()
+    assert params.device == top.device and params.data_ptr() % 16 == 0
+    for n in range(5):
+        for c in range(3):
+            assert params[n, c, :3].tolist() == [int(top[n]), int(left[n]), int(flip[n])]
+            assert params[n, c, 3:].view(torch.float32).item() == shift[n, c].item()
+    for got, want in zip(augment_kernels.unpack_params(params), (top, left, flip, shift)):
+        assert got.dtype == want.dtype and torch.equal(got, want)
 
 
 # -- the Augmenter: geometry ------------------------------------------------------------------

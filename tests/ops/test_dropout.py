@@ -14,7 +14,7 @@ DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
 
 def _seed(value: int, device) -> torch.Tensor:
-    return torch.tensor([value], dtype=torch.int64, device=device)
+    return kernels.seed_tensor(value, device)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -154,3 +154,39 @@ def test_p_zero_is_identity(device):
 def test_bad_seed_is_rejected(device):
     with pytest.raises(ValueError, match="seed"):
         kernels.dropout(torch.ones(4, device=device), 0.5, torch.tensor([1.0], device=device))
+
+
+def test_seeds_are_one_element_views_of_a_16_byte_record(device):
+    for seed in (kernels.seed_tensor(2**40 + 3, device), kernels.random_seed(device)):
+        assert seed.dtype == torch.int64 and seed.shape == (1,) and seed.device.type == device.type
+        assert seed.untyped_storage().nbytes() == 16 and seed.storage_offset() == 0
+    assert kernels.seed_tensor(2**40 + 3, device).item() == 2**40 + 3
+    assert 0 <= kernels.random_seed(device).item() < 2**31 - 1
+
+
+@pytest.mark.parametrize("shape", [(3, 1000), (5,)])
+def test_a_bare_seed_and_a_record_draw_the_same_stream(shape, device, poisoned):
+    # The record is read in one 16-byte load, a bare one-element seed in one 8-byte load
+    # (and a record's second word never): all three give the reference's output bit for bit.
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(shape, generator=gen).to(device)
+    value = 2**33 + 1234567
+    bare = torch.tensor([value], dtype=torch.int64, device=device)
+    junk_pad = torch.tensor([value, -1], dtype=torch.int64, device=device)[:1]
+    outputs = [kernels.dropout(x, 0.4, s) for s in (_seed(value, device), bare, junk_pad)]
+    assert poisoned.allocations >= 3
+    expected = reference.dropout(x.cpu(), 0.4, bare.cpu())
+    for y in outputs:
+        assert torch.equal(y.cpu(), expected)
+
+
+def test_the_fused_linear_mask_takes_a_record_seed(device):
+    # kernels/linear.py reads the seed's first word: a record seed draws dropout's mask there.
+    from alexnet_triton.kernels import linear
+    gen = torch.Generator().manual_seed(9)
+    M, N, K, p = 5, 37, 16, 0.5
+    x, w = (torch.randn(s, generator=gen).to(device) for s in ((M, K), (N, K)))
+    seed = kernels.random_seed(device)
+    fused = linear.linear_forward(x, w, None, False, p, seed)
+    keep = reference.keep_mask(seed.cpu(), p, M * N, torch.device("cpu")).reshape(M, N)
+    assert torch.equal(fused.cpu() != 0, keep)  # x @ w.T of random normals has no zeros

@@ -148,3 +148,45 @@ def test_output_size_is_torch(size, kernel, stride, padding, dilation, ceil_mode
     x = torch.zeros(1, 1, size, size)
     expected = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode).shape[-1]
     assert kernels.output_size(size, kernel, stride, padding, dilation, ceil_mode) == expected
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape, kernel_size, stride, padding, dilation, ceil_mode",
+                         [SHAPES[2], SHAPES[7], SHAPES[9], SHAPES[14]],
+                         ids=[SHAPE_IDS[2], SHAPE_IDS[7], SHAPE_IDS[9], SHAPE_IDS[14]])
+def test_bf16_forward_is_bit_exact(shape, kernel_size, stride, padding, dilation, ceil_mode,
+                                   layout, device, poisoned):
+    # The forward compares bf16 in float32, widened and narrowed by moving bits (integer
+    # ops, exact in the interpreter too, so this runs on the CPU): every value comes back
+    # bit for bit, signed zeros included, and ties go to the first tap.
+    window = (kernel_size, stride, padding, dilation, ceil_mode)
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randint(-2, 3, shape, generator=gen).to(torch.bfloat16) * 0.375
+    x = torch.where(torch.rand(shape, generator=gen) < 0.3, -x, x)  # -0.0 and 0.0 both
+    x = x.to(device).contiguous(memory_format=LAYOUTS[layout])
+    output, argmax = kernels.max_pool2d_forward(x, *window)
+    assert poisoned.allocations >= 2
+    expected, expected_argmax = reference.max_pool2d_forward(x.cpu(), *window)
+    assert torch.equal(argmax.cpu(), expected_argmax)
+    assert torch.equal(output.cpu().view(torch.int16), expected.view(torch.int16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_nan_wins_its_window_as_in_pytorch(dtype, device, poisoned):
+    gen = torch.Generator().manual_seed(17)
+    x = torch.randn(2, 16, 13, 13, generator=gen).to(dtype)
+    x[torch.rand(x.shape, generator=gen) < 0.05] = float("nan")
+    output, argmax = kernels.max_pool2d_forward(x.to(device), [3, 3], [2, 2])
+    expected, expected_argmax = reference.max_pool2d_forward(x, [3, 3], [2, 2])
+    assert torch.equal(argmax.cpu(), expected_argmax)
+    assert torch.equal(output.cpu().isnan(), expected.isnan()) and expected.isnan().any()
+    assert torch.equal(output.cpu().nan_to_num(), expected.nan_to_num())
+
+
+def test_windows_inside_the_input_are_told_apart():
+    # The forward drops its per-tap bounds tests where every window lies in the input.
+    assert kernels._inside(55, 27, 3, 2, 0, 1)  # pool1
+    assert kernels._inside(13, 6, 3, 2, 0, 1)  # pool5
+    assert not kernels._inside(54, kernels.output_size(54, 3, 2, 0, 1, True), 3, 2, 0, 1)
+    assert not kernels._inside(10, kernels.output_size(10, 3, 2, 1, 1, False), 3, 2, 1, 1)
+    assert kernels._inside(11, kernels.output_size(11, 3, 2, 0, 2, False), 3, 2, 0, 2)
