@@ -66,7 +66,8 @@ def kernel_table(rows: list[dict]) -> list[str]:
 def summary_table(report: dict) -> list[str]:
     """Per launch of the training step (its kernels summed), predicted beside floor, in
     microseconds, and the step's total: the table the README shows."""
-    variants = list(report["variants"])
+    # A partial report (--launches) may hold no launch of the step: no variant to total.
+    variants = [v for v in report["variants"] if v in report["step"]]
     cells: dict = {}
     for r in report["kernels"]:
         if r["chosen"] and r["in_step"]:

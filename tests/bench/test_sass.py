@@ -195,3 +195,9 @@ def test_some_launches_print_their_budgets(tmp_path):
     assert {r["launch"] for r in report["kernels"]} == {"pool5.forward"}
     for variant in VARIANTS:
         assert f"{variant} pool5.forward no_spills: " in done.stdout
+    # a launch outside the training step (the standalone dropout) has no step to total
+    alone = subprocess.run([sys.executable, "-m", "bench.sass", "--launches", "dropout",
+                            "--out", str(tmp_path / "dropout")], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert all(f"{variant} dropout access_16B: " in alone.stdout for variant in VARIANTS)
