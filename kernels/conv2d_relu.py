@@ -9,7 +9,10 @@ and the input gradient are channels_last, the weight and its gradient keep the s
 dict's [K, C/groups, R, S]. ``groups`` splits the channels into independent convolutions,
 as the two GPU columns of the paper's figure 2 (conv2, conv4 and conv5 only see the kernel
 maps of their own column). conv1's 3 channels are folded with its 11 pixels of a tap row
-into one 48-wide reduction block (_channels_last_input).
+into one 48-wide reduction block (_channels_last_input). On Hopper the forward's and the
+input gradient's weight tiles come through TMA tensor descriptors built on the device
+(one bulk copy per tile, zero-filled past each dimension's end) wherever the weight's rows
+are 16-byte aligned, plain masked loads elsewhere (_weight_descriptors).
 
 - forward: GEMM over output pixels (n, p, q) x kernels, reducing over the R x S taps, each
   in blocks of contiguous channels; the epilogue adds the bias and applies the ReLU.
@@ -528,11 +531,6 @@ def _packed_mask(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16 and not interpreting()
 
 
-# The narrowest reduction block of any forward or input-gradient candidate (the
-# interpreter's included): TMA copies rows of at least 16 bytes.
-_SMALLEST_BLOCK_K = 16
-
-
 def _weight_descriptors(requested: bool | None, weight_taps: Tensor, shape: tuple,
                         strides: tuple) -> bool:
     """Whether a kernel reads its weight tiles through a TMA tensor descriptor over
@@ -540,6 +538,8 @@ def _weight_descriptors(requested: bool | None, weight_taps: Tensor, shape: tupl
 
     None: wherever it can (tensor_descriptors_available and the view tma_compatible);
     False: the plain masked loads; True: descriptors, or a ValueError saying why not.
+    Every candidate's block meets TMA's own rules (rows of >= 16 bytes, no dimension over
+    256: tests/ops/test_conv2d_relu.py), so only the tensor's alignment can rule them out.
     """
     if requested is False:
         return False
@@ -548,10 +548,10 @@ def _weight_descriptors(requested: bool | None, weight_taps: Tensor, shape: tupl
         why = ("this Triton or its target has no TMA tensor descriptors "
                "(tl.make_tensor_descriptor, compute capability 9.0 or newer)")
     elif not tma_compatible(weight_taps, shape, strides):
-        why = (f"the weight seen as {list(shape)} with strides {list(strides)} breaks TMA's "
-               f"alignment: rows of {shape[-1]} x {size} bytes are not a multiple of 16")
-    elif _SMALLEST_BLOCK_K * size < 16:
-        why = f"a block of {_SMALLEST_BLOCK_K} x {size}-byte elements is under TMA's 16 bytes"
+        rows = shape[-1] * size
+        why = (f"the weight seen as {list(shape)} breaks TMA's 16-byte alignment: "
+               + (f"rows of {shape[-1]} x {size} = {rows} bytes" if rows % 16
+                  else "its base address"))
     else:
         return True
     if requested:
