@@ -125,30 +125,6 @@ def check_forward(conv: Conv, precision: str, device, poisoned,
     assert 0.25 < float((expected == 0).double().mean()) < 0.75
 
 
-def check_backward_weight(conv: Conv, precision: str, device, poisoned) -> None:
-    dtype = PRECISIONS[precision]
-    x, weight, bias = conv_inputs(conv, dtype, device)
-    output, grad_output = output_and_grad(conv, x, weight, bias)
-    stride, padding = list(conv.stride), list(conv.padding)
-    expected_weight, expected_bias = reference.conv2d_relu_backward_weight(
-        float64(grad_output), float64(output), float64(x), conv.weight_size, stride, padding,
-        conv.groups)
-    grad_weight, grad_bias = kernels.conv2d_relu_backward_weight(
-        grad_output, output, x, conv.weight_size, stride, padding, conv.groups)
-    assert poisoned.allocations > 0
-    assert_precision_close(grad_weight, expected_weight, precision,
-                           conv.reduction("backward_weight"), "grad_weight")
-    # A plain sum of grad_output as loaded: no tensor-core products, so never tf32.
-    assert_close(grad_bias, expected_bias.to(dtype), tolerance(dtype), "grad_bias")
-
-
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
-def test_forward(conv, precision, device, poisoned):
-    use_precision(precision, device)
-    check_forward(conv, precision, device, poisoned)
-
-
 def check_backward_input(conv: Conv, precision: str, device, poisoned,
                          tensor_descriptors: bool | None = None) -> None:
     dtype = PRECISIONS[precision]
@@ -166,18 +142,21 @@ def check_backward_input(conv: Conv, precision: str, device, poisoned,
                            "grad_input")
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
-def test_backward_input(conv, precision, device, poisoned):
-    use_precision(precision, device)
-    check_backward_input(conv, precision, device, poisoned)
-
-
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
-def test_backward_weight(conv, precision, device, poisoned):
-    use_precision(precision, device)
-    check_backward_weight(conv, precision, device, poisoned)
+def check_backward_weight(conv: Conv, precision: str, device, poisoned) -> None:
+    dtype = PRECISIONS[precision]
+    x, weight, bias = conv_inputs(conv, dtype, device)
+    output, grad_output = output_and_grad(conv, x, weight, bias)
+    stride, padding = list(conv.stride), list(conv.padding)
+    expected_weight, expected_bias = reference.conv2d_relu_backward_weight(
+        float64(grad_output), float64(output), float64(x), conv.weight_size, stride, padding,
+        conv.groups)
+    grad_weight, grad_bias = kernels.conv2d_relu_backward_weight(
+        grad_output, output, x, conv.weight_size, stride, padding, conv.groups)
+    assert poisoned.allocations > 0
+    assert_precision_close(grad_weight, expected_weight, precision,
+                           conv.reduction("backward_weight"), "grad_weight")
+    # A plain sum of grad_output as loaded: no tensor-core products, so never tf32.
+    assert_close(grad_bias, expected_bias.to(dtype), tolerance(dtype), "grad_bias")
 
 
 @pytest.fixture
@@ -205,6 +184,7 @@ def launches(monkeypatch):
 # The weight tiles come through TMA descriptors by default (the interpreter emulates them)
 # wherever the weight's rows are whole 16-byte multiples: the forward's rows are a tap's
 # C_TAP channels, the input gradient's a group's kernels. Elsewhere the plain loads.
+ALIGNED_GROUPS = {"groups2-c16-k20": Conv(1, 32, 7, 7, 40, 3, 3, (1, 1), (1, 1), 2)}
 WEIGHT_PATHS = {  # name, precision: (forward, backward_input) through descriptors
     ("whole-tiles", "float32"): (True, True),  # 16 channels, 16 kernels: 64-byte rows
     ("c20-stride2x1", "float32"): (True, True),  # 20 channels: 80 bytes; 12 kernels: 48
@@ -212,20 +192,54 @@ WEIGHT_PATHS = {  # name, precision: (forward, backward_input) through descripto
     ("groups2-c21", "float64"): (False, False),  # 168 bytes; 40
     ("odd-groups3-nobias", "float64"): (True, False),  # 2 channels: 16 bytes; 3 kernels: 24
     ("conv1-like-c5", "float32"): (True, False),  # folded: 96-wide taps; 9 kernels: 36 bytes
+    ("conv2-27", "float32"): (True, True),  # 48 channels, 128 kernels per group
     # groups of 16 channels (64 bytes) and 20 kernels (80), which end inside a column tile
     ("groups2-c16-k20", "float32"): (True, True),
+    ("groups2-c16-k20", "float64"): (True, True),
 }
-ALIGNED_GROUPS = {"groups2-c16-k20": Conv(1, 32, 7, 7, 40, 3, 3, (1, 1), (1, 1), 2)}
+NAMES = {conv: name for name, conv in {**SHAPES, **ALIGNED_GROUPS}.items()}
 
 
-@pytest.mark.parametrize("name, precision", WEIGHT_PATHS, ids=[f"{n}-{p}" for n, p in WEIGHT_PATHS])
-def test_weight_path_by_alignment(name, precision, device, poisoned, launches):
-    """Descriptors where the weight view is TMA-aligned, else the plain loads, correct both ways."""
+def assert_weight_path(conv: Conv, precision: str, launches: list, gemm: int) -> None:
+    """The last launch took the WEIGHT_PATHS path (gemm 0: forward, 1: input gradient)."""
+    paths = WEIGHT_PATHS.get((NAMES[conv], precision))
+    if paths is not None:
+        expected = paths[gemm] and kernels.tensor_descriptors_available()
+        assert launches[-1]["W_DESCRIPTOR"] == expected
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
+def test_forward(conv, precision, device, poisoned, launches):
     use_precision(precision, device)
-    conv = {**SHAPES, **ALIGNED_GROUPS}[name]
     check_forward(conv, precision, device, poisoned)
+    assert_weight_path(conv, precision, launches, 0)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
+def test_backward_input(conv, precision, device, poisoned, launches):
+    use_precision(precision, device)
     check_backward_input(conv, precision, device, poisoned)
-    assert tuple(launch["W_DESCRIPTOR"] for launch in launches) == WEIGHT_PATHS[name, precision]
+    assert_weight_path(conv, precision, launches, 1)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_aligned_groups(precision, device, poisoned, launches):
+    """Groups whose kernels end inside a column tile, through descriptors by default."""
+    use_precision(precision, device)
+    conv = ALIGNED_GROUPS["groups2-c16-k20"]
+    check_forward(conv, precision, device, poisoned)
+    assert_weight_path(conv, precision, launches, 0)
+    check_backward_input(conv, precision, device, poisoned)
+    assert_weight_path(conv, precision, launches, 1)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
+def test_backward_weight(conv, precision, device, poisoned):
+    use_precision(precision, device)
+    check_backward_weight(conv, precision, device, poisoned)
 
 
 # The plain loads on request, where the default takes descriptors: aligned groups, conv1's
