@@ -86,14 +86,21 @@ def loops(program: Program) -> list[Loop]:
     """Every loop closed by a back edge; several back edges to one head make one loop.
 
     A branch to itself is not a loop: ptxas ends every kernel with one (`BRA` to its own
-    label after the last EXIT), a trap that never runs.
+    label after the last EXIT), a trap that never runs. Nor is a branch back across an
+    unconditional EXIT: ptxas puts a slow path out of line after the kernel's EXIT (an
+    mbarrier wait for a TMA copy, retried until the copy lands), entered by a forward branch
+    from a loop and left by a BRA back into it; taken as a back edge, that BRA would make a
+    "loop" of the real loop's second half and the whole epilogue.
     """
+    code = executed(program)
+    exits = [i.address for i in code if i.base == "EXIT" and not i.predicate]
     ends: dict[int, int] = {}
-    for instruction in executed(program):
+    for instruction in code:
         if instruction.base not in _BRANCHES or instruction.target is None:
             continue
         start = program.labels.get(instruction.target)
-        if start is not None and start < instruction.address:
+        if (start is not None and start < instruction.address
+                and not any(start < end < instruction.address for end in exits)):
             ends[start] = max(ends.get(start, start), instruction.address)
     return sorted(Loop(start, end) for start, end in ends.items())
 

@@ -9,7 +9,10 @@ and the input gradient are channels_last, the weight and its gradient keep the s
 dict's [K, C/groups, R, S]. ``groups`` splits the channels into independent convolutions,
 as the two GPU columns of the paper's figure 2 (conv2, conv4 and conv5 only see the kernel
 maps of their own column). conv1's 3 channels are folded with its 11 pixels of a tap row
-into one 48-wide reduction block (_channels_last_input).
+into one 48-wide reduction block (_channels_last_input). On Hopper the forward's and the
+input gradient's weight tiles come through TMA tensor descriptors built on the device
+(one bulk copy per tile, zero-filled past each dimension's end) wherever the weight's rows
+are 16-byte aligned, plain masked loads elsewhere (_weight_descriptors).
 
 - forward: GEMM over output pixels (n, p, q) x kernels, reducing over the R x S taps, each
   in blocks of contiguous channels; the epilogue adds the bias and applies the ReLU.
@@ -32,7 +35,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from alexnet_triton.kernels import accumulation_dtype, accumulator, check_int32_offsets, interpreting, launchable
+from alexnet_triton.kernels import (accumulation_dtype, accumulator, check_int32_offsets,
+                                    descriptor_scratch, interpreting, launchable,
+                                    tensor_descriptors_available, tma_compatible)
 
 
 @triton.jit
@@ -42,7 +47,7 @@ def conv2d_relu_forward_kernel(
     x_stride_n, x_stride_h, x_stride_w, C_GROUP, C_TAP,
     M, K_GROUP, GROUPS,
     R: tl.constexpr, S: tl.constexpr, TAPS_W: tl.constexpr, X_ALIGN: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
+    HAS_BIAS: tl.constexpr, W_DESCRIPTOR: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -57,6 +62,11 @@ def conv2d_relu_forward_kernel(
     The weight is [K, R, TAPS_W, C_TAP], the output [M, K] (NHWC). TAPS_W = S taps along w
     of C_TAP = C_GROUP channels, or for a folded input (see _channels_last_input) one tap of a
     whole row of S pixels' channels; R x S is the kernel's size either way (its FLOPs).
+    W_DESCRIPTOR: the weight tile comes through a TMA tensor descriptor over the weight seen
+    as [GROUPS, K_GROUP, R * TAPS_W, C_TAP]: its zero fill past each dimension's end is the
+    plain load's mask (channels past C_TAP, kernels past K_GROUP read zeros, never the next
+    tap's or group's weights), and the copy costs the loop one instruction, not an address
+    and a predicate per 16 bytes.
     """
     # Grouped launch order: GROUP_M row tiles share each column tile while it is in L2.
     pid = tl.program_id(0)
@@ -81,6 +91,11 @@ def conv2d_relu_forward_kernel(
     x_row = n * x_stride_n + h_start * x_stride_h + w_start * x_stride_w + group * C_GROUP
     kernel = group * K_GROUP + offs_n  # [BLOCK_N]
     w_col = kernel * (R * TAPS_W * C_TAP)
+    if W_DESCRIPTOR:
+        weight_tiles = tl.make_tensor_descriptor(
+            w_ptr, shape=[GROUPS, K_GROUP, R * TAPS_W, C_TAP],
+            strides=[K_GROUP * R * TAPS_W * C_TAP, R * TAPS_W * C_TAP, C_TAP, 1],
+            block_shape=[1, BLOCK_N, 1, BLOCK_K])
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     c_blocks = tl.cdiv(C_TAP, BLOCK_K)
@@ -98,8 +113,12 @@ def conv2d_relu_forward_kernel(
         c_mask = c < C_TAP
         x = tl.load(x_ptr + row[:, None] + c[None, :],  # [BLOCK_M, BLOCK_K]
                     mask=row_mask[:, None] & c_mask[None, :], other=0.0)
-        weight = tl.load(w_ptr + w_col[None, :] + ((r * TAPS_W + s) * C_TAP + c)[:, None],
-                         mask=c_mask[:, None] & n_mask[None, :], other=0.0)  # [BLOCK_K, BLOCK_N]
+        if W_DESCRIPTOR:
+            weight = weight_tiles.load([group, pid_n * BLOCK_N, r * TAPS_W + s, c0])
+            weight = weight.reshape(BLOCK_N, BLOCK_K).T  # [BLOCK_K, BLOCK_N]
+        else:
+            weight = tl.load(w_ptr + w_col[None, :] + ((r * TAPS_W + s) * C_TAP + c)[:, None],
+                             mask=c_mask[:, None] & n_mask[None, :], other=0.0)
         acc = tl.dot(x, weight, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
         c0 += BLOCK_K
         next_tap = c0 >= C_TAP
@@ -142,7 +161,7 @@ def conv2d_relu_backward_input_kernel(
     dy_ptr, y_ptr, w_ptr, dx_ptr,
     N, C, H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
     C_GROUP, K_GROUP, GROUPS,
-    R: tl.constexpr, S: tl.constexpr, PACKED_MASK: tl.constexpr,
+    R: tl.constexpr, S: tl.constexpr, PACKED_MASK: tl.constexpr, W_DESCRIPTOR: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr = 8,
@@ -158,7 +177,10 @@ def conv2d_relu_backward_input_kernel(
     phase's taps (i, j) in an outer order and blocks of BLOCK_K kernels inside each, one
     flat loop, so a grad_output tile is BLOCK_M pixel rows of contiguous kernels (dy, y
     [N, P, Q, K]) whose offsets and mask are computed once per tap. The weight is
-    [GROUPS, R, S, C_GROUP, K_GROUP] (kernels innermost), dx [N, H, W, C].
+    [GROUPS, R, S, C_GROUP, K_GROUP] (kernels innermost), dx [N, H, W, C]. W_DESCRIPTOR:
+    its tile comes through a TMA tensor descriptor over it seen as
+    [GROUPS, R * S, C_GROUP, K_GROUP], whose zero fill is the plain load's mask (kernels
+    past K_GROUP, channels past C_GROUP read zeros, never the next channel's or tap's).
     """
     group = tl.program_id(1) % GROUPS
     phase = tl.program_id(1) // GROUPS
@@ -196,6 +218,11 @@ def conv2d_relu_backward_input_kernel(
     q_start = ww + q_offset
     dy_row = (n * P * Q + p_start * Q + q_start) * K + group * K_GROUP  # [BLOCK_M]
     w_col = group * (R * S * C_GROUP * K_GROUP) + offs_n * K_GROUP  # [BLOCK_N]
+    if W_DESCRIPTOR:
+        weight_tiles = tl.make_tensor_descriptor(
+            w_ptr, shape=[GROUPS, R * S, C_GROUP, K_GROUP],
+            strides=[R * S * C_GROUP * K_GROUP, C_GROUP * K_GROUP, K_GROUP, 1],
+            block_shape=[1, 1, BLOCK_N, BLOCK_K])
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     k_blocks = tl.cdiv(K_GROUP, BLOCK_K)
@@ -216,8 +243,12 @@ def conv2d_relu_backward_input_kernel(
         y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
         dy = _relu_gradient(dy, y, PACKED_MASK)
         tap = (r0 + i * stride_h) * S + s0 + j * stride_w
-        weight = tl.load(w_ptr + w_col[None, :] + (tap * (C_GROUP * K_GROUP) + k)[:, None],
-                         mask=k_mask[:, None] & n_mask[None, :], other=0.0)  # [BLOCK_K, BLOCK_N]
+        if W_DESCRIPTOR:
+            weight = weight_tiles.load([group, tap, pid_n * BLOCK_N, k0])
+            weight = weight.reshape(BLOCK_N, BLOCK_K).T  # [BLOCK_K, BLOCK_N]
+        else:
+            weight = tl.load(w_ptr + w_col[None, :] + (tap * (C_GROUP * K_GROUP) + k)[:, None],
+                             mask=k_mask[:, None] & n_mask[None, :], other=0.0)
         acc = tl.dot(dy, weight, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
         k0 += BLOCK_K
         next_tap = k0 >= K_GROUP
@@ -439,16 +470,17 @@ def _forward_configs() -> list:
 
 
 # INPUT_PRECISION is in every key: a tile chosen for ieee float32 may not fit the shared
-# memory of the tf32 code (tests/ops/test_autotune_keys.py).
+# memory of the tf32 code (tests/ops/test_autotune_keys.py). W_DESCRIPTOR too: the two
+# weight paths are different code (TMA's barriers and swizzled tiles against cp.async).
 _forward_autotuned = triton.autotune(
     configs=_forward_configs(),
     key=["M", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w",
-         "C_TAP", "R", "S", "TAPS_W", "X_ALIGN", "INPUT_PRECISION"])(
+         "C_TAP", "R", "S", "TAPS_W", "X_ALIGN", "W_DESCRIPTOR", "INPUT_PRECISION"])(
         conv2d_relu_forward_kernel)
 _backward_input_autotuned = triton.autotune(
     configs=_backward_configs(),
     key=["N", "H", "W", "C_GROUP", "K_GROUP", "GROUPS", "P", "Q", "R", "S", "stride_h",
-         "stride_w", "pad_h", "pad_w", "INPUT_PRECISION"])(
+         "stride_w", "pad_h", "pad_w", "W_DESCRIPTOR", "INPUT_PRECISION"])(
         conv2d_relu_backward_input_kernel)
 
 
@@ -497,6 +529,34 @@ def _kernel_and_blocks(autotuned, kernel, n_gemm: int):
 def _packed_mask(dtype: torch.dtype) -> bool:
     """The backward kernels' ReLU mask in packed PTX (bf16 on the GPU; see _relu_gradient)."""
     return dtype == torch.bfloat16 and not interpreting()
+
+
+def _weight_descriptors(requested: bool | None, weight_taps: Tensor, shape: tuple,
+                        strides: tuple) -> bool:
+    """Whether a kernel reads its weight tiles through a TMA tensor descriptor over
+    ``weight_taps`` seen as ``shape`` with ``strides`` (elements).
+
+    None: wherever it can (tensor_descriptors_available and the view tma_compatible);
+    False: the plain masked loads; True: descriptors, or a ValueError saying why not.
+    Every candidate's block meets TMA's own rules (rows of >= 16 bytes, no dimension over
+    256: tests/ops/test_conv2d_relu.py), so only the tensor's alignment can rule them out.
+    """
+    if requested is False:
+        return False
+    size = weight_taps.element_size()
+    if not tensor_descriptors_available():
+        why = ("this Triton or its target has no TMA tensor descriptors "
+               "(tl.make_tensor_descriptor, compute capability 9.0 or newer)")
+    elif not tma_compatible(weight_taps, shape, strides):
+        rows = shape[-1] * size
+        why = (f"the weight seen as {list(shape)} breaks TMA's 16-byte alignment: "
+               + (f"rows of {shape[-1]} x {size} = {rows} bytes" if rows % 16
+                  else "its base address"))
+    else:
+        return True
+    if requested:
+        raise ValueError(f"conv2d_relu: tensor_descriptors=True, but {why}")
+    return False
 
 
 def _input_precision(dtype: torch.dtype) -> str:
@@ -584,10 +644,12 @@ def _unfold_weight_grad(taps: Tensor, weight_size: list[int], folded: bool) -> T
 
 
 def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
-                        padding: list[int], groups: int) -> Tensor:
+                        padding: list[int], groups: int, *,
+                        tensor_descriptors: bool | None = None) -> Tensor:
     """relu(conv2d(input, weight, bias, stride, padding, groups)): [N, C, H, W] -> [N, K, P, Q].
 
-    Any input layout; the output is channels_last (NHWC memory).
+    Any input layout; the output is channels_last (NHWC memory). ``tensor_descriptors``: the
+    weight tiles through TMA (None: where possible, see _weight_descriptors).
     """
     n, c, h, w = input.shape
     k, c_group, r, s = weight.shape
@@ -606,6 +668,12 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
     w_step = stride[1] * x_stride_w if taps_w == 1 and pad[1] == 0 else x_stride_w
     x_align = _alignment(x_stride_n, x_stride_h, w_step, c_group if groups > 1 else 0)
     m, k_group = n * p * q, k // groups
+    # [GROUPS, K_GROUP, R * TAPS_W, C_TAP]: the descriptor's dimensions, each zero-filled past
+    # its end (conv1's folded C_TAP of 48 channels is 96 bytes in bf16: TMA-aligned).
+    descriptor_shape = (groups, k_group, r * taps_w, c_tap)
+    descriptor_strides = (k_group * r * taps_w * c_tap, r * taps_w * c_tap, c_tap, 1)
+    use_descriptors = _weight_descriptors(tensor_descriptors, weight_taps, descriptor_shape,
+                                          descriptor_strides)
     kernel, blocks = _kernel_and_blocks(_forward_autotuned, conv2d_relu_forward_kernel, k_group)
     if interpreting():  # the channel block no wider than a tap's channels
         blocks.update(BLOCK_K=max(16, min(128, triton.next_power_of_2(c_tap))), GROUP_M=8)
@@ -613,24 +681,29 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(k_group, meta["BLOCK_N"]), groups)
 
-    launchable(kernel)[grid](
-        x, weight_taps, weight if bias is None else bias, output,
-        h_x, w_x, k, p, q, stride[0], stride[1], pad[0], pad[1],
-        x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
-        m, k_group, groups,
-        R=r, S=s, TAPS_W=taps_w, X_ALIGN=x_align, HAS_BIAS=bias is not None,
-        ACC_DTYPE=accumulator(input.dtype), INPUT_PRECISION=_input_precision(input.dtype),
-        **blocks,
-    )
+    with descriptor_scratch(input.device):
+        launchable(kernel)[grid](
+            x, weight_taps, weight if bias is None else bias, output,
+            h_x, w_x, k, p, q, stride[0], stride[1], pad[0], pad[1],
+            x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
+            m, k_group, groups,
+            R=r, S=s, TAPS_W=taps_w, X_ALIGN=x_align, HAS_BIAS=bias is not None,
+            W_DESCRIPTOR=use_descriptors,
+            ACC_DTYPE=accumulator(input.dtype), INPUT_PRECISION=_input_precision(input.dtype),
+            **blocks,
+        )
     return output
 
 
 def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tensor,
                                input_size: list[int], stride: list[int], padding: list[int],
-                               groups: int) -> Tensor:
+                               groups: int, *,
+                               tensor_descriptors: bool | None = None) -> Tensor:
     """The input gradient of conv2d for grad_output * (output > 0): [N, C, H, W].
 
     Any layout of grad_output and output (read channels_last); the gradient is channels_last.
+    ``tensor_descriptors``: the weight tiles through TMA (None: where possible, see
+    _weight_descriptors).
     """
     n, c, h, w = input_size
     k, c_group, r, s = weight.shape
@@ -646,6 +719,9 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tens
     grad_input = torch.empty((n, h, w, c), dtype=grad_output.dtype,
                              device=grad_output.device).permute(0, 3, 1, 2)
     check_int32_offsets("conv2d_relu", grad_output=grad_output, grad_input=grad_input)
+    use_descriptors = _weight_descriptors(
+        tensor_descriptors, weight_taps, (groups, r * s, c_group, k_group),
+        (r * s * c_group * k_group, c_group * k_group, k_group, 1))
     # Phase 0 has the most input pixels: ceil(H / sh) x ceil(W / sw) per image.
     m, phases = n * triton.cdiv(h, stride[0]) * triton.cdiv(w, stride[1]), stride[0] * stride[1]
     kernel, blocks = _kernel_and_blocks(_backward_input_autotuned,
@@ -657,15 +733,17 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tens
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(c_group, meta["BLOCK_N"]),
                 groups * phases)
 
-    launchable(kernel)[grid](
-        grad_output, output, weight_taps, grad_input,
-        n, c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
-        c_group, k_group, groups,
-        R=r, S=s, PACKED_MASK=_packed_mask(grad_output.dtype),
-        ACC_DTYPE=accumulator(grad_output.dtype),
-        INPUT_PRECISION=_input_precision(grad_output.dtype),
-        **blocks,
-    )
+    with descriptor_scratch(grad_output.device):
+        launchable(kernel)[grid](
+            grad_output, output, weight_taps, grad_input,
+            n, c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
+            c_group, k_group, groups,
+            R=r, S=s, PACKED_MASK=_packed_mask(grad_output.dtype),
+            W_DESCRIPTOR=use_descriptors,
+            ACC_DTYPE=accumulator(grad_output.dtype),
+            INPUT_PRECISION=_input_precision(grad_output.dtype),
+            **blocks,
+        )
     return grad_input
 
 

@@ -57,6 +57,36 @@ NESTED = """
         /*00b0*/                   EXIT ;
 """
 
+# A TMA-fed GEMM loop (0x30-0xb0) as ptxas lays it out: the mbarrier wait's retry is out of
+# line after the EXIT (0xf0-0x100), entered by the forward branch at 0x50 and left by the
+# BRA at 0x110 back into the loop's middle, which closes no loop of its own.
+TMA_WAIT = """
+        /*0000*/                   LDC R1, c[0x0][0x28] ;
+        /*0010*/                   UTMALDG.4D [UR8], [UR6] ;
+        /*0020*/              @!P0 BRA `(.L_x_0) ;
+.L_x_1:
+        /*0030*/                   IADD3 R4, R4, 0x1, RZ ;
+        /*0040*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P4, [UR17+0x18000], R18 ;
+        /*0050*/              @!P4 BRA `(.L_x_2) ;
+.L_x_3:
+        /*0060*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR20], R24 ;
+        /*0070*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR20], R24, gsb0 ;
+        /*0080*/                   LDGSTS.E.BYPASS.128 [R19], desc[UR32][R20.64], P6 ;
+        /*0090*/                   @UP0 UTMALDG.4D [UR8], [UR6] ;
+        /*00a0*/                   ISETP.NE.U32.AND P4, PT, R4, UR16, PT ;
+        /*00b0*/               @P4 BRA `(.L_x_1) ;
+.L_x_0:
+        /*00c0*/                   STG.E.128 desc[UR32][R40.64], R44 ;
+        /*00d0*/              @!P1 EXIT ;
+        /*00e0*/                   EXIT ;
+.L_x_2:
+        /*00f0*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P4, [UR17+0x18000], R18 ;
+        /*0100*/              @!P4 BRA `(.L_x_2) ;
+        /*0110*/                   BRA `(.L_x_3) ;
+.L_x_4:
+        /*0120*/                   BRA `(.L_x_4);
+"""
+
 # A 32-bit runtime division (ptxas's reciprocal sequence), a division by a constant (a
 # multiply by a magic number: not a division sequence), and a 64-bit division with its
 # 32-bit fast path and its slow-path call into the subroutine after the kernel.
@@ -103,6 +133,19 @@ def test_loop_from_the_back_edge_not_the_trap():
     assert summary["stores"] == {}
     # the whole kernel without the trap and the NOP
     assert len(sass_parse.executed(program)) == 13
+
+
+def test_a_jump_back_from_out_of_line_code_is_no_loop():
+    program = sass_parse.parse(TMA_WAIT)
+    # the loop and the retry's own spin; not 0x60-0x110, the loop's second half and the
+    # epilogue (4 instructions more than the loop, and its stores)
+    assert sass_parse.loops(program) == [sass_parse.Loop(0x30, 0xb0), sass_parse.Loop(0xf0, 0x100)]
+    loop = sass_parse.main_loop(program)
+    assert loop == sass_parse.Loop(0x30, 0xb0)
+    summary = sass_parse.summary(sass_parse.body(program, loop))
+    assert (summary["instructions"], summary["mma"]) == (9, 2)
+    assert summary["loads"] == {"16": 1, "tma": 1}
+    assert summary["stores"] == {}
 
 
 def test_nested_loops_innermost_and_conditional():

@@ -110,17 +110,36 @@ def output_and_grad(conv: Conv, x, weight, bias, seed: int = 1):
     return output.to(x.dtype), grad_output.to(device=x.device, dtype=x.dtype)
 
 
-def check_forward(conv: Conv, precision: str, device, poisoned) -> None:
+def check_forward(conv: Conv, precision: str, device, poisoned,
+                  tensor_descriptors: bool | None = None) -> None:
     dtype = PRECISIONS[precision]
     x, weight, bias = conv_inputs(conv, dtype, device)
     stride, padding = list(conv.stride), list(conv.padding)
     expected = reference.conv2d_relu_forward(float64(x), float64(weight), float64(bias), stride,
                                              padding, conv.groups)
-    actual = kernels.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups)
+    actual = kernels.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups,
+                                         tensor_descriptors=tensor_descriptors)
     assert poisoned.allocations > 0
     assert_precision_close(actual, expected, precision, conv.reduction("forward"), "output")
     # The ReLU must matter: a fair share of the outputs is clipped, a fair share is not.
     assert 0.25 < float((expected == 0).double().mean()) < 0.75
+
+
+def check_backward_input(conv: Conv, precision: str, device, poisoned,
+                         tensor_descriptors: bool | None = None) -> None:
+    dtype = PRECISIONS[precision]
+    x, weight, bias = conv_inputs(conv, dtype, device)
+    output, grad_output = output_and_grad(conv, x, weight, bias)
+    stride, padding = list(conv.stride), list(conv.padding)
+    expected = reference.conv2d_relu_backward_input(
+        float64(grad_output), float64(output), float64(weight), conv.input_size, stride, padding,
+        conv.groups)
+    actual = kernels.conv2d_relu_backward_input(grad_output, output, weight, conv.input_size,
+                                                stride, padding, conv.groups,
+                                                tensor_descriptors=tensor_descriptors)
+    assert poisoned.allocations > 0
+    assert_precision_close(actual, expected, precision, conv.reduction("backward_input"),
+                           "grad_input")
 
 
 def check_backward_weight(conv: Conv, precision: str, device, poisoned) -> None:
@@ -140,28 +159,80 @@ def check_backward_weight(conv: Conv, precision: str, device, poisoned) -> None:
     assert_close(grad_bias, expected_bias.to(dtype), tolerance(dtype), "grad_bias")
 
 
+@pytest.fixture
+def launches(monkeypatch):
+    """The keyword arguments of every kernel launch the conv launchers make, in order."""
+    recorded = []
+    launchable = kernels.launchable
+
+    class Recording:
+        def __init__(self, kernel):
+            self.kernel = launchable(kernel)
+
+        def __getitem__(self, grid):
+            launch = self.kernel[grid]
+
+            def record(*args, **kwargs):
+                recorded.append(kwargs)
+                return launch(*args, **kwargs)
+            return record
+
+    monkeypatch.setattr(kernels, "launchable", Recording)
+    return recorded
+
+
+# The weight tiles come through TMA descriptors by default (the interpreter emulates them)
+# wherever the weight's rows are whole 16-byte multiples: the forward's rows are a tap's
+# C_TAP channels, the input gradient's a group's kernels. Elsewhere the plain loads.
+ALIGNED_GROUPS = {"groups2-c16-k20": Conv(1, 32, 7, 7, 40, 3, 3, (1, 1), (1, 1), 2)}
+WEIGHT_PATHS = {  # name, precision: (forward, backward_input) through descriptors
+    ("whole-tiles", "float32"): (True, True),  # 16 channels, 16 kernels: 64-byte rows
+    ("c20-stride2x1", "float32"): (True, True),  # 20 channels: 80 bytes; 12 kernels: 48
+    ("groups2-c21", "float32"): (False, False),  # 21 channels: 84 bytes; 5 kernels: 20
+    ("groups2-c21", "float64"): (False, False),  # 168 bytes; 40
+    ("odd-groups3-nobias", "float64"): (True, False),  # 2 channels: 16 bytes; 3 kernels: 24
+    ("conv1-like-c5", "float32"): (True, False),  # folded: 96-wide taps; 9 kernels: 36 bytes
+    ("conv2-27", "float32"): (True, True),  # 48 channels, 128 kernels per group
+    # groups of 16 channels (64 bytes) and 20 kernels (80), which end inside a column tile
+    ("groups2-c16-k20", "float32"): (True, True),
+    ("groups2-c16-k20", "float64"): (True, True),
+}
+NAMES = {conv: name for name, conv in {**SHAPES, **ALIGNED_GROUPS}.items()}
+
+
+def assert_weight_path(conv: Conv, precision: str, launches: list, gemm: int) -> None:
+    """The last launch took the WEIGHT_PATHS path (gemm 0: forward, 1: input gradient)."""
+    paths = WEIGHT_PATHS.get((NAMES[conv], precision))
+    if paths is not None:
+        expected = paths[gemm] and kernels.tensor_descriptors_available()
+        assert launches[-1]["W_DESCRIPTOR"] == expected
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
-def test_forward(conv, precision, device, poisoned):
+def test_forward(conv, precision, device, poisoned, launches):
     use_precision(precision, device)
     check_forward(conv, precision, device, poisoned)
+    assert_weight_path(conv, precision, launches, 0)
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
-def test_backward_input(conv, precision, device, poisoned):
-    dtype = use_precision(precision, device)
-    x, weight, bias = conv_inputs(conv, dtype, device)
-    output, grad_output = output_and_grad(conv, x, weight, bias)
-    stride, padding = list(conv.stride), list(conv.padding)
-    expected = reference.conv2d_relu_backward_input(
-        float64(grad_output), float64(output), float64(weight), conv.input_size, stride, padding,
-        conv.groups)
-    actual = kernels.conv2d_relu_backward_input(grad_output, output, weight, conv.input_size,
-                                                stride, padding, conv.groups)
-    assert poisoned.allocations > 0
-    assert_precision_close(actual, expected, precision, conv.reduction("backward_input"),
-                           "grad_input")
+def test_backward_input(conv, precision, device, poisoned, launches):
+    use_precision(precision, device)
+    check_backward_input(conv, precision, device, poisoned)
+    assert_weight_path(conv, precision, launches, 1)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_aligned_groups(precision, device, poisoned, launches):
+    """Groups whose kernels end inside a column tile, through descriptors by default."""
+    use_precision(precision, device)
+    conv = ALIGNED_GROUPS["groups2-c16-k20"]
+    check_forward(conv, precision, device, poisoned)
+    assert_weight_path(conv, precision, launches, 0)
+    check_backward_input(conv, precision, device, poisoned)
+    assert_weight_path(conv, precision, launches, 1)
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -169,6 +240,73 @@ def test_backward_input(conv, precision, device, poisoned):
 def test_backward_weight(conv, precision, device, poisoned):
     use_precision(precision, device)
     check_backward_weight(conv, precision, device, poisoned)
+
+
+# The plain loads on request, where the default takes descriptors: aligned groups, conv1's
+# folded taps, channels that are not a multiple of the channel block, a stride larger than
+# the kernel.
+PLAIN_LOADS = {
+    **ALIGNED_GROUPS,
+    **{name: SHAPES[name] for name in ("conv1-like-c5", "c20-stride2x1", "stride4-pad2")},
+}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("conv", PLAIN_LOADS.values(), ids=PLAIN_LOADS.keys())
+def test_plain_weight_loads(conv, precision, device, poisoned, launches):
+    use_precision(precision, device)
+    check_forward(conv, precision, device, poisoned, tensor_descriptors=False)
+    check_backward_input(conv, precision, device, poisoned, tensor_descriptors=False)
+    assert [launch["W_DESCRIPTOR"] for launch in launches] == [False, False]
+
+
+def test_descriptors_refused_where_impossible(device, monkeypatch, launches):
+    """tensor_descriptors=True says why it cannot be; None then takes the plain loads."""
+    conv = SHAPES["groups2-c21"]  # 21 channels, 5 kernels per group
+    x, weight, bias = conv_inputs(conv, torch.float32, device)
+    output, grad_output = output_and_grad(conv, x, weight, bias)
+    stride, padding = list(conv.stride), list(conv.padding)
+    with pytest.raises(ValueError, match=r"tensor_descriptors=True.*21 x 4 = 84 bytes"):
+        kernels.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups,
+                                    tensor_descriptors=True)
+    with pytest.raises(ValueError, match=r"tensor_descriptors=True.*5 x 4 = 20 bytes"):
+        kernels.conv2d_relu_backward_input(grad_output, output, weight, conv.input_size, stride,
+                                           padding, conv.groups, tensor_descriptors=True)
+    # Aligned rows (16 float64 channels) from a base 8 bytes off: a channels-last weight
+    # whose [K, R, S, C] memory starts one element into its allocation.
+    conv = SHAPES["whole-tiles"]
+    x, weight, bias = conv_inputs(conv, torch.float64, device)
+    k, c, r, s = conv.weight_size
+    shifted = torch.empty(k * r * s * c + 1, dtype=weight.dtype, device=device)[1:]
+    shifted = shifted.view(k, r, s, c).permute(0, 3, 1, 2)
+    shifted.copy_(weight)
+    stride, padding = list(conv.stride), list(conv.padding)
+    expected = reference.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups)
+    tol = tolerance(torch.float64)
+    with pytest.raises(ValueError, match=r"tensor_descriptors=True.*base address"):
+        kernels.conv2d_relu_forward(x, shifted, bias, stride, padding, conv.groups,
+                                    tensor_descriptors=True)
+    actual = kernels.conv2d_relu_forward(x, shifted, bias, stride, padding, conv.groups)
+    assert_close(actual, expected, tol, "output")
+    assert [launch["W_DESCRIPTOR"] for launch in launches] == [False]
+    # A Triton or a GPU without descriptors.
+    monkeypatch.setattr(kernels, "tensor_descriptors_available", lambda: False)
+    with pytest.raises(ValueError, match=r"tensor_descriptors=True.*no TMA tensor descriptors"):
+        kernels.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups,
+                                    tensor_descriptors=True)
+    actual = kernels.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups)
+    assert_close(actual, expected, tol, "output")
+    assert [launch["W_DESCRIPTOR"] for launch in launches] == [False, False]
+
+
+def test_descriptor_blocks_meet_tma_rules():
+    """Every weight tile a descriptor may copy: rows of >= 16 bytes in the narrowest dtype
+    (bf16) and no block dimension over 256; the choice is in each autotuner's key."""
+    configs = kernels._forward_configs() + kernels._backward_configs()
+    for block_n, block_k in [(c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in configs]:
+        assert block_k * 2 >= 16 and block_n <= 256 and block_k <= 256
+    for tuner in (kernels._forward_autotuned, kernels._backward_input_autotuned):
+        assert "W_DESCRIPTOR" in tuner.keys
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
