@@ -37,7 +37,8 @@ from torch import Tensor
 
 from alexnet_triton.kernels import (accumulation_dtype, accumulator, check_int32_offsets,
                                     descriptor_scratch, interpreting, launchable,
-                                    tensor_descriptors_available, tma_compatible)
+                                    tensor_descriptors_available, through_registers,
+                                    tma_compatible)
 
 
 @triton.jit
@@ -267,23 +268,6 @@ def conv2d_relu_backward_input_kernel(
 
 
 @triton.jit
-def _through_registers(x, STAGE: tl.constexpr):
-    """x itself, made to pass through registers when STAGE (the tf32 weight gradient on the GPU).
-
-    tf32 wgmma reads B from shared memory only K-major (along the pixels), and x is
-    contiguous along channels. Loaded straight to shared memory it is transposed by 4-byte
-    copies; an element-wise step sends it through registers, loaded 16 bytes at a time and
-    stored transposed. The step is a PTX move, which ptxas propagates away: no instruction,
-    and no load mask carried to the pipeline stage that uses it (a tl.where on the load's
-    mask cost both, 0.1 of the issue ratio). The interpreter cannot run PTX (STAGE False).
-    """
-    if STAGE:
-        x = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=tl.float32,
-                                      is_pure=True, pack=1)
-    return x
-
-
-@triton.jit
 def conv2d_relu_backward_weight_kernel(
     dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr,
     H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
@@ -388,7 +372,7 @@ def conv2d_relu_backward_weight_kernel(
             x_row = tl.multiple_of(n * x_stride_n + h * x_stride_h + w * x_stride_w, X_ALIGN)
             x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],  # [BLOCK_K, TAP_N]
                         mask=x_mask[:, None] & n_mask[None, :], other=0.0)
-            x = _through_registers(x, STAGE_X_IN_REGISTERS)
+            x = through_registers(x, STAGE_X_IN_REGISTERS)
             acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
             if TAPS_PER_PROGRAM == 2:
                 h_second = h + dr
@@ -399,7 +383,7 @@ def conv2d_relu_backward_weight_kernel(
                 x_row = tl.multiple_of(x_row + second_shift, X_ALIGN)
                 x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],
                             mask=x_mask[:, None] & n_mask[None, :], other=0.0)
-                x = _through_registers(x, STAGE_X_IN_REGISTERS)
+                x = through_registers(x, STAGE_X_IN_REGISTERS)
                 acc_second = tl.dot(dy, x, acc_second, input_precision=INPUT_PRECISION,
                                     out_dtype=ACC_DTYPE)
             w += step_w
