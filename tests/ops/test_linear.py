@@ -412,7 +412,9 @@ def _odd_rows(tensor):
 
 
 # (shape, dtype): ragged tiles in both widths, and the long fc6 reduction.
-PATH_CASES = [("odd", torch.float32), ("odd", torch.float64), ("fc6-like", torch.float32)]
+PATH_CASES = [pytest.param(shape, dtype, id=f"{shape}-{str(dtype)[6:]}")
+              for shape, dtype in (("odd", torch.float32), ("odd", torch.float64),
+                                   ("fc6-like", torch.float32))]
 
 
 @pytest.mark.parametrize("tensor_descriptors", [True, False])
