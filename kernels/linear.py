@@ -15,9 +15,10 @@ linear_epilogue_kernel adds them in split order (deterministic: no atomics) befo
 ReLU and dropout, which need the full sum.
 
 On Hopper the GEMMs read both operands through TMA tensor descriptors built in the kernel
-(kernels.tensor_descriptors_available): a bf16 main loop of 82-87 instructions per 8 HGMMA
-against 112-194 with plain loads (bench.sass). Plain loads stay for ieee float32 (FFMA,
-where descriptors spill), other GPUs and operands TMA cannot address.
+(kernels.tensor_descriptors_available): main loops of 82-87 instructions per 8 HGMMA in
+bf16 against 112-194 with plain loads, 91-189 in tf32 against 182-406 (bench.sass). Plain
+loads stay for ieee float32 (FFMA, where descriptors spill), other GPUs and operands TMA
+cannot address.
 """
 from __future__ import annotations
 
@@ -442,12 +443,13 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
     even_k = K % align == 0 and K_A % align == 0
     args = (a, b, out, bias_arg, seed_arg, M, N, K, M_A, K_A, chunk,
             *a_strides, *b_strides, *out_strides, float(p))
-    # tf32 operands contiguous along M or N (the backward passes') go through registers.
+    # tf32 operands contiguous along M or N (the backward passes') go through registers,
+    # from plain loads or from a descriptor's tile (tf32 grad_weight through TMA: 176
+    # instructions per 8 HGMMA staged, 215 not).
     stage = tf32 and not interpreting()
     flags = dict(PARTIAL=splits > 1, EVEN_K=even_k, **flags, ACC_DTYPE=acc_dtype,
                  INPUT_PRECISION=precision, **descriptors,
-                 STAGE_A=stage and a_strides[1] != 1 and not descriptors["A_DESCRIPTOR"],
-                 STAGE_B=stage and b_strides[0] != 1 and not descriptors["B_DESCRIPTOR"])
+                 STAGE_A=stage and a_strides[1] != 1, STAGE_B=stage and b_strides[0] != 1)
     # K = 0 still launches: the programs store the epilogue of zero sums.
     with descriptor_scratch(c.device):
         if interpreting():
