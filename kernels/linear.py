@@ -365,6 +365,8 @@ def _descriptor(operand: Tensor, strides: Tuple[int, int], rows: int, cols: int,
         return None, f"{name} is empty ({rows} x {cols}): TMA needs every dimension >= 1"
     if 1 not in strides:
         return None, f"{name} has no unit stride (strides {tuple(strides)})"
+    if 0 in strides:  # a broadcast (expanded) operand: no tensor map for rows that alias
+        return None, f"{name} is broadcast (strides {tuple(strides)})"
     if not tma_compatible(operand, shape, (outer, 1)):
         return None, (f"{name} breaks TMA's alignment rules (a 16-byte aligned base, rows a "
                       f"multiple of 16 bytes apart): it starts {operand.storage_offset()} "

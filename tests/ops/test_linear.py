@@ -500,6 +500,23 @@ def test_weight_tma_cannot_read_takes_plain_loads(poisoned, device, descriptor_f
                                           tensor_descriptors=True)
 
 
+def test_broadcast_grad_output_takes_plain_loads(poisoned, device, descriptor_flags):
+    """A grad_output expanded from one row (stride 0), read as it is (no ReLU to mask with,
+    80 outputs: no padded copy), goes through plain loads; the weight through TMA."""
+    input, weight, _, grad_output = _layer((5, 300, 80), torch.float64, device)
+    broadcast = grad_output[:1].expand(5, 80)
+    grad_input = linear_kernels.linear_backward_input(broadcast, None, weight, 0.0)
+    assert poisoned.allocations > 0
+    available = linear_kernels.tensor_descriptors_available()
+    assert descriptor_flags == [_flags(False, False, available, False)]
+    expected = linear_reference.linear_backward_input(broadcast, None, weight, 0.0)
+    assert_close(grad_input, expected, tolerance(torch.float64), "grad_input")
+    if available:
+        with pytest.raises(ValueError, match=r"grad_output is broadcast \(strides \(0, 1\)\)"):
+            linear_kernels.linear_backward_input(broadcast, None, weight, 0.0,
+                                                 tensor_descriptors=True)
+
+
 def test_no_tensor_descriptors_plain_loads_or_a_clear_refusal(poisoned, device,
                                                               descriptor_flags, monkeypatch):
     """Where Triton or the GPU has no descriptors: plain loads, and True refused."""
