@@ -13,6 +13,12 @@ is read by one program only, and fc6-fc8 have 8-32 column tiles for 132 SMs: the
 is split (split-K). Each split writes its float32 partial sums to a workspace of its own and
 linear_epilogue_kernel adds them in split order (deterministic: no atomics) before the bias,
 ReLU and dropout, which need the full sum.
+
+On Hopper the GEMMs read both operands through TMA tensor descriptors built in the kernel
+(kernels.tensor_descriptors_available): main loops of 82-87 instructions per 8 HGMMA in
+bf16 against 112-194 with plain loads, 91-189 in tf32 against 182-406 (bench.sass). Plain
+loads stay for ieee float32 (FFMA, where descriptors spill), other GPUs and operands TMA
+cannot address.
 """
 from __future__ import annotations
 
@@ -23,8 +29,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from alexnet_triton.kernels import (accumulation_dtype, accumulator, interpreting, launchable,
-                                    through_registers)
+from alexnet_triton.kernels import (accumulation_dtype, accumulator, descriptor_scratch,
+                                    interpreting, launchable, tensor_descriptors_available,
+                                    through_registers, tma_compatible)
 from alexnet_triton.kernels.dropout import dropout_keep, dropout_scale
 
 
@@ -61,6 +68,8 @@ def linear_kernel(
     HAS_BIAS: tl.constexpr, RELU: tl.constexpr, DROPOUT: tl.constexpr, SCALE: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     STAGE_A: tl.constexpr, STAGE_B: tl.constexpr,
+    A_DESCRIPTOR: tl.constexpr, A_TRANSPOSED: tl.constexpr,
+    B_DESCRIPTOR: tl.constexpr, B_TRANSPOSED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """C[M, N] = epilogue(A[M, K] @ B[K, N]), or with PARTIAL one split's share of the sum.
@@ -75,6 +84,14 @@ def linear_kernel(
     linear_epilogue_kernel; else it applies _epilogue and stores C in C's dtype. EVEN_K:
     K and K_A are multiples of BLOCK_K, so no k-step needs a mask along k (the masks left
     do not change from one step to the next, and the compiler hoists them out of the loop).
+
+    A_DESCRIPTOR, B_DESCRIPTOR: the operand's tiles come through a TMA tensor descriptor
+    built here (Hopper's bulk copies: no addresses, masks or pointer arithmetic in the
+    loop), else through plain masked loads. A descriptor is over the operand's orientation
+    with unit innermost stride: A [M, K] or (A_TRANSPOSED, grad_weight's g'.T) A.T [K, M];
+    B [K, N] or (B_TRANSPOSED, the forward's weight) B.T [N, K]; a transposed tile is
+    transposed back in shared memory. TMA fills rows and columns past [M, K] and [K, N]
+    with zeros, as the masks do. The launcher checks TMA's alignment rules.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -88,24 +105,56 @@ def linear_kernel(
     rm64 = rm.to(tl.int64)
     rn64 = rn.to(tl.int64)
     rk64 = rk.to(tl.int64) + k_start.to(tl.int64)
-    a_ptrs = a_ptr + rm64[:, None] * stride_am + rk64[None, :] * stride_ak  # [BLOCK_M, BLOCK_K]
-    b_ptrs = b_ptr + rk64[:, None] * stride_bk + rn64[None, :] * stride_bn  # [BLOCK_K, BLOCK_N]
     step = tl.full([], BLOCK_K, tl.int64)
+    if A_DESCRIPTOR:
+        if A_TRANSPOSED:
+            a_desc = tl.make_tensor_descriptor(a_ptr, shape=[K, M], strides=[stride_ak, 1],
+                                               block_shape=[BLOCK_K, BLOCK_M])  # A.T [K, M]
+        else:
+            a_desc = tl.make_tensor_descriptor(a_ptr, shape=[M, K], strides=[stride_am, 1],
+                                               block_shape=[BLOCK_M, BLOCK_K])  # A [M, K]
+    else:
+        a_ptrs = a_ptr + rm64[:, None] * stride_am + rk64[None, :] * stride_ak  # [BLOCK_M, BLOCK_K]
+    if B_DESCRIPTOR:
+        if B_TRANSPOSED:
+            b_desc = tl.make_tensor_descriptor(b_ptr, shape=[N, K], strides=[stride_bn, 1],
+                                               block_shape=[BLOCK_N, BLOCK_K])  # B.T [N, K]
+        else:
+            b_desc = tl.make_tensor_descriptor(b_ptr, shape=[K, N], strides=[stride_bk, 1],
+                                               block_shape=[BLOCK_K, BLOCK_N])  # B [K, N]
+    else:
+        b_ptrs = b_ptr + rk64[:, None] * stride_bk + rn64[None, :] * stride_bn  # [BLOCK_K, BLOCK_N]
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     for k in range(k_start, k_end, BLOCK_K):
-        if EVEN_K:
+        # A split's chunk is whole k-steps: a descriptor's tile never reaches into the next
+        # split's share, and past K it reads TMA's zeros.
+        if A_DESCRIPTOR:
+            if A_TRANSPOSED:
+                a = a_desc.load([k, pid_m * BLOCK_M]).T  # [BLOCK_M, BLOCK_K]
+            else:
+                a = a_desc.load([pid_m * BLOCK_M, k])
+        elif EVEN_K:
             a = tl.load(a_ptrs, mask=rm[:, None] < M_A, other=0.0)
-            b = tl.load(b_ptrs, mask=rn[None, :] < N, other=0.0)
         else:
             a = tl.load(a_ptrs, mask=(rm[:, None] < M_A) & (rk[None, :] < K_A - k), other=0.0)
+        if B_DESCRIPTOR:
+            if B_TRANSPOSED:
+                b = b_desc.load([pid_n * BLOCK_N, k]).T  # [BLOCK_K, BLOCK_N]
+            else:
+                b = b_desc.load([k, pid_n * BLOCK_N])
+        elif EVEN_K:
+            b = tl.load(b_ptrs, mask=rn[None, :] < N, other=0.0)
+        else:
             b = tl.load(b_ptrs, mask=(rk[:, None] < K - k) & (rn[None, :] < N), other=0.0)
         a = through_registers(a, STAGE_A)
         b = through_registers(b, STAGE_B)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION,
                      out_dtype=ACC_DTYPE)
-        a_ptrs += step * stride_ak
-        b_ptrs += step * stride_bk
+        if not A_DESCRIPTOR:
+            a_ptrs += step * stride_ak
+        if not B_DESCRIPTOR:
+            b_ptrs += step * stride_bk
 
     c_mask = (rm[:, None] < M) & (rn[None, :] < N)
     if PARTIAL:
@@ -206,10 +255,13 @@ _TILES_32BIT = [(128, 128, 64, 4, 8), (64, 128, 64, 4, 4), (128, 32, 64, 4, 4),
 
 # The flags are in the key: the GEMMs of one layer can share M, N and K (fc7) but not their
 # best tile (nor their shared memory); nor can ieee and tf32 float32
-# (tests/ops/test_autotune_keys.py), nor tf32 operands staged through registers and not.
-# K_CHUNK is the reduction each program runs.
+# (tests/ops/test_autotune_keys.py), nor tf32 operands staged through registers and not,
+# nor operands read through TMA descriptors and through plain loads, whose shared memory
+# differs (the descriptors' barriers and swizzled layouts). K_CHUNK is the reduction each
+# program runs.
 _KEY = ["M", "N", "K", "K_CHUNK", "PARTIAL", "EVEN_K", "HAS_BIAS", "RELU", "DROPOUT", "SCALE",
-        "INPUT_PRECISION", "STAGE_A", "STAGE_B"]
+        "INPUT_PRECISION", "STAGE_A", "STAGE_B", "A_DESCRIPTOR", "A_TRANSPOSED",
+        "B_DESCRIPTOR", "B_TRANSPOSED"]
 linear_kernel_autotuned = triton.autotune(configs=_configs(_TILES_16BIT), key=_KEY)(linear_kernel)
 linear_kernel_autotuned_32bit = triton.autotune(
     configs=_configs(_TILES_32BIT), key=_KEY)(linear_kernel)
@@ -286,18 +338,92 @@ def _plan(M: int, N: int, K: int, dtype: torch.dtype, device: torch.device,
     return max(1, triton.cdiv(K, chunk)), chunk
 
 
+def tma_block_fits(block_shape: Tuple[int, ...], itemsize: int) -> bool:
+    """TMA's rules for a descriptor's block (its box): at least 16 bytes along the
+    innermost dimension and at most 256 elements along every dimension."""
+    return block_shape[-1] * itemsize >= 16 and all(0 < d <= 256 for d in block_shape)
+
+
+def descriptor_blocks(block_m: int, block_n: int, block_k: int) -> dict:
+    """{(operand, transposed): block}: the block each descriptor of linear_kernel loads."""
+    return {("A", False): (block_m, block_k), ("A", True): (block_k, block_m),
+            ("B", False): (block_k, block_n), ("B", True): (block_n, block_k)}
+
+
+def _descriptor(operand: Tensor, strides: Tuple[int, int], rows: int, cols: int,
+                name: str) -> Tuple[Optional[bool], str]:
+    """(transposed, why not): how linear_kernel may describe a GEMM operand seen as
+    [rows, cols] with `strides`: over [rows, cols] itself (transposed False) or over its
+    transpose [cols, rows] (True), whichever has the unit innermost stride TMA needs; None
+    and the reason when neither meets TMA's rules."""
+    transposed = strides[0] == 1 and strides[1] != 1
+    shape, outer = ((cols, rows), strides[1]) if transposed else ((rows, cols), strides[0])
+    if not tensor_descriptors_available():
+        return None, ("this Triton or GPU has no TMA tensor descriptors "
+                      "(tl.make_tensor_descriptor and a compute capability of 9.0 or more)")
+    if rows == 0 or cols == 0:
+        return None, f"{name} is empty ({rows} x {cols}): TMA needs every dimension >= 1"
+    if 1 not in strides:
+        return None, f"{name} has no unit stride (strides {tuple(strides)})"
+    if 0 in strides:  # a broadcast (expanded) operand: no tensor map for rows that alias
+        return None, f"{name} is broadcast (strides {tuple(strides)})"
+    if not tma_compatible(operand, shape, (outer, 1)):
+        return None, (f"{name} breaks TMA's alignment rules (a 16-byte aligned base, rows a "
+                      f"multiple of 16 bytes apart): it starts {operand.storage_offset()} "
+                      f"elements into its storage, its rows are {outer} {operand.dtype} "
+                      f"elements apart")
+    return transposed, ""
+
+
+def _descriptors(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int, int],
+                 M: int, N: int, K: int, fma: bool, requested: Optional[bool],
+                 names: Tuple[str, str]) -> dict:
+    """linear_kernel's A_DESCRIPTOR, A_TRANSPOSED, B_DESCRIPTOR, B_TRANSPOSED.
+
+    requested None: a descriptor for each operand that TMA can read, unless the product is
+    FMA (fma: ieee float32); False: plain loads; True: descriptors for both, or ValueError
+    saying why not.
+
+    Both operands, not only the weight: with one operand through TMA and the other through
+    cp.async, Triton 3.9's pipeline waits on both kinds each k-step (bar.syncs around the
+    mbarrier arrive) and a bf16 loop gains as much as it saves (fc6 backward_input for
+    sm_90a: 149 instructions per 8 HGMMA with the weight alone through TMA, 142 plain, 85
+    with both). Not for FMA unless asked: there Triton 3.9 moves the TMA-swizzled tiles
+    from shared memory to FMA operands through a layout conversion that spills (fp32
+    fc6.forward: 9,960 B of spills, 14,264 instructions per 4,096 FFMA; 0 and 4,596 plain),
+    and the plain loop's global loads are 16 of its 4,596 instructions: nothing to save.
+    """
+    off = dict(A_DESCRIPTOR=False, A_TRANSPOSED=False, B_DESCRIPTOR=False, B_TRANSPOSED=False)
+    if requested is False or (requested is None and fma):
+        return off
+    flags = dict(off)
+    for operand, tensor, strides, rows, cols, name in (("A", a, a_strides, M, K, names[0]),
+                                                       ("B", b, b_strides, K, N, names[1])):
+        transposed, why = _descriptor(tensor, strides, rows, cols, name)
+        if transposed is None and requested:
+            raise ValueError(f"linear: tensor_descriptors=True, but {why}")
+        flags[f"{operand}_DESCRIPTOR"] = transposed is not None
+        flags[f"{operand}_TRANSPOSED"] = bool(transposed)
+    return flags
+
+
 def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int, int],
           c: Tensor, M: int, N: int, K: int, *, bias: Optional[Tensor] = None,
           relu: bool = False, p: float = 0.0, seed: Optional[Tensor] = None,
           scale: bool = False, split: Optional[int] = None,
-          a_padded: Optional[Tuple[int, int]] = None) -> None:
+          a_padded: Optional[Tuple[int, int]] = None,
+          tensor_descriptors: Optional[bool] = None,
+          names: Tuple[str, str] = ("A", "B")) -> None:
     """C[M, N] (contiguous) = epilogue(A[M, K] @ B[K, N]), A and B given by their strides;
-    A readable up to a_padded = (M_A, K_A), zeros beyond [M, K] (default: [M, K])."""
+    A readable up to a_padded = (M_A, K_A), zeros beyond [M, K] (default: [M, K]).
+    tensor_descriptors: how A and B (named `names` in errors) are read (_descriptors)."""
     if M == 0 or N == 0:
         return  # nothing to store (grad_bias, the one sum over an empty batch, is not here)
     acc_dtype = accumulator(a.dtype)
     tf32 = a.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
     precision = "tf32" if tf32 else "ieee"
+    descriptors = _descriptors(a, a_strides, b, b_strides, M, N, K,
+                               a.dtype == torch.float32 and not tf32, tensor_descriptors, names)
     splits, chunk = _plan(M, N, K, a.dtype, c.device, split)
     epilogue = dict(HAS_BIAS=bias is not None, RELU=relu, DROPOUT=seed is not None, SCALE=scale)
     # Unused pointers still need a tensor; C stands in and is never read through them.
@@ -319,20 +445,25 @@ def _gemm(a: Tensor, a_strides: Tuple[int, int], b: Tensor, b_strides: Tuple[int
     even_k = K % align == 0 and K_A % align == 0
     args = (a, b, out, bias_arg, seed_arg, M, N, K, M_A, K_A, chunk,
             *a_strides, *b_strides, *out_strides, float(p))
-    # tf32 operands contiguous along M or N (the backward passes') go through registers.
+    # tf32 operands contiguous along M or N (the backward passes') go through registers,
+    # from plain loads or from a descriptor's tile (tf32 grad_weight through TMA: 176
+    # instructions per 8 HGMMA staged, 215 not).
     stage = tf32 and not interpreting()
     flags = dict(PARTIAL=splits > 1, EVEN_K=even_k, **flags, ACC_DTYPE=acc_dtype,
-                 INPUT_PRECISION=precision, STAGE_A=stage and a_strides[1] != 1,
-                 STAGE_B=stage and b_strides[0] != 1)
+                 INPUT_PRECISION=precision, **descriptors,
+                 STAGE_A=stage and a_strides[1] != 1, STAGE_B=stage and b_strides[0] != 1)
     # K = 0 still launches: the programs store the epilogue of zero sums.
-    if interpreting():
-        blocks = _interpreter_blocks(K, split or 1)
-        grid = (triton.cdiv(M, blocks["BLOCK_M"]), triton.cdiv(N, blocks["BLOCK_N"]), splits)
-        launchable(linear_kernel)[grid](*args, **flags, **blocks)
-    else:
-        def grid(meta):
-            return (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]), splits)
-        launchable(_autotuned(a.dtype)[0])[grid](*args, **flags)
+    with descriptor_scratch(c.device):
+        if interpreting():
+            blocks = _interpreter_blocks(K, split or 1)
+            grid = (triton.cdiv(M, blocks["BLOCK_M"]), triton.cdiv(N, blocks["BLOCK_N"]),
+                    splits)
+            launchable(linear_kernel)[grid](*args, **flags, **blocks)
+        else:
+            def grid(meta):
+                return (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]),
+                        splits)
+            launchable(_autotuned(a.dtype)[0])[grid](*args, **flags)
     if splits > 1:
         blocks = ({"BLOCK_ROWS": 128, "BLOCK_COLS": 128} if interpreting()
                   else _EPILOGUE_BLOCKS)
@@ -378,10 +509,15 @@ def _masked_grad(grad_output: Tensor, output: Optional[Tensor], p: float,
 
 
 def linear_forward(input: Tensor, weight: Tensor, bias: Optional[Tensor], relu: bool, p: float,
-                   seed: Optional[Tensor], *, split: Optional[int] = None) -> Tensor:
+                   seed: Optional[Tensor], *, split: Optional[int] = None,
+                   tensor_descriptors: Optional[bool] = None) -> Tensor:
     """input [M, K], weight [N, K], bias [N] -> dropout(relu(input @ weight.T + bias)) [M, N].
 
     split: how many programs share each output tile's reduction (None: split_k's choice).
+    tensor_descriptors: whether the GEMM reads its operands (input, weight) through TMA
+    descriptors. None: each operand whose alignment allows, where Triton and the GPU have
+    them and the product is not ieee float32's FMA; False: plain loads; True: descriptors
+    for both, or ValueError saying why not.
     """
     if input.dim() != 2 or weight.dim() != 2 or input.shape[1] != weight.shape[1]:
         raise ValueError("linear_forward: input must be [M, K] and weight [N, K]")
@@ -399,19 +535,21 @@ def linear_forward(input: Tensor, weight: Tensor, bias: Optional[Tensor], relu: 
     # B = weight.T [K, N], read through the weight's strides.
     _gemm(input, (input.stride(0), input.stride(1)), weight, (weight.stride(1), weight.stride(0)),
           output, M, N, K, bias=bias, relu=relu, p=p, seed=seed, scale=seed is not None,
-          split=split)
+          split=split, tensor_descriptors=tensor_descriptors, names=("input", "weight"))
     return output
 
 
 def linear_backward_input(grad_output: Tensor, output: Optional[Tensor], weight: Tensor,
-                          p: float, *, split: Optional[int] = None) -> Tensor:
+                          p: float, *, split: Optional[int] = None,
+                          tensor_descriptors: Optional[bool] = None) -> Tensor:
     """grad_input [M, K] = g' @ weight, g' = grad_output / (1 - p) * (output > 0).
 
     p is the forward's dropout probability, 0 when it had no dropout.
 
     With ReLU and dropout the output is positive exactly where the element was kept and
     its pre-activation was positive, so output > 0 times 1/(1-p) is their whole backward.
-    Without output (no ReLU) there is no mask. split: as in linear_forward.
+    Without output (no ReLU) there is no mask. split, tensor_descriptors (for g' and the
+    weight): as in linear_forward.
     """
     M, N = grad_output.shape
     K = weight.shape[1]
@@ -422,17 +560,19 @@ def linear_backward_input(grad_output: Tensor, output: Optional[Tensor], weight:
     masked, width = _masked_grad(grad_output, output, p)  # [M, N], zeros up to width
     _gemm(masked, (masked.stride(0), masked.stride(1)),
           weight, (weight.stride(0), weight.stride(1)), grad_input, M, K, N,
-          p=p, scale=p > 0, split=split, a_padded=(M, width))
+          p=p, scale=p > 0, split=split, a_padded=(M, width),
+          tensor_descriptors=tensor_descriptors, names=("grad_output", "weight"))
     return grad_input
 
 
 def linear_backward_weight(grad_output: Tensor, output: Optional[Tensor], input: Tensor,
-                           p: float, *, split: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+                           p: float, *, split: Optional[int] = None,
+                           tensor_descriptors: Optional[bool] = None) -> Tuple[Tensor, Tensor]:
     """grad_weight [N, K] = g'.T @ input and grad_bias [N] = g'.sum(0).
 
     g' is as in linear_backward_input. The reduction runs over the batch M, short for
     AlexNet (128): at batch 128 the output tiles alone fill the SMs, and split_k leaves it
-    whole. split: as in linear_forward.
+    whole. split, tensor_descriptors (for g' and the input): as in linear_forward.
     """
     M, N = grad_output.shape
     K = input.shape[1]
@@ -445,5 +585,6 @@ def linear_backward_weight(grad_output: Tensor, output: Optional[Tensor], input:
     # A = g'.T [N, M], through transposed strides.
     _gemm(masked, (masked.stride(1), masked.stride(0)),
           input, (input.stride(0), input.stride(1)), grad_weight, N, K, M,
-          p=p, scale=p > 0, split=split, a_padded=(width, M))
+          p=p, scale=p > 0, split=split, a_padded=(width, M),
+          tensor_descriptors=tensor_descriptors, names=("grad_output", "input"))
     return grad_weight, grad_bias

@@ -356,3 +356,215 @@ def test_bad_split(device):
     input, weight, bias, _ = _layer(SHAPES["odd"], torch.float64, device)
     with pytest.raises(ValueError, match="split_k must be >= 1"):
         linear_kernels.linear_forward(input, weight, bias, True, 0.0, None, split=0)
+
+
+# --------------------------------------------------------------------------------------
+# TMA tensor descriptors: both operands' tiles through descriptors, or plain loads
+# --------------------------------------------------------------------------------------
+
+DESCRIPTOR_FLAGS = ("A_DESCRIPTOR", "A_TRANSPOSED", "B_DESCRIPTOR", "B_TRANSPOSED")
+
+
+def _flags(a, a_transposed, b, b_transposed):
+    return dict(zip(DESCRIPTOR_FLAGS, (a, a_transposed, b, b_transposed)))
+
+
+@pytest.fixture
+def descriptor_flags(monkeypatch):
+    """The descriptor flags of every GEMM launch of the test, in order (interpreted or
+    compiled: the launchers' own `launchable` is wrapped)."""
+    seen = []
+    launchable = linear_kernels.launchable
+
+    def spying(kernel):
+        launcher = launchable(kernel)
+
+        class Grid:
+            def __getitem__(self, grid):
+                launch = launcher[grid]
+
+                def call(*args, **kwargs):
+                    if "B_DESCRIPTOR" in kwargs:
+                        seen.append({flag: kwargs[flag] for flag in DESCRIPTOR_FLAGS})
+                    return launch(*args, **kwargs)
+                return call
+        return Grid()
+
+    monkeypatch.setattr(linear_kernels, "launchable", spying)
+    return seen
+
+
+def _misaligned(tensor):
+    """tensor's values in a view one element into its storage: a base TMA cannot use."""
+    storage = torch.empty(tensor.numel() + 1, dtype=tensor.dtype, device=tensor.device)
+    view = storage[1:].view(tensor.shape)
+    view.copy_(tensor)
+    return view
+
+
+def _odd_rows(tensor):
+    """tensor's values in a view whose rows are one element longer than they hold: a row
+    stride that is no multiple of 16 bytes (301 float64 elements)."""
+    wide = torch.empty(tensor.shape[0], tensor.shape[1] + 1, dtype=tensor.dtype,
+                       device=tensor.device)
+    wide[:, :-1].copy_(tensor)
+    return wide[:, :-1]
+
+
+# (shape, dtype): ragged tiles along M, N and K. The long fc6-like reduction goes through
+# descriptors in the float64 cases of the tests above, which leave the choice to the launcher.
+PATH_CASES = [pytest.param(shape, dtype, id=f"{shape}-{str(dtype)[6:]}")
+              for shape, dtype in (("odd", torch.float32), ("odd", torch.float64))]
+
+
+@pytest.mark.parametrize("tensor_descriptors", [True, False])
+@pytest.mark.parametrize("shape,dtype", PATH_CASES)
+def test_forward_load_paths(poisoned, device, descriptor_flags, shape, dtype,
+                            tensor_descriptors):
+    """The weight's tiles through a descriptor over the weight [N, K] itself (B = weight.T
+    transposed back in shared memory), or plain loads: the same output."""
+    input, weight, bias, _ = _layer(SHAPES[shape], dtype, device)
+    seed = _seed(device)
+    output = linear_kernels.linear_forward(input, weight, bias, True, P, seed,
+                                           tensor_descriptors=tensor_descriptors)
+    assert poisoned.allocations > 0
+    on = tensor_descriptors
+    assert descriptor_flags == [_flags(on, False, on, on)]
+    expected = linear_reference.linear_forward(*_float64(input, weight, bias), True, P, seed)
+    assert_close(output, expected.to(dtype), tolerance(dtype), "output")
+
+
+@pytest.mark.parametrize("tensor_descriptors", [True, False])
+@pytest.mark.parametrize("shape,dtype", PATH_CASES)
+def test_backward_load_paths(poisoned, device, descriptor_flags, shape, dtype,
+                             tensor_descriptors):
+    """grad_input reads g' and the weight as they lie; grad_weight reads g'.T through a
+    descriptor over g' (transposed back) and the input as it lies."""
+    masked, p = BACKWARD_CASES["relu-dropout"]
+    input, weight, grad_output, output = _backward_inputs(SHAPES[shape], dtype, device, masked)
+    grad_input = linear_kernels.linear_backward_input(
+        grad_output, output, weight, p, tensor_descriptors=tensor_descriptors)
+    grad_weight, grad_bias = linear_kernels.linear_backward_weight(
+        grad_output, output, input, p, tensor_descriptors=tensor_descriptors)
+    assert poisoned.allocations > 0
+    on = tensor_descriptors
+    assert descriptor_flags == [_flags(on, False, on, False), _flags(on, on, on, False)]
+    tol = tolerance(dtype)
+    expected = linear_reference.linear_backward_input(*_float64(grad_output, output, weight), p)
+    assert_close(grad_input, expected.to(dtype), tol, "grad_input")
+    expected_weight, expected_bias = linear_reference.linear_backward_weight(
+        *_float64(grad_output, output, input), p)
+    assert_close(grad_weight, expected_weight.to(dtype), tol, "grad_weight")
+    assert_close(grad_bias, expected_bias.to(dtype), tol, "grad_bias")
+
+
+@pytest.mark.parametrize("precision,expected", [("float32", False), ("tf32", True),
+                                                ("float64", True)])
+def test_descriptors_by_default_except_for_fma(poisoned, device, descriptor_flags,
+                                               precision, expected):
+    """Left to the launcher, descriptors wherever the product runs on the tensor cores
+    (tf32, float64's DMMA), not for ieee float32's FFMA (where they spill)."""
+    dtype = PRECISIONS[precision]
+    if precision == "tf32":  # the interpreter computes it exactly: only the choice differs
+        torch.backends.cuda.matmul.allow_tf32 = True
+    input, weight, bias, _ = _layer(SHAPES["odd"], dtype, device)
+    output = linear_kernels.linear_forward(input, weight, bias, False, 0.0, None)
+    on = expected and linear_kernels.tensor_descriptors_available()
+    assert descriptor_flags == [_flags(on, False, on, on)]
+    expected_output = linear_reference.linear_forward(*_float64(input, weight, bias), False,
+                                                      0.0, None)
+    assert_precision_close(output, expected_output, precision, input.shape[1], "output")
+
+
+@pytest.mark.parametrize("layout", ["misaligned", "odd-rows"])
+def test_weight_tma_cannot_read_takes_plain_loads(poisoned, device, descriptor_flags, layout):
+    """A weight TMA cannot address (a base off 16 bytes, rows no multiple of 16 bytes
+    apart) is read through plain loads, the other operand still through its descriptor;
+    asked for descriptors regardless, the launcher says why not."""
+    input, weight, bias, grad_output = _layer(SHAPES["odd"], torch.float64, device)
+    awkward = {"misaligned": _misaligned, "odd-rows": _odd_rows}[layout](weight)
+    output = linear_kernels.linear_forward(input, awkward, bias, True, 0.0, None)
+    grad_input = linear_kernels.linear_backward_input(grad_output, output, awkward, 0.0)
+    assert poisoned.allocations > 0
+    other = linear_kernels.tensor_descriptors_available()
+    assert descriptor_flags == [_flags(other, False, False, False)] * 2
+    tol = tolerance(torch.float64)
+    expected = linear_reference.linear_forward(input, weight, bias, True, 0.0, None)
+    assert_close(output, expected, tol, "output")
+    assert_close(grad_input, linear_reference.linear_backward_input(grad_output, expected,
+                                                                    weight, 0.0),
+                 tol, "grad_input")
+    if other:
+        with pytest.raises(ValueError, match="weight breaks TMA's alignment rules"):
+            linear_kernels.linear_forward(input, awkward, bias, True, 0.0, None,
+                                          tensor_descriptors=True)
+
+
+def test_broadcast_grad_output_takes_plain_loads(poisoned, device, descriptor_flags):
+    """A grad_output expanded from one row (stride 0), read as it is (no ReLU to mask with,
+    80 outputs: no padded copy), goes through plain loads; the weight through TMA."""
+    input, weight, _, grad_output = _layer((5, 300, 80), torch.float64, device)
+    broadcast = grad_output[:1].expand(5, 80)
+    grad_input = linear_kernels.linear_backward_input(broadcast, None, weight, 0.0)
+    assert poisoned.allocations > 0
+    available = linear_kernels.tensor_descriptors_available()
+    assert descriptor_flags == [_flags(False, False, available, False)]
+    expected = linear_reference.linear_backward_input(broadcast, None, weight, 0.0)
+    assert_close(grad_input, expected, tolerance(torch.float64), "grad_input")
+    if available:
+        with pytest.raises(ValueError, match=r"grad_output is broadcast \(strides \(0, 1\)\)"):
+            linear_kernels.linear_backward_input(broadcast, None, weight, 0.0,
+                                                 tensor_descriptors=True)
+
+
+def test_no_tensor_descriptors_plain_loads_or_a_clear_refusal(poisoned, device,
+                                                              descriptor_flags, monkeypatch):
+    """Where Triton or the GPU has no descriptors: plain loads, and True refused."""
+    monkeypatch.setattr(linear_kernels, "tensor_descriptors_available", lambda: False)
+    input, weight, bias, _ = _layer(SHAPES["odd"], torch.float64, device)
+    with pytest.raises(ValueError, match="has no TMA tensor descriptors"):
+        linear_kernels.linear_forward(input, weight, bias, False, 0.0, None,
+                                      tensor_descriptors=True)
+    output = linear_kernels.linear_forward(input, weight, bias, False, 0.0, None)
+    assert descriptor_flags == [_flags(False, False, False, False)]
+    expected = linear_reference.linear_forward(input, weight, bias, False, 0.0, None)
+    assert_close(output, expected, tolerance(torch.float64), "output")
+
+
+def test_descriptors_refused_for_an_empty_reduction(device):
+    if not linear_kernels.tensor_descriptors_available():
+        pytest.skip("no tensor descriptors here: refused for that reason instead")
+    input = torch.randn(3, 0, dtype=torch.float64, device=device)
+    weight = torch.randn(7, 0, dtype=torch.float64, device=device)
+    with pytest.raises(ValueError, match=r"input is empty \(3 x 0\)"):
+        linear_kernels.linear_forward(input, weight, None, False, 0.0, None,
+                                      tensor_descriptors=True)
+
+
+def test_every_config_meets_tmas_block_rules():
+    """Every block a descriptor may load (each operand, each orientation) from every
+    autotune config, and from the interpreter's blocks, is one TMA takes."""
+    assert not linear_kernels.tma_block_fits((16, 4), 2)  # 8 bytes innermost
+    assert not linear_kernels.tma_block_fits((512, 64), 2)  # over 256 rows
+    tuners = ((linear_kernels.linear_kernel_autotuned, (2,)),
+              (linear_kernels.linear_kernel_autotuned_32bit, (4, 8)))
+    tiles = [(tuner.configs, sizes) for tuner, sizes in tuners]
+    interpreter = [triton.Config(linear_kernels._interpreter_blocks(K, split))
+                   for K in (1, 5, 40, 300, 9216) for split in (1, 2, 3, 4)]
+    tiles.append((interpreter, (4, 8)))
+    for configs, sizes in tiles:
+        for config in configs:
+            blocks = linear_kernels.descriptor_blocks(
+                config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"])
+            for (operand, transposed), block in blocks.items():
+                for size in sizes:
+                    assert linear_kernels.tma_block_fits(block, size), (
+                        config, operand, transposed, size)
+
+
+def test_autotune_keys_name_the_load_paths():
+    """Descriptors change the shared memory a config needs: a choice made for one path is
+    not reused for the other."""
+    for tuner in (linear_kernels.linear_kernel_autotuned,
+                  linear_kernels.linear_kernel_autotuned_32bit):
+        assert set(DESCRIPTOR_FLAGS) <= set(tuner.keys)
