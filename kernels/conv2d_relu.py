@@ -515,6 +515,10 @@ def _packed_mask(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16 and not interpreting()
 
 
+# The input gradient's fewest channels per group for which it takes descriptors by default.
+_DESCRIPTOR_MIN_CHANNELS = 16
+
+
 def _weight_descriptors(requested: bool | None, weight_taps: Tensor, shape: tuple,
                         strides: tuple) -> bool:
     """Whether a kernel reads its weight tiles through a TMA tensor descriptor over
@@ -703,9 +707,12 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tens
     grad_input = torch.empty((n, h, w, c), dtype=grad_output.dtype,
                              device=grad_output.device).permute(0, 3, 1, 2)
     check_int32_offsets("conv2d_relu", grad_output=grad_output, grad_input=grad_input)
+    # By default not for a few channels (conv1's 3): the descriptor's box is then nearly all
+    # zero fill, and at conv1's 11 x 11 taps the kernel spills (bf16: 112 B; plain: none).
+    few_channels = c_group < _DESCRIPTOR_MIN_CHANNELS and tensor_descriptors is None
     use_descriptors = _weight_descriptors(
-        tensor_descriptors, weight_taps, (groups, r * s, c_group, k_group),
-        (r * s * c_group * k_group, c_group * k_group, k_group, 1))
+        False if few_channels else tensor_descriptors, weight_taps,
+        (groups, r * s, c_group, k_group), (r * s * c_group * k_group, c_group * k_group, k_group, 1))
     # Phase 0 has the most input pixels: ceil(H / sh) x ceil(W / sw) per image.
     m, phases = n * triton.cdiv(h, stride[0]) * triton.cdiv(w, stride[1]), stride[0] * stride[1]
     kernel, blocks = _kernel_and_blocks(_backward_input_autotuned,

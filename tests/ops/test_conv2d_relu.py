@@ -193,6 +193,9 @@ WEIGHT_PATHS = {  # name, precision: (forward, backward_input) through descripto
     ("odd-groups3-nobias", "float64"): (True, False),  # 2 channels: 16 bytes; 3 kernels: 24
     ("conv1-like-c5", "float32"): (True, False),  # folded: 96-wide taps; 9 kernels: 36 bytes
     ("conv2-27", "float32"): (True, True),  # 48 channels, 128 kernels per group
+    # 3 channels (conv1's): the input gradient's plain loads, though its 20 kernels make
+    # 80-byte rows (with descriptors conv1's spills)
+    ("stride4-pad2", "float32"): (True, False),
     # groups of 16 channels (64 bytes) and 20 kernels (80), which end inside a column tile
     ("groups2-c16-k20", "float32"): (True, True),
     ("groups2-c16-k20", "float64"): (True, True),
