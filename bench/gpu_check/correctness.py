@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from bench.gpu_check.cli import autotune_cache, phase_main
 from bench.gpu_check.record import FAIL, PASS, PhaseRecord
@@ -30,6 +30,8 @@ PRECISIONS = ("float32", "tf32", "bfloat16")
 DRY_RUN = {"batch": 1, "layers": ("conv3", "lrn2", "pool5", "fc8", "dropout6"),
            "precisions": ("float32",)}
 AUGMENT = {"side": 256, "crop": 224}
+# Checked once more with tensor_descriptors=False, in bf16 (the dry run: its precision).
+PLAIN_LOADS = ("conv3", "fc8")
 
 
 @contextmanager
@@ -73,10 +75,13 @@ def judge(record: PhaseRecord, name: str, actual, expected, precision: str,
 class Layer:
     """One AlexNet op (bench.bench_ops.Op) and the launches that test it."""
 
-    def __init__(self, op, device, precision: str, seed: int) -> None:
+    def __init__(self, op, device, precision: str, seed: int,
+                 tensor_descriptors: Optional[bool] = None) -> None:
         import torch
 
         self.op, self.device, self.precision = op, device, precision
+        # None: the launchers' own choice (TMA descriptors on Hopper); False: plain loads
+        self.loads = {} if tensor_descriptors is None else {"tensor_descriptors": tensor_descriptors}
         self.dtype = dtype_of(precision)
         self.generator = torch.Generator(device).manual_seed(seed)
 
@@ -102,7 +107,7 @@ def conv_checks(layer: Layer, record: PhaseRecord, prefix: str) -> None:
     w, w64 = layer.randn(*op.weight, scale=(c_group * r * s) ** -0.5)
     b, b64 = layer.randn(k, scale=0.1)
     with testing.poisoned_allocations():
-        y = ours.conv2d_relu_forward(x, w, b, *conv)
+        y = ours.conv2d_relu_forward(x, w, b, *conv, **layer.loads)
     y64 = reference.conv2d_relu_forward(x64, w64, b64, *conv)
     judge(record, f"{prefix}.forward", y, y64, layer.precision, c_group * r * s)
     mask = y64.to(layer.dtype)  # the same ReLU mask on both sides
@@ -110,7 +115,8 @@ def conv_checks(layer: Layer, record: PhaseRecord, prefix: str) -> None:
     n, _, p, q = y64.shape
     if op.input_grad:
         with testing.poisoned_allocations():
-            dx = ours.conv2d_relu_backward_input(dy, mask, w, list(op.input), *conv)
+            dx = ours.conv2d_relu_backward_input(dy, mask, w, list(op.input), *conv,
+                                                 **layer.loads)
         dx64 = reference.conv2d_relu_backward_input(dy64, mask.double(), w64, list(op.input),
                                                     *conv)
         taps = math.ceil(r / op.stride) * math.ceil(s / op.stride)
@@ -141,18 +147,18 @@ def linear_checks(layer: Layer, record: PhaseRecord, prefix: str) -> None:
     b, b64 = layer.randn(n, scale=0.1)
     seed = torch.tensor([12345], dtype=torch.int64, device=layer.device)
     with testing.poisoned_allocations():
-        y = ours.linear_forward(x, w, b, op.relu, op.p, seed if op.p else None)
+        y = ours.linear_forward(x, w, b, op.relu, op.p, seed if op.p else None, **layer.loads)
     y64 = reference.linear_forward(x64, w64, b64, op.relu, op.p, seed if op.p else None)
     judge(record, f"{prefix}.forward", y, y64, layer.precision, k)
     mask = y64.to(layer.dtype) if op.relu else None
     dy, dy64 = layer.randn(m, n)
     with testing.poisoned_allocations():
-        dx = ours.linear_backward_input(dy, mask, w, op.p)
+        dx = ours.linear_backward_input(dy, mask, w, op.p, **layer.loads)
     dx64 = reference.linear_backward_input(dy64, None if mask is None else mask.double(), w64,
                                            op.p)
     judge(record, f"{prefix}.backward_input", dx, dx64, layer.precision, n)
     with testing.poisoned_allocations():
-        dw, db = ours.linear_backward_weight(dy, mask, x, op.p)
+        dw, db = ours.linear_backward_weight(dy, mask, x, op.p, **layer.loads)
     dw64, db64 = reference.linear_backward_weight(dy64, None if mask is None else mask.double(),
                                                   x64, op.p)
     judge(record, f"{prefix}.backward_weight", dw, dw64, layer.precision, m)
@@ -269,6 +275,15 @@ def run_layers(record: PhaseRecord, device, batch: int, layers=None,
             torch.cuda.empty_cache()
     if augment:
         record.guarded("augment", lambda: augment_checks(device, record, batch))
+    # Last, so that a time box cut short takes these first: the plain-load fallback that
+    # GPUs without TMA (before Hopper) and misaligned weights take, on one conv and one FC.
+    plain = [name for name in (layers or PLAIN_LOADS) if name in PLAIN_LOADS]
+    first = "bfloat16" if "bfloat16" in precisions else precisions[0]
+    for op, precision in layer_plan(batch, plain, [first]) if plain else []:
+        prefix = f"{op.name}.{precision}.plain-loads"
+        layer = Layer(op, device, precision, seed=0, tensor_descriptors=False)
+        with precision_flags(precision):
+            record.guarded(prefix, lambda: CHECKS[op.kind](layer, record, prefix))
 
 
 def run(record: PhaseRecord, args) -> None:

@@ -40,6 +40,10 @@ def test_dry_run_goes_through_every_phase(tmp_path):
     assert phases["precompile"]["info"]["compiled"] > 0
     # Real checks ran: kernels through the interpreter, the model on the references.
     assert sum(c["status"] == "pass" for c in phases["correctness"]["checks"]) >= 10
+    # and the plain-load fallback of the GEMMs once more (TMA descriptors are the default)
+    plain = {c["name"] for c in phases["correctness"]["checks"] if c["status"] == "pass"
+             and ".plain-loads." in c["name"]}
+    assert {"conv3.float32.plain-loads.forward", "fc8.float32.plain-loads.forward"} <= plain
     assert sum(c["status"] == "pass" for c in phases["model"]["checks"]) >= 60
     for name in ("gpu-check.log", "summary.md", "bench.json", "bench.md"):
         assert (out / name).exists(), name
