@@ -1,14 +1,13 @@
 """The static report: every kernel of a training step compiled for sm_90a and read from its SASS.
 
-    python -m bench.sass            # the configs the launchers use (210 CPU-s cold, ~60 s warm)
-    python -m bench.sass --full     # and every autotune candidate (600 CPU-s cold)
+    python -m bench.sass            # the configs the launchers use (240 CPU-s cold, ~60 s warm)
+    python -m bench.sass --full     # and every autotune candidate (~220 s mostly warm)
     python -m bench.sass --launches conv2.forward fc6.forward --out /tmp/sass
                                     # some launches only, with their budgets printed
 
 No GPU needed. Each launcher of kernels/*.py is called at AlexNet's batch-128 shapes, in
-bf16, in fp32 (PyTorch's defaults: tf32 convolutions, ieee linear) and in tf32 (fp32 tensors,
-tf32 linear too), under the stand-in
-H100 driver of bench/sm90_driver.py; the cubins Triton compiles are read with the CUDA
+bf16, in fp32 (PyTorch's defaults: tf32 convolutions, ieee linear) and in tf32 (fp32
+tensors, tf32 linear too), under the stand-in H100 driver of bench/sm90_driver.py; the cubins Triton compiles are read with the CUDA
 tools in Triton's wheel (registers, spills, shared memory, the SASS's main loop) and
 bench/h100_model.py turns them into a predicted time per kernel and per training step,
 beside the physical floor. Writes OUT/static-sm90.json and OUT/static-sm90.md

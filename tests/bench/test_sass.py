@@ -37,28 +37,7 @@ TABLE_TRITON = "3.9.0"
 STRICT = version("triton") == TABLE_TRITON
 
 # (variant, launch, budget): what the chosen config measured, Triton 3.9.0, torch 2.13.
-MISSED = {
-    ("bf16", "pool1.forward", "access_16B"):
-        "stores 1 of 8 B",
-    ("bf16", "pool2.forward", "access_16B"):
-        "stores 1 of 8 B",
-    ("bf16", "pool5.forward", "access_16B"):
-        "stores 1 of 8 B",
-    ("bf16", "dropout", "access_16B"):
-        "loads 1 of 8 B",
-    ("bf16", "augment", "access_16B"):
-        "loads 4 of 4 B",
-    ("fp32", "pool1.forward", "access_16B"):
-        "stores 1 of 8 B",
-    ("fp32", "pool2.forward", "access_16B"):
-        "stores 1 of 8 B",
-    ("fp32", "pool5.forward", "access_16B"):
-        "stores 1 of 8 B",
-    ("fp32", "dropout", "access_16B"):
-        "loads 1 of 8 B",
-    ("fp32", "augment", "access_16B"):
-        "loads 4 of 4 B",
-}
+MISSED: dict = {}  # every budget met by the chosen configs
 
 
 
