@@ -7,10 +7,10 @@
 
 No GPU needed. Each launcher of kernels/*.py is called at AlexNet's batch-128 shapes, in
 bf16, in fp32 (PyTorch's defaults: tf32 convolutions, ieee linear) and in tf32 (fp32
-tensors, tf32 linear too), under the stand-in H100 driver of bench/sm90_driver.py; the cubins Triton compiles are read with the CUDA
-tools in Triton's wheel (registers, spills, shared memory, the SASS's main loop) and
-bench/h100_model.py turns them into a predicted time per kernel and per training step,
-beside the physical floor. Writes OUT/static-sm90.json and OUT/static-sm90.md
+tensors, tf32 linear too), under the stand-in H100 driver of bench/sm90_driver.py; the
+cubins Triton compiles are read with the CUDA tools in Triton's wheel (registers, spills,
+shared memory, the SASS's main loop) and bench/h100_model.py turns them into a predicted
+time per kernel and per training step, beside the physical floor. Writes OUT/static-sm90.json and OUT/static-sm90.md
 (OUT = bench/results). A PREDICTION from compiled code, not a measurement.
 
 Compiles run in at most --jobs processes at once (each kernel costs 1-2 CPU-seconds; Triton's
