@@ -132,18 +132,12 @@ def unpack_params(params: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return params[:, 0, 0], params[:, 0, 1], params[:, 0, 2], params[:, :, 3].view(torch.float32)
 
 
-def check_params(params: Tensor, n: int, s: int, crop_size: int) -> None:
-    """params must be pack_params's records of n images, the crops inside the S x S images.
-    The offsets are checked where it costs no device sync (the Augmenter draws them in
-    range on the host; the kernel also clamps)."""
+def check_params(params: Tensor, n: int) -> None:
+    """params must be pack_params's records of n images (their shape and dtype: reading
+    the offsets is each caller's, where it costs no device sync)."""
     if params.shape != (n, 3, 4) or params.dtype != torch.int32:
         raise ValueError(f"augment: params must be int32 [{n}, 3, 4] (pack_params), got "
                          f"{params.dtype} {tuple(params.shape)}")
-    top, left, _, _ = unpack_params(params)
-    if n and not params.is_cuda and (int(top.min()) < 0 or int(left.min()) < 0
-                                     or int(top.max()) > s - crop_size
-                                     or int(left.max()) > s - crop_size):
-        raise ValueError(f"augment: crop offsets must lie in [0, {s - crop_size}]")
 
 
 def augment(images: Tensor, mean: Tensor, params: Tensor, crop_size: int) -> Tensor:
@@ -157,7 +151,14 @@ def augment(images: Tensor, mean: Tensor, params: Tensor, crop_size: int) -> Ten
         raise ValueError(f"augment: crop {crop_size} does not fit {s}x{s} images")
     if mean.shape != (3, s, s) or mean.dtype != torch.float32:
         raise ValueError(f"augment: mean must be float32 [3, {s}, {s}], got {mean.dtype} {tuple(mean.shape)}")
-    check_params(params, n, s, crop_size)
+    check_params(params, n)
+    # A crop past the edge would read another image. Checked where it costs no device
+    # sync (the Augmenter draws them in range on the host); the kernel also clamps.
+    top, left, _, _ = unpack_params(params)
+    if n and not params.is_cuda and (int(top.min()) < 0 or int(left.min()) < 0
+                                     or int(top.max()) > s - crop_size
+                                     or int(left.max()) > s - crop_size):
+        raise ValueError(f"augment: crop offsets must lie in [0, {s - crop_size}]")
     # A 16-byte-aligned record needs a contiguous params on a fresh (aligned) allocation.
     images, mean, params = images.contiguous(), mean.contiguous(), params.contiguous()
     out = torch.empty((n, 3, crop_size, crop_size), device=images.device, dtype=torch.float32)

@@ -14,8 +14,11 @@ def augment(images: Tensor, mean: Tensor, params: Tensor, crop_size: int) -> Ten
     n, _, s, _ = images.shape
     if not 1 <= crop_size <= s:
         raise ValueError(f"augment: crop {crop_size} does not fit {s}x{s} images")
-    check_params(params, n, s, crop_size)
+    check_params(params, n)
     top, left, flip, shift = unpack_params(params)
+    if n and (int(top.min()) < 0 or int(left.min()) < 0 or int(top.max()) > s - crop_size
+              or int(left.max()) > s - crop_size):
+        raise ValueError(f"augment: crop offsets must lie in [0, {s - crop_size}]")
     # One slice per image: the crop is a view, so only the output is written (a gather
     # over 4-D index tensors costs ~20x more, and this runs on every CPU training step).
     out = torch.empty(n, 3, crop_size, crop_size, dtype=torch.float32, device=images.device)
