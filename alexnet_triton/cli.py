@@ -15,6 +15,16 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def checkpoint_parser(prog: str, doc: str) -> OneLineParser:
+    """The parser of a tool that reads a trained network: its description from the module
+    docstring's first two paragraphs, and --checkpoint."""
+    description = " ".join(doc.split("\n\n")[:2]).replace("\n", " ")
+    parser = OneLineParser(prog=prog, description=description, allow_abbrev=False)
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a checkpoint file, or a run directory (its best.pt, else latest.pt)")
+    return parser
+
+
 def run_cli(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], object],
             argv: Optional[Sequence[str]] = None) -> int:
     """Parse argv and run; a configuration, data or checkpoint error ends with exit status 2."""

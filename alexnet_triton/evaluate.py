@@ -12,7 +12,7 @@ import math
 import sys
 from typing import Optional, Sequence
 
-from alexnet_triton.cli import OneLineParser, run_cli
+from alexnet_triton.cli import checkpoint_parser, run_cli
 from alexnet_triton.errors import CheckpointError, ConfigError, DataError
 
 PROG = "python -m alexnet_triton.evaluate"
@@ -24,10 +24,7 @@ PROG = "python -m alexnet_triton.evaluate"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    description = " ".join(__doc__.split("\n\n")[:2]).replace("\n", " ")
-    parser = OneLineParser(prog=PROG, description=description, allow_abbrev=False)
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="a checkpoint file, or a run directory (its best.pt, else latest.pt)")
+    parser = checkpoint_parser(PROG, __doc__)
     parser.add_argument("--data", metavar="PATH", default=None,
                         help="dataset folder (a prepared store or a raw ImageFolder) whose val/ "
                              "split is evaluated; default: the dataset the checkpoint was "

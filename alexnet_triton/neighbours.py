@@ -19,17 +19,14 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from alexnet_triton.cli import OneLineParser, run_cli
+from alexnet_triton.cli import checkpoint_parser, run_cli
 from alexnet_triton.errors import ConfigError, DataError
 
 PROG = "python -m alexnet_triton.neighbours"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    description = " ".join(__doc__.split("\n\n")[:2]).replace("\n", " ")
-    parser = OneLineParser(prog=PROG, description=description, allow_abbrev=False)
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="a checkpoint file, or a run directory (its best.pt, else latest.pt)")
+    parser = checkpoint_parser(PROG, __doc__)
     parser.add_argument("images", nargs="*", metavar="IMAGE",
                         help="query image files (default: --queries validation images)")
     parser.add_argument("--data", metavar="PATH", default=None,

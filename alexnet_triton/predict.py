@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from alexnet_triton.cli import OneLineParser, run_cli
+from alexnet_triton.cli import checkpoint_parser, run_cli
 from alexnet_triton.errors import CheckpointError, ConfigError, DataError
 
 PROG = "python -m alexnet_triton.predict"
@@ -26,10 +26,7 @@ PLOT_LIMIT = 64
 
 
 def build_parser() -> argparse.ArgumentParser:
-    description = " ".join(__doc__.split("\n\n")[:2]).replace("\n", " ")
-    parser = OneLineParser(prog=PROG, description=description, allow_abbrev=False)
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="a checkpoint file, or a run directory (its best.pt, else latest.pt)")
+    parser = checkpoint_parser(PROG, __doc__)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--top", type=int, default=5, metavar="K",
                         help="how many classes to list per image (default: 5)")
