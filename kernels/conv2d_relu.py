@@ -42,6 +42,20 @@ from alexnet_triton.kernels import (accumulation_dtype, accumulator, check_int32
 
 
 @triton.jit
+def _next_block(c0, s, r, CHANNELS, TAPS_W, BLOCK_K: tl.constexpr):
+    """One step of the flat reduction loop over (tap row r, tap s, channel block c0): the
+    next block of CHANNELS, else the first of the next tap along w, else of the next row."""
+    c0 += BLOCK_K
+    next_tap = c0 >= CHANNELS
+    c0 = tl.where(next_tap, 0, c0)
+    s = tl.where(next_tap, s + 1, s)
+    next_row = s == TAPS_W
+    s = tl.where(next_row, 0, s)
+    r = tl.where(next_row, r + 1, r)
+    return c0, s, r
+
+
+@triton.jit
 def conv2d_relu_forward_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
     H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
@@ -121,13 +135,7 @@ def conv2d_relu_forward_kernel(
             weight = tl.load(w_ptr + w_col[None, :] + ((r * TAPS_W + s) * C_TAP + c)[:, None],
                              mask=c_mask[:, None] & n_mask[None, :], other=0.0)
         acc = tl.dot(x, weight, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-        c0 += BLOCK_K
-        next_tap = c0 >= C_TAP
-        c0 = tl.where(next_tap, 0, c0)
-        s = tl.where(next_tap, s + 1, s)
-        next_row = s == TAPS_W
-        s = tl.where(next_row, 0, s)
-        r = tl.where(next_row, r + 1, r)
+        c0, s, r = _next_block(c0, s, r, C_TAP, TAPS_W, BLOCK_K)
 
     if HAS_BIAS:
         bias = tl.load(b_ptr + kernel, mask=n_mask, other=0.0)
@@ -251,13 +259,7 @@ def conv2d_relu_backward_input_kernel(
             weight = tl.load(w_ptr + w_col[None, :] + (tap * (C_GROUP * K_GROUP) + k)[:, None],
                              mask=k_mask[:, None] & n_mask[None, :], other=0.0)
         acc = tl.dot(dy, weight, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-        k0 += BLOCK_K
-        next_tap = k0 >= K_GROUP
-        k0 = tl.where(next_tap, 0, k0)
-        j = tl.where(next_tap, j + 1, j)
-        next_row = j == taps_w
-        j = tl.where(next_row, 0, j)
-        i = tl.where(next_row, i + 1, i)
+        k0, j, i = _next_block(k0, j, i, K_GROUP, taps_w, BLOCK_K)
 
     # Phases without taps (a kernel narrower than the stride) store their zeros too.
     h = hh * stride_h + phase_h
