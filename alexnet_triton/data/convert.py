@@ -21,10 +21,11 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from alexnet_triton.data.folder import SPLITS, DataError, scan_image_folder
-from alexnet_triton.data.images import load_image
+from alexnet_triton.data.images import SUBSAMPLING, load_image
 from alexnet_triton.data.stats import PixelStats
 from alexnet_triton.progress import progress_bar
-from alexnet_triton.data.store import (FORMAT_VERSION, FORMATS, INFO_FILE, SHARD_BYTES, SplitWriter,
+from alexnet_triton.data.store import (DEFAULT_QUALITY, DEFAULT_SUBSAMPLING, FORMAT_VERSION,
+                                       FORMATS, INFO_FILE, SHARD_BYTES, SplitWriter,
                                        encode_payload)
 
 CHUNK = 64  # images per task: big enough to amortize the pickling, small enough to balance
@@ -39,7 +40,7 @@ def check_destination(dst: Path, force: bool) -> None:
 
 def _process_chunk(task) -> Tuple[list, Optional[PixelStats]]:
     """Worker: [(file, label)] -> ([(payload or None, label, file, error or None)], stats)."""
-    split_dir, items, size, fmt, quality, with_stats = task
+    split_dir, items, size, fmt, (quality, subsampling), with_stats = task
     stats = PixelStats(size) if with_stats else None
     results = []
     for file, label in items:
@@ -51,7 +52,7 @@ def _process_chunk(task) -> Tuple[list, Optional[PixelStats]]:
             continue
         if stats is not None:
             stats.add(pixels)
-        results.append((encode_payload(pixels, fmt, quality), label, file, None))
+        results.append((encode_payload(pixels, fmt, quality, subsampling), label, file, None))
     if stats is not None:
         # A chunk's pixel sums fit 32 bits: half the bytes to send back to the parent.
         stats.image_sum = stats.image_sum.astype(np.uint32)
@@ -59,7 +60,8 @@ def _process_chunk(task) -> Tuple[list, Optional[PixelStats]]:
 
 
 def prepare(src, dst, *, size: int = 256, fmt: str = "jpeg", workers: Optional[int] = None,
-            quality: int = 95, force: bool = False, progress: bool = True,
+            quality: int = DEFAULT_QUALITY, subsampling: str = DEFAULT_SUBSAMPLING,
+            force: bool = False, progress: bool = True,
             shard_bytes: int = SHARD_BYTES) -> dict:
     """Convert the ImageFolder SRC into a prepared store at DST; returns its info.json dict.
 
@@ -70,6 +72,11 @@ def prepare(src, dst, *, size: int = 256, fmt: str = "jpeg", workers: Optional[i
         raise DataError(f"unknown store format {fmt!r} (choose from {', '.join(FORMATS)})")
     if size < 1:
         raise DataError(f"image size must be positive, got {size}")
+    if subsampling not in SUBSAMPLING:
+        raise DataError(f"unknown chroma subsampling {subsampling!r} (choose from "
+                        f"{', '.join(SUBSAMPLING)})")
+    if not 1 <= quality <= 100:
+        raise DataError(f"JPEG quality must be in 1..100, got {quality}")
     check_destination(dst, force)
     classes, train_items, val_items = scan_image_folder(src)
     workers = max(1, workers or os.cpu_count() or 1)
@@ -79,7 +86,7 @@ def prepare(src, dst, *, size: int = 256, fmt: str = "jpeg", workers: Optional[i
     tmp.mkdir()
     try:
         info = _build(src, tmp, classes, {"train": train_items, "val": val_items}, size, fmt,
-                      workers, quality, progress, shard_bytes)
+                      workers, (quality, subsampling), progress, shard_bytes)
         _move_into_place(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -88,7 +95,7 @@ def prepare(src, dst, *, size: int = 256, fmt: str = "jpeg", workers: Optional[i
 
 
 def _build(src: Path, out: Path, classes, items: dict, size: int, fmt: str, workers: int,
-           quality: int, progress: bool, shard_bytes: int) -> dict:
+           jpeg: tuple, progress: bool, shard_bytes: int) -> dict:
     skipped: List[str] = []
     counts = {}
     stats = PixelStats(size)
@@ -98,8 +105,8 @@ def _build(src: Path, out: Path, classes, items: dict, size: int, fmt: str, work
         if workers > 1 else None
     try:
         for split in SPLITS:
-            writer = SplitWriter(out / split, fmt, size, len(items[split]), quality, shard_bytes)
-            tasks = [(str(src / split), items[split][i:i + CHUNK], size, fmt, quality, split == "train")
+            writer = SplitWriter(out / split, fmt, size, len(items[split]), shard_bytes)
+            tasks = [(str(src / split), items[split][i:i + CHUNK], size, fmt, jpeg, split == "train")
                      for i in range(0, len(items[split]), CHUNK)]
             results = pool.imap(_process_chunk, tasks) if pool else map(_process_chunk, tasks)
             for chunk, chunk_stats in results:
@@ -123,7 +130,8 @@ def _build(src: Path, out: Path, classes, items: dict, size: int, fmt: str, work
     stats.finish().save(out)
     info = {"format": fmt, "format_version": FORMAT_VERSION, "image_size": size,
             "classes": list(classes), "train": counts["train"], "val": counts["val"],
-            "skipped": len(skipped), "jpeg_quality": quality if fmt == "jpeg" else None,
+            "skipped": len(skipped), "jpeg_quality": jpeg[0] if fmt == "jpeg" else None,
+            "jpeg_subsampling": jpeg[1] if fmt == "jpeg" else None,
             "source": str(src.resolve())}
     (out / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
     (out / "classes.txt").write_text("".join(c + "\n" for c in classes))

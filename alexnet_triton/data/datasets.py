@@ -131,20 +131,36 @@ class FolderSplit:
         items = _listing(str(root), split, tuple(classes))
         self.files = [f for f, _ in items]
         self.labels = np.asarray([label for _, label in items], np.int64)
+        self.format = "folder"
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def read(self, indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
-        out = np.empty((len(indices), 3, self.size, self.size), np.uint8)
+    @property
+    def pixel_shape(self) -> Tuple[int, int, int]:
+        return (self.size, self.size, 3)  # load_image's order: no transposing copy
+
+    def read_into(self, indices: Sequence[int], out: np.ndarray, decoder=None):
+        """Images ``indices`` into out[k] ([S, S, 3] each); (k, reason) of those that no
+        longer decode (changed on disk since training started)."""
+        failed = []
         for row, i in enumerate(indices):
             path = self.directory / self.files[int(i)]
             try:
-                out[row] = load_image(path, self.size).transpose(2, 0, 1)
+                out[row] = load_image(path, self.size)
             except Exception as error:  # noqa: BLE001 - any undecodable file
-                raise DataError(f"{path} could be read when training started but not now: "
-                                f"{_first_line(error)}") from None
-        return out, self.labels[np.asarray(indices, np.int64)]
+                failed.append((row, f"{path} could be read when training started but not "
+                                    f"now: {_first_line(error)}"))
+        return failed
+
+    def read(self, indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+        """uint8 [B, 3, S, S] and int64 [B]; raises DataError on an unreadable file."""
+        out = np.empty((len(indices),) + self.pixel_shape, np.uint8)
+        failed = self.read_into(indices, out)
+        if failed:
+            raise DataError(failed[0][1])
+        return (np.ascontiguousarray(out.transpose(0, 3, 1, 2)),
+                self.labels[np.asarray(indices, np.int64)])
 
 
 _LISTINGS: dict = {}
@@ -158,11 +174,14 @@ def _listing(root: str, split: str, classes: Tuple[str, ...]):
 
 
 class StoreSource:
-    """Adapter giving StoredSplit the FolderSplit interface: read -> (pixels, labels)."""
+    """StoredSplit with the FolderSplit interface: read -> (pixels, labels)."""
 
     def __init__(self, split: StoredSplit) -> None:
         self.split = split
         self.labels = split.labels
+        self.pixel_shape = split.pixel_shape
+        self.read_into, self.record = split.read_into, split.record
+        self.format = split.fmt
 
     def __len__(self) -> int:
         return len(self.split)

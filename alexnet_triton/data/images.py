@@ -57,14 +57,14 @@ def load_image(source: Source, size: int) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8).copy()
 
 
-def decode_stored(data: bytes) -> np.ndarray:
-    """Bytes of an image already prepared at the store's size -> uint8 [S, S, 3]."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(to_rgb(image), dtype=np.uint8).copy()
+# Chroma subsampling by name, as Pillow's JPEG encoder numbers it.
+SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
 
-def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
-    """uint8 [S, S, 3] -> JPEG bytes (4:4:4 chroma: colour detail survives at small S)."""
+def encode_jpeg(pixels: np.ndarray, quality: int, subsampling: str = "4:4:4") -> bytes:
+    """uint8 [S, S, 3] -> baseline JPEG bytes (the settings every decoder, GPUs' included,
+    takes on its fast path)."""
     out = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(out, format="JPEG", quality=quality, subsampling=0)
+    Image.fromarray(pixels, "RGB").save(out, format="JPEG", quality=quality,
+                                        subsampling=SUBSAMPLING[subsampling])
     return out.getvalue()

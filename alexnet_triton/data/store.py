@@ -10,31 +10,42 @@ Layout of a store folder DST (every image already S x S, RGB)::
     DST/skipped.log        split <TAB> file <TAB> reason, one line per unreadable file
     DST/<split>/labels.npy int64 [N]
     DST/<split>/files.txt  the source file of each image, relative to SRC/<split>
-    jpeg:  DST/<split>/shard-00000.bin ...  concatenated JPEG files (quality 95, 4:4:4)
+    jpeg:  DST/<split>/shard-00000.bin ...  concatenated baseline JPEG files (quality and
+                                            chroma subsampling in info.json)
            DST/<split>/index.npy            int64 [N, 3]: shard, byte offset, byte length
     raw:   DST/<split>/images.npy           uint8 [N, 3, S, S], read as a memory map
 
 Why: JPEG shards are ~10x smaller than pixels and decode at thousands of images/s per core
-in the loader workers; a few big files instead of a million small ones keep the file
-system out of the way. ``raw`` trades disk for zero decoding (a memory-mapped .npy that
+(alexnet_triton/data/decoders.py); a few big files instead of a million small ones keep the
+file system out of the way. ``raw`` trades disk for zero decoding (a memory-mapped .npy that
 numpy opens directly). Readers open files lazily, so a split object pickles cheaply into
 DataLoader worker processes.
+
+A batch is read into a buffer the loader gives (``read_into``), in the store's own layout:
+JPEG images decode to rows of [S, S, 3] (the decoder's order: no transposing copy on the
+host, the device makes the batch contiguous), raw images are gathered as [3, S, S].
 """
 from __future__ import annotations
 
 import json
+import mmap
+import os
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from alexnet_triton.data.folder import DataError
-from alexnet_triton.data.images import decode_stored, encode_jpeg
+from alexnet_triton.data.images import SUBSAMPLING, encode_jpeg
 
 FORMAT_VERSION = 1
 INFO_FILE = "info.json"
 FORMATS = ("jpeg", "raw")
 SHARD_BYTES = 1 << 30
+# prepare's defaults for a JPEG store: see the README's "Large datasets" for what they cost
+# in size and pixels, and what they buy in decoding speed.
+DEFAULT_QUALITY = 90
+DEFAULT_SUBSAMPLING = "4:2:0"
 
 
 def is_store(path) -> bool:
@@ -54,19 +65,20 @@ def read_info(root: Path) -> dict:
 
 # -- writing ----------------------------------------------------------------------------
 
-def encode_payload(pixels: np.ndarray, fmt: str, quality: int = 95):
+def encode_payload(pixels: np.ndarray, fmt: str, quality: int = DEFAULT_QUALITY,
+                   subsampling: str = DEFAULT_SUBSAMPLING):
     """uint8 [S, S, 3] -> what ``SplitWriter.add`` takes. Called in the worker processes,
     so the JPEG encoding is spread over all cores, not done by the writing process."""
-    return pixels if fmt == "raw" else encode_jpeg(pixels, quality)
+    return pixels if fmt == "raw" else encode_jpeg(pixels, quality, subsampling)
 
 
 class SplitWriter:
     """Appends images of one split in order; ``close`` writes labels, index and file list."""
 
-    def __init__(self, directory: Path, fmt: str, size: int, capacity: int, quality: int = 95,
+    def __init__(self, directory: Path, fmt: str, size: int, capacity: int,
                  shard_bytes: int = SHARD_BYTES) -> None:
         self.directory, self.fmt, self.size = Path(directory), fmt, size
-        self.quality, self.shard_bytes = quality, shard_bytes
+        self.shard_bytes = shard_bytes
         self.directory.mkdir(parents=True)
         self.labels: List[int] = []
         self.files: List[str] = []
@@ -134,10 +146,41 @@ def _shrink_npy(path: Path, shape: tuple) -> None:
         f.truncate(data_start + int(np.prod(shape)))
 
 
+def _gigabytes(count: int) -> str:
+    return f"{count / 1e9:.3g} GB" if count >= 1e9 else f"{count / 1e6:.3g} MB"
+
+
+def store_sizes(root, info: dict) -> str:
+    """What the store takes on disk, what the other format would take, and which to use."""
+    root = Path(root)
+    images = info["train"] + info["val"]
+    raw = images * 3 * info["image_size"] ** 2
+    if info["format"] == "raw":
+        return (f"store: {_gigabytes(raw)} of raw pixels (a JPEG store would be ~10x smaller "
+                f"and cost decoding: prepare without --format raw when this does not fit "
+                f"in the training machine's memory)")
+    jpeg = sum(f.stat().st_size for split in ("train", "val")
+               for f in (root / split).glob("shard-*.bin"))
+    return (f"store: {_gigabytes(jpeg)} of JPEG (quality {info['jpeg_quality']}, "
+            f"{info['jpeg_subsampling']}); as raw pixels (--format raw) it would take "
+            f"{_gigabytes(raw)} ({raw / max(jpeg, 1):.0f}x), read without decoding at ~20x "
+            f"the images/s per core: the better choice when that fits in the training "
+            f"machine's memory (README: Large datasets)")
+
+
 # -- reading ----------------------------------------------------------------------------
 
+def _map_file(path: Path) -> memoryview:
+    """The whole file as read-only bytes, mapped (empty files cannot be mapped)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return memoryview(b"")
+        return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+
+
 class StoredSplit:
-    """One split of a store: ``labels``, ``len()``, ``read(indices) -> uint8 [B, 3, S, S]``."""
+    """One split of a store: ``labels``, ``len()``, ``read_into(indices, out, decoder)``,
+    ``records(indices)`` (a JPEG store's bytes, for a GPU decoder) and ``read(indices)``."""
 
     def __init__(self, root: Path, split: str, fmt: str, size: int) -> None:
         self.directory = Path(root) / split
@@ -157,25 +200,53 @@ class StoredSplit:
         # Memory maps are reopened in each worker process, never pickled.
         return {**self.__dict__, "_maps": None}
 
+    @property
+    def pixel_shape(self) -> Tuple[int, int, int]:
+        """One image as ``read_into`` writes it: [S, S, 3] (JPEG) or [3, S, S] (raw)."""
+        return (self.size, self.size, 3) if self.fmt == "jpeg" else (3, self.size, self.size)
+
     def _open(self) -> dict:
         if self._maps is None:
             if self.fmt == "raw":
                 self._maps = {"pixels": np.load(self.directory / "images.npy", mmap_mode="r")}
             else:
-                self._maps = {shard: np.memmap(self.directory / f"shard-{shard:05d}.bin", np.uint8, "r")
+                # memoryviews of mmaps: a record is a slice that costs no copy and ~100x
+                # less Python work than a numpy memmap's.
+                self._maps = {shard: _map_file(self.directory / f"shard-{shard:05d}.bin")
                               for shard in np.unique(self.index[:, 0]).tolist()}
         return self._maps
 
-    def read(self, indices: Sequence[int]) -> np.ndarray:
+    def record(self, i: int) -> memoryview:
+        """Image i's JPEG bytes: a view of the memory-mapped shard (raises DataError when the
+        index points past the shard's end, as a truncated shard makes it)."""
+        shard, offset, length = self.index[int(i)].tolist()
+        data = self._open().get(shard)
+        if data is None or offset < 0 or length <= 0 or offset + length > len(data):
+            raise DataError(f"record {int(i)} (shard {shard}, bytes {offset}..{offset + length}) "
+                            f"lies outside its shard: the store is damaged")
+        return data[offset:offset + length]
+
+    def read_into(self, indices: Sequence[int], out: np.ndarray, decoder) -> List[Tuple[int, str]]:
+        """Images ``indices`` into out[k] (``pixel_shape`` each); returns (k, reason) for
+        each record that could not be read (its row is left as it was)."""
         maps = self._open()
         if self.fmt == "raw":
-            return np.ascontiguousarray(maps["pixels"][np.asarray(indices, np.int64)])
-        out = np.empty((len(indices), 3, self.size, self.size), np.uint8)
+            np.take(maps["pixels"], np.asarray(indices, np.int64), axis=0, out=out)
+            return []
+        failed = []
         for row, i in enumerate(indices):
-            shard, offset, length = self.index[i].tolist()
-            pixels = decode_stored(maps[shard][offset:offset + length].tobytes())
-            if pixels.shape != (self.size, self.size, 3):
-                raise DataError(f"{self.directory}: image {i} is {pixels.shape}, not the store's "
-                                f"{self.size}x{self.size}x3")
-            out[row] = pixels.transpose(2, 0, 1)
-        return out
+            try:
+                decoder.decode_into(self.record(i), out[row])
+            except Exception as error:  # noqa: BLE001 - a damaged record, whatever the decoder says
+                failed.append((row, f"{type(error).__name__}: {error}".splitlines()[0]))
+        return failed
+
+    def read(self, indices: Sequence[int], decoder=None) -> np.ndarray:
+        """uint8 [B, 3, S, S], contiguous; raises DataError on a damaged record."""
+        from alexnet_triton.data.decoders import cpu_decoder
+        out = np.empty((len(indices),) + self.pixel_shape, np.uint8)
+        failed = self.read_into(indices, out, decoder or cpu_decoder())
+        if failed:
+            row, reason = failed[0]
+            raise DataError(f"{self.directory}: image {int(indices[row])} cannot be read ({reason})")
+        return out if self.fmt == "raw" else np.ascontiguousarray(out.transpose(0, 3, 1, 2))

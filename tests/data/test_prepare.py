@@ -118,11 +118,14 @@ def test_messy_folder_prepares(messy, tmp_path, fmt, capsys):
 
 def test_store_reads_back_what_was_decoded(messy, tmp_path):
     """Every image of the store equals the source image rescaled and cropped (JPEG-close for
-    the jpeg store, exact for raw), in files.txt order, with its label."""
+    the jpeg store at full chroma resolution, exact for raw), in files.txt order, with its
+    label. (These images are pixel noise, which 4:2:0 subsampling, the default, smears by
+    design: test_default_jpeg_settings states its cost on smooth images.)"""
     src, _ = messy
     for fmt in ("jpeg", "raw"):
         dst = tmp_path / fmt
-        prepare(src, dst, size=20, fmt=fmt, workers=1, progress=False)
+        prepare(src, dst, size=20, fmt=fmt, workers=1, progress=False, quality=95,
+                subsampling="4:4:4")
         files = (dst / "val" / "files.txt").read_text().splitlines()
         images, labels = zip(*eval_loader(open_dataset(dst), 4, workers=0))
         images, labels = np.concatenate(images), np.concatenate(labels)
