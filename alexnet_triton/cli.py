@@ -25,6 +25,23 @@ def checkpoint_parser(prog: str, doc: str) -> OneLineParser:
     return parser
 
 
+def add_reading_flags(parser: argparse.ArgumentParser) -> None:
+    """-j/--workers, --loader, --decode and --cpu-decoder: a tool reads its dataset as
+    training does (alexnet_triton/data/reading.py; the trainer's --help explains each)."""
+    from alexnet_triton.data.decoders import CPU_DECODERS
+    from alexnet_triton.data.reading import DECODE_CHOICES, LOADERS
+    parser.add_argument("-j", "--workers", type=int, default=None, metavar="N",
+                        help="data loader workers (default: as training)")
+    parser.add_argument("--loader", choices=LOADERS, default="threads",
+                        help="loader workers as threads or processes (default: threads)")
+    parser.add_argument("--decode", choices=DECODE_CHOICES, default="auto",
+                        help="where a JPEG store is decoded: the GPU (nvJPEG), the CPU, or "
+                             "'auto', the GPU where it can (default: auto)")
+    parser.add_argument("--cpu-decoder", choices=CPU_DECODERS, default="auto",
+                        help="the CPU's JPEG decoder: simplejpeg (libjpeg-turbo) or Pillow; "
+                             "'auto' takes simplejpeg where installed (default: auto)")
+
+
 def run_cli(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], object],
             argv: Optional[Sequence[str]] = None) -> int:
     """Parse argv and run; a configuration, data or checkpoint error ends with exit status 2."""

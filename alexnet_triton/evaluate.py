@@ -12,7 +12,7 @@ import math
 import sys
 from typing import Optional, Sequence
 
-from alexnet_triton.cli import checkpoint_parser, run_cli
+from alexnet_triton.cli import add_reading_flags, checkpoint_parser, run_cli
 from alexnet_triton.errors import CheckpointError, ConfigError, DataError
 
 PROG = "python -m alexnet_triton.evaluate"
@@ -34,8 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "their flips) instead of the center crop")
     parser.add_argument("-b", "--batch-size", type=int, default=128, metavar="N",
                         help="images per forward pass (default: 128)")
-    parser.add_argument("-j", "--workers", type=int, default=None, metavar="N",
-                        help="data loader worker processes (default: as training)")
+    add_reading_flags(parser)
     parser.add_argument("--devices", default="auto",
                         help="'auto' (a GPU if there is one, else the CPU), 'cpu', 'cuda:0', or "
                              "'cuda:0,cuda:1' for one column per GPU (default: auto)")
@@ -48,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     # Imported here so --help answers without loading torch and the data stack.
     from alexnet_triton.data import builtin_dataset, eval_loader, open_dataset
+    from alexnet_triton.data.reading import resolve_reading
     from alexnet_triton.progress import progress_bar
     from alexnet_triton.runtime import (default_workers, describe_kernels, resolve_amp,
                                         resolve_devices)
@@ -75,13 +75,14 @@ def run(args: argparse.Namespace) -> dict:
     # The network saw the training set's mean subtracted: the augmenter has the checkpoint's.
     model, augmenter = ckpt.load_network(state, devices)
     workers = args.workers if args.workers is not None else default_workers(device)
+    reading = resolve_reading(args.loader, args.cpu_decoder, args.decode, device, info.format)
     loader = eval_loader(info, args.batch_size, workers=workers,
-                         pin_memory=device.type == "cuda")
+                         pin_memory=device.type == "cuda", reading=reading, device=device)
     print(f"{PROG}: {state['path']} on {info.root} val ({info.num_val} images)"
           f"{f', {len(info.skipped)} unreadable images skipped' if info.skipped else ''}, "
           f"{'ten crops' if args.ten_crop else 'center crop'} of {saved['crop_size']} px; "
-          f"device {', '.join(map(str, devices))}, kernels: {describe_kernels(device)}",
-          flush=True)
+          f"device {', '.join(map(str, devices))}, kernels: {describe_kernels(device)}; "
+          f"data: {reading.describe(workers, info.format)}", flush=True)
     # A bar on a terminal (none in a log): the validation split can take minutes.
     bar = progress_bar(info.num_val, "evaluate", "img")
     try:
@@ -94,6 +95,9 @@ def run(args: argparse.Namespace) -> dict:
         raise CheckpointError(f"{state['path']}: the network's outputs are not finite on "
                                    f"{info.root} (loss {result['val_loss']}): its weights "
                                    f"are unusable")
+    if loader.skipped:
+        print(f"{PROG}: {len(loader.skipped)} damaged images of {info.root} were left out "
+              f"(image {loader.skipped[0][0]}: {loader.skipped[0][1]})", flush=True)
     print(f"top-1 error {percent(result['val_top1_error'])}  "
           f"top-5 error {percent(result['val_top5_error'])}  "
           f"(top-1 accuracy {percent(1 - result['val_top1_error'])}, loss "

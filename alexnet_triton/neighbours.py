@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from alexnet_triton.cli import checkpoint_parser, run_cli
+from alexnet_triton.cli import add_reading_flags, checkpoint_parser, run_cli
 from alexnet_triton.errors import ConfigError, DataError
 
 PROG = "python -m alexnet_triton.neighbours"
@@ -42,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the figure (default: neighbours.png)")
     parser.add_argument("-b", "--batch-size", type=int, default=64, metavar="N",
                         help="images per forward pass (default: 64)")
-    parser.add_argument("-j", "--workers", type=int, default=None, metavar="N",
-                        help="data loader worker processes (default: as training)")
+    add_reading_flags(parser)
     parser.add_argument("--devices", default="auto",
                         help="'auto' (a GPU if there is one, else the CPU), 'cpu' or 'cuda:N' "
                              "(default: auto)")
@@ -81,6 +80,7 @@ class NearestTraining:
 def run(args: argparse.Namespace) -> list:
     from alexnet_triton.data import builtin_dataset, eval_loader, load_image, open_dataset
     from alexnet_triton.data.datasets import split_source
+    from alexnet_triton.data.reading import resolve_reading
     from alexnet_triton.figures import plot_neighbours
     from alexnet_triton.progress import progress_bar
     from alexnet_triton.runtime import default_workers, resolve_devices
@@ -133,8 +133,11 @@ def run(args: argparse.Namespace) -> list:
     nearest = NearestTraining(fc7_features(model, augmenter, query_pixels), args.neighbours)
 
     workers = args.workers if args.workers is not None else default_workers(devices[0])
+    reading = resolve_reading(args.loader, args.cpu_decoder, args.decode, devices[0],
+                              info.format)
     loader = eval_loader(info, args.batch_size, workers=workers, split="train",
-                         pin_memory=devices[0].type == "cuda")
+                         pin_memory=devices[0].type == "cuda", reading=reading,
+                         device=devices[0])
     print(f"{PROG}: {len(query_pixels)} queries against the {info.num_train} training images "
           f"of {info.root}, fc7 features of {state['data']['crop_size']}-px center crops",
           flush=True)
@@ -142,6 +145,10 @@ def run(args: argparse.Namespace) -> list:
     seen = 0
     try:
         for images, _ in loader:
+            if loader.skipped:  # the batch's images would not be the ones counted
+                index, reason = loader.skipped[0]
+                raise DataError(f"{info.root}: training image {index} cannot be read "
+                                f"({reason}): the data is damaged")
             nearest.add(fc7_features(model, augmenter, images), seen)
             seen += len(images)
             if bar is not None:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from alexnet_triton.cli import checkpoint_parser, run_cli
@@ -58,34 +59,28 @@ def predict(model: torch.nn.Module, augmenter, pixels: torch.Tensor,
     return model(augmenter.center(pixels)).float().softmax(dim=1).cpu()
 
 
-class ImageFiles(torch.utils.data.Dataset):
-    """files[i] -> (uint8 [3, S, S], i, ""), or (zeros, i, the reason) for a file that does
-    not decode: the main process reports it (a worker's exception would lose the name)."""
-
-    def __init__(self, files: Sequence[str], size: int) -> None:
-        self.files, self.size = list(files), size
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int):
-        from alexnet_triton.data import load_image
+def image_batches(files: Sequence[str], size: int, batch_size: int, workers: int,
+                  pin_memory: bool = False):
+    """(uint8 [B, 3, S, S], indices [B]) in file order, read as training reads its data
+    (loader threads into one batch buffer); raises DataError for a bad file."""
+    from alexnet_triton.data.datasets import ImageFiles
+    from alexnet_triton.data.loaders import Batches
+    source = ImageFiles(files, size)
+    order = np.arange(len(files))
+    loader = Batches(source, [order[i:i + batch_size] for i in range(0, len(files), batch_size)],
+                     0, workers, pin_memory)
+    batches = iter(loader)
+    while True:
         try:
-            pixels = torch.from_numpy(load_image(self.files[index], self.size))
-            return pixels.permute(2, 0, 1).contiguous(), index, ""
-        except Exception as error:  # noqa: BLE001 - any undecodable file
-            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), index, detail
-
-
-def image_batches(files: Sequence[str], size: int, batch_size: int, workers: int):
-    """(uint8 [B, 3, S, S], indices [B]) in file order; raises DataError for a bad file."""
-    loader = torch.utils.data.DataLoader(ImageFiles(files, size), batch_size=batch_size,
-                                         num_workers=workers)
-    for pixels, indices, errors in loader:
-        for index, error in zip(indices.tolist(), errors):
-            if error:
-                raise DataError(f"cannot read {files[index]} as an image: {error}")
+            pixels, indices = next(batches)
+        except StopIteration:
+            return
+        except DataError:  # a batch of nothing but bad files
+            if not loader.skipped:
+                raise
+        if loader.skipped:
+            index, error = loader.skipped[0]
+            raise DataError(f"cannot read {files[index]} as an image: {error}")
         yield pixels, indices
 
 
@@ -122,7 +117,8 @@ def run(args: argparse.Namespace) -> list:
     results, pictures = [], []
     bar = progress_bar(len(args.images), "predict", "img")
     try:
-        for pixels, indices in image_batches(args.images, size, args.batch_size, workers):
+        for pixels, indices in image_batches(args.images, size, args.batch_size, workers,
+                                             pin_memory=devices[0].type == "cuda"):
             probabilities = predict(model, augmenter, pixels, args.ten_crop)
             if not bool(probabilities.isfinite().all()):
                 raise CheckpointError(f"{state['path']}: the network's outputs are not finite "

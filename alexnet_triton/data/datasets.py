@@ -46,6 +46,11 @@ class DatasetInfo:
         """False for a raw ImageFolder decoded on the fly."""
         return is_store(self.root)
 
+    @property
+    def format(self) -> str:
+        """"jpeg" or "raw" (a prepared store's), "folder" (a raw ImageFolder)."""
+        return read_info(self.root)["format"] if self.prepared else "folder"
+
 
 def open_dataset(path, *, image_size: int = PAPER_IMAGE_SIZE) -> DatasetInfo:
     """A prepared store (has info.json) or a raw ImageFolder -> DatasetInfo.
@@ -161,6 +166,30 @@ class FolderSplit:
             raise DataError(failed[0][1])
         return (np.ascontiguousarray(out.transpose(0, 3, 1, 2)),
                 self.labels[np.asarray(indices, np.int64)])
+
+
+class ImageFiles:
+    """Image files of any size and format, each read as the store holds images (rescaled,
+    center-cropped): what predict reads. The labels are the files' positions."""
+
+    format = "files"
+
+    def __init__(self, files: Sequence, size: int) -> None:
+        self.files, self.size = [str(f) for f in files], size
+        self.labels = np.arange(len(self.files), dtype=np.int64)
+        self.pixel_shape = (size, size, 3)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def read_into(self, indices: Sequence[int], out: np.ndarray, decoder=None):
+        failed = []
+        for row, i in enumerate(indices):
+            try:
+                out[row] = load_image(self.files[int(i)], self.size)
+            except Exception as error:  # noqa: BLE001 - any undecodable file
+                failed.append((row, _first_line(error)))
+        return failed
 
 
 _LISTINGS: dict = {}

@@ -19,9 +19,8 @@ from typing import Callable, List, Optional
 
 import torch
 
+from alexnet_triton.data.reading import DECODE_CHOICES
 from alexnet_triton.errors import DataError
-
-DECODE_CHOICES = ("auto", "cpu", "gpu")
 
 
 def torchvision_decode(device: torch.device) -> Callable[[List[torch.Tensor]], List[torch.Tensor]]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import signal
 import sys
 from collections import deque
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, List, Sequence, Tuple
 
@@ -39,9 +38,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from alexnet_triton.data.datasets import DatasetInfo, split_source
 from alexnet_triton.data.decoders import cpu_decoder
+from alexnet_triton.data.reading import LOADERS, Reading  # noqa: F401 - LOADERS re-exported
 from alexnet_triton.errors import DataError
-
-LOADERS = ("threads", "processes")
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -167,21 +165,6 @@ class BatchDataset(Dataset):
         skipped: list = []
         buffer, labels = drop_unreadable(self.source, indices, buffer, failed, skipped)
         return as_images(buffer), labels, skipped
-
-
-@dataclass(frozen=True)
-class Reading:
-    """How a loader reads its batches (the trainer's --loader, --cpu-decoder, --decode)."""
-    loader: str = "threads"      # "threads" | "processes"
-    cpu_decoder: str = "auto"    # "auto" | "simplejpeg" | "pillow" (decoders.cpu_decoder)
-    gpu_decode: bool = False     # JPEG bytes to the device, decoded there (gpu_decode.py)
-    prefetch: int = 2            # batches read ahead of the one in use
-
-    def __post_init__(self) -> None:
-        if self.loader not in LOADERS:
-            raise ValueError(f"unknown loader {self.loader!r} (choose from {', '.join(LOADERS)})")
-        if self.prefetch < 1:
-            raise ValueError(f"prefetch must be >= 1, got {self.prefetch}")
 
 
 class Batches:

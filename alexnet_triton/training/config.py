@@ -19,6 +19,8 @@ from alexnet_triton.training import tensorboard_log
 from alexnet_triton.cli import OneLineParser
 from alexnet_triton.errors import ConfigError
 from alexnet_triton.data.datasets import PAPER_IMAGE_SIZE
+from alexnet_triton.data.decoders import CPU_DECODERS
+from alexnet_triton.data.reading import DECODE_CHOICES, LOADERS
 from alexnet_triton.models.alexnet import MIN_INPUT_SIZE, PAPER_INPUT_SIZE
 from alexnet_triton.runtime import parse_devices
 
@@ -71,7 +73,8 @@ class TrainConfig:
         "continue a run exactly where it stopped: a run directory (its latest.pt) or a "
         "checkpoint file; the run's own configuration is used and other flags are ignored "
         "except --epochs, --workers, --devices, --amp, --checkpoint-minutes, --compile, "
-        "--tensorboard, --sync-steps, --print-freq and --keep-checkpoints",
+        "--tensorboard, --sync-steps, --print-freq, --keep-checkpoints, --loader, --decode "
+        "and --cpu-decoder",
         default=None)
     epochs: Optional[int] = _help(
         f"epochs to train (default {PAPER_EPOCHS} for a dataset folder, the paper's count; "
@@ -125,9 +128,24 @@ class TrainConfig:
     seed: int = _help("seed of the initial weights, the data order, the augmentation and "
                       "dropout", default=0, metadata={"min": 0})
     workers: Optional[int] = _help(
-        "data loader worker processes (default: min(8, CPU cores) on a GPU, 1 on the CPU, "
+        "data loader workers: threads (or processes with --loader processes) decoding the "
+        "batches ahead of the step (default: min(8, CPU cores) on a GPU, 1 on the CPU, "
         "where the cores are busy training)", default=None,
         metadata={"min": 0, "aliases": ("-j",)})
+    loader: str = _help(
+        "how the workers run: 'threads' (each batch decoded straight into one batch buffer, "
+        "pinned for a GPU; the JPEG decoders release the GIL) or 'processes' (torch's "
+        "DataLoader; the batch crosses between processes)", default="threads",
+        metadata={"choices": LOADERS})
+    decode: str = _help(
+        "where a JPEG store is decoded: 'gpu' (nvJPEG through torchvision: only the "
+        "compressed bytes cross PCIe, the host does no IDCT), 'cpu' (the loader workers), or "
+        "'auto' (the GPU where torchvision decodes there, else the CPU)", default="auto",
+        metadata={"choices": DECODE_CHOICES})
+    cpu_decoder: str = _help(
+        "the CPU's JPEG decoder: 'auto' (libjpeg-turbo through simplejpeg where it is "
+        "installed, else Pillow), 'simplejpeg' or 'pillow' (the same pixels, bit for bit)",
+        default="auto", metadata={"choices": CPU_DECODERS})
     devices: str = _help(
         "'auto' (one GPU if there is one, else the CPU), 'cpu', 'cuda:0', or two devices "
         "'cuda:0,cuda:1' for one AlexNet column per device. Under torchrun the indices are "
@@ -179,7 +197,8 @@ class TrainConfig:
 _NEGATED_FLAGS = {"lrn": "--no-lrn", "overlapping_pool": "--non-overlapping-pool"}
 # What may change when a run is resumed: where and how fast it runs, not what it computes.
 RESUME_OVERRIDES = ("epochs", "workers", "devices", "amp", "checkpoint_minutes", "compile",
-                    "tensorboard", "sync_steps", "print_freq", "keep_checkpoints")
+                    "tensorboard", "sync_steps", "print_freq", "keep_checkpoints", "loader",
+                    "decode", "cpu_decoder")
 # --help's last words: how the flags of pytorch/examples' imagenet/main.py and of timm's
 # train.py read here.
 FLAG_MAP = (

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from alexnet_triton.data import DataError, DatasetInfo, builtin_dataset, open_dataset
+from alexnet_triton.data.reading import Reading, resolve_reading
 from alexnet_triton.errors import ConfigError, RunDirError
 from alexnet_triton.runtime import default_workers, resolve_amp
 from alexnet_triton.training import checkpoint as ckpt
@@ -43,6 +44,7 @@ class Setup:
     tensorboard: bool = False
     resume_state: Optional[dict] = None
     notes: tuple = ()
+    reading: Reading = Reading()  # how the loaders read (threads, decoder, GPU decoding)
 
 
 def resolve_config(config: TrainConfig, given: set) -> tuple[TrainConfig, Optional[dict], tuple]:
@@ -154,5 +156,7 @@ def resolve_setup(config: TrainConfig, state: Optional[dict], devices: list,
         crop_size=crop_size,
         workers=config.workers if config.workers is not None else default_workers(devices[0]),
         run_dir=str(run_dir))
+    reading = resolve_reading(config.loader, config.cpu_decoder, config.decode, devices[0],
+                              info.format)
     return Setup(config, info, devices, amp, Path(run_dir), builtin, tensorboard, state,
-                 tuple(notes))
+                 tuple(notes), reading)

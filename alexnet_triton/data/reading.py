@@ -1,0 +1,52 @@
+"""How the loaders read batches: the choices of the trainer's, evaluate's and neighbours'
+--loader, --decode and --cpu-decoder, and their resolution against the device and the data.
+
+Imports no torch, so that the command lines' --help answers at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alexnet_triton.data.decoders import CPU_DECODERS, cpu_decoder
+
+LOADERS = ("threads", "processes")
+DECODE_CHOICES = ("auto", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a loader reads its batches (alexnet_triton/data/loaders.py)."""
+    loader: str = "threads"      # "threads" | "processes"
+    cpu_decoder: str = "auto"    # "auto" | "simplejpeg" | "pillow" (decoders.cpu_decoder)
+    gpu_decode: bool = False     # JPEG bytes to the device, decoded there (gpu_decode.py)
+    prefetch: int = 2            # batches read ahead of the one in use
+
+    def __post_init__(self) -> None:
+        if self.loader not in LOADERS:
+            raise ValueError(f"unknown loader {self.loader!r} (choose from {', '.join(LOADERS)})")
+        if self.cpu_decoder not in CPU_DECODERS:
+            raise ValueError(f"unknown CPU JPEG decoder {self.cpu_decoder!r} (choose from "
+                             f"{', '.join(CPU_DECODERS)})")
+        if self.prefetch < 1:
+            raise ValueError(f"prefetch must be >= 1, got {self.prefetch}")
+
+    def describe(self, workers: int, data_format: str) -> str:
+        """The run header's words for it: what decodes, where, with how many workers."""
+        if data_format == "raw":
+            how = "raw store (no decoding)"
+        elif self.gpu_decode:
+            how = "JPEG decoded on the GPU (nvJPEG)"
+        else:
+            what = "JPEG" if data_format == "jpeg" else "image files"
+            how = f"{what} decoded on the CPU by {cpu_decoder(self.cpu_decoder).name}"
+        return f"{how}, {workers} loader {self.loader if workers else 'thread (inline)'}"
+
+
+def resolve_reading(loader: str, cpu_decoder_name: str, decode: str, device,
+                    data_format: str) -> Reading:
+    """The flags -> a Reading; raises DataError for a decoder that cannot work here (a
+    missing library asked for by name, --decode gpu without a GPU decoder or a JPEG store)."""
+    from alexnet_triton.data.gpu_decode import resolve_decode
+    cpu_decoder(cpu_decoder_name)
+    return Reading(loader=loader, cpu_decoder=cpu_decoder_name,
+                   gpu_decode=resolve_decode(decode, device, data_format))
