@@ -73,7 +73,7 @@ def judge(record: PhaseRecord, name: str, actual, expected, precision: str,
 
 
 class Layer:
-    """One AlexNet op (bench.bench_ops.Op) and the launches that test it."""
+    """One AlexNet op (bench.suite.bench_ops.Op) and the launches that test it."""
 
     def __init__(self, op, device, precision: str, seed: int,
                  tensor_descriptors: Optional[bool] = None) -> None:
@@ -253,7 +253,7 @@ CHECKS: Dict[str, Callable] = {"conv": conv_checks, "linear": linear_checks, "lr
 
 def layer_plan(batch: int, layers=None, precisions=PRECISIONS) -> List[Tuple[object, str]]:
     """(op, precision) pairs in network order; tf32 only where a GEMM makes it matter."""
-    from bench.bench_ops import alexnet_ops
+    from bench.suite.bench_ops import alexnet_ops
 
     ops = [op for op in alexnet_ops(batch) if op.name != "dropout-large"
            and (layers is None or op.name in layers)]

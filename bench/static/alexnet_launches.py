@@ -1,9 +1,9 @@
 """AlexNet's kernel launches: every launcher of kernels/*.py called on the network's shapes.
 
 Shared by tests/ops/gpu_compile.py (compiles them at batch 2: only divisibility specializes)
-and bench/sass.py (compiles them at batch 128, where the grids and the split of conv's
+and python -m bench.static (compiles them at batch 128, where the grids and the split of conv's
 weight-gradient reduction are the real ones). The tensors are ``torch.empty``: under the
-stand-in driver of bench/sm90_driver.py nothing reads them, so even batch 128 costs only
+stand-in driver of bench/static/sm90_driver.py nothing reads them, so even batch 128 costs only
 address space. Importing this module imports neither torch nor triton; launches() does.
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
         x = empty(batch, c, h, h) if name == "conv1" else activation(batch, c, h, h)
         w, b = empty(k, c // groups, r, r), empty(k)
         # The output and the gradient of the output: two tensors, so that the bytes a
-        # backward moves (bench/sass.py sums its distinct tensors) count both.
+        # backward moves (the static report sums its distinct tensors) count both.
         y, dy = activation(batch, k, p, p), activation(batch, k, p, p)
         conv = ([stride, stride], [pad, pad], groups)
         calls[f"{name}.forward"] = (

@@ -26,7 +26,7 @@ import torch.nn.functional as TF
 from alexnet_triton import functional as F
 from alexnet_triton.paper import LRN
 from alexnet_triton.testing import max_relative_error
-from bench.timing import (cuda_timing, cycling, fresh_dynamo, measure, peak_memory,
+from bench.suite.timing import (cuda_timing, cycling, fresh_dynamo, measure, peak_memory,
                           rotation_count, tensor_bytes)
 
 pytestmark = cuda_timing
