@@ -29,7 +29,6 @@ BATCH = 128
 PRECISIONS = ("float32", "tf32", "bfloat16")
 DRY_RUN = {"batch": 1, "layers": ("conv3", "lrn2", "pool5", "fc8", "dropout6"),
            "precisions": ("float32",)}
-AUGMENT = {"side": 256, "crop": 224}
 # Checked once more with tensor_descriptors=False, in bf16 (the dry run: its precision).
 PLAIN_LOADS = ("conv3", "fc8")
 
@@ -231,8 +230,9 @@ def augment_checks(device, record: PhaseRecord, batch: int) -> None:
     from alexnet_triton import testing
     from alexnet_triton.kernels import augment as ours
     from alexnet_triton.kernels.reference import augment as reference
+    from alexnet_triton.shapes import CROP_SIZE, IMAGE_SIZE
 
-    side, crop = AUGMENT["side"], AUGMENT["crop"]
+    side, crop = IMAGE_SIZE, CROP_SIZE
     generator = torch.Generator(device).manual_seed(7)
     images = torch.randint(0, 256, (batch, 3, side, side), dtype=torch.uint8, device=device,
                            generator=generator)
