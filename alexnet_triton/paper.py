@@ -3,7 +3,7 @@
 ``b_c = a_c / (k + alpha / size * sum_j a_j ** 2) ** beta`` over ``size`` adjacent maps,
 with alpha divided by the size as torch and cuda-convnet read it (see
 ``alexnet_triton.functional.local_response_norm``). Used by the ops' defaults, the models
-and bench/. Imports nothing, so anything may import it (bench/alexnet_launches.py and the
+and bench/. Imports nothing, so anything may import it (bench/static/alexnet_launches.py and the
 GPU check without torch).
 """
 

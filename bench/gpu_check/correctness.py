@@ -29,7 +29,6 @@ BATCH = 128
 PRECISIONS = ("float32", "tf32", "bfloat16")
 DRY_RUN = {"batch": 1, "layers": ("conv3", "lrn2", "pool5", "fc8", "dropout6"),
            "precisions": ("float32",)}
-AUGMENT = {"side": 256, "crop": 224}
 # Checked once more with tensor_descriptors=False, in bf16 (the dry run: its precision).
 PLAIN_LOADS = ("conv3", "fc8")
 
@@ -73,7 +72,7 @@ def judge(record: PhaseRecord, name: str, actual, expected, precision: str,
 
 
 class Layer:
-    """One AlexNet op (bench.bench_ops.Op) and the launches that test it."""
+    """One AlexNet op (bench.suite.bench_ops.Op) and the launches that test it."""
 
     def __init__(self, op, device, precision: str, seed: int,
                  tensor_descriptors: Optional[bool] = None) -> None:
@@ -231,8 +230,9 @@ def augment_checks(device, record: PhaseRecord, batch: int) -> None:
     from alexnet_triton import testing
     from alexnet_triton.kernels import augment as ours
     from alexnet_triton.kernels.reference import augment as reference
+    from alexnet_triton.shapes import CROP_SIZE, IMAGE_SIZE
 
-    side, crop = AUGMENT["side"], AUGMENT["crop"]
+    side, crop = IMAGE_SIZE, CROP_SIZE
     generator = torch.Generator(device).manual_seed(7)
     images = torch.randint(0, 256, (batch, 3, side, side), dtype=torch.uint8, device=device,
                            generator=generator)
@@ -253,7 +253,7 @@ CHECKS: Dict[str, Callable] = {"conv": conv_checks, "linear": linear_checks, "lr
 
 def layer_plan(batch: int, layers=None, precisions=PRECISIONS) -> List[Tuple[object, str]]:
     """(op, precision) pairs in network order; tf32 only where a GEMM makes it matter."""
-    from bench.bench_ops import alexnet_ops
+    from bench.suite.bench_ops import alexnet_ops
 
     ops = [op for op in alexnet_ops(batch) if op.name != "dropout-large"
            and (layers is None or op.name in layers)]

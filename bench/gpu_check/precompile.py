@@ -4,11 +4,11 @@ Compiling is CPU work: about 1-2 CPU-seconds per kernel (triton 3.6), and the ch
 several hundred (three precisions x ~40 launches x their autotune candidates, the
 two-column model's shapes, the sanitizer's small batch). One process would spend most of
 the window compiling; here one worker per CPU core compiles a share of them through the
-compile-only stand-in driver of bench/sm90_driver.py (nothing runs, tensors are
+compile-only stand-in driver of bench/static/sm90_driver.py (nothing runs, tensors are
 torch.empty), which specializes exactly as a GPU launch does. The GPU phases then load
 the compiled kernels from the cache (phases record their cache hits; see compiles.py).
 
-Tasks are the launchers called directly (bench/alexnet_launches.py) at batch 128 in three
+Tasks are the launchers called directly (bench/static/alexnet_launches.py) at batch 128 in three
 precisions and at the sanitizer's batch 2, and model steps for what no direct launch
 covers: the two-column AlexNet's per-column shapes, and the trainer's built-in data (63-px
 crops, its validation batches). A model task runs the real model on CPU tensors with the
@@ -51,7 +51,7 @@ DRY_RUN_MODEL = {"placement": "one-device", "precision": "bf16", "batch": 2, "im
 
 
 def launch_names() -> list:
-    from bench import alexnet_launches
+    from bench.static import alexnet_launches
 
     return [name for name in alexnet_launches.launch_names() if name not in UNUSED]
 
@@ -180,7 +180,7 @@ def _slice(tuners: dict, index: int) -> None:
 def worker(share: list, out_path: Path) -> None:
     import torch
 
-    from bench import alexnet_launches, sm90_driver
+    from bench.static import alexnet_launches, sm90_driver
 
     recorder = sm90_driver.Recorder()  # every candidate is "timed", that is compiled
     sm90_driver.install(recorder)

@@ -4,9 +4,9 @@ The pieces run in order of what matters most: the GPU's ceilings and the bf16 tr
 step (ours on one device, ours in two columns, eager cuDNN in its faster memory format,
 torch.compile of it), the fp32 step, every op's forward+backward in bf16 (ours and eager),
 bf16 inference, then torch.compile of each op. Each piece is one pytest run of the
-existing harness (bench/timing.py: medians of back-to-back rounds, rotated inputs) with
+existing harness (bench/suite/timing.py: medians of back-to-back rounds, rotated inputs) with
 the check's bounded autotuning; its pytest-benchmark JSON is merged into OUTDIR/bench.json
-as soon as it ends, and `python -m bench.report` turns that into OUTDIR/bench.md. A piece
+as soon as it ends, and `python -m bench.suite.report` turns that into OUTDIR/bench.md. A piece
 that would not finish before the phase's deadline is not started.
 """
 from __future__ import annotations
@@ -28,29 +28,29 @@ MIN_PIECE_S = 20  # a piece started with less than this left would only be cut o
 
 
 def model_ids(task: str, precision: str, providers=None) -> list:
-    from bench import bench_model
+    from bench.suite import bench_model
 
-    return [f"bench/bench_model.py::test_model[{task}-{precision}-{provider}]"
+    return [f"bench/suite/bench_model.py::test_model[{task}-{precision}-{provider}]"
             for provider in providers or bench_model.PROVIDERS]
 
 
 def op_ids(dtype: str, mode: str, providers) -> list:
-    from bench import bench_ops
+    from bench.suite import bench_ops
 
-    return [f"bench/bench_ops.py::test_op[{op.name}-{dtype}-{mode}-{provider}]"
+    return [f"bench/suite/bench_ops.py::test_op[{op.name}-{dtype}-{mode}-{provider}]"
             for op in bench_ops.OPS for provider in providers]
 
 
 def pieces(dry_run: bool) -> list:
     """(name, pytest node ids) in the order they run."""
     if dry_run:  # what runs without a GPU: the harness on the CPU benchmarks
-        return [("cpu", ["bench/bench_model.py::test_train_step_cpu",
-                         "bench/bench_data.py::test_augment_cpu"])]
+        return [("cpu", ["bench/suite/bench_model.py::test_train_step_cpu",
+                         "bench/suite/bench_data.py::test_augment_cpu"])]
     # torch.compile's case has a piece of its own: its compile can outlast a short window,
     # and a piece cut off by its deadline writes no results.
     return [
-        ("peaks+train-bf16", ["bench/bench_peak.py::test_matmul_bf16",
-                              "bench/bench_peak.py::test_copy",
+        ("peaks+train-bf16", ["bench/suite/bench_peak.py::test_matmul_bf16",
+                              "bench/suite/bench_peak.py::test_copy",
                               *model_ids("train", "bf16", ["triton", "triton-2col", "eager"])]),
         ("train-bf16-compile", model_ids("train", "bf16", ["compile"])),
         ("train-fp32", model_ids("train", "fp32", ["triton", "triton-2col", "eager"])),
@@ -108,7 +108,7 @@ def run(record: PhaseRecord, args) -> None:
                      returncode=result.returncode, benchmarks=count, cases=len(ids),
                      seconds=seconds)
     if (out / BENCH_JSON).exists():
-        subprocess.run([sys.executable, "-m", "bench.report", str(out / BENCH_JSON),
+        subprocess.run([sys.executable, "-m", "bench.suite.report", str(out / BENCH_JSON),
                         "--output", str(out / BENCH_MARKDOWN)], cwd=bootstrap.ROOT, env=env,
                        stdout=subprocess.DEVNULL, timeout=60)
 

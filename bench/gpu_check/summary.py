@@ -78,7 +78,7 @@ def predicted_us(static: dict, variant: str, op: str, mode: str):
 
 def predicted_table(results, static: dict) -> list:
     """Per op and the training step: the static prediction beside what was measured."""
-    from bench import report
+    from bench.suite import report
 
     lines = ["| op | mode | dtype | predicted (static) us | measured us | measured / predicted |",
              "|---|---|---|---|---|---|"]
@@ -102,7 +102,7 @@ def speed_table(out: Path) -> list:
     path = out / "bench.json"
     if not path.exists():
         return ["(no benchmark ran)"]
-    from bench import report
+    from bench.suite import report
 
     results = report.collect([json.loads(path.read_text())])
     lines = ["| step | provider | ms | images/s | vs eager | vs compile |",

@@ -1,4 +1,4 @@
-"""bench/report.py's arithmetic and tables, on a small synthetic pytest-benchmark JSON."""
+"""bench/suite/report.py's arithmetic and tables, on a small synthetic pytest-benchmark JSON."""
 import json
 import sys
 from pathlib import Path
@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import report  # noqa: E402
+from bench.suite import report  # noqa: E402
 
 
 def bench(median, extra, minimum=None):

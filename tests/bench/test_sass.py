@@ -1,14 +1,14 @@
-"""The static report (python -m bench.sass) in its quick scope, and issue 11's budgets.
+"""The static report (python -m bench.static) in its quick scope, and issue 11's budgets.
 
 Compiles every launch's chosen config for sm_90a at batch 128, bf16 and fp32, in parallel
 subprocesses (about 1 minute on 2 cores with a warm Triton cache; cold, 210 CPU-seconds),
-then checks, per launch, the budgets of issue 11, section 2 (bench/sass_budgets.py): no
+then checks, per launch, the budgets of issue 11, section 2 (bench/static/sass_budgets.py): no
 spills; for the GEMMs (convs, FCs) an issue ratio <= 1.0, 16-byte loads in the main
 loop, >= 132 programs; for the memory-bound kernels 16-byte loads and stores. MISSED lists
 each (variant, launch, budget) that is missed, with the measured number, as a strict xfail,
 so a kernel that starts meeting a budget fails here until its line is deleted, and a budget
 that is met and then missed fails as a regression. Regenerate the table after a kernel change with
-``python -m bench.sass && python -m bench.sass_budgets bench/results/static-sm90.json``.
+``python -m bench.static && python -m bench.static.sass_budgets bench/results/static-sm90.json``.
 
 The numbers belong to the Triton that compiled them (TABLE_TRITON): under another Triton
 the xfails are not strict, since its compiler may land either side of a budget.
@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import sass_budgets  # noqa: E402
-from bench.alexnet_launches import launch_names  # noqa: E402
-from bench.sass_compile import VARIANTS  # noqa: E402
-from bench.sm90_driver import missing_toolchain  # noqa: E402
+from bench.static import sass_budgets  # noqa: E402
+from bench.static.alexnet_launches import launch_names  # noqa: E402
+from bench.static.sass_compile import VARIANTS  # noqa: E402
+from bench.static.sm90_driver import missing_toolchain  # noqa: E402
 
 TIMEOUT_S = 900
 TABLE_TRITON = "3.9.0"
@@ -43,8 +43,8 @@ MISSED: dict = {}  # every budget met by the chosen configs
 
 def test_readme_shows_the_committed_report():
     """README's summary is bench/results/static-sm90.md's, which is bench/results'
-    JSON rendered: regenerate both with `python -m bench.sass` and paste the summary."""
-    from bench import sass_table
+    JSON rendered: regenerate both with `python -m bench.static` and paste the summary."""
+    from bench.static import sass_table
     report = json.loads((ROOT / "bench/results/static-sm90.json").read_text())
     table = "\n".join(sass_table.summary_table(report))
     assert table in (ROOT / "bench/results/static-sm90.md").read_text()
@@ -53,17 +53,17 @@ def test_readme_shows_the_committed_report():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """(report, its directory): `python -m bench.sass` into a temporary directory, with the
+    """(report, its directory): `python -m bench.static` into a temporary directory, with the
     SASS of every kernel kept beside it."""
     if missing_toolchain() is not None:
         pytest.skip(missing_toolchain())
     out = tmp_path_factory.mktemp("sass")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run(
-        [sys.executable, "-m", "bench.sass", "--out", str(out), "--sass-dir", str(out / "sass")],
+        [sys.executable, "-m", "bench.static", "--out", str(out), "--sass-dir", str(out / "sass")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     if done.returncode != 0:
-        pytest.fail(f"python -m bench.sass exited with {done.returncode}:\n"
+        pytest.fail(f"python -m bench.static exited with {done.returncode}:\n"
                     f"{(done.stdout + done.stderr)[-4000:]}")
     return json.loads((out / "static-sm90.json").read_text()), out
 
@@ -105,10 +105,10 @@ def test_every_launch_compiles_and_is_reported(run):
 
 
 def test_every_loop_has_its_trip_count(run):
-    """bench/kernel_work.py knows the trip count of every kernel with a runtime loop."""
+    """bench/static/kernel_work.py knows the trip count of every kernel with a runtime loop."""
     unknown = {r["kernel"] for r in run[0]["kernels"]
                if r["main_loop"] is not None and r["loop_trips"] is None}
-    assert not unknown, f"add these kernels to bench/kernel_work.py: {sorted(unknown)}"
+    assert not unknown, f"add these kernels to bench/static/kernel_work.py: {sorted(unknown)}"
 
 
 def test_gemms_run_on_the_math_units_the_variant_allows(run):
@@ -167,7 +167,7 @@ def test_some_launches_print_their_budgets(tmp_path):
     if missing_toolchain() is not None:
         pytest.skip(missing_toolchain())
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    command = [sys.executable, "-m", "bench.sass", "--launches", "dropout"]
+    command = [sys.executable, "-m", "bench.static", "--launches", "dropout"]
     refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert refused.returncode == 2 and "--out" in refused.stderr
     done = subprocess.run([*command, "--out", str(tmp_path)], cwd=ROOT, env=env,

@@ -1,4 +1,4 @@
-"""bench/sass_parse.py, bench/cubin_tools.py and bench/h100_model.py on hand-written SASS.
+"""bench/static: sass_parse.py, cubin_tools.py and h100_model.py on hand-written SASS.
 
 The text is in nvdisasm's format (`nvdisasm -c`); the numbers asserted are counted by hand
 from the snippets. tests/bench/test_sass.py runs the same parser on real compiled kernels.
@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import cubin_tools, h100_model, sass_parse  # noqa: E402
+from bench.static import cubin_tools, h100_model, sass_parse  # noqa: E402
 
 # A pipelined GEMM loop: a prologue, a loop of 8 instructions with 2 HGMMA, one 16-byte
 # LDGSTS and two 2-byte LDGs, an epilogue, and ptxas's end-of-code trap.
@@ -245,7 +245,7 @@ def _gemm_row(**fields):
 
 
 def test_budget_checks():
-    from bench import sass_budgets
+    from bench.static import sass_budgets
     good = [_gemm_row(), {"kernel": "split_sum", "flops": 0, "spill_bytes": 0}]
     assert all(sass_budgets.check(b, good)[0] for b in sass_budgets.BUDGETS)
     assert sass_budgets.check("no_spills", [_gemm_row(spill_bytes=8)]) == (False, "k spills 8 B")
@@ -259,7 +259,7 @@ def test_budget_checks():
 
 def test_ffma_loops_have_their_own_issue_budget():
     """ieee fp32 issues one slot per FFMA: its budget is <= 1.15, the tensor cores' 1.0."""
-    from bench import sass_budgets
+    from bench.static import sass_budgets
 
     def ffma(ratio):
         return _gemm_row(issue_ratio=ratio, matrix_instruction="FFMA",
@@ -300,7 +300,7 @@ LOOPED = """
 
 
 def _memory_row(sass: str, kernel: str = "k") -> dict:
-    """A report row (bench/sass_predict.row's fields that the budgets read) of hand SASS."""
+    """A report row (bench/static/sass_predict.row's fields that the budgets read) of hand SASS."""
     analysed = sass_parse.analyse(sass)
     return {"kernel": kernel, "flops": 0, "spill_bytes": 0, "main_loop": analysed["main_loop"],
             "kernel_loads": analysed["kernel"]["loads"],
@@ -315,7 +315,7 @@ def test_store_widths():
 
 
 def test_access_16B_budget():
-    from bench import sass_budgets
+    from bench.static import sass_budgets
     straight, looped = _memory_row(STRAIGHT), _memory_row(LOOPED)
     # Straight-line code: every access counts, the scalar load and the narrow store miss.
     assert sass_budgets.check("access_16B", [straight]) == (

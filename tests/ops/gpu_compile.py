@@ -2,9 +2,9 @@
 
 ``python tests/ops/gpu_compile.py VARIANT SCOPE REPORT.json`` runs, with TRITON_INTERPRET unset
 (Triton picks interpreter or compiler at import, so one variant per process), the REAL
-launchers of kernels/*.py on AlexNet-shaped CPU tensors (bench/alexnet_launches.py): Triton
+launchers of kernels/*.py on AlexNet-shaped CPU tensors (bench/static/alexnet_launches.py): Triton
 specializes, compiles (to PTX, and with its bundled ptxas to a cubin) and "launches" exactly
-what a GPU run would, the autotuner included. Nothing executes: bench/sm90_driver.py's
+what a GPU run would, the autotuner included. Nothing executes: bench/static/sm90_driver.py's
 ``CompileOnlyDriver`` stands in for Triton's active driver and plays an H100 (its docstring
 says how). Any failure is recorded (on a GPU a compile error, unlike OutOfResources, would
 abort the autotuner).
@@ -26,9 +26,9 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from bench import alexnet_launches  # noqa: E402
-from bench.alexnet_launches import LAYERS  # noqa: E402
-from bench.sm90_driver import Recorder, install, kernel_names  # noqa: E402
+from bench.static import alexnet_launches  # noqa: E402
+from bench.static.alexnet_launches import LAYERS  # noqa: E402
+from bench.static.sm90_driver import Recorder, install, kernel_names  # noqa: E402
 
 # A variant is a tensor dtype and the tf32 switches the launchers read
 # (linear: torch.backends.cuda.matmul.allow_tf32; conv: torch.backends.cudnn.allow_tf32).

@@ -6,7 +6,7 @@ with torch's tf32 flags on (wgmma on tf32, deeply pipelined shared-memory tiles)
 precision left out of the key, fc8 tuned in ieee and then run in tf32 (the GPU check's
 float32 then tf32 checks; a user toggling allow_tf32) launched the ieee choice and failed
 with OutOfResources (262144 bytes of shared memory needed). Compiled here for sm_90 by the
-stand-in driver of bench/sm90_driver.py, nothing runs.
+stand-in driver of bench/static/sm90_driver.py, nothing runs.
 """
 import json
 import os
@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.sm90_driver import missing_toolchain
+from bench.static.sm90_driver import missing_toolchain
 
 pytestmark = pytest.mark.skipif(missing_toolchain() is not None,
                                 reason=str(missing_toolchain()))
 
 SCRIPT = textwrap.dedent("""
     import json, sys, torch, triton
-    from bench import alexnet_launches, sm90_driver
+    from bench.static import alexnet_launches, sm90_driver
     recorder = sm90_driver.Recorder()
     sm90_driver.install(recorder)
     # Two candidates each, the largest tile first (the one that does not fit in tf32), set on

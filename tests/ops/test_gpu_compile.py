@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import gpu_compile
-from bench.sm90_driver import missing_toolchain  # gpu_compile put the repository on sys.path
+from bench.static.sm90_driver import missing_toolchain  # gpu_compile put the repository on sys.path
 
 SCOPE = os.environ.get("ALEXNET_GPU_COMPILE", "quick")
 if SCOPE not in gpu_compile.SCOPES:

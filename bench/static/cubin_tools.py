@@ -1,7 +1,7 @@
 """Read a cubin with the CUDA binary tools that ship inside Triton's wheel (no CUDA install).
 
 ``cuobjdump -res-usage`` gives what ptxas allocated per thread and block (registers, local
-memory, static shared memory); ``nvdisasm`` gives the SASS that bench/sass_parse.py reads.
+memory, static shared memory); ``nvdisasm`` gives the SASS that bench/static/sass_parse.py reads.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""One compiling process of bench/sass.py: some launches of one variant, compiled and read.
+"""One compiling process of python -m bench.static: some launches of one variant, compiled and read.
 
-``python -m bench.sass_compile VARIANT PRUNE OUT.json LAUNCH...`` calls the launchers at
-batch 128 under the stand-in H100 driver (bench/sm90_driver.py), then reads each compiled
-cubin (bench/cubin_tools.py, bench/sass_parse.py). It writes {"launches": {launch:
+``python -m bench.static.sass_compile VARIANT PRUNE OUT.json LAUNCH...`` calls the launchers at
+batch 128 under the stand-in H100 driver (bench/static/sm90_driver.py), then reads each compiled
+cubin (bench/static/cubin_tools.py, bench/static/sass_parse.py). It writes {"launches": {launch:
 {"attempts", "error", "seconds"}}, "cubins": {hash: {"resources", "sass"}}}. One variant
 per process: the tf32 switches are process-wide and Triton picks interpreter or compiler
 when it is first imported.
@@ -25,12 +25,12 @@ VARIANTS = {"bf16": ("bfloat16", False, True), "fp32": ("float32", False, True),
 
 def compile_launches(variant: str, prune: str, names: list[str], sass_dir: str | None) -> dict:
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
-        raise RuntimeError("bench.sass compiles for the GPU: unset TRITON_INTERPRET")
+        raise RuntimeError("bench.static compiles for the GPU: unset TRITON_INTERPRET")
     import torch
 
-    from bench import cubin_tools, sass_parse
-    from bench.alexnet_launches import launches
-    from bench.sm90_driver import Recorder, install
+    from bench.static import cubin_tools, sass_parse
+    from bench.static.alexnet_launches import launches
+    from bench.static.sm90_driver import Recorder, install
 
     dtype, matmul_tf32, cudnn_tf32 = VARIANTS[variant]
     torch.backends.cuda.matmul.allow_tf32 = matmul_tf32

@@ -25,15 +25,16 @@ import torch.nn.functional as TF
 
 from alexnet_triton import functional as F
 from alexnet_triton.paper import LRN
+from alexnet_triton.shapes import (DROPOUT_P, LAYERS, Conv, FullyConnected, Layer, Pool,
+                                   ResponseNorm)
 from alexnet_triton.testing import max_relative_error
-from bench.timing import (cuda_timing, cycling, fresh_dynamo, measure, peak_memory,
+from bench.suite.timing import (cuda_timing, cycling, fresh_dynamo, measure, peak_memory,
                           rotation_count, tensor_bytes)
 
 pytestmark = cuda_timing
 
 BATCH = int(os.environ.get("ALEXNET_BENCH_BATCH", "128"))
 COMPILE_MODE = os.environ.get("ALEXNET_BENCH_COMPILE_MODE") or None  # None: torch's default
-P_DROP = 0.5
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 MODES = ["fwd", "fwd+bwd"]
 PROVIDERS = ["triton", "eager", "compile"]
@@ -104,29 +105,30 @@ class Op:
         return element_size * (forward if mode == "fwd" else forward + backward)
 
 
+def layer_op(name: str, layer: Layer, n: int) -> Op:
+    """One layer of alexnet_triton/shapes.py as the op that computes it at batch n."""
+    if isinstance(layer, Conv):
+        return Op(name, "conv", layer.input(n), layer.weight, stride=layer.stride,
+                  padding=layer.padding, groups=layer.groups, input_grad=name != "conv1")
+    if isinstance(layer, ResponseNorm):
+        return Op(name, "lrn", layer.input(n), groups=layer.groups)
+    if isinstance(layer, Pool):
+        return Op(name, "pool", layer.input(n))
+    return Op(name, "linear", layer.input(n), layer.weight, relu=layer.relu,
+              p=DROPOUT_P if layer.dropout else 0.0)
+
+
 def alexnet_ops(n: int) -> List[Op]:
-    """AlexNet's ops in network order at batch n (224x224 images)."""
-    return [
-        Op("conv1", "conv", (n, 3, 224, 224), (96, 3, 11, 11), stride=4, padding=2,
-           input_grad=False),
-        Op("lrn1", "lrn", (n, 96, 55, 55), groups=2),
-        Op("pool1", "pool", (n, 96, 55, 55)),
-        Op("conv2", "conv", (n, 96, 27, 27), (256, 48, 5, 5), padding=2, groups=2),
-        Op("lrn2", "lrn", (n, 256, 27, 27), groups=2),
-        Op("pool2", "pool", (n, 256, 27, 27)),
-        Op("conv3", "conv", (n, 256, 13, 13), (384, 256, 3, 3), padding=1),
-        Op("conv4", "conv", (n, 384, 13, 13), (384, 192, 3, 3), padding=1, groups=2),
-        Op("conv5", "conv", (n, 384, 13, 13), (256, 192, 3, 3), padding=1, groups=2),
-        Op("pool5", "pool", (n, 256, 13, 13)),
-        Op("fc6", "linear", (n, 9216), (4096, 9216), relu=True, p=P_DROP),
-        Op("dropout6", "dropout", (n, 4096), p=P_DROP),
-        Op("fc7", "linear", (n, 4096), (4096, 4096), relu=True, p=P_DROP),
-        Op("dropout7", "dropout", (n, 4096), p=P_DROP),
-        Op("fc8", "linear", (n, 4096), (1000, 4096)),
-        # The dropouts above are 1 MB: all in L2 and launch-bound. Dropout's bandwidth
-        # target is measured on a conv1-sized tensor, far larger than L2.
-        Op("dropout-large", "dropout", (n, 96, 55, 55), p=P_DROP),
-    ]
+    """AlexNet's ops in network order at batch n (224x224 crops), fc6's and fc7's dropouts
+    also on their own after them."""
+    ops = []
+    for name, layer in LAYERS.items():
+        ops.append(layer_op(name, layer, n))
+        if isinstance(layer, FullyConnected) and layer.dropout:
+            ops.append(Op(f"dropout{name[2:]}", "dropout", layer.output(n), p=DROPOUT_P))
+    # The dropouts above are 1 MB: all in L2 and launch-bound. Dropout's bandwidth target
+    # is measured on a conv1-sized tensor, far larger than L2.
+    return ops + [Op("dropout-large", "dropout", LAYERS["conv1"].output(n), p=DROPOUT_P)]
 
 
 OPS = alexnet_ops(BATCH)

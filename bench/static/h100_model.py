@@ -4,7 +4,7 @@ A prediction, not a measurement: a kernel takes at least the longest of the time
 need at the tensor cores' peak, its bytes at HBM bandwidth, and its instructions at one
 issue per scheduler per cycle. Nothing here models latency, occupancy stalls, caches or
 bank conflicts, so the prediction is a lower bound on what the compiled code can do; the
-floor (bench/sass_predict.py) is max(FLOPs / peak, bytes / bandwidth) on all 132 SMs: what any code
+floor (sass_predict.py) is max(FLOPs / peak, bytes / bandwidth) on all 132 SMs: what any code
 could do at these shapes.
 """
 from __future__ import annotations

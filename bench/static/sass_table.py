@@ -2,7 +2,7 @@
 the training-step totals, and (full scope) every autotune candidate."""
 from __future__ import annotations
 
-from bench import h100_model
+from bench.static import h100_model
 
 
 def config_text(config: dict) -> str:
@@ -119,7 +119,7 @@ def markdown(report: dict) -> str:
         "# Static report: AlexNet's Triton kernels compiled for sm_90a (H100/H200), batch 128",
         "",
         "**A PREDICTION from compiled code, not a measurement.** Regenerate with "
-        f"`python -m bench.sass{' --full' if report['scope'] == 'full' else ''}` (no GPU needed; "
+        f"`python -m bench.static{' --full' if report['scope'] == 'full' else ''}` (no GPU needed; "
         f"Triton {report['triton']}, torch {report['torch']}).",
         "",
         f"- Config of each launch: {report['chosen_config']}.",

@@ -29,7 +29,7 @@ from torch import nn
 from alexnet_triton.model import AlexNet
 from alexnet_triton.reference import ReferenceAlexNet
 from alexnet_triton.testing import max_relative_error
-from bench.timing import (cuda_timing, cycling, fresh_dynamo, measure, peak_memory,
+from bench.suite.timing import (cuda_timing, cycling, fresh_dynamo, measure, peak_memory,
                           synchronize)
 
 BATCH = int(os.environ.get("ALEXNET_BENCH_BATCH", "128"))

@@ -1,15 +1,15 @@
 """The static report: every kernel of a training step compiled for sm_90a and read from its SASS.
 
-    python -m bench.sass            # the configs the launchers use (240 CPU-s cold, ~60 s warm)
-    python -m bench.sass --full     # and every autotune candidate (~220 s mostly warm)
-    python -m bench.sass --launches conv2.forward fc6.forward --out /tmp/sass
+    python -m bench.static            # the configs the launchers use (240 CPU-s cold, ~60 s warm)
+    python -m bench.static --full     # and every autotune candidate (~220 s mostly warm)
+    python -m bench.static --launches conv2.forward fc6.forward --out /tmp/sass
                                     # some launches only, with their budgets printed
 
 No GPU needed. Each launcher of kernels/*.py is called at AlexNet's batch-128 shapes, in
 bf16, in fp32 (PyTorch's defaults: tf32 convolutions, ieee linear) and in tf32 (fp32
-tensors, tf32 linear too), under the stand-in H100 driver of bench/sm90_driver.py; the
+tensors, tf32 linear too), under the stand-in H100 driver of bench/static/sm90_driver.py; the
 cubins Triton compiles are read with the CUDA tools in Triton's wheel (registers, spills,
-shared memory, the SASS's main loop) and bench/h100_model.py turns them into a predicted
+shared memory, the SASS's main loop) and bench/static/h100_model.py turns them into a predicted
 time per kernel and per training step, beside the physical floor. Writes OUT/static-sm90.json and OUT/static-sm90.md
 (OUT = bench/results). A PREDICTION from compiled code, not a measurement.
 
@@ -27,11 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import sass_budgets, sass_predict, sass_table
-from bench.alexnet_launches import launch_names
-from bench.sass_compile import BATCH, VARIANTS
+from bench.static import sass_budgets, sass_predict, sass_table
+from bench.static.alexnet_launches import launch_names
+from bench.static.sass_compile import BATCH, VARIANTS
 
-RESULTS = Path(__file__).with_name("results")
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 SCOPES = {"quick": "first_fit", "full": "all"}  # scope: which autotuner configs compile
 
 
@@ -48,7 +48,7 @@ def compile_all(scope: str, jobs: int, work_dir: str, sass_dir: str | None = Non
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     if sass_dir:
         env["BENCH_SASS_DIR"] = sass_dir
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     names = launch_names() if names is None else names
     pending = list(enumerate(_jobs(scope, 2 if scope == "quick" else 4, names)))
@@ -59,7 +59,8 @@ def compile_all(scope: str, jobs: int, work_dir: str, sass_dir: str | None = Non
             out = os.path.join(work_dir, f"{index}.json")
             log = open(os.path.join(work_dir, f"{index}.log"), "w")
             process = subprocess.Popen(
-                [sys.executable, "-m", "bench.sass_compile", variant, SCOPES[scope], out, *names],
+                [sys.executable, "-m", "bench.static.sass_compile", variant, SCOPES[scope], out,
+                 *names],
                 env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
             running.append((process, log, variant, out))
         time.sleep(0.2)
@@ -116,7 +117,8 @@ def dumps(report: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.static", description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help="every autotune candidate too")
     parser.add_argument("--jobs", type=int, default=2, help="compiling processes at once")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory of the report")

@@ -1,6 +1,6 @@
 """A stand-in Triton driver that compiles every launch for an H100 (sm_90a) and runs none.
 
-Used by tests/ops/gpu_compile.py (does every kernel compile?) and bench/sass.py (what did it
+Used by tests/ops/gpu_compile.py (does every kernel compile?) and the static report (what did it
 compile to?). ``CompileOnlyDriver`` stands in for Triton's active driver and plays an H100:
 
 - ``get_current_target`` is GPUTarget("cuda", 90, 32): the NVIDIA backend compiles for
@@ -150,7 +150,7 @@ def make_driver(recorder: Recorder):
         @staticmethod
         def load_binary(name, kernel, shared, device):
             # module, function, registers, spills, max threads per block: unknown here
-            # (bench/cubin_tools.py reads registers and spills from the cubin itself)
+            # (bench/static/cubin_tools.py reads registers and spills from the cubin itself)
             return object(), 0, 0, 0, 1024
 
         @staticmethod

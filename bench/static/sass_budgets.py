@@ -14,7 +14,7 @@
 - access_16B (the memory-bound launches: LRN, pools, dropout, augmentation): every kernel
   of the launch moves 16 bytes per thread with each global access it repeats per tile.
   Precisely, from the SASS: every global load of the kernel's main body (its main loop,
-  or its whole code when it has none: bench/sass_parse.main_loop) is LDG.128 / LDGSTS.128
+  or its whole code when it has none: bench/static/sass_parse.main_loop) is LDG.128 / LDGSTS.128
   or a TMA copy, and every global store of its whole code is STG.128 or a TMA copy (a
   memory-bound kernel writes each output once, often after its loop). A kernel with no
   global load or no global store there misses it (nothing to measure). There is no
@@ -23,7 +23,7 @@
   It checks access widths only, not the issue's "one read of each input and one write
   of each output", which the widths cannot show.
 
-``python -m bench.sass_budgets REPORT.json`` prints the budgets each launch misses, in the
+``python -m bench.static.sass_budgets REPORT.json`` prints the budgets each launch misses, in the
 form of tests/bench/test_sass.py's table of expected failures.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import sys
 
-from bench import h100_model
+from bench.static import h100_model
 
 BUDGETS = ("no_spills", "issue_ratio", "loads_16B", "programs")  # the GEMM launches'
 MEMORY_BUDGETS = ("no_spills", "access_16B")  # the other launches'

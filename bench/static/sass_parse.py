@@ -1,6 +1,6 @@
 """Read SASS (nvdisasm's text of a cubin): instructions, loops, loads, MMAs, divisions.
 
-Pure text processing, no GPU and no CUDA: bench/cubin_tools.py makes the text. Loops are
+Pure text processing, no GPU and no CUDA: bench/static/cubin_tools.py makes the text. Loops are
 found from the code's own branches: a branch to an earlier address (a back edge) closes a
 loop that runs from its target to the branch. The "main loop" of a kernel is the innermost
 loop holding matrix instructions, or, in a kernel without any, the longest loop.
@@ -219,7 +219,7 @@ def math_instructions(instructions) -> dict[str, int]:
 
 
 def summary(instructions) -> dict:
-    """The counts bench/sass.py reports for a stretch of code (a loop or a whole kernel)."""
+    """The counts the static report gives a stretch of code (a loop or a whole kernel)."""
     opcodes: dict[str, int] = {}
     for instruction in instructions:
         opcodes[instruction.base] = opcodes.get(instruction.base, 0) + 1

@@ -1,4 +1,4 @@
-"""python -m bench.report RESULTS.json [MORE.json ...]: the benchmark results as Markdown tables.
+"""python -m bench.suite.report RESULTS.json [MORE.json ...]: the results as Markdown tables.
 
 Reads the JSON that ``pytest bench/ --benchmark-only --benchmark-json=RESULTS.json`` writes
 (several files are merged, a later file's result replacing an earlier one's for the same
@@ -389,7 +389,7 @@ def _achieved(row: OpRow) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.report",
+    parser = argparse.ArgumentParser(prog="python -m bench.suite.report",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", type=Path,
                         help="pytest-benchmark JSON files (--benchmark-json); later ones win")

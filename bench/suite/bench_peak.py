@@ -6,7 +6,7 @@ written) that the memory-bound ops are compared with.
 """
 import torch
 
-from bench.timing import cuda_timing, measure
+from bench.suite.timing import cuda_timing, measure
 
 pytestmark = cuda_timing
 

@@ -4,7 +4,7 @@ trip count of its main loop, from the runtime scalars and config the launch was 
 FLOPs are the convolution's or GEMM's own (2 per multiply-add, padding and masked taps not
 counted), so the floor is what any implementation would need. The trip count is the
 k-steps one program runs (the mean over programs where they differ), which is how many
-times its compiled main loop runs when one SASS iteration is one k-step (bench/sass.py
+times its compiled main loop runs when one SASS iteration is one k-step (python -m bench.static
 corrects for an unrolled loop). These mirror the kernels' own loop bounds: a kernel whose
 loop changes needs its entry here changed with it (tests/bench/test_sass.py runs every one).
 """

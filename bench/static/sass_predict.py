@@ -1,13 +1,13 @@
 """Rows of the static report: each compiled kernel launch joined with its SASS analysis,
-its work (bench/kernel_work.py) and the H100 model's prediction (bench/h100_model.py)."""
+its work (kernel_work.py) and the H100 model's prediction (h100_model.py)."""
 from __future__ import annotations
 
 import math
 
-from bench import h100_model, kernel_work
-from bench.alexnet_launches import training_step_launches
+from bench.static import h100_model, kernel_work
+from bench.static.alexnet_launches import training_step_launches
 
-# How the config of a launch is chosen without a GPU (bench/sm90_driver.py): stated in
+# How the config of a launch is chosen without a GPU (bench/static/sm90_driver.py): stated in
 # every report so that no one reads it as the autotuner's measured winner.
 CHOSEN_CONFIG = (
     "the autotuner's first config (in kernels/*.py's order) that compiles for sm_90a and fits "
@@ -92,7 +92,7 @@ def row(variant: str, launch: str, attempt: dict, cubin: dict) -> dict:
 
 
 def rows(variant: str, compiled: dict) -> tuple[list[dict], list[dict]]:
-    """(rows, failures) of one worker's output (bench/sass_compile.py)."""
+    """(rows, failures) of one worker's output (bench/static/sass_compile.py)."""
     found, failures = [], []
     for launch, entry in compiled["launches"].items():
         if entry["error"]:

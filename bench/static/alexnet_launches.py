@@ -1,28 +1,21 @@
 """AlexNet's kernel launches: every launcher of kernels/*.py called on the network's shapes.
 
 Shared by tests/ops/gpu_compile.py (compiles them at batch 2: only divisibility specializes)
-and bench/sass.py (compiles them at batch 128, where the grids and the split of conv's
+and python -m bench.static (compiles them at batch 128, where the grids and the split of conv's
 weight-gradient reduction are the real ones). The tensors are ``torch.empty``: under the
-stand-in driver of bench/sm90_driver.py nothing reads them, so even batch 128 costs only
+stand-in driver of bench/static/sm90_driver.py nothing reads them, so even batch 128 costs only
 address space. Importing this module imports neither torch nor triton; launches() does.
 """
 from __future__ import annotations
 
-# AlexNet (paper, section 3.5): the inputs [N, C, H, W] and hyper-parameters of its layers.
-CONVS = {  # name: (C, H, kernels K, kernel size R, stride, padding, groups)
-    "conv1": (3, 224, 96, 11, 4, 2, 1),
-    "conv2": (96, 27, 256, 5, 1, 2, 2),
-    "conv3": (256, 13, 384, 3, 1, 1, 1),
-    "conv4": (384, 13, 384, 3, 1, 1, 2),
-    "conv5": (384, 13, 256, 3, 1, 1, 2),
-}
-# name: (C, H, groups): both LRNs normalise each column apart (groups=2), as
-# alexnet_triton.models.alexnet calls them (COLUMNS).
-LRNS = {"lrn1": (96, 55, 2), "lrn2": (256, 27, 2)}
-POOLS = {"pool1": (96, 55), "pool2": (256, 27), "pool5": (256, 13)}  # name: (C, H)
-FCS = {"fc6": (9216, 4096, True), "fc7": (4096, 4096, True), "fc8": (4096, 1000, False)}
-DROPOUT_P = 0.5
-AUGMENT = (256, 224)  # the training images' side, and the crop's
+from alexnet_triton.shapes import (CROP_SIZE, DROPOUT_P, IMAGE_SIZE, Conv, FullyConnected, Pool,
+                                   ResponseNorm, of_kind)
+
+# AlexNet's layers by kind, as alexnet_triton/shapes.py states them (both columns on one
+# device: groups=2 where a column sees only its own maps, both LRNs included).
+CONVS, LRNS = of_kind(Conv), of_kind(ResponseNorm)
+POOLS, FCS = of_kind(Pool), of_kind(FullyConnected)
+AUGMENT = (IMAGE_SIZE, CROP_SIZE)  # the training images' side, and the crop's
 LAYERS = (*CONVS, *LRNS, *POOLS, *FCS, "dropout", "augment")
 
 
@@ -64,17 +57,16 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
 
     wanted = set(launch_names(layers))
     calls = {}
-    for name, (c, h, k, r, stride, pad, groups) in CONVS.items():
+    for name, layer in CONVS.items():
         if not wanted & {f"{name}.forward", f"{name}.backward_input", f"{name}.backward_weight"}:
             continue
-        p = (h + 2 * pad - r) // stride + 1
         # conv1 reads the NCHW images; the later convs the channels_last maps before them.
-        x = empty(batch, c, h, h) if name == "conv1" else activation(batch, c, h, h)
-        w, b = empty(k, c // groups, r, r), empty(k)
+        x = empty(*layer.input(batch)) if name == "conv1" else activation(*layer.input(batch))
+        w, b = empty(*layer.weight), empty(layer.out_channels)
         # The output and the gradient of the output: two tensors, so that the bytes a
-        # backward moves (bench/sass.py sums its distinct tensors) count both.
-        y, dy = activation(batch, k, p, p), activation(batch, k, p, p)
-        conv = ([stride, stride], [pad, pad], groups)
+        # backward moves (the static report sums its distinct tensors) count both.
+        y, dy = activation(*layer.output(batch)), activation(*layer.output(batch))
+        conv = ([layer.stride] * 2, [layer.padding] * 2, layer.groups)
         calls[f"{name}.forward"] = (
             lambda x=x, w=w, b=b, conv=conv: conv2d_relu.conv2d_relu_forward(x, w, b, *conv))
         calls[f"{name}.backward_input"] = (
@@ -83,36 +75,39 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
         calls[f"{name}.backward_weight"] = (
             lambda y=y, dy=dy, x=x, w=w, conv=conv: conv2d_relu.conv2d_relu_backward_weight(
                 dy, y, x, list(w.shape), *conv))
-    for name, (c, h, groups) in LRNS.items():
-        a, g = ((activation(batch, c, h, h), activation(batch, c, h, h)) if name in layers
-                else (None, None))
+    for name, layer in LRNS.items():
+        groups = layer.groups
+        a, g = ((activation(*layer.input(batch)), activation(*layer.input(batch)))
+                if name in layers else (None, None))
         calls[f"{name}.forward"] = (
             lambda a=a, groups=groups: lrn.lrn_forward(a, **LRN, groups=groups))
         calls[f"{name}.backward"] = (
             lambda a=a, g=g, groups=groups: lrn.lrn_backward(g, a, **LRN, groups=groups))
-    for name, (c, h) in POOLS.items():
-        x = activation(batch, c, h, h) if name in layers else None
-        o = (h - 3) // 2 + 1
-        calls[f"{name}.forward"] = lambda x=x: max_pool2d.max_pool2d_forward(x, [3, 3], [2, 2])
+    for name, layer in POOLS.items():
+        x = activation(*layer.input(batch)) if name in layers else None
+        window = ([layer.kernel] * 2, [layer.stride] * 2)
+        calls[f"{name}.forward"] = (
+            lambda x=x, window=window: max_pool2d.max_pool2d_forward(x, *window))
         calls[f"{name}.backward"] = (
-            lambda x=x, o=o: max_pool2d.max_pool2d_backward(
-                activation(batch, x.shape[1], o, o),
-                activation(batch, x.shape[1], o, o, dtype=torch.int8),
-                list(x.shape), [3, 3], [2, 2]))
+            lambda x=x, out=layer.output(batch), window=window: max_pool2d.max_pool2d_backward(
+                activation(*out), activation(*out, dtype=torch.int8), list(x.shape), *window))
     seed = dropout.seed_tensor(0, "cpu")
-    for name, (k, n, relu) in FCS.items():
+    for name, layer in FCS.items():
         if name not in layers:
             continue
-        x, w, b, y, dy = empty(batch, k), empty(n, k), empty(n), empty(batch, n), empty(batch, n)
+        relu = layer.relu
+        x, w, b = empty(*layer.input(batch)), empty(*layer.weight), empty(layer.out_features)
+        y, dy = empty(*layer.output(batch)), empty(*layer.output(batch))
         # fc6, fc7: ReLU and dropout, whose backward masks with the output; fc8: neither.
-        p, s, out = (DROPOUT_P, seed, y) if relu else (0.0, None, None)
+        p, s, out = (DROPOUT_P, seed, y) if layer.dropout else (0.0, None, None)
         calls[f"{name}.forward"] = (
             lambda x=x, w=w, b=b, relu=relu, p=p, s=s: linear.linear_forward(x, w, b, relu, p, s))
         calls[f"{name}.backward_input"] = (
             lambda dy=dy, out=out, w=w, p=p: linear.linear_backward_input(dy, out, w, p))
         calls[f"{name}.backward_weight"] = (
             lambda dy=dy, out=out, x=x, p=p: linear.linear_backward_weight(dy, out, x, p))
-    calls["dropout"] = lambda: dropout.dropout(empty(batch, 4096), DROPOUT_P, seed)
+    # The standalone dropout on fc6's outputs (the model fuses it into fc6's GEMM).
+    calls["dropout"] = lambda: dropout.dropout(empty(*FCS["fc6"].output(batch)), DROPOUT_P, seed)
     side, crop = AUGMENT  # uint8 images in, float32 out, whatever the variant
     offsets = torch.zeros(batch, dtype=torch.int32)  # read on the host: must be in range
     params = augment.pack_params(offsets, offsets, offsets, torch.zeros(batch, 3))

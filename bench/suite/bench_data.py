@@ -22,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.timing import cuda_timing, cycling, measure
+from bench.suite.timing import cuda_timing, cycling, measure
 
 try:
     from alexnet_triton.data import (Augmenter, DatasetInfo, builtin_dataset, open_dataset,
