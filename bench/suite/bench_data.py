@@ -1,12 +1,21 @@
-"""The input pipeline: decoding from a prepared JPEG store, and the augmentation.
+"""The input pipeline: the loader's images/s from each store format with each decoder, on
+real photographs at the paper's 256 px, and the augmentation.
 
-The loader's rate is measured with ``workers=0``: one process reading and decoding, which is
-the rate each worker process adds (worker start-up and the transfer between processes are
-left out). Two JPEG stores, written once per session to a temporary directory: the built-in
-generated dataset (``builtin_dataset(quick=True)``, 72-pixel images) and a paper-sized one
-(256 pixels, prepared by ``python -m alexnet_triton.prepare`` from generated photo-like
-images: smooth colour fields with noise, about as costly to decode as photographs at the
-store's JPEG quality). The image size goes in extra_info beside the rate.
+Photographs: scikit-image's sample photos as ``python -m alexnet_triton sample-photos`` makes
+them (515 train images: 5 classes, random crops; generated photo-like images where
+scikit-image is not installed, said in extra_info), prepared by ``prepare --size 256`` into
+three stores: ``jpeg-q95-444`` (the JPEG store before issue 19: quality 95, full chroma),
+``jpeg-q90-420`` (prepare's default now) and ``raw`` (pixels, memory-mapped).
+
+Per core: the loader reads in this process (``workers=0``), pinned to one core with one torch
+thread, and the time is this process's CPU time: what one loader worker (thread or process)
+adds on a machine with cores to spare. Beside it, on that core, Pillow alone decoding the
+old store's bytes (no loader): the issue's baseline. Then all cores: ``workers`` threads
+against as many processes, wall time.
+
+The rate the GPU's training step consumes stands beside these in ``python -m
+bench.suite.report``: measured where the model benchmarks ran, else the static report's
+prediction (bench/results/static-sm90.json).
 
 The Augmenter (random crop, flip, PCA lighting, mean subtraction) runs its PyTorch reference
 on the CPU, on batches of the store's size; on a GPU its fused Triton kernel, at the paper's
@@ -14,7 +23,10 @@ size (256 -> 224, batch 128), on images already on the device.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,23 +35,24 @@ import torch
 from PIL import Image
 
 from bench.suite.timing import cuda_timing, cycling, measure
+from alexnet_triton.data import Augmenter, DatasetInfo, builtin_dataset, open_dataset, train_loader
+from alexnet_triton.data.convert import prepare
+from alexnet_triton.data.reading import Reading
 
-try:
-    from alexnet_triton.data import (Augmenter, DatasetInfo, builtin_dataset, open_dataset,
-                                     train_loader)
-    from alexnet_triton.prepare import main as prepare_main
-except ImportError:  # issue 4's data package not there yet
-    DATA_AVAILABLE = False
-else:
-    DATA_AVAILABLE = True
-
-pytestmark = pytest.mark.skipif(not DATA_AVAILABLE, reason="alexnet_triton.data not available")
-
-LOADER_BATCH = 32
+LOADER_BATCH = 128
 CPU_AUGMENT_BATCH = 64
 GPU_AUGMENT_BATCH = int(os.environ.get("ALEXNET_BENCH_BATCH", "128"))
 PAPER_IMAGE_SIZE, PAPER_CROP = 256, 224
-PAPER_STORE_IMAGES = {"train": 48, "val": 8}  # per class, two classes
+PHOTOS_PER_CLASS = {"train": 103, "val": 4}  # 515 train images: four batches of 128
+# name -> prepare's settings
+STORE_FORMATS = {
+    "jpeg-q95-444": dict(fmt="jpeg", quality=95, subsampling="4:4:4"),
+    "jpeg-q90-420": dict(fmt="jpeg", quality=90, subsampling="4:2:0"),
+    "raw": dict(fmt="raw"),
+}
+DEFAULT_STORE = "jpeg-q90-420"
+# The per-core rates: CPU time of this process (pinned to one core).
+per_core_timing = pytest.mark.benchmark(timer=time.process_time)
 
 
 def auto_crop(image_size: int) -> int:
@@ -60,26 +73,46 @@ def photo_like(rng: np.random.Generator, size: int) -> Image.Image:
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 
+def photo_folder(root: Path) -> str:
+    """scikit-image's sample photos as sample-photos makes them; generated ones without it."""
+    try:
+        from alexnet_triton.data.sample_photos import make_photo_folder
+        make_photo_folder(root, PHOTOS_PER_CLASS["train"], PHOTOS_PER_CLASS["val"])
+        return "scikit-image sample photos"
+    except Exception:  # noqa: BLE001 - no scikit-image: photo-like generated images
+        rng = np.random.default_rng(0)
+        for split, count in PHOTOS_PER_CLASS.items():
+            for name in "abcde":
+                folder = root / split / name
+                folder.mkdir(parents=True, exist_ok=True)
+                for i in range(count):
+                    photo_like(rng, PAPER_IMAGE_SIZE).save(folder / f"{i}.jpg", quality=92)
+        return "generated photo-like images (no scikit-image)"
+
+
 @pytest.fixture(scope="session")
-def paper_store(tmp_path_factory):
-    """A 256-pixel JPEG store prepared by the CLI, from a generated ImageFolder."""
-    root = tmp_path_factory.mktemp("paper")
-    rng = np.random.default_rng(0)
-    for split, count in PAPER_STORE_IMAGES.items():
-        for name in ("a", "b"):
-            folder = root / "images" / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                photo_like(rng, PAPER_IMAGE_SIZE).save(folder / f"{i}.jpg", quality=95)
-    status = prepare_main([str(root / "images"), str(root / "store"), "--size",
-                           str(PAPER_IMAGE_SIZE), "--workers", "1", "--no-progress"])
-    assert status == 0
-    return open_dataset(root / "store")
+def photo_stores(tmp_path_factory):
+    """{format name: DatasetInfo} of the same photographs, and what the photographs are."""
+    root = tmp_path_factory.mktemp("photos")
+    source = photo_folder(root / "images")
+    stores = {name: open_dataset(prepare(root / "images", root / name, size=PAPER_IMAGE_SIZE,
+                                         workers=os.cpu_count() or 1, progress=False,
+                                         **settings) and root / name)
+              for name, settings in STORE_FORMATS.items()}
+    return stores, source
 
 
-@pytest.fixture(params=["builtin", "paper"])
-def jpeg_store(request):
-    return request.getfixturevalue("store" if request.param == "builtin" else "paper_store")
+@contextlib.contextmanager
+def one_core():
+    """This thread (and threads it starts) on one core, torch on one thread."""
+    affinity, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    os.sched_setaffinity(0, {min(affinity)})
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, affinity)
+        torch.set_num_threads(threads)
 
 
 def random_images(n: int, size: int, device) -> torch.Tensor:
@@ -88,22 +121,83 @@ def random_images(n: int, size: int, device) -> torch.Tensor:
     return images.to(device)
 
 
-def test_loader_images_per_worker(benchmark, jpeg_store):
-    """One pass over the store's training split, decoded in this process (workers=0)."""
-    store = jpeg_store
-    benchmark.group = "data loader"
-    batch = min(LOADER_BATCH, store.num_train)
-    loader = train_loader(store, batch, epoch=0, seed=0, workers=0)
-    images = len(loader) * batch
+def store_bytes(info: DatasetInfo) -> float:
+    return sum(f.stat().st_size for f in Path(info.root, "train").iterdir()
+               if f.name.startswith(("shard-", "images.npy")))
 
+
+def loader_epoch(info: DatasetInfo, workers: int, reading: Reading):
     def epoch():
-        for pixels, _ in loader:
+        for pixels, _ in train_loader(info, LOADER_BATCH, epoch=0, seed=0, workers=workers,
+                                      reading=reading):
             assert pixels.dtype == torch.uint8
+    return epoch
 
-    benchmark.extra_info.update(kind="data", stage="loader (per worker)", device="cpu",
-                                images_per_call=images, image_size=store.image_size,
-                                batch=batch)
-    measure(benchmark, epoch, torch.device("cpu"), warmup_calls=1, fixed_rounds=5)
+
+READINGS = [(name, decoder) for name in STORE_FORMATS
+            for decoder in (("simplejpeg", "pillow") if name != "raw" else ("none",))]
+
+
+@per_core_timing
+@pytest.mark.parametrize("store_format,decoder", READINGS, ids=[f"{n}-{d}" for n, d in READINGS])
+def test_loader_images_per_core(benchmark, photo_stores, store_format, decoder):
+    """One loader worker's rate: train_loader over the store, decoded in this process."""
+    stores, source = photo_stores
+    info = stores[store_format]
+    reading = Reading(cpu_decoder=decoder if decoder != "none" else "auto")
+    images = info.num_train // LOADER_BATCH * LOADER_BATCH
+    benchmark.group = "data loader (one core)"
+    default = store_format == DEFAULT_STORE and decoder == "simplejpeg"
+    benchmark.extra_info.update(
+        kind="data", stage=f"loader {store_format} {decoder}{' (default)' if default else ''}, "
+                           f"one core", device="cpu", images_per_call=images,
+        image_size=info.image_size, batch=LOADER_BATCH, photos=source,
+        store=store_format, decoder=decoder, default_path=default,
+        bytes_per_image=round(store_bytes(info) / info.num_train))
+    with one_core():
+        measure(benchmark, loader_epoch(info, 0, reading), torch.device("cpu"),
+                warmup_calls=1, fixed_rounds=5)
+
+
+@per_core_timing
+def test_pillow_decode_alone_per_core(benchmark, photo_stores):
+    """The baseline: Pillow alone decoding the old store format's bytes (q95 4:4:4), on one
+    core, no loader around it."""
+    stores, source = photo_stores
+    info = stores["jpeg-q95-444"]
+    index = np.load(Path(info.root, "train", "index.npy"))
+    shard = Path(info.root, "train", "shard-00000.bin").read_bytes()
+    records = [shard[offset:offset + length] for _, offset, length in index.tolist()]
+
+    def decode_all():
+        for data in records:
+            with Image.open(io.BytesIO(data)) as image:
+                np.asarray(image.convert("RGB"))
+
+    benchmark.group = "data loader (one core)"
+    benchmark.extra_info.update(kind="data", stage="Pillow decode alone jpeg-q95-444, one core",
+                                device="cpu", images_per_call=len(records),
+                                image_size=info.image_size, photos=source,
+                                store="jpeg-q95-444", decoder="pillow", baseline=True)
+    with one_core():
+        measure(benchmark, decode_all, torch.device("cpu"), warmup_calls=1, fixed_rounds=5)
+
+
+@pytest.mark.parametrize("loader", ["threads", "processes"])
+def test_loader_workers(benchmark, photo_stores, loader):
+    """The default store on every core: ``workers`` threads against as many processes."""
+    stores, source = photo_stores
+    info = stores[DEFAULT_STORE]
+    workers = min(8, os.cpu_count() or 1)
+    images = info.num_train // LOADER_BATCH * LOADER_BATCH
+    benchmark.group = "data loader (all cores)"
+    benchmark.extra_info.update(kind="data", stage=f"loader {DEFAULT_STORE} simplejpeg, "
+                                                   f"{workers} {loader}",
+                                device="cpu", images_per_call=images,
+                                image_size=info.image_size, batch=LOADER_BATCH, photos=source,
+                                workers=workers, loader=loader)
+    measure(benchmark, loader_epoch(info, workers, Reading(loader=loader)), torch.device("cpu"),
+            warmup_calls=1, fixed_rounds=3)
 
 
 def test_augment_cpu(benchmark, store):
