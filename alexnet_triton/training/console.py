@@ -13,14 +13,15 @@ import math
 import signal
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
 from alexnet_triton.progress import plural, progress_bar
 from alexnet_triton.runtime import describe_kernels
 from alexnet_triton.training import checkpoint as ckpt
-from alexnet_triton.training.config import BIAS_INIT_REASON, DEFAULT_BIAS_INIT, PAPER_BIAS_INIT
+from alexnet_triton.training.config import (BIAS_INIT_REASON, DEFAULT_BIAS_INIT,
+                                            PAPER_BIAS_INIT, TrainConfig)
 from alexnet_triton.training.distributed import Replicas
 from alexnet_triton.training.metrics import percent
 from alexnet_triton.training.run_dir import SKIPPED_LOG
@@ -65,6 +66,66 @@ def bias_init_note(bias_init: float) -> str:
         return (f"bias {bias_init:g} (the paper's; if the loss explodes or stays at chance, "
                 f"the default {DEFAULT_BIAS_INIT:g} trains)")
     return f"bias {bias_init:g} (--bias-init)"
+
+
+def header_lines(setup: Setup, replicas: Replicas, parameters: int, lr: float,
+                 tensorboard) -> list[str]:
+    """The run's header: device, kernels, data, model, recipe, run directory and what else
+    the user should know before the first step."""
+    config, info, devices = setup.config, setup.info, setup.devices
+    placement = ("one column (the paper's one-GPU net)" if config.one_column else
+                 "two columns on " + (" and ".join(map(str, devices))
+                                      if len(devices) > 1 else "one device"))
+    threads = (f" ({plural(torch.get_num_threads(), 'thread')})"
+               if devices[0].type == "cpu" else "")
+    ddp = (f", {replicas.world_size} DDP replicas ({replicas.backend})"
+           if replicas.distributed else "")
+    source = "built-in dataset" if setup.builtin else "dataset"
+    lines = [
+        f"device: {', '.join(map(str, devices))}{threads}{ddp}; "
+        f"mixed precision: {'bf16' if setup.amp else 'off (float32)'}",
+        f"kernels: {describe_kernels(devices[0])}",
+        f"data: {source} {info.root}: {len(info.classes)} classes, {info.num_train} train / "
+        f"{info.num_val} val images of {info.image_size} px, crops of {config.crop_size}, "
+        f"loader workers: {config.workers}",
+        f"model: AlexNet, {placement}, {parameters:,} parameters"
+        f"{'' if config.lrn else ', no LRN'}"
+        f"{'' if config.overlapping_pool else ', 2x2 pooling'}; init N(0, "
+        f"{config.weight_std:g}), {bias_init_note(config.bias_init)}; dropout "
+        f"{config.dropout:g}",
+        f"recipe: SGD momentum {config.momentum:g}, batch {config.batch_size}, weight decay "
+        f"{config.weight_decay:g}, lr {lr:g} (x{config.lr_factor:g} after "
+        f"{plural(config.patience + 1, 'epoch')} without a better val error), "
+        f"{plural(config.epochs, 'epoch')}, "
+        f"PCA colour noise {config.pca_sigma:g}, seed {config.seed}",
+        f"run dir: {setup.run_dir}",
+    ]
+    if tensorboard is not None:
+        lines.append(f"tensorboard: {tensorboard.directory} (view with: tensorboard "
+                     f"--logdir {setup.run_dir})")
+    elif config.tensorboard == "auto" and not setup.tensorboard:
+        lines.append("tensorboard: off (pip install tensorboard to log there too)")
+    if info.skipped:
+        shown = ", ".join(path for path, _ in info.skipped[:5])
+        lines.append(f"data: skipped {len(info.skipped)} unreadable images ({shown}"
+                     f"{', ...' if len(info.skipped) > 5 else ''}): listed in "
+                     f"{setup.run_dir / SKIPPED_LOG}")
+    if setup.resume_state is not None:
+        lines.append(f"resumed from {ckpt.describe(setup.resume_state)}")
+    lines.extend(setup.notes)
+    return lines
+
+
+def cpu_notice(config: TrainConfig, images: int, epochs: int) -> str:
+    """Training on the CPU: said at the start, with the time ``epochs`` epochs of ``images``
+    training images should take."""
+    rate = cpu_images_per_second(config.crop_size, torch.get_num_threads())
+    return (f"training on the CPU: expect about {duration(images / rate)} an epoch "
+            f"({images:,} images at ~{rate:.3g} img/s for {config.crop_size}-px "
+            f"crops, from measurements on 2 cores), {duration(epochs * images / rate)} for "
+            f"{plural(epochs, 'epoch')}; the first progress line gives this machine's own "
+            f"figure. A GPU is much faster; on a CPU, smaller images (prepare --size) and "
+            f"fewer --epochs cut the time (README: Training on your images)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,65 +188,15 @@ class Console:
                  f"(pass --epochs N with N > {epoch} to train longer)")
 
     def header(self, parameters: int, lr: float, epoch: int, tensorboard) -> None:
-        """The run's header: device, kernels, data, model, recipe, run directory and, on
-        the CPU, the time it should take. ``tensorboard``: RunFiles' log, or None."""
-        config, info, setup, devices = self.config, self.setup.info, self.setup, self.setup.devices
-        placement = ("one column (the paper's one-GPU net)" if config.one_column else
-                     "two columns on " + (" and ".join(map(str, devices))
-                                          if len(devices) > 1 else "one device"))
-        threads = (f" ({plural(torch.get_num_threads(), 'thread')})"
-                   if devices[0].type == "cpu" else "")
-        replicas = (f", {self.replicas.world_size} DDP replicas ({self.replicas.backend})"
-                    if self.replicas.distributed else "")
-        source = "built-in dataset" if setup.builtin else "dataset"
-        lines = [
-            f"device: {', '.join(map(str, devices))}{threads}{replicas}; "
-            f"mixed precision: {'bf16' if setup.amp else 'off (float32)'}",
-            f"kernels: {describe_kernels(devices[0])}",
-            f"data: {source} {info.root}: {len(info.classes)} classes, {info.num_train} train / "
-            f"{info.num_val} val images of {info.image_size} px, crops of {config.crop_size}, "
-            f"loader workers: {config.workers}",
-            f"model: AlexNet, {placement}, {parameters:,} parameters"
-            f"{'' if config.lrn else ', no LRN'}"
-            f"{'' if config.overlapping_pool else ', 2x2 pooling'}; init N(0, "
-            f"{config.weight_std:g}), {bias_init_note(config.bias_init)}; dropout "
-            f"{config.dropout:g}",
-            f"recipe: SGD momentum {config.momentum:g}, batch {config.batch_size}, weight decay "
-            f"{config.weight_decay:g}, lr {lr:g} (x{config.lr_factor:g} after "
-            f"{plural(config.patience + 1, 'epoch')} without a better val error), "
-            f"{plural(config.epochs, 'epoch')}, "
-            f"PCA colour noise {config.pca_sigma:g}, seed {config.seed}",
-            f"run dir: {self.run_dir}",
-        ]
-        if tensorboard is not None:
-            lines.append(f"tensorboard: {tensorboard.directory} (view with: tensorboard "
-                         f"--logdir {self.run_dir})")
-        elif config.tensorboard == "auto" and not setup.tensorboard:
-            lines.append("tensorboard: off (pip install tensorboard to log there too)")
-        if info.skipped:
-            shown = ", ".join(path for path, _ in info.skipped[:5])
-            lines.append(f"data: skipped {len(info.skipped)} unreadable images ({shown}"
-                         f"{', ...' if len(info.skipped) > 5 else ''}): listed in "
-                         f"{self.run_dir / SKIPPED_LOG}")
-        if setup.resume_state is not None:
-            lines.append(f"resumed from {ckpt.describe(setup.resume_state)}")
-        lines.extend(setup.notes)
-        self.cpu_estimate_due = devices[0].type == "cpu" and self.main
+        """The run's header, and on the CPU the time it should take (from epoch ``epoch``
+        on). ``tensorboard``: RunFiles' log, or None."""
+        lines = header_lines(self.setup, self.replicas, parameters, lr, tensorboard)
+        self.cpu_estimate_due = self.setup.devices[0].type == "cpu" and self.main
         if self.cpu_estimate_due:
-            lines.append(self.cpu_notice(config.epochs - epoch))
+            lines.append(cpu_notice(self.config, self.setup.info.num_train,
+                                    self.config.epochs - epoch))
         for line in lines:
             self.log(line, flush=True)
-
-    def cpu_notice(self, epochs: int) -> str:
-        """Training on the CPU: said at the start, with the time an epoch should take."""
-        rate = cpu_images_per_second(self.config.crop_size, torch.get_num_threads())
-        images = self.setup.info.num_train
-        return (f"training on the CPU: expect about {duration(images / rate)} an epoch "
-                f"({images:,} images at ~{rate:.3g} img/s for {self.config.crop_size}-px "
-                f"crops, from measurements on 2 cores), {duration(epochs * images / rate)} for "
-                f"{plural(epochs, 'epoch')}; the first progress line gives this machine's own "
-                f"figure. A GPU is much faster; on a CPU, smaller images (prepare --size) and "
-                f"fewer --epochs cut the time (README: Training on your images)")
 
     # -- an epoch ------------------------------------------------------------------------
 
