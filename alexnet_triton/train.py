@@ -29,11 +29,13 @@ from typing import Optional, Sequence
 
 from alexnet_triton.errors import UserError
 from alexnet_triton.runtime import keep_freed_memory, resolve_devices
+from alexnet_triton.training.checkpointing import checkpoint_bytes
 from alexnet_triton.training.config import parse_args
+from alexnet_triton.training.console import PROG
 from alexnet_triton.training.distributed import Replicas
 from alexnet_triton.training.run_dir import check_free_space
 from alexnet_triton.training.setup import claim_run_dir, resolve_config, resolve_setup
-from alexnet_triton.training.trainer import EXIT_BAD_INPUT, PROG, Trainer
+from alexnet_triton.training.trainer import EXIT_BAD_INPUT, Trainer
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -75,7 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # another network fails here, still before anything is written.
             trainer = Trainer(setup, replicas)
             if replicas.is_main:
-                check_free_space(setup.run_dir, trainer.checkpoint_bytes(), "a checkpoint")
+                check_free_space(setup.run_dir, checkpoint_bytes(trainer.model, setup.info),
+                                 "a checkpoint")
         except UserError as caught:
             if replicas.is_main:
                 print(f"{PROG}: error: {caught}", file=sys.stderr)
