@@ -39,7 +39,10 @@ class Reading:
         else:
             what = "JPEG" if data_format == "jpeg" else "image files"
             how = f"{what} decoded on the CPU by {cpu_decoder(self.cpu_decoder).name}"
-        return f"{how}, {workers} loader {self.loader if workers else 'thread (inline)'}"
+        if not workers:
+            return f"{how} in the training thread (--workers 0)"
+        kind = self.loader if workers > 1 else {"threads": "thread", "processes": "process"}[self.loader]
+        return f"{how}, {workers} loader {kind}"
 
 
 def resolve_reading(loader: str, cpu_decoder_name: str, decode: str, device,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Optional
 
 import torch
 
+from alexnet_triton.data.decoders import cpu_decoder
+from alexnet_triton.data.store import read_info
 from alexnet_triton.progress import plural, progress_bar
 from alexnet_triton.runtime import describe_kernels
 from alexnet_triton.training import checkpoint as ckpt
@@ -86,8 +89,8 @@ def header_lines(setup: Setup, replicas: Replicas, parameters: int, lr: float,
         f"mixed precision: {'bf16' if setup.amp else 'off (float32)'}",
         f"kernels: {describe_kernels(devices[0])}",
         f"data: {source} {info.root}: {len(info.classes)} classes, {info.num_train} train / "
-        f"{info.num_val} val images of {info.image_size} px, crops of {config.crop_size}, "
-        f"loader workers: {config.workers}",
+        f"{info.num_val} val images of {info.image_size} px, crops of {config.crop_size}; "
+        f"{setup.reading.describe(config.workers, info.format)}",
         f"model: AlexNet, {placement}, {parameters:,} parameters"
         f"{'' if config.lrn else ', no LRN'}"
         f"{'' if config.overlapping_pool else ', 2x2 pooling'}; init N(0, "
@@ -116,6 +119,41 @@ def header_lines(setup: Setup, replicas: Replicas, parameters: int, lr: float,
     return lines
 
 
+# A run whose steps wait for their batches this share of the time (over at least this many
+# steps of an epoch) is told, once, that it is input-bound and what would help.
+INPUT_BOUND_SHARE = 0.2
+INPUT_BOUND_MIN_STEPS = 20
+
+
+def input_advice(setup: Setup) -> list[str]:
+    """The switches that feed the GPU faster from where this run stands, best first."""
+    config, info, reading = setup.config, setup.info, setup.reading
+    cores = os.cpu_count() or 1
+    device = setup.devices[0]
+    advice = []
+    if info.format == "folder":
+        advice.append("prepare the folder once (python -m alexnet_triton.prepare SRC DST, then "
+                      "--data DST): a store reads several times faster than image files")
+    if info.format == "jpeg" and not reading.gpu_decode and device.type == "cuda":
+        advice.append("--decode gpu (nvJPEG, needs torchvision: pip install -e "
+                      "'.[gpu-decode]'): the GPU decodes, the host only copies bytes")
+    if config.workers < cores:
+        advice.append(f"-j {min(cores, max(2 * config.workers, 1))} (more loader workers: "
+                      f"{config.workers} of {cores} cores read now)")
+    if info.format in ("jpeg", "folder") and not reading.gpu_decode:
+        if cpu_decoder(reading.cpu_decoder).name == "pillow":
+            advice.append("pip install simplejpeg (libjpeg-turbo straight into the batch: "
+                          "~2x Pillow's images/s)")
+    if info.format == "jpeg":
+        store = read_info(info.root)
+        if (store.get("jpeg_quality"), store.get("jpeg_subsampling")) != (90, "4:2:0"):
+            advice.append("prepare the store again with the default --quality 90 "
+                          "--subsampling 4:2:0 (decodes ~1.5x faster than q95 4:4:4)")
+        advice.append("prepare --format raw when the raw store fits in this machine's memory "
+                      "(no decoding: README, Large datasets)")
+    return advice
+
+
 def cpu_notice(config: TrainConfig, images: int, epochs: int) -> str:
     """Training on the CPU: said at the start, with the time ``epochs`` epochs of ``images``
     training images should take."""
@@ -137,9 +175,11 @@ class Progress:
     loss: float  # the epoch's mean batch loss so far
     rate: float  # images/s, smoothed
     lr: float
+    data_wait: float  # the share of the time since the last read spent waiting for a batch
 
     def fields(self) -> str:
-        return ", ".join([f"loss {self.loss:.4f}", f"{self.rate:.0f} img/s", f"lr {self.lr:g}"])
+        return ", ".join([f"loss {self.loss:.4f}", f"{self.rate:.0f} img/s", f"lr {self.lr:g}",
+                          f"data wait {self.data_wait:.0%}"])
 
     def line(self) -> str:
         return f"  epoch {self.epoch} step {self.step}/{self.steps}: {self.fields()}"
@@ -150,7 +190,7 @@ def epoch_line(row: dict, epochs: int, best: bool, note: str = "") -> str:
     fields = [f"train loss {row['train_loss']:.4f}", f"val loss {row['val_loss']:.4f}",
               f"top-1 error {percent(row['val_top1_error'])}",
               f"top-5 error {percent(row['val_top5_error'])}", f"lr {row['lr']:g}",
-              f"{row['epoch_seconds']:.0f}s"]
+              f"{row['epoch_seconds']:.0f}s", f"data wait {row['data_wait']:.0%}"]
     return (f"epoch {row['epoch']:3d}/{epochs}  {'  '.join(fields)}"
             f"{'  (best)' if best else ''}{note}")
 
@@ -179,7 +219,8 @@ class Console:
         self.log = print if self.main else (lambda *args, **kwargs: None)
         # On the CPU the first progress line says how long an epoch takes here.
         self.cpu_estimate_due = False
-        self.last_log = 0.0
+        self.last_log = self.last_epoch_start = 0.0
+        self.input_bound_said = False
 
     # -- the start -----------------------------------------------------------------------
 
@@ -206,7 +247,7 @@ class Console:
                             initial=initial, enabled=self.main)
 
     def start_epoch(self, now: float) -> None:
-        self.last_log = now
+        self.last_log = self.last_epoch_start = now
 
     def progress(self, progress: Progress, bar, print_due: bool, now: float) -> None:
         """After a host read: the bar's postfix, and the progress line when it is due
@@ -227,6 +268,27 @@ class Console:
                                           and now - self.last_log >= LOG_SECONDS)):
             self.last_log = now
             self.log(line, flush=True)
+
+    def input_bound(self, waited: float, steps: int, now: float) -> None:
+        """Said once a run, when this epoch's first ``steps`` steps (at least
+        INPUT_BOUND_MIN_STEPS: the first batches wait for the loader to start) waited for
+        their batches ``waited`` seconds, INPUT_BOUND_SHARE of the time or more."""
+        seconds = now - self.last_epoch_start
+        if self.input_bound_said or steps < INPUT_BOUND_MIN_STEPS or seconds <= 0:
+            return
+        share = waited / seconds
+        if share < INPUT_BOUND_SHARE:
+            return
+        self.input_bound_said = True
+        advice = input_advice(self.setup)
+        help_ = f" What would help: {'; '.join(advice)}" if advice else ""
+        self.log(f"{PROG}: note: this run is input-bound: over {plural(steps, 'step')} "
+                 f"{share:.0%} of the time went to waiting for the next batch, not to "
+                 f"training.{help_}", flush=True)
+
+    def skipped(self, split: str, records: list, log: Path) -> None:
+        self.log(f"data: {plural(len(records), 'damaged image')} of {split} left out "
+                 f"(image {records[0][0]}: {records[0][1]}); listed in {log}", flush=True)
 
     def epoch(self, row: dict, best: bool, lr: float) -> None:
         """An epoch's line; ``lr`` the rate the next epoch trains at."""

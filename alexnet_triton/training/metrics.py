@@ -44,3 +44,12 @@ class Totals:
 
 def percent(error: float) -> str:
     return f"{100 * error:.2f}%"
+
+
+def mean_data_wait(history: list) -> float:
+    """A run's share of training time spent waiting for batches, over the epochs that
+    measured it (metrics rows' data_wait, weighted by the epochs' length)."""
+    rows = [row for row in history if math.isfinite(row.get("data_wait", math.nan))]
+    seconds = sum(row["epoch_seconds"] for row in rows)
+    return (sum(row["data_wait"] * row["epoch_seconds"] for row in rows) / seconds
+            if seconds > 0 else math.nan)

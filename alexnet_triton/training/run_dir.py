@@ -18,6 +18,7 @@ import csv
 import errno
 import fcntl
 import json
+import math
 import os
 import shutil
 import socket
@@ -37,11 +38,15 @@ LOCK = ".lock"
 CONFIG = "config.json"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
-SKIPPED_LOG = "skipped.log"  # a raw --data folder's unreadable files, as prepare lists them
+# A raw --data folder's unreadable files, as prepare lists them, and the damaged records the
+# loaders left out (split, image index, reason).
+SKIPPED_LOG = "skipped.log"
 # metrics.csv: one row per epoch. Errors are fractions (0.25 = 25%), as the paper's tables
 # in percent.
+# data_wait: the share of the epoch's training time spent waiting for the next batch (as
+# timm's data time; empty in rows of runs from before it was measured).
 FIELDS = ("epoch", "train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr",
-          "epoch_seconds", "images_per_second")
+          "epoch_seconds", "images_per_second", "data_wait")
 # Room kept free beyond a checkpoint's own size (the file system's metadata, config.json,
 # metrics.csv, plots).
 SPARE_BYTES = 16 << 20
@@ -159,7 +164,7 @@ class MetricsFile:
 
 def read_metrics(path: Path) -> list[dict]:
     with open(path, newline="") as file:
-        return [{key: (int(value) if key == "epoch" else float(value))
+        return [{key: (int(value) if key == "epoch" else float(value) if value else math.nan)
                  for key, value in row.items()} for row in csv.DictReader(file)]
 
 
@@ -233,6 +238,17 @@ class RunFiles:
             self.log(f"  (plots not updated: {type(error).__name__}: {error})", file=sys.stderr)
         if self.tensorboard is not None:
             self.tensorboard.epoch(global_step, row, plots.kernel_grid(conv1, self.columns))
+
+    def skipped(self, split: str, records: Sequence[tuple]) -> Path:
+        """Damaged records a loader left out: appended to skipped.log, once each."""
+        path = self.run_dir / SKIPPED_LOG
+        listed = set(path.read_text().splitlines()) if path.exists() else set()
+        lines = [line for line in dict.fromkeys(f"{split}\timage {index}\t{reason}"
+                                                 for index, reason in records)
+                 if line not in listed]
+        with open(path, "a") as file:
+            file.write("".join(line + "\n" for line in lines))
+        return path
 
     def summary(self, record: dict) -> None:
         _write_json(self.run_dir / SUMMARY, rounded(record))

@@ -28,6 +28,7 @@ from alexnet_triton.training.checkpointing import CheckpointWriteError
 from alexnet_triton.training.config import TrainConfig
 from alexnet_triton.training.console import PROG, Console, Progress
 from alexnet_triton.training.distributed import Replicas
+from alexnet_triton.training.metrics import mean_data_wait
 from alexnet_triton.training.run_dir import RunFiles
 from alexnet_triton.training.setup import Setup
 
@@ -209,7 +210,8 @@ class Trainer:
         loader = train_loader(self.info, self.per_replica_batch, epoch=epoch, seed=config.seed,
                               workers=config.workers, start_batch=self.step_in_epoch,
                               rank=self.replicas.rank, world_size=self.replicas.world_size,
-                              pin_memory=self.device.type == "cuda")
+                              pin_memory=self.device.type == "cuda",
+                              reading=self.setup.reading, device=self.device)
         steps = len(loader)
         bar = self.console.bar(steps, epoch, self.step_in_epoch)
         # The DataLoader draws its workers' seed from torch's global generator; the batches
@@ -223,9 +225,14 @@ class Trainer:
         # wait for every step's kernels on a GPU.
         pending: list[torch.Tensor] = []
         self._rate, self._tick = None, time.monotonic()
-        self.console.start_epoch(time.monotonic())
+        # Time spent waiting for the next batch: since the last host read, and this epoch's
+        # (the share of the epoch's training time: metrics.csv's data_wait).
+        self._waited, self.epoch_waited, self.epoch_train_seconds = 0.0, 0.0, 0.0
+        started = time.monotonic()
+        self.console.start_epoch(started)
         try:
             while self.step_in_epoch < steps:
+                asked = time.monotonic()
                 try:
                     images, labels = next(batches)
                 except StopIteration:
@@ -234,6 +241,7 @@ class Trainer:
                     if self.stop_signal is not None:  # a loader worker stopped by the signal
                         return "interrupted"
                     raise
+                self._waited += time.monotonic() - asked
                 pending.append(self.train_step(images, labels))
                 self.step_in_epoch += 1
                 self.global_step += 1
@@ -256,8 +264,15 @@ class Trainer:
             if bar is not None:
                 bar.close()
             del batches
+            self.epoch_train_seconds = time.monotonic() - started
+            self._report_skipped("train", loader)
         self.epoch_rate = self._rate
         return "done"
+
+    def _report_skipped(self, split: str, loader) -> None:
+        """Damaged records the loader left out: rank 0 lists its own in skipped.log."""
+        if loader.skipped and self.files is not None:
+            self.console.skipped(split, loader.skipped, self.files.skipped(split, loader.skipped))
 
     def _read_device(self, losses: list, steps: int, bar,
                      print_due: bool = False) -> tuple[bool, bool]:
@@ -283,21 +298,29 @@ class Trainer:
         if self.files is not None:
             self.files.steps(self.global_step - len(losses_) + 1, losses_, self.lr)
         now = time.monotonic()
-        batch_rate = self.config.batch_size * len(losses_) / max(now - self._tick, 1e-9)
-        self._tick = now
+        interval = max(now - self._tick, 1e-9)
+        batch_rate = self.config.batch_size * len(losses_) / interval
+        data_wait = min(self._waited / interval, 1.0)
+        self.epoch_waited += self._waited
+        self._tick, self._waited = now, 0.0
         self._rate = batch_rate if self._rate is None else 0.9 * self._rate + 0.1 * batch_rate
         progress = Progress(self.epoch + 1, self.step_in_epoch, steps,
-                            self.epoch_loss_sum / self.epoch_loss_steps, self._rate, self.lr)
+                            self.epoch_loss_sum / self.epoch_loss_steps, self._rate, self.lr,
+                            data_wait)
         self.console.progress(progress, bar, print_due, now)
+        self.console.input_bound(self.epoch_waited, self.step_in_epoch, now)
         return stop > 0, due_ > 0
 
     def validate(self, ten_crop: bool = False) -> dict:
         loader = eval_loader(self.info, self.per_replica_batch, workers=self.config.workers,
                              rank=self.replicas.rank, world_size=self.replicas.world_size,
-                             pin_memory=self.device.type == "cuda")
+                             pin_memory=self.device.type == "cuda",
+                             reading=self.setup.reading, device=self.device)
         with torch.random.fork_rng(devices=[]):
-            return engine.evaluate(self.model, loader, self.augmenter, self.device,
-                                   ten_crop=ten_crop, amp=self.amp, reduce=self.replicas.sum_)
+            result = engine.evaluate(self.model, loader, self.augmenter, self.device,
+                                     ten_crop=ten_crop, amp=self.amp, reduce=self.replicas.sum_)
+        self._report_skipped("val", loader)
+        return result
 
     def end_epoch(self) -> None:
         result = self.validate()
@@ -311,7 +334,8 @@ class Trainer:
                "val_loss": result["val_loss"], "val_top1_error": result["val_top1_error"],
                "val_top5_error": result["val_top5_error"], "lr": lr,
                "epoch_seconds": seconds,
-               "images_per_second": self.epoch_rate or math.nan}
+               "images_per_second": self.epoch_rate or math.nan,
+               "data_wait": self.epoch_waited / max(self.epoch_train_seconds, 1e-9)}
         self.history.append(row)
         if improved:
             self.best = {"val_top1_error": result["val_top1_error"], "epoch": self.epoch}
@@ -328,6 +352,7 @@ class Trainer:
 
     def _finish(self, seconds: float) -> None:
         summary = {"epochs": self.epoch, "seconds": round(seconds, 1),
+                   "data_wait": mean_data_wait(self.history),
                    "best_epoch": self.best["epoch"],
                    "best_val_top1_error": self.best["val_top1_error"],
                    "best_val_top5_error": next(

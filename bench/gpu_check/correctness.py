@@ -19,6 +19,7 @@ on the CPU through Triton's interpreter, which exercises the same code.
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -247,6 +248,61 @@ def augment_checks(device, record: PhaseRecord, batch: int) -> None:
     judge(record, "augment", out, reference.augment(images, mean, params, crop), "float32")
 
 
+# nvJPEG's IDCT and upsampling are not libjpeg-turbo's: its pixels may differ from the CPU
+# decoders' (Pillow's, bit for bit) by a level or two. A root-mean-square difference over
+# 4.5 levels (PSNR under 35 dB, more than the store's own q90 4:2:0 encoding costs on
+# noisy colour fields) would be a wrong decode, not a different rounding.
+GPU_DECODE_RMS_LEVELS = 4.5
+
+
+def gpu_decode_checks(device, record: PhaseRecord) -> None:
+    """The --decode gpu path end to end: a small 256-px store prepared with prepare's
+    defaults, read through the loader (pinned record buffers, nvJPEG on a side stream),
+    against the CPU path's batches: the same images and labels in the same order."""
+    import tempfile
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from alexnet_triton.data import open_dataset, train_loader
+    from alexnet_triton.data.convert import prepare
+    from alexnet_triton.data.gpu_decode import gpu_decode_unavailable
+    from alexnet_triton.data.reading import Reading
+    from alexnet_triton.shapes import IMAGE_SIZE
+
+    reason = gpu_decode_unavailable(device)
+    if reason is not None:
+        record.check("gpu_decode", FAIL, reason=reason)
+        return
+    with tempfile.TemporaryDirectory() as root:
+        rng = np.random.default_rng(0)
+        for name in ("a", "b"):
+            for split, count in (("train", 20), ("val", 2)):
+                folder = f"{root}/src/{split}/{name}"
+                os.makedirs(folder)
+                for i in range(count):
+                    field = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8))
+                    pixels = np.asarray(field.resize((300, 280), Image.BICUBIC), np.float32)
+                    pixels = pixels + rng.normal(0, 4, pixels.shape)
+                    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(f"{folder}/{i}.png")
+        prepare(f"{root}/src", f"{root}/store", size=IMAGE_SIZE, workers=2, progress=False)
+        info = open_dataset(f"{root}/store")
+        read = dict(epoch=0, seed=0, workers=2, pin_memory=True, device=device)
+        cpu = list(train_loader(info, 16, reading=Reading(), **read))
+        gpu = list(train_loader(info, 16, reading=Reading(gpu_decode=True), **read))
+    worst = 0.0
+    for (cpu_images, cpu_labels), (gpu_images, gpu_labels) in zip(cpu, gpu):
+        if gpu_images.device.type != device.type or not torch.equal(cpu_labels, gpu_labels.cpu()):
+            record.check("gpu_decode.order", FAIL, reason=f"other labels, or a batch on "
+                                                          f"{gpu_images.device}, not {device}")
+            return
+        difference = gpu_images.cpu().double() - cpu_images.contiguous().double()
+        worst = max(worst, float(difference.pow(2).mean(dim=(1, 2, 3)).sqrt().max()))
+    record.measure("gpu_decode.rms_levels", worst, GPU_DECODE_RMS_LEVELS,
+                   batches=len(gpu), images=sum(len(labels) for _, labels in gpu))
+
+
 CHECKS: Dict[str, Callable] = {"conv": conv_checks, "linear": linear_checks, "lrn": lrn_checks,
                                "pool": pool_checks, "dropout": dropout_checks}
 
@@ -275,6 +331,8 @@ def run_layers(record: PhaseRecord, device, batch: int, layers=None,
             torch.cuda.empty_cache()
     if augment:
         record.guarded("augment", lambda: augment_checks(device, record, batch))
+    if device.type == "cuda":
+        record.guarded("gpu_decode", lambda: gpu_decode_checks(device, record))
     # Last, so that a time box cut short takes these first: the plain-load fallback that
     # GPUs without TMA (before Hopper) and misaligned weights take, on one conv and one FC.
     plain = [name for name in (layers or PLAIN_LOADS) if name in PLAIN_LOADS]

@@ -41,6 +41,12 @@ def op_ids(dtype: str, mode: str, providers) -> list:
             for op in bench_ops.OPS for provider in providers]
 
 
+def loader_cases() -> list:
+    from bench.suite import bench_data
+
+    return [f"{name}-{decoder}" for name, decoder in bench_data.READINGS]
+
+
 def pieces(dry_run: bool) -> list:
     """(name, pytest node ids) in the order they run."""
     if dry_run:  # what runs without a GPU: the harness on the CPU benchmarks
@@ -52,6 +58,15 @@ def pieces(dry_run: bool) -> list:
         ("peaks+train-bf16", ["bench/suite/bench_peak.py::test_matmul_bf16",
                               "bench/suite/bench_peak.py::test_copy",
                               *model_ids("train", "bf16", ["triton", "triton-2col", "eager"])]),
+        # Issue 19: the input pipeline, on the GPU and on its host's cores.
+        ("data", [*(f"bench/suite/bench_data.py::test_train_step_feed[{kind}]"
+                    for kind in ("synthetic", "gpu-decode", "cpu-decode")),
+                  "bench/suite/bench_data.py::test_gpu_decode",
+                  "bench/suite/bench_data.py::test_pillow_decode_alone_per_core",
+                  *(f"bench/suite/bench_data.py::test_loader_images_per_core[{case}]"
+                    for case in loader_cases()),
+                  "bench/suite/bench_data.py::test_loader_workers[threads]",
+                  "bench/suite/bench_data.py::test_loader_workers[processes]"]),
         ("train-bf16-compile", model_ids("train", "bf16", ["compile"])),
         ("train-fp32", model_ids("train", "fp32", ["triton", "triton-2col", "eager"])),
         ("train-fp32-compile", model_ids("train", "fp32", ["compile"])),

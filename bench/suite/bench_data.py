@@ -246,3 +246,90 @@ def test_augment_gpu(benchmark, cuda, tmp_path):
                                 # once, the float32 mean read once
                                 bytes=3 * PAPER_CROP**2 * (5 * GPU_AUGMENT_BATCH + 4))
     measure(benchmark, step, cuda)
+
+
+# -- the GPU: decoding there, and the training step fed from real data ---------------------
+
+FEEDS = ["synthetic", "gpu-decode", "cpu-decode"]
+FEED_STEPS = 8  # training steps a call: two epochs of the 512-image photo store
+
+
+def records_batch(info: DatasetInfo, count: int):
+    """The first ``count`` training records of a JPEG store as torchvision takes them."""
+    index = np.load(Path(info.root, "train", "index.npy"))
+    shard = Path(info.root, "train", "shard-00000.bin").read_bytes()
+    return [torch.frombuffer(bytearray(shard[offset:offset + length]), dtype=torch.uint8)
+            for _, offset, length in index[:count].tolist()]
+
+
+@cuda_timing
+def test_gpu_decode(benchmark, cuda, photo_stores):
+    """torchvision.io.decode_jpeg on the GPU (nvJPEG), a batch of 128 stored records of the
+    default store: the GPU decoder's images/s."""
+    from alexnet_triton.data.gpu_decode import GpuDecoder, gpu_decode_unavailable
+
+    reason = gpu_decode_unavailable(cuda)
+    if reason is not None:
+        pytest.skip(f"no GPU JPEG decoding here: {reason}")
+    stores, source = photo_stores
+    info = stores[DEFAULT_STORE]
+    records = records_batch(info, LOADER_BATCH)
+    decoder = GpuDecoder(info.image_size, cuda)
+    benchmark.group = "data decode gpu"
+    benchmark.extra_info.update(kind="data", stage=f"nvJPEG decode {DEFAULT_STORE}, batch "
+                                                   f"{LOADER_BATCH}", device="cuda",
+                                images_per_call=LOADER_BATCH, image_size=info.image_size,
+                                batch=LOADER_BATCH, photos=source)
+    measure(benchmark, lambda: torch.stack(decoder.decode(records)), cuda)
+
+
+def feed(kind: str, info: DatasetInfo, device):
+    """An endless stream of uint8 [B, 3, S, S] batches and labels: device-resident random
+    ones (synthetic), or the photo store through the loader, decoded on the GPU or the CPU."""
+    if kind == "synthetic":
+        batches = [(random_images(LOADER_BATCH, PAPER_IMAGE_SIZE, device),
+                    torch.randint(0, 5, (LOADER_BATCH,), device=device)) for _ in range(2)]
+        while True:
+            yield from batches
+    reading = Reading(gpu_decode=kind == "gpu-decode")
+    epoch = 0
+    while True:
+        yield from train_loader(info, LOADER_BATCH, epoch=epoch, seed=0,
+                                workers=min(8, os.cpu_count() or 1), pin_memory=True,
+                                reading=reading, device=device)
+        epoch += 1
+
+
+@cuda_timing
+@pytest.mark.parametrize("kind", FEEDS)
+def test_train_step_feed(benchmark, cuda, photo_stores, kind):
+    """The bf16 training step (ours, both columns on one GPU, the Augmenter's fused kernel
+    in front) fed from device-resident synthetic batches, or from the 256-px photo store
+    through the loader with GPU or CPU decoding: side by side, the cost of real data."""
+    from alexnet_triton.data.gpu_decode import gpu_decode_unavailable
+    from alexnet_triton.model import AlexNet
+    from alexnet_triton.training.engine import train_step
+
+    if kind == "gpu-decode" and gpu_decode_unavailable(cuda) is not None:
+        pytest.skip(f"no GPU JPEG decoding here: {gpu_decode_unavailable(cuda)}")
+    stores, source = photo_stores
+    info = stores[DEFAULT_STORE]
+    torch.manual_seed(0)
+    model = AlexNet(num_classes=len(info.classes)).to(cuda)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    augmenter = Augmenter(info, PAPER_CROP, device=cuda)
+    generator = torch.Generator().manual_seed(0)
+    batches = feed(kind, info, cuda)
+
+    def steps():
+        for _ in range(FEED_STEPS):
+            images, labels = next(batches)
+            train_step(model, optimizer, augmenter, generator, images, labels, cuda, True)
+
+    benchmark.group = "train step feed"
+    benchmark.extra_info.update(kind="data", stage=f"train step bf16 fed {kind}",
+                                device="cuda", images_per_call=FEED_STEPS * LOADER_BATCH,
+                                image_size=info.image_size, crop=PAPER_CROP,
+                                batch=LOADER_BATCH, feed=kind, photos=source,
+                                workers=min(8, os.cpu_count() or 1))
+    measure(benchmark, steps, cuda, warmup_calls=2, fixed_rounds=5)

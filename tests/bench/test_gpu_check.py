@@ -235,3 +235,31 @@ def test_every_benchmark_the_speed_phase_asks_for_exists():
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     collected = [line for line in result.stdout.splitlines() if "::" in line]
     assert len(collected) == len(ids) == len(set(ids))
+
+
+def test_the_gpu_decode_check_runs_and_fails_a_wrong_decoder(tmp_path, monkeypatch):
+    """The correctness phase's --decode gpu check, with a CPU stand-in for nvJPEG: the
+    right pixels pass, a decoder a few levels off fails (only a GPU runs the real one)."""
+    import numpy as np
+    import simplejpeg
+    import torch
+
+    from alexnet_triton.data import gpu_decode
+    from bench.gpu_check import correctness
+    from bench.gpu_check.record import PhaseRecord
+
+    def stand_in(offset):
+        def decode(records):
+            return [torch.from_numpy(np.clip(simplejpeg.decode_jpeg(
+                r.numpy().tobytes(), "RGB").astype(np.int16) + offset, 0, 255)
+                .astype(np.uint8)).permute(2, 0, 1) for r in records]
+        return lambda device: decode
+
+    monkeypatch.setattr(gpu_decode, "gpu_decode_unavailable", lambda device: None)
+    for offset, status in ((0, "pass"), (6, "fail")):
+        monkeypatch.setattr(gpu_decode, "torchvision_decode", stand_in(offset))
+        record = PhaseRecord("correctness", tmp_path / f"record-{offset}.json")
+        correctness.gpu_decode_checks(torch.device("cpu"), record)
+        (check,) = record.data["checks"]
+        assert (check["name"], check["status"]) == ("gpu_decode.rms_levels", status), check
+        assert check["images"] == 32 and (check["value"] == 0.0) == (offset == 0)
