@@ -99,16 +99,18 @@ class BatchBuffers:
         self.pixel_shape, self.pin_memory, self.keep = tuple(pixel_shape), pin_memory, keep
         self.arrays: List[np.ndarray] = []
 
-    def take(self, count: int) -> torch.Tensor:
+    def take(self, count: int) -> Tuple[torch.Tensor, np.ndarray]:
+        """(a batch buffer, the numpy array over the same memory that decoders write)."""
         if self.pin_memory:
-            return batch_buffer(count, self.pixel_shape, True)
+            buffer = batch_buffer(count, self.pixel_shape, True)
+            return buffer, buffer.numpy()
         for array in self.arrays:
             # Three references: this pool's list, the loop's name and getrefcount's argument.
             if len(array) == count and sys.getrefcount(array) == 3:
-                return torch.from_numpy(array)
+                return torch.from_numpy(array), array
         array = np.empty((count,) + self.pixel_shape, np.uint8)
         self.arrays = (self.arrays + [array])[-self.keep:]
-        return torch.from_numpy(array)
+        return torch.from_numpy(array), array
 
 
 def as_images(buffer: torch.Tensor) -> torch.Tensor:
@@ -229,26 +231,26 @@ class Batches:
             indices = next(todo, None)
             if indices is None:
                 return
-            buffer = buffers.take(len(indices))
+            buffer, array = buffers.take(len(indices))
             if pool is None:
-                in_flight.append((indices, buffer, None))
+                in_flight.append((indices, buffer, array, None))
                 return
-            array = buffer.numpy()
             # Each thread one contiguous share of the batch: every thread busy on every batch.
             bounds = np.linspace(0, len(indices), min(self.workers, len(indices)) + 1).astype(int)
             parts = [pool.submit(read_part, source, indices[a:b], array[a:b], decoder, a)
                      for a, b in zip(bounds[:-1], bounds[1:])]
-            in_flight.append((indices, buffer, parts))
+            in_flight.append((indices, buffer, array, parts))
 
         try:
             for _ in range(self.prefetch if pool is not None else 1):
                 submit()
             while in_flight:
-                indices, buffer, parts = in_flight.popleft()
+                indices, buffer, array, parts = in_flight.popleft()
                 if parts is None:
-                    failed = read_part(source, indices, buffer.numpy(), decoder)
+                    failed = read_part(source, indices, array, decoder)
                 else:
                     failed = [item for part in parts for item in part.result()]
+                del array  # the buffer's own reference keeps it from reuse from here on
                 submit()
                 buffer, labels = drop_unreadable(source, indices, buffer, failed, self.skipped)
                 yield as_images(buffer), labels

@@ -83,16 +83,17 @@ def test_start_batch_and_eval_read_the_same_way(store):
 
 def test_batch_buffers_are_reused_only_when_free():
     buffers = BatchBuffers((4, 4, 3), pin_memory=False, keep=3)
-    first = buffers.take(2)
+    first, array = buffers.take(2)
+    assert np.shares_memory(first.numpy(), array)
     first.fill_(7)
     held = first.permute(0, 3, 1, 2)  # a view keeps the buffer in use
-    del first
-    second = buffers.take(2)
+    del first, array
+    second, _ = buffers.take(2)
     assert second.data_ptr() != held.data_ptr()
     del held
-    third = buffers.take(2)  # the first buffer is free again: reused, no new pages
+    third, _ = buffers.take(2)  # the first buffer is free again: reused, no new pages
     assert int(third.flatten()[0]) == 7
-    assert buffers.take(3).shape == (3, 4, 4, 3)  # another batch size: its own buffer
+    assert buffers.take(3)[0].shape == (3, 4, 4, 3)  # another batch size: its own buffer
 
 
 def test_the_gpu_path_plumbing_with_a_cpu_stand_in_for_nvjpeg(store):

@@ -273,7 +273,9 @@ def test_ranks_and_their_loaders_exit_when_the_torchrun_launcher_dies(tmp_path,
     launcher = subprocess.Popen(
         [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "alexnet_triton.train", "--data", str(data), "--run-dir", str(run_dir),
-         "--epochs", "20", "--batch-size", "10", "--workers", "1", "--sync-steps", "1",
+         # Loader processes, which could outlive their rank (threads cannot).
+         "--epochs", "20", "--batch-size", "10", "--workers", "1", "--loader", "processes",
+         "--sync-steps", "1",
          "--checkpoint-minutes", "1e-9", "--tensorboard", "off"],
         cwd=ROOT, env=subprocess_env(OMP_NUM_THREADS=1), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True)
