@@ -101,7 +101,7 @@ NUM_WARPS = 4
 def _tile(crop_size: int) -> tuple[int, int, int]:
     """(PLANES, ROWS, WINDOW): 16 rows of 256 columns at AlexNet's crop (4 warps: per thread
     two 16-byte image loads, eight 16-byte mean loads and eight 16-byte output stores); small
-    crops take several planes. 16 rows rather than 8 from bench/sass's static model, not a
+    crops take several planes. 16 rows rather than 8 from bench/static's static model, not a
     GPU timing: 913 instead of 578 instructions per thread for twice the tile, predicted
     issue 18.8 instead of 23.8 us at batch 128 against 24.0 us of memory traffic, with 96
     registers (5 programs per SM). The interpreter pays per program: its tiles are larger."""

@@ -419,7 +419,7 @@ def split_sum_kernel(partial_ptr, out_ptr, numel, SPLIT, ACC_DTYPE: tl.constexpr
 
 
 def _backward_configs() -> list:
-    """Hopper tiles for the backward GEMMs, the one the launcher uses first (bench.sass); the
+    """Hopper tiles for the backward GEMMs, the one the launcher uses first (bench.static); the
     64x64x32 one also fits float64 in shared memory. No 128x128 tile on 4 warps: its float32
     accumulator and the masked grad_output tile in registers spill (conv4's weight gradient
     in tf32: 136 bytes)."""
@@ -442,7 +442,7 @@ def _backward_weight_configs() -> list:
 
 
 def _forward_configs() -> list:
-    """The channels-last forward's tiles, the one the launcher uses first (bench.sass)."""
+    """The channels-last forward's tiles, the one the launcher uses first (bench.static)."""
     return [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8},
                       num_warps=8, num_stages=3),

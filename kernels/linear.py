@@ -16,7 +16,7 @@ ReLU and dropout, which need the full sum.
 
 On Hopper the GEMMs read both operands through TMA tensor descriptors built in the kernel
 (kernels.tensor_descriptors_available): main loops of 82-87 instructions per 8 HGMMA in
-bf16 against 112-194 with plain loads, 91-189 in tf32 against 182-406 (bench.sass). Plain
+bf16 against 112-194 with plain loads, 91-189 in tf32 against 182-406 (bench.static). Plain
 loads stay for ieee float32 (FFMA, where descriptors spill), other GPUs and operands TMA
 cannot address.
 """
@@ -240,7 +240,7 @@ def _configs(tiles):
 
 
 # Hopper tiles for AlexNet's FC layers at batch 128 (M = 128; N, K in 1000..9216), one list
-# per operand width, none that spills at AlexNet's shapes (bench.sass --full). The first of
+# per operand width, none that spills at AlexNet's shapes (bench.static --full). The first of
 # each is the one the static report compiles as the launcher's choice, and the tile that
 # split_k plans the programs for: one row tile of 128 covers the batch, so each weight
 # element is read by one program. 16-bit: 128 x 64 (two programs per SM fit; half the

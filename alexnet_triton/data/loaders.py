@@ -185,6 +185,8 @@ class Batches:
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self.decoder = cpu_decoder(reading.cpu_decoder)  # a missing library: refused now
         self.skipped: List[Tuple[int, str]] = []
+        # Kept across passes over these batches (an evaluation loader read every epoch).
+        self.buffers = BatchBuffers(source.pixel_shape, self.pin_memory, keep=self.prefetch + 3)
         self.gpu_decoder = None
         if reading.gpu_decode:
             from alexnet_triton.data.gpu_decode import GpuDecoder
@@ -223,7 +225,7 @@ class Batches:
         source, decoder = self.source, self.decoder
         pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="alexnet-loader")
                 if self.workers > 0 else None)
-        buffers = BatchBuffers(source.pixel_shape, self.pin_memory, keep=self.prefetch + 3)
+        buffers = self.buffers
         todo = iter(self.batches[self.start_batch:])
         in_flight: deque = deque()
 

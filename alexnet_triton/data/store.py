@@ -164,7 +164,7 @@ def store_sizes(root, info: dict) -> str:
     return (f"store: {_gigabytes(jpeg)} of JPEG (quality {info['jpeg_quality']}, "
             f"{info['jpeg_subsampling']}); as raw pixels (--format raw) it would take "
             f"{_gigabytes(raw)} ({raw / max(jpeg, 1):.0f}x) and be read without decoding, "
-            f"~2.5x the images/s per core: the better choice when it fits in the training "
+            f"~5x the images/s per core: the better choice when it fits in the training "
             f"machine's memory (README: Large datasets)")
 
 

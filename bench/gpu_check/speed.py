@@ -62,6 +62,7 @@ def pieces(dry_run: bool) -> list:
         ("data", [*(f"bench/suite/bench_data.py::test_train_step_feed[{kind}]"
                     for kind in ("synthetic", "gpu-decode", "cpu-decode")),
                   "bench/suite/bench_data.py::test_gpu_decode",
+                  "bench/suite/bench_data.py::test_default_path_against_pillow_per_core",
                   "bench/suite/bench_data.py::test_pillow_decode_alone_per_core",
                   *(f"bench/suite/bench_data.py::test_loader_images_per_core[{case}]"
                     for case in loader_cases()),

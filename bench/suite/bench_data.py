@@ -127,9 +127,13 @@ def store_bytes(info: DatasetInfo) -> float:
 
 
 def loader_epoch(info: DatasetInfo, workers: int, reading: Reading):
+    """One pass over the store's batches. The loader is made once: its batch buffers are
+    reused from pass to pass as they are from batch to batch within a long epoch (a
+    4-batch epoch's fresh buffers would charge page faults that a real epoch pays once)."""
+    loader = train_loader(info, LOADER_BATCH, epoch=0, seed=0, workers=workers, reading=reading)
+
     def epoch():
-        for pixels, _ in train_loader(info, LOADER_BATCH, epoch=0, seed=0, workers=workers,
-                                      reading=reading):
+        for pixels, _ in loader:
             assert pixels.dtype == torch.uint8
     return epoch
 
@@ -165,6 +169,19 @@ def test_pillow_decode_alone_per_core(benchmark, photo_stores):
     core, no loader around it."""
     stores, source = photo_stores
     info = stores["jpeg-q95-444"]
+    decode_all, count = pillow_epoch(info)
+
+    benchmark.group = "data loader (one core)"
+    benchmark.extra_info.update(kind="data", stage="Pillow decode alone jpeg-q95-444, one core",
+                                device="cpu", images_per_call=count,
+                                image_size=info.image_size, photos=source,
+                                store="jpeg-q95-444", decoder="pillow", baseline=True)
+    with one_core():
+        measure(benchmark, decode_all, torch.device("cpu"), warmup_calls=1, fixed_rounds=5)
+
+
+def pillow_epoch(info: DatasetInfo):
+    """Pillow alone decoding a JPEG store's training records, no loader around it."""
     index = np.load(Path(info.root, "train", "index.npy"))
     shard = Path(info.root, "train", "shard-00000.bin").read_bytes()
     records = [shard[offset:offset + length] for _, offset, length in index.tolist()]
@@ -173,14 +190,42 @@ def test_pillow_decode_alone_per_core(benchmark, photo_stores):
         for data in records:
             with Image.open(io.BytesIO(data)) as image:
                 np.asarray(image.convert("RGB"))
+    return decode_all, len(records)
 
-    benchmark.group = "data loader (one core)"
-    benchmark.extra_info.update(kind="data", stage="Pillow decode alone jpeg-q95-444, one core",
-                                device="cpu", images_per_call=len(records),
-                                image_size=info.image_size, photos=source,
-                                store="jpeg-q95-444", decoder="pillow", baseline=True)
+
+@per_core_timing
+def test_default_path_against_pillow_per_core(benchmark, photo_stores):
+    """Issue 19's goal as one measurement: on one core, rounds of the default path (the
+    default store through the loader) alternate with rounds of Pillow alone on the old
+    store, so that a busy neighbour or a clock change weighs on both alike; the timed rounds
+    are the default path's, the ratio of the medians goes in extra_info."""
+    stores, source = photo_stores
+    default = stores[DEFAULT_STORE]
+    pillow, pillow_images = pillow_epoch(stores["jpeg-q95-444"])
+    loader = loader_epoch(default, 0, Reading())
+    images = default.num_train // LOADER_BATCH * LOADER_BATCH
+
     with one_core():
-        measure(benchmark, decode_all, torch.device("cpu"), warmup_calls=1, fixed_rounds=5)
+        pillow()  # warm-up
+        loader()
+        rounds = []
+        for _ in range(7):
+            start = time.process_time()
+            pillow()
+            middle = time.process_time()
+            loader()
+            rounds.append((middle - start, time.process_time() - middle))
+    pillow_rate = pillow_images / float(np.median([p for p, _ in rounds]))
+    default_rate = images / float(np.median([d for _, d in rounds]))
+    benchmark.group = "data loader (one core)"
+    benchmark.extra_info.update(
+        kind="data", stage=f"loader {DEFAULT_STORE} (default) against Pillow alone on "
+                           f"jpeg-q95-444, alternating rounds, one core",
+        device="cpu", images_per_call=images, image_size=default.image_size,
+        batch=LOADER_BATCH, photos=source, pillow_images_per_s=round(pillow_rate),
+        default_images_per_s=round(default_rate), gain_over_pillow=default_rate / pillow_rate)
+    with one_core():
+        measure(benchmark, loader, torch.device("cpu"), warmup_calls=0, fixed_rounds=3)
 
 
 @pytest.mark.parametrize("loader", ["threads", "processes"])

@@ -269,7 +269,13 @@ def target_rows(results: Results) -> List[TargetRow]:
             rows.append(TargetRow(f"loader: training step fed by {kind} >= "
                                   f"{REAL_DATA_SHARE:.0%} of the synthetic step's images/s",
                                   _percent(share), _at_least(share, REAL_DATA_SHARE)))
-    if default is not None and baseline is not None:
+    paired = next((r for r in data if r["gain_over_pillow"] is not None), None)
+    if paired is not None:  # measured in alternating rounds: the figure to judge by
+        rows.append(TargetRow(f"loader's default path on one core >= {LOADER_GAIN_OVER_PILLOW}x "
+                              f"Pillow alone on the old store (q95 4:4:4), alternating rounds",
+                              _x(paired["gain_over_pillow"]),
+                              _at_least(paired["gain_over_pillow"], LOADER_GAIN_OVER_PILLOW)))
+    elif default is not None and baseline is not None:
         gain = default["images_per_s"] / baseline["images_per_s"]
         rows.append(TargetRow(f"loader's default path on one core >= {LOADER_GAIN_OVER_PILLOW}x "
                               f"Pillow alone on the old store (q95 4:4:4)", _x(gain),
@@ -295,6 +301,7 @@ def data_rows(results: Results) -> List[dict]:
                      "images_per_s": info["images_per_call"] / seconds(bench),
                      "default_path": bool(info.get("default_path")),
                      "feed": info.get("feed"),
+                     "gain_over_pillow": info.get("gain_over_pillow"),
                      "baseline": bool(info.get("baseline"))})
     return rows
 
