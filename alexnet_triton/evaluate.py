@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     # Imported here so --help answers without loading torch and the data stack.
     from alexnet_triton.data import builtin_dataset, eval_loader, open_dataset
-    from alexnet_triton.data.reading import resolve_reading
+    from alexnet_triton.data.gpu_decode import resolve_reading
     from alexnet_triton.progress import progress_bar
     from alexnet_triton.runtime import (default_workers, describe_kernels, resolve_amp,
                                         resolve_devices)

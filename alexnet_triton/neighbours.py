@@ -80,7 +80,7 @@ class NearestTraining:
 def run(args: argparse.Namespace) -> list:
     from alexnet_triton.data import builtin_dataset, eval_loader, load_image, open_dataset
     from alexnet_triton.data.datasets import split_source
-    from alexnet_triton.data.reading import resolve_reading
+    from alexnet_triton.data.gpu_decode import resolve_reading
     from alexnet_triton.figures import plot_neighbours
     from alexnet_triton.progress import progress_bar
     from alexnet_triton.runtime import default_workers, resolve_devices

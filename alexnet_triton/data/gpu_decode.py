@@ -19,7 +19,8 @@ from typing import Callable, List, Optional
 
 import torch
 
-from alexnet_triton.data.reading import DECODE_CHOICES
+from alexnet_triton.data.decoders import cpu_decoder
+from alexnet_triton.data.reading import DECODE_CHOICES, Reading
 from alexnet_triton.errors import DataError
 
 
@@ -122,3 +123,12 @@ class GpuDecoder:
             consumer.wait_event(ready)
             images.record_stream(consumer)
         return images, labels
+
+
+def resolve_reading(loader: str, cpu_decoder_name: str, decode: str, device,
+                    data_format: str) -> Reading:
+    """The flags -> a Reading; raises DataError for a decoder that cannot work here (a
+    missing library asked for by name, --decode gpu without a GPU decoder or a JPEG store)."""
+    cpu_decoder(cpu_decoder_name)
+    return Reading(loader=loader, cpu_decoder=cpu_decoder_name,
+                   gpu_decode=resolve_decode(decode, device, data_format))

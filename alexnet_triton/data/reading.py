@@ -1,5 +1,6 @@
 """How the loaders read batches: the choices of the trainer's, evaluate's and neighbours'
---loader, --decode and --cpu-decoder, and their resolution against the device and the data.
+--loader, --decode and --cpu-decoder (resolved against the device and the data by
+``gpu_decode.resolve_reading``).
 
 Imports no torch, so that the command lines' --help answers at once.
 """
@@ -43,13 +44,3 @@ class Reading:
             return f"{how} in the training thread (--workers 0)"
         kind = self.loader if workers > 1 else {"threads": "thread", "processes": "process"}[self.loader]
         return f"{how}, {workers} loader {kind}"
-
-
-def resolve_reading(loader: str, cpu_decoder_name: str, decode: str, device,
-                    data_format: str) -> Reading:
-    """The flags -> a Reading; raises DataError for a decoder that cannot work here (a
-    missing library asked for by name, --decode gpu without a GPU decoder or a JPEG store)."""
-    from alexnet_triton.data.gpu_decode import resolve_decode
-    cpu_decoder(cpu_decoder_name)
-    return Reading(loader=loader, cpu_decoder=cpu_decoder_name,
-                   gpu_decode=resolve_decode(decode, device, data_format))

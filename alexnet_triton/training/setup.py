@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Optional
 
 from alexnet_triton.data import DataError, DatasetInfo, builtin_dataset, open_dataset
-from alexnet_triton.data.reading import Reading, resolve_reading
+from alexnet_triton.data.gpu_decode import resolve_reading
+from alexnet_triton.data.reading import Reading
 from alexnet_triton.errors import ConfigError, RunDirError
 from alexnet_triton.runtime import default_workers, resolve_amp
 from alexnet_triton.training import checkpoint as ckpt
