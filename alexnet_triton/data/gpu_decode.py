@@ -51,7 +51,7 @@ def gpu_decode_unavailable(device) -> Optional[str]:
         if tuple(image.shape) != (3, 16, 16):
             return f"torchvision decoded a 16x16 JPEG to {tuple(image.shape)}"
     except Exception as error:  # noqa: BLE001 - no torchvision, no nvJPEG, an old driver
-        return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        return _reason(error)
     return None
 
 
@@ -74,6 +74,11 @@ def resolve_decode(choice: str, device, source_format: str) -> bool:
     return reason is None
 
 
+def _reason(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 class GpuDecoder:
     """Decodes the loader's record batches on ``device``, one batch ahead, on a side stream."""
 
@@ -87,29 +92,55 @@ class GpuDecoder:
             raise DataError("GPU decoding needs a JPEG store")
         return cls(source.pixel_shape[0], device)
 
-    def decode_batch(self, buffer: torch.Tensor, offsets) -> torch.Tensor:
-        """One pinned buffer of concatenated JPEGs -> uint8 [B, 3, S, S] on the device."""
-        records = [buffer[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
-        images = self.decode(records)
-        for image in images:
-            if tuple(image.shape) != (3, self.size, self.size):
-                raise DataError(f"a stored image decoded to {tuple(image.shape)}, not the "
-                                f"store's [3, {self.size}, {self.size}]")
-        return torch.stack(images)
+    def _check(self, image: torch.Tensor) -> None:
+        if tuple(image.shape) != (3, self.size, self.size):
+            raise DataError(f"a stored image decoded to {tuple(image.shape)}, not the "
+                            f"store's [3, {self.size}, {self.size}]")
 
-    def decoded(self, record_batches):
-        """(records, offsets, labels) batches -> (images on the device, labels)."""
+    def decode_batch(self, buffer: torch.Tensor, offsets, indices, skipped: list):
+        """One pinned buffer of concatenated JPEGs -> (uint8 [B', 3, S, S] on the device,
+        the rows kept). A batch nvJPEG refuses is decoded record by record, and the records
+        that fail are left out and listed in ``skipped``."""
+        records = [buffer[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+        try:
+            images = self.decode(records)
+            for image in images:
+                self._check(image)
+            return torch.stack(images), list(range(len(records)))
+        except Exception:  # noqa: BLE001 - find the damaged records one by one
+            pass
+        images, kept = [], []
+        for row, record in enumerate(records):
+            try:
+                (image,) = self.decode([record])
+                self._check(image)
+            except Exception as error:  # noqa: BLE001 - whatever the decoder says
+                skipped.append((int(indices[row]), _reason(error)))
+                continue
+            images.append(image)
+            kept.append(row)
+        if not images:
+            raise DataError(f"none of the {len(records)} images of a batch could be decoded "
+                            f"(image {int(indices[0])}: {skipped[-1][1]}): the data is "
+                            f"damaged; prepare the store again")
+        return torch.stack(images), kept
+
+    def decoded(self, record_batches, skipped: list):
+        """(records, offsets, labels, indices) batches -> (images on the device, labels);
+        records nvJPEG cannot decode are left out and listed in ``skipped``."""
         cuda = self.device.type == "cuda"
         side = torch.cuda.Stream(self.device) if cuda else None
         ahead = None
-        for buffer, offsets, labels in record_batches:
+        for buffer, offsets, labels, indices in record_batches:
             if cuda:
                 with torch.cuda.stream(side):
-                    images = self.decode_batch(buffer, offsets)
+                    images, kept = self.decode_batch(buffer, offsets, indices, skipped)
                     ready = torch.cuda.Event()
                     ready.record(side)
             else:
-                images, ready = self.decode_batch(buffer, offsets), None
+                (images, kept), ready = self.decode_batch(buffer, offsets, indices, skipped), None
+            if len(kept) < len(labels):
+                labels = labels[kept]
             if ahead is not None:
                 yield self._hand_over(*ahead)
             # The records' buffer stays referenced until its images are handed over.

@@ -197,14 +197,14 @@ class Batches:
 
     def __iter__(self):
         if self.gpu_decoder is not None:
-            return self.gpu_decoder.decoded(self._records())
+            return self.gpu_decoder.decoded(self._records(), self.skipped)
         if self.reading.loader == "processes":
             return self._processes()
         return self._threads()
 
     def _records(self):
-        """(JPEG records of a batch in one pinned buffer, their offsets, labels), in order;
-        unreadable records (outside their shard) left out and listed."""
+        """(JPEG records of a batch in one pinned buffer, their offsets, labels, image
+        indices), in order; records outside their shard left out and listed."""
         for indices in self.batches[self.start_batch:]:
             records, failed = [], []
             for row, i in enumerate(indices):
@@ -217,9 +217,9 @@ class Batches:
             array = buffer.numpy()
             for record, start in zip(records, offsets[:-1].tolist()):
                 array[start:start + len(record)] = np.frombuffer(record, np.uint8)
-            labels = self.source.labels[np.asarray(indices, np.int64)]
-            keep = readable_rows(indices, failed, self.skipped)
-            yield buffer, offsets, torch.from_numpy(np.asarray(labels[keep], np.int64))
+            keep = np.asarray(indices, np.int64)[readable_rows(indices, failed, self.skipped)]
+            yield buffer, offsets, torch.from_numpy(np.asarray(self.source.labels[keep],
+                                                               np.int64)), keep
 
     def _threads(self):
         source, decoder = self.source, self.decoder

@@ -105,11 +105,34 @@ def test_the_gpu_path_plumbing_with_a_cpu_stand_in_for_nvjpeg(store):
         return [torch.from_numpy(simplejpeg.decode_jpeg(r.numpy().tobytes(), "RGB")).permute(2, 0, 1)
                 for r in records]
     loader = train_loader(store, BATCH, epoch=2, seed=5, workers=0)
-    got = list(GpuDecoder(SIZE, "cpu", stand_in).decoded(loader._records()))
+    got = list(GpuDecoder(SIZE, "cpu", stand_in).decoded(loader._records(), loader.skipped))
     want = reference_batches(store)
-    assert len(got) == len(want)
+    assert len(got) == len(want) and not loader.skipped
     for (images, labels), (want_images, want_labels) in zip(got, want):
         assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupt"])
+def test_the_gpu_path_leaves_out_and_lists_damaged_records(store, tmp_path, how):
+    """A batch the GPU decoder refuses is decoded record by record: the damaged ones are
+    left out and listed, the rest arrive as the CPU path's (a CPU stand-in for nvJPEG,
+    strict as nvJPEG is about a broken stream)."""
+    import simplejpeg
+
+    def stand_in(records):
+        return [torch.from_numpy(simplejpeg.decode_jpeg(r.numpy().tobytes(), "RGB",
+                                                        strict=True)).permute(2, 0, 1)
+                for r in records]
+    info = damage(store, tmp_path, how)
+    bad = set(range(store.num_train - 5, store.num_train)) if how == "truncated" else {3, 11}
+    loader = train_loader(info, BATCH, epoch=2, seed=5, workers=0)
+    got = list(GpuDecoder(SIZE, "cpu", stand_in).decoded(loader._records(), loader.skipped))
+    assert sorted(i for i, _ in loader.skipped) == sorted(
+        i for b in loader.batches for i in b.tolist() if i in bad)
+    for (images, labels), (want_images, want_labels), indices in zip(
+            got, reference_batches(store), loader.batches):
+        keep = [k for k, i in enumerate(indices.tolist()) if i not in bad]
+        assert torch.equal(images, want_images[keep]) and torch.equal(labels, want_labels[keep])
 
 
 def test_choosing_the_gpu_decoder(store, tmp_path):
