@@ -5,10 +5,11 @@ accurate integer IDCT and fancy upsampling), so their pixels are bit-identical (
 every chroma subsampling the store writes). simplejpeg is faster per image: it decodes
 straight into the caller's buffer (a row of the batch being built, pinned when it goes
 to a GPU) and leaves out Pillow's image object, mode conversion and copy; and it releases
-the GIL while decoding, so loader threads decode in parallel. Measured on 2 Xeon cores,
-256-px crops of real photographs: stored q95 4:4:4, Pillow 1,761 images/s and simplejpeg
-2,539; q90 4:2:0, simplejpeg 3,543 (``pytest bench/ --benchmark-only -k loader`` measures
-them here and now).
+the GIL while decoding, so loader threads decode in parallel. Measured on one core of a
+2-core EPYC, 256-px crops of real photographs, through the loader: stored q95 4:4:4, Pillow
+1,295 images/s and simplejpeg 2,236; q90 4:2:0, 1,391 and 3,677
+(bench/results/loader-cpu.md; ``pytest bench/ --benchmark-only -k loader`` measures them
+here and now).
 
 ``cpu_decoder("auto")`` takes simplejpeg where it imports (a dependency of the package, with
 wheels for Linux, macOS and Windows) and Pillow where it does not, and says which.
