@@ -35,11 +35,12 @@ class Reading:
         """The run header's words for it: what decodes, where, with how many workers."""
         if data_format == "raw":
             how = "raw store (no decoding)"
-        elif self.gpu_decode:
-            how = "JPEG decoded on the GPU (nvJPEG)"
-        else:
-            what = "JPEG" if data_format == "jpeg" else "image files"
-            how = f"{what} decoded on the CPU by {cpu_decoder(self.cpu_decoder).name}"
+        elif self.gpu_decode:  # the host only gathers each batch's bytes
+            return "JPEG decoded on the GPU (nvJPEG, a batch ahead on a side stream)"
+        elif data_format == "jpeg":
+            how = f"JPEG decoded on the CPU by {cpu_decoder(self.cpu_decoder).name}"
+        else:  # a raw folder's files, any size and format: Pillow decodes and rescales
+            how = "image files decoded and rescaled on the CPU by Pillow"
         if not workers:
             return f"{how} in the training thread (--workers 0)"
         kind = self.loader if workers > 1 else {"threads": "thread", "processes": "process"}[self.loader]

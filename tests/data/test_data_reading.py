@@ -190,3 +190,12 @@ def test_a_batch_with_no_readable_image_stops_in_one_line(store, tmp_path):
     with pytest.raises(DataError, match=r"none of the 2 images of a batch could be read .*damaged"):
         from alexnet_triton.data.loaders import Batches
         list(Batches(split, [np.array([store.num_train - 1, store.num_train - 2])], 0, 2, False))
+
+
+def test_what_the_run_header_says_of_the_reading():
+    assert Reading().describe(8, "jpeg") == "JPEG decoded on the CPU by simplejpeg, 8 loader threads"
+    assert Reading(cpu_decoder="pillow", loader="processes").describe(1, "jpeg") == \
+        "JPEG decoded on the CPU by pillow, 1 loader process"
+    assert Reading().describe(0, "raw") == "raw store (no decoding) in the training thread (--workers 0)"
+    assert Reading().describe(2, "folder").startswith("image files decoded and rescaled on the CPU by Pillow")
+    assert Reading(gpu_decode=True).describe(8, "jpeg").startswith("JPEG decoded on the GPU (nvJPEG")
