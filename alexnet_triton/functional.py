@@ -400,3 +400,19 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     if not training or p == 0:
         return input
     return _dropout(input, float(p), _dropout_seed(input))
+
+
+# --------------------------------------------------------------------------------------
+# torch.fx
+# --------------------------------------------------------------------------------------
+
+# The public ops check their arguments' shapes, dtypes and devices and draw dropout's seed
+# in Python, none of which a torch.fx Proxy has. Wrapped, each op is one call_function node
+# of a traced graph, as torch.nn.functional.conv2d is, and its checks run when the graph
+# runs: the same errors as eager. (torch.compile and torch.export trace through them to the
+# triton_ops, alexnet_triton::conv2d_relu ...) Calls through this module
+# (``F.conv2d_relu``) see the wrapping; a name imported elsewhere would need its own.
+for _op in ("conv2d_relu", "linear", "linear_relu", "linear_relu_dropout",
+            "local_response_norm", "max_pool2d", "dropout"):
+    torch.fx.wrap(_op)
+del _op

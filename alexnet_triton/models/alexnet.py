@@ -16,12 +16,14 @@ import contextlib
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as TF
+import torch.fx
 from torch import Tensor, nn
 
 from alexnet_triton import checks
 from alexnet_triton import functional as F
 from alexnet_triton.models.columns import COLUMNS, ColumnConv2dReLU, ColumnLinear
+# fc6_operands and resize_to_pool5 are re-exported: they lived here first.
+from alexnet_triton.models.pool5 import POOL5_SIZE, fc6_operands, resize_to_pool5  # noqa: F401
 from alexnet_triton.paper import LRN
 
 __all__ = ["AlexNet", "alexnet", "MIN_INPUT_SIZE", "PAPER_INPUT_SIZE"]
@@ -29,11 +31,15 @@ __all__ = ["AlexNet", "alexnet", "MIN_INPUT_SIZE", "PAPER_INPUT_SIZE"]
 PAPER_INPUT_SIZE = 224
 # The smallest image that still leaves a 1x1 map after pool5 (conv1 11/4 pad 2, three 3/2 pools).
 MIN_INPUT_SIZE = 63
-POOL5_SIZE = 6
 DeviceLike = Union[str, torch.device]
 
 
-def check_images(x: Tensor) -> None:
+def check_images(x: Tensor) -> Tensor:
+    """x itself, once it is [N, 3, H, W] floating-point images the network takes.
+
+    It returns x so that a torch.fx trace keeps it as a node the network's work depends on
+    (``torch.fx.wrap`` below: traced, it runs when the graph runs, with these errors).
+    """
     expected = f"[N, 3, H, W] floating-point images with H, W >= {MIN_INPUT_SIZE}"
     if not isinstance(x, Tensor):
         raise ValueError(f"AlexNet expects {expected}, got {type(x).__name__}")
@@ -44,29 +50,13 @@ def check_images(x: Tensor) -> None:
     if min(x.shape[2:]) < MIN_INPUT_SIZE:
         raise ValueError(f"AlexNet expects {expected} (the paper's is 224), got "
                          f"{x.shape[2]}x{x.shape[3]}")
+    return x
 
 
-def resize_to_pool5(x: Tensor) -> Tensor:
-    """Adaptive average pool to 6x6 for inputs other than 224; the identity at 224."""
-    if tuple(x.shape[2:]) == (POOL5_SIZE, POOL5_SIZE):
-        return x
-    return TF.adaptive_avg_pool2d(x, POOL5_SIZE)
-
-
-def fc6_operands(pool5: Tensor, weight: Tensor) -> Tuple[Tensor, Tensor]:
-    """pool5's maps [N, C, h, w] and fc6's weight [out, C * 36] -> (features, weight) for fc6.
-
-    At 1x1 maps (inputs of 63 to 78 px, as the built-in dataset's crops) the adaptive
-    average pool copies each map's one value into all 36 positions, so fc6 is the weight
-    summed over those positions [out, C] times the C values: the same function with 36x
-    less work in fc6's three GEMMs, and its weight gradient is the same for all 36
-    positions, as it is through the copies. Only the order of the float sums differs.
-    """
-    if tuple(pool5.shape[2:]) == (1, 1):
-        n, channels = pool5.shape[:2]
-        folded = weight.reshape(weight.shape[0], channels, POOL5_SIZE * POOL5_SIZE).sum(-1)
-        return pool5.reshape(n, channels), folded
-    return resize_to_pool5(pool5).flatten(1), weight
+# The checks read the shape and dtype, which a torch.fx Proxy does not have: traced, the
+# check is one node. torch.fx patches the name in the globals of the module that wraps it,
+# so a module that imports check_images wraps it again (torchvision.py).
+torch.fx.wrap("check_images")
 
 
 def _resolve_devices(devices) -> Tuple[Optional[Tuple[torch.device, torch.device]],
@@ -120,7 +110,7 @@ class AlexNet(nn.Module):
         self.conv4 = ColumnConv2dReLU(384, 384, 3, padding=1, sees_other_column=False, devices=split)
         self.conv5 = ColumnConv2dReLU(384, 256, 3, padding=1, sees_other_column=False, devices=split)
         self.fc6 = ColumnLinear(256 * POOL5_SIZE * POOL5_SIZE, 4096, relu=True, dropout=dropout,
-                                devices=split)
+                                devices=split, pool5_maps=True)
         self.fc7 = ColumnLinear(4096, 4096, relu=True, dropout=dropout, devices=split)
         # fc8 is not split: it lives on column 0, which returns the logits.
         self.fc8 = ColumnLinear(4096, num_classes, relu=False)
@@ -160,10 +150,13 @@ class AlexNet(nn.Module):
         """x [N, 3, H, W] -> fc7's 4096 activations [N, 4096] (after its ReLU, and its
         dropout in training mode) on column 0's device: the feature vectors whose Euclidean
         distances the paper's figure 4 (right) ranks images by."""
-        check_images(x)
+        x = check_images(x)
         if self.column_devices is None:
             return self._fc7_one_device(x)
         return self._fc7_two_columns(x)
+
+    # Every layer runs as a module call (self.conv1(x), ...), never through its weights
+    # from here, so a torch.fx trace files each layer's nodes under its state-dict name.
 
     def _normalize_and_pool(self, x: Tensor, groups: int) -> Tensor:
         if self.use_lrn:
@@ -175,33 +168,32 @@ class AlexNet(nn.Module):
         x = self._normalize_and_pool(self.conv1(x), COLUMNS)  # [N, 96, 27, 27]
         x = self._normalize_and_pool(self.conv2(x), COLUMNS)  # [N, 256, 13, 13]
         x = self.conv5(self.conv4(self.conv3(x)))  # [N, 256, 13, 13]
-        features, weight = fc6_operands(F.max_pool2d(x, self.pool_kernel, 2), self.fc6.weight)
-        return self.fc7(self.fc6.apply_linear(features, weight, self.fc6.bias))  # [N, 4096]
+        x = self.fc6(F.max_pool2d(x, self.pool_kernel, 2))  # pool5's maps -> [N, 4096]
+        return self.fc7(x)  # [N, 4096]
 
     def _fc7_two_columns(self, x: Tensor) -> Tensor:
+        # A split layer takes each column's input and gives both_columns(...) of its output:
+        # h[c] is column c's tensor, on column c's device.
         columns = range(COLUMNS)
         h = [self._transfer(x, column, "input") for column in columns]
-        h = [self._normalize_and_pool(self.conv1.forward_column(h[c], c), 1) for c in columns]
-        h = [self._normalize_and_pool(self.conv2.forward_column(h[c], c), 1) for c in columns]
+        h = self.conv1(h)
+        h = [self._normalize_and_pool(h[c], 1) for c in columns]
+        h = self.conv2(h)
+        h = [self._normalize_and_pool(h[c], 1) for c in columns]
         # conv3 sees the maps of both columns: the first exchange.
-        h = [self.conv3.forward_column(self._gather(h, c, "conv3"), c) for c in columns]
-        h = [self.conv4.forward_column(h[c], c) for c in columns]
-        h = [self.conv5.forward_column(h[c], c) for c in columns]
+        h = self.conv5(self.conv4(self.conv3([self._gather(h, c, "conv3") for c in columns])))
         h = [F.max_pool2d(h[c], self.pool_kernel, 2) for c in columns]  # 2 x [N, 128, h, w]
-        h = [self._fc6_column(self._gather(h, c, "fc6"), c) for c in columns]
-        h = [self.fc7.forward_column(self._gather(h, c, "fc7"), c) for c in columns]
+        h = self.fc6([self._gather(h, c, "fc6") for c in columns])
+        h = self.fc7([self._gather(h, c, "fc7") for c in columns])
         return self._gather(h, 0, "fc8")  # both halves of fc7, for fc8
-
-    def _fc6_column(self, pool5: Tensor, column: int) -> Tensor:
-        """Column ``column``'s half of fc6 on both columns' pool5 maps [N, 256, h, w]."""
-        features, weight = fc6_operands(pool5, self.fc6.column_weight(column))
-        return self.fc6.apply_linear(features, weight, self.fc6.column_bias(column))
 
     # -- the only places where data crosses between columns -----------------------------
 
     def _gather(self, per_column: Sequence[Tensor], column: int, site: str) -> Tensor:
         """Both columns' tensors, concatenated along channels/features on ``column``."""
-        return torch.cat([self._transfer(t, column, site) for t in per_column], dim=1)
+        # Indexed, not iterated: traced, per_column is one both_columns node.
+        return torch.cat([self._transfer(per_column[c], column, site) for c in range(COLUMNS)],
+                         dim=1)
 
     def _transfer(self, x: Tensor, column: int, site: str) -> Tensor:
         device = self.column_devices[column]

@@ -5,16 +5,24 @@ device (both columns computed by one grouped launch), or split by output rows be
 columns, each half on its column's device. Either way its state dict is the whole tensor in
 torch.nn's layout (``conv2.weight`` is [256, 48, 5, 5]), so a checkpoint moves freely
 between placements.
+
+Called as a module, a layer computes all of its output maps: from one tensor when whole,
+from a sequence of each column's input (on that column's device) when split, giving
+``both_columns(column 0's maps, column 1's maps)``. So a torch.fx trace holds each layer's
+work under its state-dict name (``conv1`` ... ``fc8``), and its last node is the layer's
+whole output: what torchvision's ``create_feature_extractor`` returns for ``"conv1"``.
 """
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 
 from alexnet_triton import functional as F
+from alexnet_triton.models import pool5
 
 COLUMNS = 2
 _COLUMN_SUFFIX = re.compile(r"^(.*)_column(\d+)$")
@@ -29,6 +37,16 @@ def whole_name(parameter_name: str) -> tuple[str, Optional[int]]:
     if match is None:
         return parameter_name, None
     return match.group(1), int(match.group(2))
+
+
+def both_columns(*per_column: Tensor) -> Tuple[Tensor, ...]:
+    """A split layer's output: each column's maps, on that column's device."""
+    return per_column
+
+
+# One node holding both columns' maps, so the layer's last traced node is its whole output
+# (a tuple of the columns' maps is no node: its last would be column 1's half).
+torch.fx.wrap("both_columns")
 
 
 class ColumnLayer(nn.Module):
@@ -127,9 +145,14 @@ class ColumnConv2dReLU(ColumnLayer):
                          devices, dtype)
         self.stride, self.padding = stride, padding
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Both columns in one grouped launch: x [N, C, H, W] -> [N, K, P, Q]."""
-        return F.conv2d_relu(x, self.weight, self.bias, self.stride, self.padding, self.groups)
+    def forward(self, x):
+        """Whole: both columns in one grouped launch, x [N, C, H, W] -> [N, K, P, Q].
+        Split: each column's input maps -> ``both_columns`` of its [N, K/2, P, Q]."""
+        if not self.split:
+            return F.conv2d_relu(x, self.weight, self.bias, self.stride, self.padding,
+                                 self.groups)
+        return both_columns(*[self.forward_column(x[column], column)
+                              for column in range(COLUMNS)])
 
     def forward_column(self, x: Tensor, column: int) -> Tensor:
         """One column's half of the output maps from that column's input (on its device)."""
@@ -143,31 +166,41 @@ class ColumnConv2dReLU(ColumnLayer):
 
 
 class ColumnLinear(ColumnLayer):
-    """A fully connected layer, optionally with ReLU and dropout fused (fc6, fc7) or plain (fc8)."""
+    """A fully connected layer, optionally with ReLU and dropout fused (fc6, fc7) or plain (fc8).
+
+    ``pool5_maps=True`` (fc6) takes pool5's maps [N, C, h, w] of any input size: see
+    ``pool5.fc6_operands``.
+    """
 
     def __init__(self, in_features: int, out_features: int, relu: bool, dropout: float = 0.0,
                  devices: Optional[Sequence[torch.device]] = None,
-                 dtype: Optional[torch.dtype] = None) -> None:
+                 dtype: Optional[torch.dtype] = None, pool5_maps: bool = False) -> None:
         super().__init__((out_features, in_features), devices, dtype)
         if dropout and not relu:
             raise ValueError("ColumnLinear: dropout is fused only after a ReLU")
-        self.relu, self.dropout = relu, dropout
+        self.relu, self.dropout, self.pool5_maps = relu, dropout, pool5_maps
 
-    def apply_linear(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        """This layer's fused op on given operands (fc6 passes a folded weight)."""
+    def _apply_linear(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        if self.pool5_maps:
+            x, weight = pool5.fc6_operands(x, weight)
         if self.dropout:
             return F.linear_relu_dropout(x, weight, bias, self.dropout, self.training)
         if self.relu:
             return F.linear_relu(x, weight, bias)
         return F.linear(x, weight, bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.apply_linear(x, self.weight, self.bias)
+    def forward(self, x):
+        """Whole: x [N, in] (or pool5's maps) -> [N, out]. Split: each column's input (both
+        columns' features, on that column's device) -> ``both_columns`` of its [N, out/2]."""
+        if not self.split:
+            return self._apply_linear(x, self.weight, self.bias)
+        return both_columns(*[self.forward_column(x[column], column)
+                              for column in range(COLUMNS)])
 
     def forward_column(self, x: Tensor, column: int) -> Tensor:
-        return self.apply_linear(x, self.column_weight(column), self.column_bias(column))
+        return self._apply_linear(x, self.column_weight(column), self.column_bias(column))
 
     def extra_repr(self) -> str:
         out, features = self.weight_shape
         return (f"in_features={features}, out_features={out}, relu={self.relu}, "
-                f"dropout={self.dropout}, split={self.split}")
+                f"dropout={self.dropout}, split={self.split}, pool5_maps={self.pool5_maps}")

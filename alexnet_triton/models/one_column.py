@@ -19,14 +19,37 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 
 from alexnet_triton import layers
 from alexnet_triton import functional as F
-from alexnet_triton.models.alexnet import MIN_INPUT_SIZE, POOL5_SIZE, fc6_operands
+from alexnet_triton.models import pool5
+from alexnet_triton.models.alexnet import MIN_INPUT_SIZE
 from alexnet_triton.paper import LRN
 
 ONE_COLUMN_KERNELS = (48, 128, 192, 192, 256)
+
+
+def check_one_column_images(x: Tensor) -> Tensor:
+    """x itself, once it is [N, 3, H, W] images (returned: see alexnet.check_images)."""
+    if x.dim() != 4 or x.shape[1] != 3 or min(x.shape[2:]) < MIN_INPUT_SIZE:
+        raise ValueError(f"OneColumnAlexNet expects [N, 3, H, W] images with H, W >= "
+                         f"{MIN_INPUT_SIZE}, got shape {tuple(x.shape)}")
+    return x
+
+
+# Traced by torch.fx, the check is one node that runs with the graph (it reads the shape).
+torch.fx.wrap("check_one_column_images")
+
+
+class Pool5LinearReLUDropout(layers.LinearReLUDropout):
+    """fc6 on pool5's maps [N, C, h, w] of any input size (``pool5.fc6_operands``), so its
+    whole work is one module call: a torch.fx trace files it under ``fc6``."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        features, weight = pool5.fc6_operands(input, self.weight)
+        return F.linear_relu_dropout(features, weight, self.bias, self.p, self.training)
 
 
 class OneColumnAlexNet(nn.Module):
@@ -47,7 +70,7 @@ class OneColumnAlexNet(nn.Module):
         self.conv5 = layers.Conv2dReLU(k4, k5, 3, padding=1)
         self.lrn = layers.LocalResponseNorm(**LRN)
         self.pool = layers.MaxPool2d(self.pool_kernel, 2)
-        self.fc6 = layers.LinearReLUDropout(k5 * POOL5_SIZE * POOL5_SIZE, 4096, p=dropout)
+        self.fc6 = Pool5LinearReLUDropout(k5 * pool5.POOL5_SIZE ** 2, 4096, p=dropout)
         self.fc7 = layers.LinearReLUDropout(4096, 4096, p=dropout)
         self.fc8 = layers.Linear(4096, num_classes)
         self.reset_parameters(bias_init, weight_std)
@@ -67,14 +90,9 @@ class OneColumnAlexNet(nn.Module):
 
     def fc7_features(self, x: Tensor) -> Tensor:
         """x [N, 3, H, W] -> fc7's 4096 activations [N, 4096], as ``AlexNet.fc7_features``."""
-        if x.dim() != 4 or x.shape[1] != 3 or min(x.shape[2:]) < MIN_INPUT_SIZE:
-            raise ValueError(f"OneColumnAlexNet expects [N, 3, H, W] images with H, W >= "
-                             f"{MIN_INPUT_SIZE}, got shape {tuple(x.shape)}")
-        x = self.conv1(x)
+        x = self.conv1(check_one_column_images(x))
         x = self.pool(self.lrn(x) if self.use_lrn else x)
         x = self.conv2(x)
         x = self.pool(self.lrn(x) if self.use_lrn else x)
         x = self.pool(self.conv5(self.conv4(self.conv3(x))))
-        features, weight = fc6_operands(x, self.fc6.weight)  # inputs other than 224, as AlexNet
-        x = F.linear_relu_dropout(features, weight, self.fc6.bias, self.fc6.p, self.training)
-        return self.fc7(x)
+        return self.fc7(self.fc6(x))  # fc6 takes pool5's maps of any size, as AlexNet's

@@ -1,12 +1,17 @@
 """torchvision's single-column AlexNet variant on the fused kernels, with its state-dict keys."""
 from __future__ import annotations
 
+import torch.fx
 from torch import Tensor, nn
 
 from alexnet_triton import layers
-from alexnet_triton.models.alexnet import check_images, resize_to_pool5
+from alexnet_triton.models import pool5
+from alexnet_triton.models.alexnet import check_images
 
 __all__ = ["torchvision_alexnet"]
+
+# A torch.fx trace keeps the image check as a node that runs with the graph (see alexnet.py).
+torch.fx.wrap("check_images")
 
 
 class _TorchvisionAlexNet(nn.Module):
@@ -35,8 +40,7 @@ class _TorchvisionAlexNet(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        check_images(x)
-        x = resize_to_pool5(self.features(x))
+        x = pool5.resize_to_pool5(self.features(check_images(x)))
         return self.classifier(x.flatten(1))
 
 
