@@ -260,3 +260,21 @@ def test_curves_show_the_learning_rate_and_top5_only_beyond_5_classes(tmp_path):
         plots.plt.close(figure)
     path = plots.plot_curves(rows, tmp_path / "curves.png", num_classes=5)
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_history_rows_from_before_data_wait_resume(tmp_path, trained_run):
+    """metrics.csv's data_wait came later: rows of older checkpoints lack it."""
+    state = torch.load(trained_run / ckpt.LATEST, weights_only=True)
+    for row in state["history"]:
+        row.pop("data_wait", None)
+    torch.save(state, tmp_path / ckpt.LATEST)
+    ckpt.check_resumable(ckpt.load(tmp_path))
+
+
+def test_another_programs_pickle_is_refused_without_torchs_warning(tmp_path, recwarn):
+    """torch warns in two lines about the pickle protocol before it fails to read it."""
+    import pickle
+    (tmp_path / "other.pt").write_bytes(pickle.dumps({"weights": [1.0]}, protocol=4))
+    with pytest.raises(ckpt.CheckpointError, match="not a readable checkpoint"):
+        ckpt.load(tmp_path / "other.pt")
+    assert [str(warning.message) for warning in recwarn] == []
