@@ -136,17 +136,18 @@ def save(state: dict, path: PathLike) -> Path:
     that fails for want of room raises DiskFull, whatever torch made of it."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    recording = None
     try:
-        with open(temporary, "wb") as file:
-            recording = _Recording(file)
-            try:
+        try:
+            with open(temporary, "wb") as file:
+                recording = _Recording(file)
                 torch.save(state, recording)
                 recording.flush()
                 os.fsync(file.fileno())
-            except (OSError, RuntimeError) as error:
-                if _is_disk_full(error, recording.error):
-                    raise DiskFull(errno.ENOSPC, "disk full") from None
-                raise
+        except (OSError, RuntimeError) as error:  # closing the file flushes too
+            if _is_disk_full(error, recording.error if recording is not None else None):
+                raise DiskFull(errno.ENOSPC, "disk full") from None
+            raise
         os.replace(temporary, path)
     finally:
         if temporary.exists():
