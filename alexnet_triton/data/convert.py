@@ -10,11 +10,13 @@ run (Ctrl-C, a crash, a full disk) leaves nothing half-written at DST.
 """
 from __future__ import annotations
 
+import glob
 import json
 import multiprocessing
 import os
 import shutil
 import signal
+import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -81,6 +83,9 @@ def prepare(src, dst, *, size: int = 256, fmt: str = "jpeg", workers: Optional[i
     classes, train_items, val_items = scan_image_folder(src)
     workers = max(1, workers or os.cpu_count() or 1)
     dst.parent.mkdir(parents=True, exist_ok=True)
+    for stale, pid in remove_stale_temporaries(dst):
+        print(f"removed {stale}, the partial store of a prepare that was killed (pid {pid}, "
+              f"no longer running)", file=sys.stderr, flush=True)
     tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -92,6 +97,38 @@ def prepare(src, dst, *, size: int = 256, fmt: str = "jpeg", workers: Optional[i
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return info
+
+
+def remove_stale_temporaries(dst: Path) -> List[Tuple[Path, int]]:
+    """Remove the temporary folders of earlier prepares of ``dst`` whose process is gone
+    (.DST.tmp-PID, a partial store; .DST.old-PID, a replaced one); returns (folder, pid)
+    of each.
+
+    A killed prepare (SIGKILL, a crash of the machine) cannot clean up after itself, and
+    its partial store may be as big as the finished one. A folder whose process still runs
+    (another prepare of the same DST) or that belongs to another user's is left alone.
+    (Its finished shards are not reused: which images they hold depends on the chunks in
+    flight when it died, and the statistics over them died with it.)
+    """
+    removed = []
+    for kind in ("tmp", "old"):
+        for folder in dst.parent.glob(f".{glob.escape(dst.name)}.{kind}-*"):
+            pid = folder.name.rpartition("-")[2]
+            if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append((folder, int(pid)))
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _build(src: Path, out: Path, classes, items: dict, size: int, fmt: str, workers: int,

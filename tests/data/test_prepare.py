@@ -19,7 +19,7 @@ from PIL import Image
 
 from alexnet_triton import prepare as prepare_cli
 from alexnet_triton.data import DataError, eval_loader, load_image, open_dataset
-from alexnet_triton.data.convert import prepare
+from alexnet_triton.data.convert import prepare, remove_stale_temporaries
 from alexnet_triton.data.stats import DatasetStats
 from alexnet_triton.data.store import SplitWriter
 
@@ -212,6 +212,40 @@ def test_an_interrupted_run_leaves_nothing(messy, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         prepare(src, dst, size=20, progress=False, workers=2, force=True)
     assert _snapshot(dst) == before  # the old store is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+# A prepare that builds its store forever: killed from outside with SIGKILL, it cannot clean up.
+_STUCK_PREPARE = """
+import sys, time
+from alexnet_triton.data import convert
+convert._build = lambda *args, **kwargs: time.sleep(600)
+convert.prepare(sys.argv[1], sys.argv[2], size=16, progress=False, workers=1)
+"""
+
+
+def test_a_killed_prepares_partial_store_is_removed_by_the_next(messy, tmp_path, capfd):
+    import signal
+    import time
+    src, _ = messy
+    dst = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    stuck = subprocess.Popen([sys.executable, "-c", _STUCK_PREPARE, str(src), str(dst)], env=env)
+    leftover = tmp_path / f".store.tmp-{stuck.pid}"
+    deadline = time.monotonic() + 60
+    while not leftover.is_dir():
+        assert stuck.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    # While it runs, its folder is its own: another prepare of DST leaves it alone.
+    assert remove_stale_temporaries(dst) == [] and leftover.is_dir()
+    os.kill(stuck.pid, signal.SIGKILL)
+    stuck.wait(timeout=60)
+    assert leftover.is_dir()  # what the kill leaves
+    capfd.readouterr()
+    prepare(src, dst, size=16, progress=False, workers=1)
+    err = capfd.readouterr().err
+    assert not leftover.exists()
+    assert f"removed {leftover}" in err and f"pid {stuck.pid}, no longer running" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
 
 
