@@ -17,10 +17,12 @@ import os
 import shutil
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
+from PIL import Image
 
 from alexnet_triton.data.folder import SPLITS, DataError, scan_image_folder
 from alexnet_triton.data.images import SUBSAMPLING, load_image
@@ -47,7 +49,12 @@ def _process_chunk(task) -> Tuple[list, Optional[PixelStats]]:
     results = []
     for file, label in items:
         try:
-            pixels = load_image(os.path.join(split_dir, file), size)
+            with warnings.catch_warnings():
+                # load_image refuses what Pillow only warns about. One thread decodes in
+                # this process (a pool worker, or prepare's own with one worker), so the
+                # process-wide filters are its alone.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                pixels = load_image(os.path.join(split_dir, file), size)
         except Exception as error:  # noqa: BLE001 - any undecodable file is skipped, never fatal
             reason = f"{type(error).__name__}: {error}".replace("\n", " ").replace("\t", " ")
             results.append((None, label, file, reason))

@@ -12,6 +12,7 @@ from alexnet_triton import figures, predict
 from alexnet_triton.data import Augmenter, DatasetInfo, load_image
 from alexnet_triton.models.build import build_model
 from train_support import PYTHON, subprocess_env
+from test_prepare import one_row_png
 
 
 def _predict(argv, capsys):
@@ -68,8 +69,11 @@ def test_unreadable_or_missing_images_stop_before_any_prediction(run_dir, tmp_pa
     truncated = tmp_path / "truncated.jpg"
     Image.new("RGB", (80, 80), (1, 2, 3)).save(truncated)
     truncated.write_bytes(truncated.read_bytes()[:100])
+    one_row = tmp_path / "one_row.png"  # declares 9000 x 9000, holds one row
+    one_row.write_bytes(one_row_png(9000, 9000))
     for bad, words in ((tmp_path / "missing.jpg", "is not a file"),
                        (truncated, "cannot read"),
+                       (one_row, "truncated"),
                        (tmp_path, "is not a file")):
         status, out, err = _predict(["--checkpoint", run_dir, bad], capsys)
         assert status == 2 and out == "", err

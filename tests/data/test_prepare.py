@@ -35,6 +35,20 @@ def _save(image: Image.Image, path: Path, **kwargs) -> None:
     image.save(path, **kwargs)
 
 
+def one_row_png(width: int, height: int) -> bytes:
+    """A PNG that declares width x height RGB pixels but whose (complete, valid) compressed
+    stream holds one row: Pillow loaded it as a mostly black image."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    row = b"\x00" + bytes([200, 50, 50]) * width
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(row)) + chunk(b"IEND", b""))
+
+
 def make_image_folder(root: Path, *, seed: int = 0, messy: bool = True, per_class: int = 3,
                       classes=("cat", "dog")) -> dict:
     """An ImageFolder with `per_class` good RGB JPEGs per class and split, and (messy) every
@@ -66,10 +80,11 @@ def make_image_folder(root: Path, *, seed: int = 0, messy: bool = True, per_clas
         (d / "truncated.jpg").write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 2])
         (d / "corrupt.jpg").write_bytes(rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
         (d / "empty.png").write_bytes(b"")
+        (d / "one_row.png").write_bytes(one_row_png(2000, 2000))
         (d / "README.txt").write_text("not an image, not a failure")
         (root / "val" / "dog" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 nothing more")
-        bad = ["train/cat/corrupt.jpg", "train/cat/empty.png", "train/cat/truncated.jpg",
-               "val/dog/broken.jpeg"]
+        bad = ["train/cat/corrupt.jpg", "train/cat/empty.png", "train/cat/one_row.png",
+               "train/cat/truncated.jpg", "val/dog/broken.jpeg"]
         _save(Image.fromarray(_rgb(rng, 30, 30)), root / "val" / "cat" / "sub" / "nested.jpg")
         good["val"] += 1
     return {"good": good, "bad": bad}
