@@ -30,7 +30,7 @@ from alexnet_triton.data.stats import PixelStats
 from alexnet_triton.progress import progress_bar
 from alexnet_triton.data.store import (DEFAULT_QUALITY, DEFAULT_SUBSAMPLING, FORMAT_VERSION,
                                        FORMATS, INFO_FILE, SHARD_BYTES, SplitWriter,
-                                       encode_payload)
+                                       encode_name, encode_payload, write_names)
 
 CHUNK = 64  # images per task: big enough to amortize the pickling, small enough to balance
 
@@ -56,7 +56,7 @@ def _process_chunk(task) -> Tuple[list, Optional[PixelStats]]:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 pixels = load_image(os.path.join(split_dir, file), size)
         except Exception as error:  # noqa: BLE001 - any undecodable file is skipped, never fatal
-            reason = f"{type(error).__name__}: {error}".replace("\n", " ").replace("\t", " ")
+            reason = f"{type(error).__name__}: {error}"
             results.append((None, label, file, reason))
             continue
         if stats is not None:
@@ -140,7 +140,7 @@ def _running(pid: int) -> bool:
 
 def _build(src: Path, out: Path, classes, items: dict, size: int, fmt: str, workers: int,
            jpeg: tuple, progress: bool, shard_bytes: int) -> dict:
-    skipped: List[str] = []
+    skipped: List[Tuple[str, str, str]] = []  # split, file, reason
     counts = {}
     stats = PixelStats(size)
     total = sum(len(v) for v in items.values())
@@ -158,7 +158,7 @@ def _build(src: Path, out: Path, classes, items: dict, size: int, fmt: str, work
                     if error is None:
                         writer.add(payload, label, file)
                     else:
-                        skipped.append(f"{split}\t{file}\t{error}")
+                        skipped.append((split, file, error))
                 if chunk_stats is not None:
                     stats.merge(chunk_stats)
                 bar.update(len(chunk))
@@ -178,8 +178,9 @@ def _build(src: Path, out: Path, classes, items: dict, size: int, fmt: str, work
             "jpeg_subsampling": jpeg[1] if fmt == "jpeg" else None,
             "source": str(src.resolve())}
     (out / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
-    (out / "classes.txt").write_text("".join(c + "\n" for c in classes))
-    (out / "skipped.log").write_text("".join(line + "\n" for line in skipped))
+    write_names(out / "classes.txt", classes)
+    (out / "skipped.log").write_bytes(b"".join(b"\t".join(map(encode_name, fields)) + b"\n"
+                                               for fields in skipped))
     return info
 
 

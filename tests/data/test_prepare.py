@@ -230,6 +230,39 @@ def test_an_interrupted_run_leaves_nothing(messy, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
 
 
+def test_any_file_name_round_trips_through_files_txt(tmp_path, capsys):
+    """A name that is not UTF-8 crashed prepare (UnicodeEncodeError writing files.txt); a
+    newline, tab or backslash in one would break the one-name-a-line files."""
+    from alexnet_triton.data.store import decode_name, read_names
+    src = tmp_path / "src"
+    make_image_folder(src, messy=False, per_class=1)
+    names = [os.fsdecode(b"caf\xe9.jpg"), "new\nline.jpg", "tab\there.jpg", "back\\slash.jpg"]
+    good = (src / "train" / "cat" / "0.jpg").read_bytes()
+    for name in names:
+        (src / "train" / "cat" / name).write_bytes(good)
+    broken = os.fsdecode(b"bro\xffken\n.jpg")
+    (src / "train" / "dog" / broken).write_bytes(b"not an image")
+    assert prepare_cli.main([str(src), str(tmp_path / "store"), "--size", "16", "--workers", "1",
+                             "--no-progress"]) == 0
+    files = read_names(tmp_path / "store" / "train" / "files.txt")
+    assert sorted(files) == sorted(["cat/0.jpg", "dog/0.jpg"] + [f"cat/{name}" for name in names])
+    assert len(np.load(tmp_path / "store" / "train" / "labels.npy")) == len(files)
+    lines = (tmp_path / "store" / "skipped.log").read_bytes().split(b"\n")[:-1]
+    assert [[decode_name(field) for field in line.split(b"\t")][:2] for line in lines] == [
+        ["train", f"dog/{broken}"]]
+    assert read_names(tmp_path / "store" / "classes.txt") == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("name", [b"\xffbad", b"two\nlines"])
+def test_a_class_folder_name_that_is_not_text_is_refused_by_name(name, tmp_path, capsys):
+    src = tmp_path / "src"
+    make_image_folder(src, messy=False, per_class=1, classes=("cat", os.fsdecode(name)))
+    assert prepare_cli.main([str(src), str(tmp_path / "store"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "class folder names must be printable" in err, err
+    assert ascii(os.fsdecode(name)) in err and not (tmp_path / "store").exists()
+
+
 # A prepare that builds its store forever: killed from outside with SIGKILL, it cannot clean up.
 _STUCK_PREPARE = """
 import sys, time
