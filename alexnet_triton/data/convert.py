@@ -6,7 +6,9 @@ pool of worker processes, in chunks, in file order; the parent only appends the 
 adds up the statistics, so the store's order is fixed whatever the number of workers.
 Unreadable or truncated files are skipped, counted and listed in skipped.log. The store is
 built in a temporary folder beside DST and renamed into place at the end, so an interrupted
-run (Ctrl-C, a crash, a full disk) leaves nothing half-written at DST.
+run (Ctrl-C, a crash, a full disk) leaves nothing half-written at DST; the temporary folder
+of a killed one (SIGKILL, which leaves no chance to clean up) is removed by the next
+prepare of DST.
 """
 from __future__ import annotations
 

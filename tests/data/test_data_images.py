@@ -91,14 +91,14 @@ def test_truncated_file_raises():
 def test_a_png_whose_data_ends_after_one_row_raises():
     """It declares 9000 x 9000 pixels; Pillow took the end of its compressed stream for the
     end of the image and returned it black below the first row."""
-    from test_prepare import one_row_png
+    from helpers import one_row_png
     with pytest.raises(OSError, match="truncated"):
         load_image(one_row_png(9000, 9000), 32)
 
 
 def test_an_image_over_the_decompression_bomb_limit_raises(recwarn):
     """Pillow only warns up to twice its limit (and then decodes the whole picture)."""
-    from test_prepare import one_row_png
+    from helpers import one_row_png
     side = int(Image.MAX_IMAGE_PIXELS ** 0.5) + 100  # over the limit, under twice it
     with pytest.raises(Image.DecompressionBombError, match="million pixels"):
         load_image(one_row_png(side, side), 32)

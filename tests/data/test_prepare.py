@@ -22,6 +22,7 @@ from alexnet_triton.data import DataError, eval_loader, load_image, open_dataset
 from alexnet_triton.data.convert import prepare, remove_stale_temporaries
 from alexnet_triton.data.stats import DatasetStats
 from alexnet_triton.data.store import SplitWriter
+from helpers import one_row_png
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,20 +34,6 @@ def _rgb(rng, height, width):
 def _save(image: Image.Image, path: Path, **kwargs) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, **kwargs)
-
-
-def one_row_png(width: int, height: int) -> bytes:
-    """A PNG that declares width x height RGB pixels but whose (complete, valid) compressed
-    stream holds one row: Pillow loaded it as a mostly black image."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    row = b"\x00" + bytes([200, 50, 50]) * width
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(row)) + chunk(b"IEND", b""))
 
 
 def make_image_folder(root: Path, *, seed: int = 0, messy: bool = True, per_class: int = 3,
