@@ -143,10 +143,13 @@ def test_resume_into_a_run_dir_holding_another_run_is_refused(run_copy, tmp_path
     (lambda state: state.update(epoch="1"), ["'epoch' record '1'"]),
     (lambda state: state["history"].__setitem__(0, {"junk": 1}), ["history row 1"]),
 ])
-def test_resume_refuses_a_checkpoint_whose_records_disagree(damage, words, run_copy, capsys):
-    state = torch.load(run_copy / ckpt.LATEST, weights_only=True)
+def test_resume_refuses_a_checkpoint_whose_records_disagree(damage, words, trained_run,
+                                                           tmp_path, capsys, monkeypatch):
+    use_reference_kernels(monkeypatch)
+    run_copy = tmp_path / "old"  # its latest.pt alone: 435 MB a case, not the whole run
+    run_copy.mkdir()
+    state = torch.load(trained_run / ckpt.LATEST, weights_only=True)
     damage(state)
-    (run_copy / ckpt.LATEST).unlink()
     torch.save(state, run_copy / ckpt.LATEST)
     before = _files(run_copy)
     status, _, err = train(["--resume", run_copy, "--epochs", "2"], capsys)
