@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from alexnet_triton.cli import checkpoint_parser, run_cli
 from alexnet_triton.errors import CheckpointError, ConfigError, DataError
@@ -116,26 +118,30 @@ def run(args: argparse.Namespace) -> list:
     # the batch: memory is the same for 10 images or a million.
     results, pictures = [], []
     bar = progress_bar(len(args.images), "predict", "img")
-    try:
-        for pixels, indices in image_batches(args.images, size, args.batch_size, workers,
-                                             pin_memory=devices[0].type == "cuda"):
-            probabilities = predict(model, augmenter, pixels, args.ten_crop)
-            if not bool(probabilities.isfinite().all()):
-                raise CheckpointError(f"{state['path']}: the network's outputs are not finite "
-                                      f"(NaN or infinite probabilities): its weights are unusable")
-            values, order = probabilities.topk(top, dim=1)
-            for index, row_values, row_order in zip(indices.tolist(), values.tolist(),
-                                                    order.tolist()):
-                results.append((args.images[index],
-                                [(classes[i], float(p)) for p, i in zip(row_values, row_order)]))
-            if args.plot is not None and len(pictures) < PLOT_LIMIT:
-                keep = pixels[:PLOT_LIMIT - len(pictures)].permute(0, 2, 3, 1).numpy()
-                pictures.extend(image.copy() for image in keep)
+    with warnings.catch_warnings():
+        # load_image refuses an image over Pillow's decompression-bomb limit in one line;
+        # Pillow's own warning about it, from the loader threads, would be two more.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            for pixels, indices in image_batches(args.images, size, args.batch_size, workers,
+                                                 pin_memory=devices[0].type == "cuda"):
+                probabilities = predict(model, augmenter, pixels, args.ten_crop)
+                if not bool(probabilities.isfinite().all()):
+                    raise CheckpointError(f"{state['path']}: the network's outputs are not finite "
+                                          f"(NaN or infinite probabilities): its weights are unusable")
+                values, order = probabilities.topk(top, dim=1)
+                for index, row_values, row_order in zip(indices.tolist(), values.tolist(),
+                                                        order.tolist()):
+                    results.append((args.images[index],
+                                    [(classes[i], float(p)) for p, i in zip(row_values, row_order)]))
+                if args.plot is not None and len(pictures) < PLOT_LIMIT:
+                    keep = pixels[:PLOT_LIMIT - len(pictures)].permute(0, 2, 3, 1).numpy()
+                    pictures.extend(image.copy() for image in keep)
+                if bar is not None:
+                    bar.update(len(indices))
+        finally:
             if bar is not None:
-                bar.update(len(indices))
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.close()
     for name, ranked in results:
         print(name)
         for label, probability in ranked:

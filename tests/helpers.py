@@ -72,3 +72,17 @@ def skip_bf16_on_cpu(dtype: torch.dtype, device: torch.device) -> None:
     """bf16 cases run on a GPU only: Triton's interpreter computes bf16 on raw bit patterns."""
     if dtype == torch.bfloat16 and torch.device(device).type == "cpu":
         pytest.skip("bf16 is wrong in Triton's interpreter (GPU-only case)")
+
+
+def one_row_png(width: int, height: int) -> bytes:
+    """A PNG that declares width x height RGB pixels but whose (complete, valid) compressed
+    stream holds one row: Pillow loaded it as a mostly black image."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    row = b"\x00" + bytes([200, 50, 50]) * width
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(row)) + chunk(b"IEND", b""))

@@ -6,19 +6,25 @@ pool of worker processes, in chunks, in file order; the parent only appends the 
 adds up the statistics, so the store's order is fixed whatever the number of workers.
 Unreadable or truncated files are skipped, counted and listed in skipped.log. The store is
 built in a temporary folder beside DST and renamed into place at the end, so an interrupted
-run (Ctrl-C, a crash, a full disk) leaves nothing half-written at DST.
+run (Ctrl-C, a crash, a full disk) leaves nothing half-written at DST; the temporary folder
+of a killed one (SIGKILL, which leaves no chance to clean up) is removed by the next
+prepare of DST.
 """
 from __future__ import annotations
 
+import glob
 import json
 import multiprocessing
 import os
 import shutil
 import signal
+import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
+from PIL import Image
 
 from alexnet_triton.data.folder import SPLITS, DataError, scan_image_folder
 from alexnet_triton.data.images import SUBSAMPLING, load_image
@@ -26,7 +32,7 @@ from alexnet_triton.data.stats import PixelStats
 from alexnet_triton.progress import progress_bar
 from alexnet_triton.data.store import (DEFAULT_QUALITY, DEFAULT_SUBSAMPLING, FORMAT_VERSION,
                                        FORMATS, INFO_FILE, SHARD_BYTES, SplitWriter,
-                                       encode_payload)
+                                       encode_name, encode_payload, write_names)
 
 CHUNK = 64  # images per task: big enough to amortize the pickling, small enough to balance
 
@@ -45,9 +51,14 @@ def _process_chunk(task) -> Tuple[list, Optional[PixelStats]]:
     results = []
     for file, label in items:
         try:
-            pixels = load_image(os.path.join(split_dir, file), size)
+            with warnings.catch_warnings():
+                # load_image refuses what Pillow only warns about. One thread decodes in
+                # this process (a pool worker, or prepare's own with one worker), so the
+                # process-wide filters are its alone.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                pixels = load_image(os.path.join(split_dir, file), size)
         except Exception as error:  # noqa: BLE001 - any undecodable file is skipped, never fatal
-            reason = f"{type(error).__name__}: {error}".replace("\n", " ").replace("\t", " ")
+            reason = f"{type(error).__name__}: {error}"
             results.append((None, label, file, reason))
             continue
         if stats is not None:
@@ -81,6 +92,9 @@ def prepare(src, dst, *, size: int = 256, fmt: str = "jpeg", workers: Optional[i
     classes, train_items, val_items = scan_image_folder(src)
     workers = max(1, workers or os.cpu_count() or 1)
     dst.parent.mkdir(parents=True, exist_ok=True)
+    for stale, pid in remove_stale_temporaries(dst):
+        print(f"removed {stale}, the partial store of a prepare that was killed (pid {pid}, "
+              f"no longer running)", file=sys.stderr, flush=True)
     tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -94,9 +108,41 @@ def prepare(src, dst, *, size: int = 256, fmt: str = "jpeg", workers: Optional[i
     return info
 
 
+def remove_stale_temporaries(dst: Path) -> List[Tuple[Path, int]]:
+    """Remove the temporary folders of earlier prepares of ``dst`` whose process is gone
+    (.DST.tmp-PID, a partial store; .DST.old-PID, a replaced one); returns (folder, pid)
+    of each.
+
+    A killed prepare (SIGKILL, a crash of the machine) cannot clean up after itself, and
+    its partial store may be as big as the finished one. A folder whose process still runs
+    (another prepare of the same DST) or that belongs to another user's is left alone.
+    (Its finished shards are not reused: which images they hold depends on the chunks in
+    flight when it died, and the statistics over them died with it.)
+    """
+    removed = []
+    for kind in ("tmp", "old"):
+        for folder in dst.parent.glob(f".{glob.escape(dst.name)}.{kind}-*"):
+            pid = folder.name.rpartition("-")[2]
+            if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append((folder, int(pid)))
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _build(src: Path, out: Path, classes, items: dict, size: int, fmt: str, workers: int,
            jpeg: tuple, progress: bool, shard_bytes: int) -> dict:
-    skipped: List[str] = []
+    skipped: List[Tuple[str, str, str]] = []  # split, file, reason
     counts = {}
     stats = PixelStats(size)
     total = sum(len(v) for v in items.values())
@@ -114,7 +160,7 @@ def _build(src: Path, out: Path, classes, items: dict, size: int, fmt: str, work
                     if error is None:
                         writer.add(payload, label, file)
                     else:
-                        skipped.append(f"{split}\t{file}\t{error}")
+                        skipped.append((split, file, error))
                 if chunk_stats is not None:
                     stats.merge(chunk_stats)
                 bar.update(len(chunk))
@@ -134,8 +180,9 @@ def _build(src: Path, out: Path, classes, items: dict, size: int, fmt: str, work
             "jpeg_subsampling": jpeg[1] if fmt == "jpeg" else None,
             "source": str(src.resolve())}
     (out / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
-    (out / "classes.txt").write_text("".join(c + "\n" for c in classes))
-    (out / "skipped.log").write_text("".join(line + "\n" for line in skipped))
+    write_names(out / "classes.txt", classes)
+    (out / "skipped.log").write_bytes(b"".join(b"\t".join(map(encode_name, fields)) + b"\n"
+                                               for fields in skipped))
     return info
 
 

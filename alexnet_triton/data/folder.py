@@ -75,6 +75,7 @@ def scan_image_folder(root) -> Tuple[Tuple[str, ...], List[Tuple[str, int]], Lis
             parts.append(f"only in val: {_few(only_val)}")
         raise DataError(f"train and val of {root} have different classes ({'; '.join(parts)})")
     classes = tuple(per_split["train"])
+    check_class_names(root, classes)
     items = {s: list_split(root / s, classes) for s in SPLITS}
     for split, listed in items.items():
         if not listed:
@@ -85,6 +86,25 @@ def scan_image_folder(root) -> Tuple[Tuple[str, ...], List[Tuple[str, int]], Lis
                 raise DataError(f"{root / split / name} has no image files: every class "
                                 f"needs {split} images")
     return classes, items["train"], items["val"]
+
+
+def check_class_names(root: Path, classes: Tuple[str, ...]) -> None:
+    """Refuse class folder names that are not printable text: a name that is not UTF-8 (a
+    file system allows any bytes) or holds a control character (a newline) would travel
+    into checkpoints, predictions, plots and JSON, where it cannot be printed or one line
+    is meant to be one name. They are listed, to be renamed."""
+    bad = [name for name in classes if not _printable(name)]
+    if bad:
+        raise DataError(f"{root}: class folder names must be printable UTF-8 text, without "
+                        f"control characters; rename {_few([ascii(name) for name in bad])}")
+
+
+def _printable(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode's surrogates: bytes that are not UTF-8
+        return False
+    return name.isprintable()
 
 
 def _few(names: List[str], limit: int = 5) -> str:

@@ -9,7 +9,11 @@ Layout of a store folder DST (every image already S x S, RGB)::
     DST/classes.txt        one class name per line, label order
     DST/skipped.log        split <TAB> file <TAB> reason, one line per unreadable file
     DST/<split>/labels.npy int64 [N]
-    DST/<split>/files.txt  the source file of each image, relative to SRC/<split>
+    DST/<split>/files.txt  the source file of each image, relative to SRC/<split>, one a line
+
+Names in the text files are the file system's bytes (``os.fsencode``: a name that is not
+UTF-8 round-trips), with a backslash, newline, carriage return and tab written as \\, \n,
+\r and \t so that one line is one name (``write_names``, ``read_names``).
     jpeg:  DST/<split>/shard-00000.bin ...  concatenated baseline JPEG files (quality and
                                             chroma subsampling in info.json)
            DST/<split>/index.npy            int64 [N, 3]: shard, byte offset, byte length
@@ -30,6 +34,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import re
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -61,6 +66,32 @@ def read_info(root: Path) -> dict:
         raise DataError(f"{root} is a prepared store of an unknown format "
                         f"({info.get('format')!r} version {info.get('format_version')!r}); prepare it again")
     return info
+
+
+# -- names in text files -----------------------------------------------------------------
+
+_ESCAPES = {b"\\": b"\\\\", b"\n": b"\\n", b"\r": b"\\r", b"\t": b"\\t"}
+_UNESCAPES = {escaped[1:]: raw for raw, escaped in _ESCAPES.items()}
+
+
+def encode_name(name: str) -> bytes:
+    """A file or class name as one field of a line: its bytes on the file system (a name
+    that is not UTF-8 comes back from os.fsdecode the same), the separators escaped."""
+    return re.sub(rb"[\\\n\r\t]", lambda match: _ESCAPES[match.group()], os.fsencode(name))
+
+
+def decode_name(field: bytes) -> str:
+    """``encode_name``'s inverse."""
+    return os.fsdecode(re.sub(rb"\\(.)", lambda match: _UNESCAPES[match.group(1)], field))
+
+
+def write_names(path: Path, names: Sequence[str]) -> None:
+    Path(path).write_bytes(b"".join(encode_name(name) + b"\n" for name in names))
+
+
+def read_names(path: Path) -> List[str]:
+    """files.txt's or classes.txt's names, in order."""
+    return [decode_name(line) for line in Path(path).read_bytes().split(b"\n")[:-1]]
 
 
 # -- writing ----------------------------------------------------------------------------
@@ -121,7 +152,7 @@ class SplitWriter:
                 self._shard.close()
             np.save(self.directory / "index.npy", np.asarray(self.index, np.int64).reshape(-1, 3))
         np.save(self.directory / "labels.npy", np.asarray(self.labels, np.int64))
-        (self.directory / "files.txt").write_text("".join(f + "\n" for f in self.files))
+        write_names(self.directory / "files.txt", self.files)
         return count
 
 

@@ -25,11 +25,14 @@ the target (os.replace), so a crash at any moment leaves the previous checkpoint
 """
 from __future__ import annotations
 
+import errno
+import io
 import os
 import pickle
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -57,6 +60,14 @@ DATA_FIELDS = ("image_size", "crop_size", "mean", "eigval", "eigvec")
 RESUME_RECORDS = ("config", "optimizer", "scheduler", "epoch", "step_in_epoch", "global_step",
                   "epoch_loss_sum", "epoch_loss_steps", "best", "history", "rng")
 _BLOCKED_GLOBAL = re.compile(r"(?i)unsupported global:? (?:GLOBAL )?([\w.]+)")
+# A history row (metrics.csv's): the numbers every row has; data_wait came later (rows of
+# older checkpoints lack it).
+HISTORY_FIELDS = ("train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr",
+                  "epoch_seconds", "images_per_second")
+HISTORY_OPTIONAL = ("data_wait",)
+# Python's random.getstate(): version 3, 624 words and the position.
+PYTHON_RNG_WORDS = 625
+NUMPY_RNG_WORDS = 624
 
 
 # ---------------------------------------------------------------------------------------
@@ -77,15 +88,66 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+class DiskFull(OSError):
+    """A write that failed for want of room (ENOSPC, EDQUOT), however torch reported it."""
+
+
+class _Recording(io.RawIOBase):
+    """A file that remembers the OSError its last write raised: torch.save reports a failed
+    write as "[enforce fail at inline_container.cc:...] unexpected pos ...", without the
+    errno that says the disk was full."""
+
+    def __init__(self, file) -> None:
+        super().__init__()
+        self.file = file
+        self.error: Optional[OSError] = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.file.flush()
+        except OSError as error:
+            self.error = error
+            raise
+
+
+def _is_disk_full(error: BaseException, recorded: Optional[OSError]) -> bool:
+    """Whether ``error`` (or the OSError under it) is a full disk or quota."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return recorded is not None and recorded.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def save(state: dict, path: PathLike) -> Path:
-    """torch.save ``state`` to ``path`` atomically: temporary file, fsync, rename."""
+    """torch.save ``state`` to ``path`` atomically: temporary file, fsync, rename. A write
+    that fails for want of room raises DiskFull, whatever torch made of it."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    recording = None
     try:
-        with open(temporary, "wb") as file:
-            torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
+        try:
+            with open(temporary, "wb") as file:
+                recording = _Recording(file)
+                torch.save(state, recording)
+                recording.flush()
+                os.fsync(file.fileno())
+        except (OSError, RuntimeError) as error:  # closing the file flushes too
+            if _is_disk_full(error, recording.error if recording is not None else None):
+                raise DiskFull(errno.ENOSPC, "disk full") from None
+            raise
         os.replace(temporary, path)
     finally:
         if temporary.exists():
@@ -151,8 +213,30 @@ def load(path: PathLike, names: Sequence[str] = (LATEST,), mmap: bool = False) -
     memory.
     """
     path = resolve(path, names)
+    # torch's warnings are held back until the file has proved a checkpoint: for a file
+    # that is none (another program's pickle) torch warns in two lines about the pickle
+    # protocol before it fails, and the failure is what the user is told, in one line.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state = _torch_load(path, mmap)
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not an alexnet_triton checkpoint (no '{FORMAT}' "
+                                  f"record; a bare state dict or another program's file?)")
+        if state.get("version") != VERSION:
+            raise CheckpointError(f"{path} is checkpoint version {state.get('version')}, "
+                                  f"this program reads version {VERSION}")
+        check_records(state, path)
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                               warning.lineno)
+    state["path"] = str(path)
+    return state
+
+
+def _torch_load(path: Path, mmap: bool):
+    """torch.load onto the CPU, weights only; anything unreadable raises CheckpointError."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         # torch words it "Unsupported global: GLOBAL mod.name was not an allowed global"
         # or (2.13) "unsupported GLOBAL mod.name whose module mod is blocked".
@@ -163,18 +247,13 @@ def load(path: PathLike, names: Sequence[str] = (LATEST,), mmap: bool = False) -
         raise CheckpointError(f"{path} was refused by torch.load(weights_only=True): it holds "
                               f"a pickled object ({globals_[0]}); a checkpoint may hold only "
                               f"tensors and plain values") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    # Junk bytes fail inside the unpickler as anything: KeyError 101 for "hello world".
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if isinstance(error, (KeyError, IndexError, TypeError, AttributeError)):
+            first = f"{type(error).__name__}: {first}"
         raise CheckpointError(f"{path} is not a readable checkpoint: {first}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an alexnet_triton checkpoint (no '{FORMAT}' "
-                              f"record; a bare state dict or another program's file?)")
-    if state.get("version") != VERSION:
-        raise CheckpointError(f"{path} is checkpoint version {state.get('version')}, this "
-                              f"program reads version {VERSION}")
-    check_records(state, path)
-    state["path"] = str(path)
-    return state
 
 
 def check_records(state: dict, path: PathLike) -> None:
@@ -198,15 +277,24 @@ def check_records(state: dict, path: PathLike) -> None:
     if len(classes) != outputs:
         raise CheckpointError(f"{path} holds {len(classes)} class names for a network of "
                               f"{outputs} outputs")
+    if not isinstance(outputs, int) or isinstance(outputs, bool) or outputs < 1:
+        raise CheckpointError(f"{path}: its arch record's num_classes {outputs!r} is not a "
+                              f"positive whole number")
+    _check_weights(model, path)
     fc8 = model.get("fc8.weight")
     if isinstance(fc8, torch.Tensor) and fc8.shape[0] != outputs:
         raise CheckpointError(f"{path}: its fc8 has {fc8.shape[0]} outputs, its arch record "
                               f"says {outputs}")
     size = data["image_size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise CheckpointError(f"{path}: its data record's image size {size!r} is not a "
+                              f"positive whole number")
     for field, shape in (("mean", (3, size, size)), ("eigval", (3,)), ("eigvec", (3, 3))):
         value = data[field]
-        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
-            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        if (not isinstance(value, torch.Tensor) or tuple(value.shape) != shape
+                or not value.is_floating_point()):
+            got = (f"{tuple(value.shape)} {value.dtype}" if isinstance(value, torch.Tensor)
+                   else type(value).__name__)
             raise CheckpointError(f"{path}: its data record's {field} is {got}, not "
                                   f"{list(shape)} for {size}-px images")
     if not isinstance(data["crop_size"], int) or not 0 < data["crop_size"] <= size:
@@ -215,21 +303,158 @@ def check_records(state: dict, path: PathLike) -> None:
 
 
 def check_resumable(state: dict) -> None:
-    """Raise CheckpointError unless ``state`` holds what a training run resumes from."""
+    """Raise CheckpointError unless ``state`` holds what a training run resumes from, each
+    record of the type and shape a resume reads (a wrong one would fail mid-run, or as a
+    crash in a kernel: a momentum buffer of another shape)."""
+    path = state["path"]
     for key in RESUME_RECORDS:
         if key not in state:
-            raise CheckpointError(f"{state['path']} lacks its '{key}' record: it cannot be "
-                                  f"resumed")
+            raise CheckpointError(f"{path} lacks its '{key}' record: it cannot be resumed")
+    for key in ("config", "optimizer", "scheduler", "best"):
+        if not isinstance(state[key], dict):
+            raise CheckpointError(f"{path}: its '{key}' record is a "
+                                  f"{type(state[key]).__name__}, not a dict")
+    for key in ("epoch", "step_in_epoch", "global_step", "epoch_loss_steps"):
+        if not _is_count(state[key]):
+            raise CheckpointError(f"{path}: its '{key}' record {state[key]!r} is not a whole "
+                                  f"number >= 0")
+    if not _is_number(state["epoch_loss_sum"]):
+        raise CheckpointError(f"{path}: its 'epoch_loss_sum' record "
+                              f"{state['epoch_loss_sum']!r} is not a number")
+    _check_history(state, path)
+    _check_optimizer(state["optimizer"], state["model"], path)
+    rng = state["rng"]
+    if not isinstance(rng, list) or not rng:
+        raise CheckpointError(f"{path}: its 'rng' record is not a list of random states")
+    for rank, record in enumerate(rng):
+        _check_rng(record, f"{path}: its random state of rank {rank}")
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_weights(model: dict, path: PathLike) -> None:
+    """The model record: floating-point tensors by name (a string in place of a weight, an
+    integer tensor, would fail deep in loading or in a kernel)."""
+    for key, value in model.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: its model record's {key!r} is a "
+                                  f"{type(value).__name__}, not a tensor")
+        if not value.is_floating_point():
+            raise CheckpointError(f"{path}: its model record's {key} is {value.dtype}, not "
+                                  f"floating point")
+
+
+def _check_history(state: dict, path: PathLike) -> None:
+    """history: one row per finished epoch (1, 2, ...) with metrics.csv's numbers, and the
+    best epoch one of them (the summary reads its top-5 error there)."""
+    history, best = state["history"], state["best"]
+    if not isinstance(history, list):
+        raise CheckpointError(f"{path}: its 'history' record is not a list of epoch rows")
+    for number, row in enumerate(history, 1):
+        where = f"{path}: its history row {number}"
+        if not isinstance(row, dict) or row.get("epoch") != number:
+            raise CheckpointError(f"{where} is not epoch {number}'s "
+                                  f"({type(row).__name__}: {str(row)[:60]})")
+        for field in HISTORY_FIELDS + HISTORY_OPTIONAL:
+            if (field in row or field not in HISTORY_OPTIONAL) and not _is_number(row.get(field)):
+                raise CheckpointError(f"{where} has no number {field} ({row.get(field)!r})")
+    if len(history) != state["epoch"]:
+        raise CheckpointError(f"{path}: its history has {len(history)} rows for "
+                              f"{state['epoch']} finished epochs")
+    if not _is_count(best.get("epoch")) or best["epoch"] > len(history) \
+            or not _is_number(best.get("val_top1_error")):
+        raise CheckpointError(f"{path}: its 'best' record {best!r} is not an epoch of its "
+                              f"history and its top-1 error")
+
+
+def _check_optimizer(saved: dict, model: dict, path: PathLike) -> None:
+    """The optimizer record against the model record: each state tensor (momentum) of its
+    parameter's shape and dtype, each group's parameters named. An SGD step on a momentum
+    buffer of another shape crashes the process (exit 139, no message)."""
+    where = f"{path}: its optimizer record"
+    state, groups = saved.get("state"), saved.get("param_groups")
+    if not isinstance(state, dict) or not isinstance(groups, list):
+        raise CheckpointError(f"{where} lacks its state or param_groups")
+    for key, fields in state.items():
+        weight = model.get(key)
+        if weight is None or not isinstance(fields, dict):
+            raise CheckpointError(f"{where} holds state for {key!r}, which is no weight of "
+                                  f"the model")
+        for field, value in fields.items():
+            if not isinstance(value, torch.Tensor):
+                if _is_number(value):
+                    continue
+                raise CheckpointError(f"{where}'s {field} of {key} is a "
+                                      f"{type(value).__name__}, not a tensor")
+            if value.dim() and (value.shape != weight.shape or value.dtype != weight.dtype):
+                raise CheckpointError(f"{where}'s {field} of {key} is {list(value.shape)} "
+                                      f"{value.dtype}, its weight {list(weight.shape)} "
+                                      f"{weight.dtype}")
+    for group in groups:
+        params = group.get("params") if isinstance(group, dict) else None
+        if not isinstance(params, list) or not all(name in model for name in params):
+            raise CheckpointError(f"{where} has a parameter group of no model weights")
+        for name, value in group.items():
+            if name != "params" and not (_is_number(value) or value is None
+                                         or isinstance(value, (bool, str))):
+                raise CheckpointError(f"{where}: its group's {name} is a "
+                                      f"{type(value).__name__}")
+
+
+def _check_rng(record, where: str) -> None:
+    """One rank's random streams as ``capture_rng`` writes them."""
+    def fail(what):
+        raise CheckpointError(f"{where} is malformed ({what})")
+
+    if not isinstance(record, dict):
+        fail(f"a {type(record).__name__}")
+    for key in ("torch", "augment"):
+        value = record.get(key)
+        if not isinstance(value, torch.Tensor) or value.dtype != torch.uint8 or value.dim() != 1:
+            fail(f"its {key} state is not a byte tensor")
+    cuda = record.get("cuda")
+    if not isinstance(cuda, dict) or not all(
+            isinstance(value, torch.Tensor) and value.dtype == torch.uint8
+            for value in cuda.values()):
+        fail("its cuda states are not byte tensors")
+    python = record.get("python")
+    if (not isinstance(python, dict) or not isinstance(python.get("version"), int)
+            or not isinstance(python.get("state"), torch.Tensor)
+            or tuple(python["state"].shape) != (PYTHON_RNG_WORDS,)
+            or not (python.get("gauss") is None or _is_number(python.get("gauss")))):
+        fail("its Python state")
+    numpy = record.get("numpy")
+    if (not isinstance(numpy, dict) or numpy.get("name") != "MT19937"
+            or not isinstance(numpy.get("keys"), torch.Tensor)
+            or tuple(numpy["keys"].shape) != (NUMPY_RNG_WORDS,)
+            or not all(isinstance(numpy.get(key), int) for key in ("pos", "has_gauss"))
+            or not _is_number(numpy.get("gauss"))):
+        fail("its NumPy state")
 
 
 def load_model_state(model: torch.nn.Module, state: dict) -> None:
     """Load the checkpoint's weights into ``model``; a mismatch or a NaN or infinite weight
     (a diverged run's) raises CheckpointError."""
+    _check_weights(state["model"], state.get("path", "checkpoint"))
     for key, value in state["model"].items():
         if value.is_floating_point() and not bool(value.isfinite().all()):
             raise CheckpointError(f"{state.get('path', 'checkpoint')} holds NaN or infinite "
                                   f"weights ({key}): the run had diverged; use an earlier "
                                   f"checkpoint")
+    expected = model_state_shapes(model)
+    for key, value in state["model"].items():
+        if key in expected and (tuple(value.shape), value.dtype) != expected[key]:
+            shape, dtype = expected[key]
+            raise CheckpointError(f"{state.get('path', 'checkpoint')} holds a different "
+                                  f"network than {state['arch'].get('name')!r} describes: "
+                                  f"its {key} is {list(value.shape)} {value.dtype}, the "
+                                  f"network's {list(shape)} {dtype}")
     try:
         model.load_state_dict(state["model"], strict=True)
     except RuntimeError as error:
@@ -237,6 +462,11 @@ def load_model_state(model: torch.nn.Module, state: dict) -> None:
         detail = lines[1] if len(lines) > 1 else lines[0]
         raise CheckpointError(f"{state.get('path', 'checkpoint')} holds a different network "
                               f"than {state['arch'].get('name')!r} describes: {detail}") from None
+
+
+def model_state_shapes(model: torch.nn.Module) -> dict:
+    """Each state-dict tensor's (shape, dtype), whole (a two-column layer's halves joined)."""
+    return {key: (tuple(value.shape), value.dtype) for key, value in model.state_dict().items()}
 
 
 def load_network(state: dict, devices: Sequence[torch.device]
@@ -336,6 +566,17 @@ def capture_rng(generator: torch.Generator, cuda_devices: Sequence[torch.device]
 
 def restore_rng(state: dict, generator: torch.Generator,
                 cuda_devices: Sequence[torch.device] = ()) -> None:
+    """Put back ``capture_rng``'s streams; a state they refuse raises CheckpointError."""
+    _check_rng(state, "the checkpoint's random state")
+    try:
+        _set_rng(state, generator, cuda_devices)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
+        raise CheckpointError(f"the checkpoint's random state is malformed "
+                              f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
+
+
+def _set_rng(state: dict, generator: torch.Generator, cuda_devices: Sequence[torch.device]
+             ) -> None:
     torch.set_rng_state(state["torch"])
     for device in cuda_devices:
         if str(device) in state["cuda"]:

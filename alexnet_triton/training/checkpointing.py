@@ -8,6 +8,7 @@ evaluate and predict read too); this is the trainer's side of it. ``trainer`` be
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -65,6 +66,7 @@ def restore(trainer, state: dict) -> None:
             f"configuration builds ({', '.join(differ)} differ)")
     ckpt.load_model_state(trainer.model, state)
     ckpt.load_optimizer_state(trainer.model, trainer.optimizer, state["optimizer"])
+    _check_scheduler(state["scheduler"], trainer.scheduler.state_dict(), state["path"])
     trainer.scheduler.load_state_dict(state["scheduler"])
     trainer.epoch, trainer.step_in_epoch = state["epoch"], state["step_in_epoch"]
     trainer.global_step = state["global_step"]
@@ -78,6 +80,23 @@ def restore(trainer, state: dict) -> None:
     elif trainer.step_in_epoch:
         # Another sharding: this epoch's remaining batches differ; start it over.
         trainer.step_in_epoch, trainer.epoch_loss_sum, trainer.epoch_loss_steps = 0, 0.0, 0
+
+
+def _check_scheduler(saved: dict, own: dict, path: str) -> None:
+    """The scheduler record: load_state_dict takes any dict into the scheduler's attributes,
+    so a wrong one fails only at the epoch's end; its fields must be the scheduler's own,
+    of their types."""
+    for key, value in own.items():
+        if key not in saved:
+            raise ckpt.CheckpointError(f"{path}: its scheduler record lacks {key!r}")
+        numeric = (int, float)
+        same = (isinstance(saved[key], numeric) and isinstance(value, numeric)
+                and isinstance(saved[key], bool) == isinstance(value, bool)) \
+            or type(saved[key]) is type(value) or value is None or saved[key] is None
+        if not same:
+            raise ckpt.CheckpointError(f"{path}: its scheduler record's {key} is a "
+                                       f"{type(saved[key]).__name__}, not a "
+                                       f"{type(value).__name__}")
 
 
 def save(trainer, rng: list, best: bool) -> Path:
@@ -102,10 +121,11 @@ def write(state: dict, run_dir: Path, best: bool, keep: int) -> Optional[str]:
     """Write ``state`` as run_dir's latest.pt (and best.pt and best_weights.pt), keeping the
     last ``keep`` epoch ends' as well; the reason as one line if it could not be."""
     size = _bytes(state)
+    needed = size
     try:
         weights = _bytes(state["model"])  # best_weights.pt
-        check_free_space(run_dir, size + (weights if best else 0),
-                         f"a checkpoint of epoch {state['epoch'] + 1}")
+        needed = size + (weights if best else 0)
+        check_free_space(run_dir, needed, f"the checkpoint of {_where(state)}")
         path = ckpt.save(state, run_dir / ckpt.LATEST)
         if best:
             ckpt.link_atomically(path, run_dir / ckpt.BEST)
@@ -116,11 +136,23 @@ def write(state: dict, run_dir: Path, best: bool, keep: int) -> Optional[str]:
             ckpt.keep_epoch(path, state["epoch"], keep)
     except RunDirError as error:
         return str(error)
-    except (OSError, RuntimeError) as error:  # a full disk mid-write, a quota, EIO
+    except ckpt.DiskFull:
+        free = shutil.disk_usage(run_dir).free
+        return (f"writing {run_dir / ckpt.LATEST} failed: disk full ({free / 2**20:.0f} MiB "
+                f"free, the checkpoint of {_where(state)} needs {needed / 2**20:.0f} MiB)")
+    except (OSError, RuntimeError) as error:  # a quota, EIO
         text = str(error).strip().splitlines()
         return (f"writing {run_dir / ckpt.LATEST} failed: "
                 f"{text[0] if text else type(error).__name__}")
     return None
+
+
+def _where(state: dict) -> str:
+    """Where a checkpoint stands: "epoch 2, step 5", or "the end of epoch 2" (an epoch's
+    end is saved with epoch counting the finished ones and step 0: not epoch 3)."""
+    if state["step_in_epoch"] == 0 and state["epoch"] > 0:
+        return f"the end of epoch {state['epoch']}"
+    return f"epoch {state['epoch'] + 1}, step {state['step_in_epoch']}"
 
 
 def checkpoint_bytes(model: torch.nn.Module, info: DatasetInfo) -> int:

@@ -14,7 +14,7 @@ from typing import Optional
 from alexnet_triton.data import DataError, DatasetInfo, builtin_dataset, open_dataset
 from alexnet_triton.data.gpu_decode import resolve_reading
 from alexnet_triton.data.reading import Reading
-from alexnet_triton.errors import ConfigError, RunDirError
+from alexnet_triton.errors import CheckpointError, ConfigError, RunDirError
 from alexnet_triton.runtime import default_workers, resolve_amp
 from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton.training import tensorboard_log
@@ -83,8 +83,11 @@ def resolve_config(config: TrainConfig, given: set) -> tuple[TrainConfig, Option
                           f"metrics; pass --run-dir NEW to continue in a new run directory")
     if run_dir.resolve() != source.parent.resolve():
         notes.append(f"continuing {source} in the new run directory {run_dir}")
-    config = validate(dataclasses.replace(base, resume=config.resume, run_dir=str(run_dir),
-                                          **overrides))
+    try:
+        config = validate(dataclasses.replace(base, resume=config.resume, run_dir=str(run_dir),
+                                              **overrides))
+    except TypeError as error:  # a setting of another type: a number stored as a string
+        raise CheckpointError(f"{source}: its config record is malformed ({error})") from None
     return config, state, tuple(notes)
 
 

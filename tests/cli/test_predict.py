@@ -12,6 +12,7 @@ from alexnet_triton import figures, predict
 from alexnet_triton.data import Augmenter, DatasetInfo, load_image
 from alexnet_triton.models.build import build_model
 from train_support import PYTHON, subprocess_env
+from helpers import one_row_png
 
 
 def _predict(argv, capsys):
@@ -68,8 +69,11 @@ def test_unreadable_or_missing_images_stop_before_any_prediction(run_dir, tmp_pa
     truncated = tmp_path / "truncated.jpg"
     Image.new("RGB", (80, 80), (1, 2, 3)).save(truncated)
     truncated.write_bytes(truncated.read_bytes()[:100])
+    one_row = tmp_path / "one_row.png"  # declares 9000 x 9000, holds one row
+    one_row.write_bytes(one_row_png(9000, 9000))
     for bad, words in ((tmp_path / "missing.jpg", "is not a file"),
                        (truncated, "cannot read"),
+                       (one_row, "truncated"),
                        (tmp_path, "is not a file")):
         status, out, err = _predict(["--checkpoint", run_dir, bad], capsys)
         assert status == 2 and out == "", err
@@ -196,3 +200,13 @@ def test_plot_needs_a_png_name(run_dir, quick_images, tmp_path, capsys):
     status, out, err = _predict(["--checkpoint", run_dir, "--plot", tmp_path / "fig.jpg",
                                  image], capsys)
     assert status == 2 and out == "" and "ending in .png" in err
+
+
+def test_an_image_over_the_decompression_bomb_limit_is_refused_in_one_line(run_dir, tmp_path,
+                                                                           capsys):
+    side = int(Image.MAX_IMAGE_PIXELS ** 0.5) + 100  # Pillow warns, and decodes it
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(one_row_png(side, side))
+    status, out, err = _predict(["--checkpoint", run_dir, bomb], capsys)
+    assert status == 2 and out == "", err
+    assert err.count("\n") == 1 and "million pixels" in err, err

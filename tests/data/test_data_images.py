@@ -86,3 +86,19 @@ def test_truncated_file_raises():
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(out, "JPEG")
     with pytest.raises(OSError):
         load_image(out.getvalue()[:600], 32)
+
+
+def test_a_png_whose_data_ends_after_one_row_raises():
+    """It declares 9000 x 9000 pixels; Pillow took the end of its compressed stream for the
+    end of the image and returned it black below the first row."""
+    from helpers import one_row_png
+    with pytest.raises(OSError, match="truncated"):
+        load_image(one_row_png(9000, 9000), 32)
+
+
+def test_an_image_over_the_decompression_bomb_limit_raises(recwarn):
+    """Pillow only warns up to twice its limit (and then decodes the whole picture)."""
+    from helpers import one_row_png
+    side = int(Image.MAX_IMAGE_PIXELS ** 0.5) + 100  # over the limit, under twice it
+    with pytest.raises(Image.DecompressionBombError, match="million pixels"):
+        load_image(one_row_png(side, side), 32)

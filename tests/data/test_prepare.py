@@ -19,9 +19,10 @@ from PIL import Image
 
 from alexnet_triton import prepare as prepare_cli
 from alexnet_triton.data import DataError, eval_loader, load_image, open_dataset
-from alexnet_triton.data.convert import prepare
+from alexnet_triton.data.convert import prepare, remove_stale_temporaries
 from alexnet_triton.data.stats import DatasetStats
 from alexnet_triton.data.store import SplitWriter
+from helpers import one_row_png
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,10 +67,11 @@ def make_image_folder(root: Path, *, seed: int = 0, messy: bool = True, per_clas
         (d / "truncated.jpg").write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 2])
         (d / "corrupt.jpg").write_bytes(rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
         (d / "empty.png").write_bytes(b"")
+        (d / "one_row.png").write_bytes(one_row_png(2000, 2000))
         (d / "README.txt").write_text("not an image, not a failure")
         (root / "val" / "dog" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 nothing more")
-        bad = ["train/cat/corrupt.jpg", "train/cat/empty.png", "train/cat/truncated.jpg",
-               "val/dog/broken.jpeg"]
+        bad = ["train/cat/corrupt.jpg", "train/cat/empty.png", "train/cat/one_row.png",
+               "train/cat/truncated.jpg", "val/dog/broken.jpeg"]
         _save(Image.fromarray(_rgb(rng, 30, 30)), root / "val" / "cat" / "sub" / "nested.jpg")
         good["val"] += 1
     return {"good": good, "bad": bad}
@@ -212,6 +214,73 @@ def test_an_interrupted_run_leaves_nothing(messy, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         prepare(src, dst, size=20, progress=False, workers=2, force=True)
     assert _snapshot(dst) == before  # the old store is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_any_file_name_round_trips_through_files_txt(tmp_path, capsys):
+    """A name that is not UTF-8 crashed prepare (UnicodeEncodeError writing files.txt); a
+    newline, tab or backslash in one would break the one-name-a-line files."""
+    from alexnet_triton.data.store import decode_name, read_names
+    src = tmp_path / "src"
+    make_image_folder(src, messy=False, per_class=1)
+    names = [os.fsdecode(b"caf\xe9.jpg"), "new\nline.jpg", "tab\there.jpg", "back\\slash.jpg"]
+    good = (src / "train" / "cat" / "0.jpg").read_bytes()
+    for name in names:
+        (src / "train" / "cat" / name).write_bytes(good)
+    broken = os.fsdecode(b"bro\xffken\n.jpg")
+    (src / "train" / "dog" / broken).write_bytes(b"not an image")
+    assert prepare_cli.main([str(src), str(tmp_path / "store"), "--size", "16", "--workers", "1",
+                             "--no-progress"]) == 0
+    files = read_names(tmp_path / "store" / "train" / "files.txt")
+    assert sorted(files) == sorted(["cat/0.jpg", "dog/0.jpg"] + [f"cat/{name}" for name in names])
+    assert len(np.load(tmp_path / "store" / "train" / "labels.npy")) == len(files)
+    lines = (tmp_path / "store" / "skipped.log").read_bytes().split(b"\n")[:-1]
+    assert [[decode_name(field) for field in line.split(b"\t")][:2] for line in lines] == [
+        ["train", f"dog/{broken}"]]
+    assert read_names(tmp_path / "store" / "classes.txt") == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("name", [b"\xffbad", b"two\nlines"])
+def test_a_class_folder_name_that_is_not_text_is_refused_by_name(name, tmp_path, capsys):
+    src = tmp_path / "src"
+    make_image_folder(src, messy=False, per_class=1, classes=("cat", os.fsdecode(name)))
+    assert prepare_cli.main([str(src), str(tmp_path / "store"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "class folder names must be printable" in err, err
+    assert ascii(os.fsdecode(name)) in err and not (tmp_path / "store").exists()
+
+
+# A prepare that builds its store forever: killed from outside with SIGKILL, it cannot clean up.
+_STUCK_PREPARE = """
+import sys, time
+from alexnet_triton.data import convert
+convert._build = lambda *args, **kwargs: time.sleep(600)
+convert.prepare(sys.argv[1], sys.argv[2], size=16, progress=False, workers=1)
+"""
+
+
+def test_a_killed_prepares_partial_store_is_removed_by_the_next(messy, tmp_path, capfd):
+    import signal
+    import time
+    src, _ = messy
+    dst = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    stuck = subprocess.Popen([sys.executable, "-c", _STUCK_PREPARE, str(src), str(dst)], env=env)
+    leftover = tmp_path / f".store.tmp-{stuck.pid}"
+    deadline = time.monotonic() + 60
+    while not leftover.is_dir():
+        assert stuck.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    # While it runs, its folder is its own: another prepare of DST leaves it alone.
+    assert remove_stale_temporaries(dst) == [] and leftover.is_dir()
+    os.kill(stuck.pid, signal.SIGKILL)
+    stuck.wait(timeout=60)
+    assert leftover.is_dir()  # what the kill leaves
+    capfd.readouterr()
+    prepare(src, dst, size=16, progress=False, workers=1)
+    err = capfd.readouterr().err
+    assert not leftover.exists()
+    assert f"removed {leftover}" in err and f"pid {stuck.pid}, no longer running" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
 
 

@@ -260,3 +260,59 @@ def test_curves_show_the_learning_rate_and_top5_only_beyond_5_classes(tmp_path):
         plots.plt.close(figure)
     path = plots.plot_curves(rows, tmp_path / "curves.png", num_classes=5)
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_history_rows_from_before_data_wait_resume(tmp_path, trained_run):
+    """metrics.csv's data_wait came later: rows of older checkpoints lack it."""
+    state = torch.load(trained_run / ckpt.LATEST, weights_only=True)
+    for row in state["history"]:
+        row.pop("data_wait", None)
+    torch.save(state, tmp_path / ckpt.LATEST)
+    ckpt.check_resumable(ckpt.load(tmp_path))
+
+
+def test_another_programs_pickle_is_refused_without_torchs_warning(tmp_path, recwarn):
+    """torch warns in two lines about the pickle protocol before it fails to read it."""
+    import pickle
+    (tmp_path / "other.pt").write_bytes(pickle.dumps({"weights": [1.0]}, protocol=4))
+    with pytest.raises(ckpt.CheckpointError, match="not a readable checkpoint"):
+        ckpt.load(tmp_path / "other.pt")
+    assert [str(warning.message) for warning in recwarn] == []
+
+
+# ---------------------------------------------------------------------------------------
+# a full disk
+# ---------------------------------------------------------------------------------------
+
+
+def _epoch_end_state(epoch):
+    """A checkpoint as an epoch's end writes it: epoch counts the finished ones, step 0."""
+    return _state(epoch=epoch, step_in_epoch=0)
+
+
+def test_a_real_enospc_during_a_write_says_disk_full(tmp_path):
+    """torch.save turns the kernel's ENOSPC into "[enforce fail at inline_container.cc]
+    unexpected pos": the temporary file is /dev/full here, where every write is ENOSPC."""
+    import os
+    from alexnet_triton.training.checkpointing import write
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    (tmp_path / f".{ckpt.LATEST}.tmp-{os.getpid()}").symlink_to("/dev/full")
+    state = _epoch_end_state(2)
+    state["model"] = {"w": torch.zeros(1 << 20)}  # past any write buffer
+    message = write(state, tmp_path, best=False, keep=0)
+    assert message is not None and "disk full (" in message and "MiB free" in message, message
+    assert "end of epoch 2" in message and "enforce fail" not in message, message
+    assert not (tmp_path / ckpt.LATEST).exists()
+
+
+def test_too_little_room_names_the_epoch_that_just_ended(tmp_path, monkeypatch):
+    """The checkpoint at the end of epoch 2 of a 2-epoch run said "epoch 3"."""
+    import shutil
+    from alexnet_triton.training.checkpointing import write
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1 << 20))
+    message = write(_epoch_end_state(2), tmp_path, best=False, keep=0)
+    assert "the checkpoint of the end of epoch 2 needs" in message, message
+    message = write(_state(epoch=1, step_in_epoch=7), tmp_path, best=False, keep=0)
+    assert "the checkpoint of epoch 2, step 7 needs" in message, message

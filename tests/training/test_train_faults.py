@@ -300,3 +300,33 @@ def test_ranks_and_their_loaders_exit_when_the_torchrun_launcher_dies(tmp_path,
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# ---------------------------------------------------------------------------------------
+# a malformed checkpoint
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_momentum_buffer_of_another_shape_is_refused_not_a_crash(tmp_path, trained_run):
+    """The first SGD step on it died with exit 139 and no message: in a process of its own,
+    so a crash fails this test rather than ending the session."""
+    run_dir = tmp_path / "run"  # its latest.pt alone
+    run_dir.mkdir()
+    state = torch.load(trained_run / ckpt.LATEST, weights_only=True)
+    state["optimizer"]["state"]["conv1.weight"]["momentum_buffer"] = torch.zeros(7)
+    torch.save(state, run_dir / ckpt.LATEST)
+    result = subprocess.run([PYTHON, "-m", "alexnet_triton.train", "--resume", str(run_dir),
+                             "--epochs", "2"], cwd=ROOT, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=300)
+    one_line_error(result.returncode, result.stderr, "momentum_buffer of conv1.weight", "[7]")
+
+
+def test_predict_refuses_a_string_in_place_of_a_weight(data, trained_run, quick_images,
+                                                       tmp_path, capsys):
+    state = torch.load(trained_run / ckpt.BEST, weights_only=True)
+    state["model"]["conv1.weight"] = "junk"
+    torch.save(state, tmp_path / ckpt.BEST)
+    image = quick_images / "val" / "star" / "00000.jpg"
+    status = predict.main(["--checkpoint", str(tmp_path / ckpt.BEST), str(image)])
+    _, err = capsys.readouterr()
+    one_line_error(status, err, "conv1.weight", "not a tensor", prog=predict.PROG)

@@ -135,11 +135,21 @@ def test_resume_into_a_run_dir_holding_another_run_is_refused(run_copy, tmp_path
 @pytest.mark.parametrize("damage, words", [
     (lambda state: state["arch"].update(lrn=False), ["arch record", "lrn"]),
     (lambda state: state.pop("optimizer"), ["lacks its 'optimizer' record", "cannot be resumed"]),
+    # malformed records: each was a traceback (exit 1), or a wrong summary (a momentum
+    # buffer of another shape crashed: test_train_faults runs that in a process of its own)
+    (lambda state: state["model"].update({"fc8.bias": "junk"}), ["fc8.bias", "not a tensor"]),
+    (lambda state: state["rng"][0]["python"].update(state=torch.zeros(3, dtype=torch.int64)),
+     ["random state of rank 0", "Python"]),
+    (lambda state: state.update(epoch="1"), ["'epoch' record '1'"]),
+    (lambda state: state["history"].__setitem__(0, {"junk": 1}), ["history row 1"]),
 ])
-def test_resume_refuses_a_checkpoint_whose_records_disagree(damage, words, run_copy, capsys):
-    state = torch.load(run_copy / ckpt.LATEST, weights_only=True)
+def test_resume_refuses_a_checkpoint_whose_records_disagree(damage, words, trained_run,
+                                                           tmp_path, capsys, monkeypatch):
+    use_reference_kernels(monkeypatch)
+    run_copy = tmp_path / "old"  # its latest.pt alone: 435 MB a case, not the whole run
+    run_copy.mkdir()
+    state = torch.load(trained_run / ckpt.LATEST, weights_only=True)
     damage(state)
-    (run_copy / ckpt.LATEST).unlink()
     torch.save(state, run_copy / ckpt.LATEST)
     before = _files(run_copy)
     status, _, err = train(["--resume", run_copy, "--epochs", "2"], capsys)
