@@ -322,12 +322,18 @@ def check_resumable(state: dict) -> None:
         raise CheckpointError(f"{path}: its 'epoch_loss_sum' record "
                               f"{state['epoch_loss_sum']!r} is not a number")
     _check_history(state, path)
-    _check_optimizer(state["optimizer"], state["model"], path)
     rng = state["rng"]
     if not isinstance(rng, list) or not rng:
         raise CheckpointError(f"{path}: its 'rng' record is not a list of random states")
     for rank, record in enumerate(rng):
         _check_rng(record, f"{path}: its random state of rank {rank}")
+
+
+def check_optimizer(state: dict) -> None:
+    """The optimizer record against the weights (each momentum buffer its weight's shape and
+    dtype: another shape crashes the fused SGD step). Called once the weights are known to
+    be the network's, so that a checkpoint of another network is called that, not this."""
+    _check_optimizer(state["optimizer"], state["model"], state["path"])
 
 
 def _is_count(value) -> bool:

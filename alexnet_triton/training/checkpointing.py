@@ -65,6 +65,7 @@ def restore(trainer, state: dict) -> None:
             f"{state['path']}: its arch record is not the network its "
             f"configuration builds ({', '.join(differ)} differ)")
     ckpt.load_model_state(trainer.model, state)
+    ckpt.check_optimizer(state)
     ckpt.load_optimizer_state(trainer.model, trainer.optimizer, state["optimizer"])
     _check_scheduler(state["scheduler"], trainer.scheduler.state_dict(), state["path"])
     trainer.scheduler.load_state_dict(state["scheduler"])
