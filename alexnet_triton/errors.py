@@ -24,3 +24,17 @@ class CheckpointError(UserError):
 
 class RunDirError(UserError):
     """A run directory that cannot be used: another run's, unwritable, or too full."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type's name when it has none): what a
+    skipped-files list or a one-line report shows of an exception."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def error_reason(error: BaseException) -> str:
+    """``Type: first line`` of ``error``: the one-line reason a damaged record or file is
+    listed with, naming what raised as well as what it said."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -29,6 +29,7 @@ from PIL import Image
 from alexnet_triton.data.folder import SPLITS, DataError, scan_image_folder
 from alexnet_triton.data.images import SUBSAMPLING, load_image
 from alexnet_triton.data.stats import PixelStats
+from alexnet_triton.errors import error_reason
 from alexnet_triton.progress import progress_bar
 from alexnet_triton.data.store import (DEFAULT_QUALITY, DEFAULT_SUBSAMPLING, FORMAT_VERSION,
                                        FORMATS, INFO_FILE, SHARD_BYTES, SplitWriter,
@@ -58,8 +59,7 @@ def _process_chunk(task) -> Tuple[list, Optional[PixelStats]]:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 pixels = load_image(os.path.join(split_dir, file), size)
         except Exception as error:  # noqa: BLE001 - any undecodable file is skipped, never fatal
-            reason = f"{type(error).__name__}: {error}"
-            results.append((None, label, file, reason))
+            results.append((None, label, file, error_reason(error)))
             continue
         if stats is not None:
             stats.add(pixels)

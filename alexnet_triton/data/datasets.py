@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from alexnet_triton.data.folder import DataError, list_split, scan_image_folder
+from alexnet_triton.errors import first_line
 from alexnet_triton.data.images import load_image
 from alexnet_triton.data.stats import DatasetStats, PixelStats
 from alexnet_triton.data.store import StoredSplit, is_store, read_info
@@ -79,7 +80,7 @@ def open_dataset(path, *, image_size: int = PAPER_IMAGE_SIZE) -> DatasetInfo:
             try:
                 load_image(root / split / item[0], image_size)
             except Exception as error:  # noqa: BLE001 - any undecodable file is skipped
-                skipped.append((f"{split}/{item[0]}", _first_line(error)))
+                skipped.append((f"{split}/{item[0]}", first_line(error)))
                 continue
             readable[split].append(item)
         counts = np.bincount([label for _, label in readable[split]], minlength=len(classes))
@@ -93,11 +94,6 @@ def open_dataset(path, *, image_size: int = PAPER_IMAGE_SIZE) -> DatasetInfo:
     stats = _sample_stats(root / "train", train_items, image_size)
     return _info(root, classes, image_size, stats, len(train_items), len(val_items),
                  tuple(skipped))
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def _info(root, classes, size, stats: DatasetStats, num_train, num_val,
@@ -155,7 +151,7 @@ class FolderSplit:
                 out[row] = load_image(path, self.size)
             except Exception as error:  # noqa: BLE001 - any undecodable file
                 failed.append((row, f"{path} could be read when training started but not "
-                                    f"now: {_first_line(error)}"))
+                                    f"now: {first_line(error)}"))
         return failed
 
     def read(self, indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
@@ -188,7 +184,7 @@ class ImageFiles:
             try:
                 out[row] = load_image(self.files[int(i)], self.size)
             except Exception as error:  # noqa: BLE001 - any undecodable file
-                failed.append((row, _first_line(error)))
+                failed.append((row, first_line(error)))
         return failed
 
 

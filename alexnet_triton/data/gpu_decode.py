@@ -21,7 +21,7 @@ import torch
 
 from alexnet_triton.data.decoders import cpu_decoder
 from alexnet_triton.data.reading import DECODE_CHOICES, Reading
-from alexnet_triton.errors import DataError
+from alexnet_triton.errors import DataError, error_reason
 
 
 def torchvision_decode(device: torch.device) -> Callable[[List[torch.Tensor]], List[torch.Tensor]]:
@@ -51,7 +51,7 @@ def gpu_decode_unavailable(device) -> Optional[str]:
         if tuple(image.shape) != (3, 16, 16):
             return f"torchvision decoded a 16x16 JPEG to {tuple(image.shape)}"
     except Exception as error:  # noqa: BLE001 - no torchvision, no nvJPEG, an old driver
-        return _reason(error)
+        return error_reason(error)
     return None
 
 
@@ -72,11 +72,6 @@ def resolve_decode(choice: str, device, source_format: str) -> bool:
     if reason is not None and choice == "gpu":
         raise DataError(f"--decode gpu: JPEGs cannot be decoded on {device}: {reason}")
     return reason is None
-
-
-def _reason(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 class GpuDecoder:
@@ -115,7 +110,7 @@ class GpuDecoder:
                 (image,) = self.decode([record])
                 self._check(image)
             except Exception as error:  # noqa: BLE001 - whatever the decoder says
-                skipped.append((int(indices[row]), _reason(error)))
+                skipped.append((int(indices[row]), error_reason(error)))
                 continue
             images.append(image)
             kept.append(row)

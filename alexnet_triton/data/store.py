@@ -41,6 +41,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from alexnet_triton.data.folder import DataError
+from alexnet_triton.errors import error_reason
 from alexnet_triton.data.images import SUBSAMPLING, encode_jpeg
 
 FORMAT_VERSION = 1
@@ -269,7 +270,7 @@ class StoredSplit:
             try:
                 decoder.decode_into(self.record(i), out[row])
             except Exception as error:  # noqa: BLE001 - a damaged record, whatever the decoder says
-                failed.append((row, f"{type(error).__name__}: {error}".splitlines()[0]))
+                failed.append((row, error_reason(error)))
         return failed
 
     def read(self, indices: Sequence[int], decoder=None) -> np.ndarray:
