@@ -111,6 +111,16 @@ class Recorder:
                               "options": options, "scalars": scalars,
                               "tensor_bytes": sum(tensors.values())})
 
+    def tuning_fits(self, kernel: str) -> bool:
+        """Whether a trial of the autotuner now tuning ``kernel`` compiled and fit: the
+        trailing run of its trials (an autotuner tries its configs one after another)."""
+        for attempt in reversed(self.attempts):
+            if attempt["kernel"] != kernel or not attempt["autotuner_trial"]:
+                return False
+            if attempt["outcome"] == "ok":
+                return True
+        return False
+
     def finish(self, outcome: str, **fields) -> None:
         attempt = self.attempts[-1]
         if attempt["outcome"] is None:

@@ -191,6 +191,39 @@ def test_precompile_covers_every_launch_in_every_precision():
     assert max(loads) - min(loads) <= longest  # dealt longest first, to the lightest
 
 
+def test_every_slice_holds_every_candidate_its_own_first():
+    """Issue 25: a slice whose own candidates were all too large for a kernel's shared
+    memory (or that had none) launched one that did not fit, and the rest of its model step
+    never compiled. Now each slice tries its share, then the others as fallbacks, smallest
+    first, each compiled only while nothing before it in the tuning fits."""
+    from bench.static.sm90_driver import SkipConfig
+
+    tuners = autotune.autotuners()
+    autotune.restrict(tuners)
+    fits = {"now": False}
+    for name, tuner in tuners.items():
+        candidates = list(tuner.configs)
+        shares = []
+        for index in range(precompile.SLICES):
+            configs = precompile.slice_configs(candidates, index, lambda: fits["now"])
+            assert len(configs) == len(candidates) > 1, name  # one config is never tuned
+            share = [c for c in configs if c.pre_hook is None]
+            shares += share
+            assert share == candidates[index::precompile.SLICES], name
+            fallbacks = configs[len(share):]
+            assert all(c.pre_hook is not None for c in fallbacks), name
+            assert sorted(map(str, share + fallbacks)) == sorted(map(str, candidates)), name
+            sizes = [precompile._shared_estimate(c) for c in fallbacks]
+            assert sizes == sorted(sizes), name  # the smallest fallback first
+            for config in fallbacks:
+                fits["now"] = False
+                config.pre_hook({})  # compiled: nothing before it fits
+                fits["now"] = True
+                with pytest.raises(SkipConfig):
+                    config.pre_hook({})
+        assert sorted(map(str, shares)) == sorted(map(str, candidates)), name  # a partition
+
+
 @pytest.mark.parametrize("tool,output,count", [
     ("memcheck", "========= COMPUTE-SANITIZER\n========= ERROR SUMMARY: 0 errors\n", 0),
     ("memcheck", "========= Invalid __global__ read of size 2 bytes\n"

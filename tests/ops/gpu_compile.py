@@ -57,15 +57,14 @@ BATCH = 2  # only divisibility specializes (by 16, and == 1)
 # linear, whose operands are staged through registers), fc6 alone for the linear kernels
 # (fc8 differs from it in flags that no target changes); float64's DMMA and ieee float32's
 # FMA are the same code on every target, and the element-wise kernels (LRN, pooling,
-# dropout, augmentation) choose nothing by target. "precisions": quick's launches and
-# configs in bf16, ieee float32 and tf32 (conv and linear): what every target is checked in
-# (ALEXNET_GPU_TARGETS=all ALEXNET_GPU_COMPILE=precisions, README: what runs where).
+# dropout, augmentation) choose nothing by target. "precisions": arch's launches in bf16,
+# ieee float32 and tf32: what every target is checked in (ALEXNET_GPU_TARGETS=all
+# ALEXNET_GPU_COMPILE=precisions; README: what runs where).
 SCOPES = {
     "quick": (("float32", "bfloat16", "float64"),
               ("conv2", "lrn1", "pool1", "fc6", "fc8", "dropout", "augment")),
     "arch": (("bfloat16", "float32-tf32"), ("conv2", "fc6")),
-    "precisions": (("bfloat16", "float32-ieee", "float32-tf32"),
-                   ("conv2", "lrn1", "pool1", "fc6", "fc8", "dropout", "augment")),
+    "precisions": (("bfloat16", "float32-ieee", "float32-tf32"), ("conv2", "fc6")),
     "full": (tuple(VARIANTS), LAYERS),
 }
 # which autotuner configs get compiled

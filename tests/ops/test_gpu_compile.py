@@ -14,7 +14,7 @@ configs) and sm_80 (A100) in the arch scope (bf16 and tf32, the GEMM launches of
 fc6: the code that depends on the target). Opt in to more with
 ALEXNET_GPU_TARGETS=sm_80,sm_86,sm_89,sm_90a,sm_100a,sm_120a (or =all; default
 sm_90a,sm_80) and ALEXNET_GPU_COMPILE=quick|arch|precisions|full (a scope for every target;
-precisions: quick's launches in bf16, ieee float32 and tf32; full: six variants, every
+precisions: arch's launches in bf16, ieee float32 and tf32; full: six variants, every
 layer, every config); setting either replaces the default plan. Compiled
 kernels stay in Triton's on-disk cache, so a rerun only compiles the kernels that changed.
 `pytest -s tests/ops/test_gpu_compile.py` prints the table of matrix instructions and
