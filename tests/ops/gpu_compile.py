@@ -67,6 +67,8 @@ SCOPES = {
     "precisions": (("bfloat16", "float32-ieee", "float32-tf32"), ("conv2", "fc6")),
     "full": (tuple(VARIANTS), LAYERS),
 }
+# The scopes that launch every kernel of kernels/*.py (test_every_kernel_is_launched).
+COMPLETE_SCOPES = ("quick", "full")
 # which autotuner configs get compiled
 PRUNE = {"quick": "first_last", "arch": "first_last", "precisions": "first_last", "full": "all"}
 
