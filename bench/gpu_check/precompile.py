@@ -16,7 +16,6 @@ ops routed to the Triton launchers.
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -187,46 +186,43 @@ def _shared_estimate(config) -> int:
     return tiles * config.num_stages
 
 
-def slice_configs(candidates: list, index: int, fits_already) -> list:
-    """Slice ``index`` of an autotuner's candidates: its share (every SLICES-th, from
-    ``index``), then every other candidate, least shared memory first, as fallbacks.
+def config_values(config) -> dict:
+    """A config's constexprs and launch options, as a kernel launch receives them."""
+    return {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+
+
+def slice_configs(candidates: list, index: int) -> tuple[list, list]:
+    """(configs, fallbacks): slice ``index`` of an autotuner's candidates, its share (every
+    SLICES-th, from ``index``), then every other candidate, least shared memory first: the
+    fallbacks.
 
     A fallback is compiled only where nothing before it in the same tuning compiled and
-    fit (else ``fits_already()`` is true: the config's pre-hook raises SkipConfig, and the
-    compile-only benchmarker times it inf), so a slice compiles its share alone unless
-    its share holds only candidates too large for the kernel at hand (ieee float32 conv3-5
-    input gradients at slice 0: 128 x 128 x 64 in 3 stages with TMA weight tiles needs
-    262,160 bytes of shared memory, an H100 has 232,448), or none (the convs' 3 candidates
-    at slice 3): then it goes on to the smallest that fits, as the GPU's autotuner prunes
-    what is out of resources, and the rest of the step still compiles. Before, such a
-    slice kept its one candidate and the launch raised OutOfResources, leaving the rest of
-    the step uncompiled. Never a single config: the autotuner would launch it without a
-    trial, and a launch out of resources raises."""
-    share = candidates[index::SLICES]
+    fit (the compile-only driver's Recorder.fallbacks: it is skipped, timed inf, otherwise),
+    so a slice compiles its share alone unless its share holds only candidates too large
+    for the kernel at hand (ieee float32 conv3-5 input gradients at slice 0: 128 x 128 x 64
+    in 3 stages with TMA weight tiles needs 262,160 bytes of shared memory, an H100 has
+    232,448), or none (the convs' 3 candidates at slice 3): then it goes on to the smallest
+    that fits, as the GPU's autotuner prunes what is out of resources, and the rest of the
+    step still compiles. Before, such a slice kept its one candidate and the launch raised
+    OutOfResources, leaving the rest of the step uncompiled. Never a single config: the
+    autotuner would launch it without a trial, and a launch out of resources raises."""
     if len(candidates) < 2:
-        return list(candidates)
-
-    def only_if_none_fits(nargs):
-        if fits_already():
-            from bench.static.sm90_driver import SkipConfig
-            raise SkipConfig("a candidate before this fallback fits")
-
-    fallbacks = []
-    for config in sorted((c for c in candidates if all(c is not s for s in share)),
-                         key=_shared_estimate):
-        fallback = copy.copy(config)
-        fallback.pre_hook = only_if_none_fits
-        fallbacks.append(fallback)
-    return share + fallbacks
+        return list(candidates), []
+    share = candidates[index::SLICES]
+    fallbacks = sorted((c for c in candidates if all(c is not s for s in share)),
+                       key=_shared_estimate)
+    return share + fallbacks, fallbacks
 
 
 def _slice(tuners: dict, index: int, recorder) -> None:
-    """Give each autotuner slice ``index`` of its candidates (slice_configs). The pre-hook
-    also runs before the launch of the config the tuning chose: it skips only trials."""
+    """Give each autotuner slice ``index`` of its candidates (slice_configs). The recorder
+    knows a fallback by its kernel and values: linear_kernel's two autotuners share both
+    lists, which is safe while no share holds more than one config (SLICES = 4 of 3-4
+    candidates each)."""
     for tuner in tuners.values():
-        def fits_already(kernel=tuner.base_fn.__name__):
-            return recorder.benchmarking and recorder.tuning_fits(kernel)
-        tuner.configs = slice_configs(tuner.restricted, index, fits_already)
+        tuner.configs, fallbacks = slice_configs(tuner.restricted, index)
+        recorder.fallbacks.setdefault(tuner.base_fn.__name__, []).extend(
+            map(config_values, fallbacks))
 
 
 def worker(share: list, out_path: Path) -> None:
@@ -243,6 +239,7 @@ def worker(share: list, out_path: Path) -> None:
     report = []
     for task in share:
         recorder.attempts = []
+        recorder.fallbacks = {}
         start = time.perf_counter()
         error = None
         for tuner in tuners.values():

@@ -81,6 +81,9 @@ class Recorder:
         self.prune = prune
         self.attempts: list[dict] = []
         self.benchmarking = False
+        # {kernel: [config values]}: autotuner configs tried only while no earlier trial of
+        # the same tuning compiled and fit (bench/gpu_check/precompile.py's fallbacks)
+        self.fallbacks: dict[str, list[dict]] = {}
         self.ptx_by_hash: dict[str, str] = {}
         self.cubin_by_hash: dict[str, str] = {}
 
@@ -91,6 +94,10 @@ class Recorder:
                         for a in self.attempts if a["autotuner_trial"])):
             raise SkipConfig(fn.__name__)
         named = dict(zip(fn.arg_names, args), **kwargs)
+        if (self.benchmarking and self.tuning_fits(fn.__name__)
+                and any(all(named.get(k) == v for k, v in values.items())
+                        for values in self.fallbacks.get(fn.__name__, ()))):
+            raise SkipConfig(fn.__name__)
         constexprs = {p.name for p in fn.params if p.is_constexpr}
         # The int constexprs (tile sizes, window sizes) and the autotuner's launch options.
         config = {name: named[name] for name in constexprs if type(named.get(name)) is int}
