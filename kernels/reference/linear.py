@@ -9,6 +9,7 @@ of some of them, which doubled fc6's and fc7's bf16 gradient error (issue 25).
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -18,12 +19,30 @@ from alexnet_triton.kernels import accumulation_dtype
 from alexnet_triton.kernels.reference.dropout import dropout_scale, keep_mask
 
 
+def _without_autocast(function):
+    """``function`` run with autocast off on its first argument's device.
+
+    A bf16 model calls the reference inside autocast (functional._autocast has cast the
+    operands already), and autocast would cast the float32 GEMMs back to bf16, rounding
+    ``input @ weight.T`` before the bias after all.
+    """
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        device = args[0].device.type
+        if device not in ("cuda", "cpu") or not torch.is_autocast_enabled(device):
+            return function(*args, **kwargs)
+        with torch.autocast(device, enabled=False):
+            return function(*args, **kwargs)
+    return wrapped
+
+
 def _wide(t: Tensor) -> Tensor:
     """t in its accumulation dtype: bf16 values are exact in float32, and so are products
     of two of them, so a float32 GEMM of them is the kernels' bf16 GEMM."""
     return t.to(accumulation_dtype(t.dtype))
 
 
+@_without_autocast
 def linear_forward(input: Tensor, weight: Tensor, bias: Optional[Tensor], relu: bool, p: float,
                    seed: Optional[Tensor]) -> Tensor:
     """input [M, K], weight [N, K], bias [N] -> dropout(relu(input @ weight.T + bias)) [M, N]."""
@@ -53,6 +72,7 @@ def _scaled(sums: Tensor, p: float, dtype: torch.dtype) -> Tensor:
     return (sums * dropout_scale(p, sums.dtype) if p > 0 else sums).to(dtype)
 
 
+@_without_autocast
 def linear_backward_input(grad_output: Tensor, output: Optional[Tensor], weight: Tensor,
                           p: float) -> Tensor:
     """grad_input [M, K] = g' @ weight, g' = grad_output / (1 - p) * (output > 0)."""
@@ -60,6 +80,7 @@ def linear_backward_input(grad_output: Tensor, output: Optional[Tensor], weight:
     return _scaled(sums, p, grad_output.dtype)
 
 
+@_without_autocast
 def linear_backward_weight(grad_output: Tensor, output: Optional[Tensor], input: Tensor,
                            p: float) -> Tuple[Tensor, Tensor]:
     """grad_weight [N, K] = g'.T @ input and grad_bias [N] = g'.sum(0)."""

@@ -254,13 +254,16 @@ def test_reference_rounds_bf16_once_as_the_kernels(p):
     exact = [t.double() for t in bf16]
     seed = _seed("cpu") if p else None
     once = linear_reference.linear_forward(*exact[:3], True, p, seed).to(torch.bfloat16)
-    output = linear_reference.linear_forward(*bf16[:3], True, p, seed)
+    # Under autocast, as a bf16 model calls it: autocast must not cast its float32 GEMMs.
+    with torch.autocast("cpu", torch.bfloat16):
+        output = linear_reference.linear_forward(*bf16[:3], True, p, seed)
+        grad_input = linear_reference.linear_backward_input(bf16[3], output, bf16[1], p)
+        grad_weight, grad_bias = linear_reference.linear_backward_weight(bf16[3], output,
+                                                                         bf16[0], p)
     assert torch.equal(output, once)
     assert 0 < int((output[0] == 0).sum()) < N  # row 0 straddles the ReLU's threshold
-    grad_input = linear_reference.linear_backward_input(bf16[3], output, bf16[1], p)
     assert torch.equal(grad_input, linear_reference.linear_backward_input(
         exact[3], output.double(), exact[1], p).to(torch.bfloat16))
-    grad_weight, grad_bias = linear_reference.linear_backward_weight(bf16[3], output, bf16[0], p)
     expected = linear_reference.linear_backward_weight(exact[3], output.double(), exact[0], p)
     assert torch.equal(grad_weight, expected[0].to(torch.bfloat16))
     assert torch.equal(grad_bias, expected[1].to(torch.bfloat16))
