@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 
-from bench import devices
 from bench.gpu_check.cli import phase_main
 from bench.gpu_check.record import PASS, SKIP, PhaseRecord
 
@@ -104,6 +103,8 @@ def run(record: PhaseRecord, args) -> None:
                 cudnn=torch.backends.cudnn.version(), gpus=torch.cuda.device_count(),
                 nvidia_smi_before=nvidia_smi())
     record.check("gpu", PASS, gpu=properties.name)
+    from bench import devices  # imports alexnet_triton: after phase_main's bootstrap
+
     try:
         device = devices.lookup(properties.name)
     except devices.UnknownDevice as unknown:

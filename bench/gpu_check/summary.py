@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import devices
 from bench.gpu_check import bootstrap
 from bench.gpu_check.record import PASS, SKIP
 
@@ -94,6 +93,9 @@ def predictors(static: dict, info: dict) -> tuple[str, list]:
     predicts again with them in place of the datasheet shares: the check prefers what it
     measured. No GPU (a dry run): the report's main device. A GPU the report does not
     predict for: no column, said in the heading."""
+    # bench.devices imports alexnet_triton: not at module level, before the checkout is
+    # made importable (bootstrap.py)
+    from bench import devices
     from bench.static import h100_model, sass_predict
 
     name = info.get("gpu")
