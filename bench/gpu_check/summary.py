@@ -88,34 +88,42 @@ def predicted_us(static: dict, variant: str, op: str, mode: str, predict=_main_c
 def predictors(static: dict, info: dict) -> tuple[str, list]:
     """(which device, [(column, row -> predicted us)]) for the GPU the check ran on.
 
-    The static report predicts for each of its devices (bench/devices.py); the GPU is found
-    by its name. Where the environment phase measured the GPU's ceilings, a second column
-    predicts again with them in place of the datasheet shares: the check prefers what it
-    measured. No GPU (a dry run): the report's main device. A GPU the report does not
-    predict for: no column, said in the heading."""
+    The GPU is found in bench/devices.py by its name. Any Hopper GPU gets a prediction: the
+    report's own column where it predicts for that device, else the same rows predicted for
+    it here (one sm_90a SASS for all). Where the environment phase measured the GPU's
+    ceilings, a second column predicts again with them in place of the datasheet shares:
+    the check prefers what it measured. No GPU (a dry run): the report's main device. A GPU
+    the table does not know, or not a Hopper: no column, said in the heading."""
     # bench.devices imports alexnet_triton: not at module level, before the checkout is
     # made importable (bootstrap.py)
     from bench import devices
     from bench.static import h100_model, sass_predict
 
-    name = info.get("gpu")
-    device = devices.find(name)
-    if name and (device is None or device.key not in static.get("devices", {})):
-        known = ", ".join(d["short"] for d in static.get("devices", {}).values())
-        return (f"no prediction for {name}: the static report predicts for {known}", [])
-    key = device.key if device else static.get("device")
-    if key not in static.get("devices", {}):  # a report from before the device table
+    known = static.get("devices", {})
+    if not known:  # a report from before the device table
         return "its main columns", [("predicted (static) us", _main_columns)]
-    short = static["devices"][key]["short"]
-    columns = [(f"predicted (static, {short}) us",
-                lambda row: row["by_device"][key]["predicted_us"]["predicted"])]
+    name = info.get("gpu")
+    device = devices.find(name) if name else devices.BY_KEY[static["device"]]
+    if device is None or device.capability != (9, 0):
+        why = ("not in bench/devices.py" if device is None
+               else f"{device.arch}, and the static report's SASS is sm_90a")
+        return f"no prediction for {name} ({why})", []
+    model = h100_model.Model.of(device)
+    short = " ".join(device.name.split()[:2])
+    if device.key in known:
+        def static_us(row, key=device.key):
+            return row["by_device"][key]["predicted_us"]["predicted"]
+    else:
+        def static_us(row):
+            return sass_predict.predict(row, model)["predicted_us"]["predicted"]
+    columns = [(f"predicted (static, {short}) us", static_us)]
     if "matmul_bf16_tflops" in info or "copy_tb_per_s" in info:
-        model = h100_model.MODELS[key].measured(
-            info.get("matmul_bf16_tflops", 0) * 1e12 or None,
-            info.get("copy_tb_per_s", 0) * 1e12 or None)
+        measured = model.measured(info.get("matmul_bf16_tflops", 0) * 1e12 or None,
+                                  info.get("copy_tb_per_s", 0) * 1e12 or None)
         columns.append(("predicted at measured ceilings us",
-                        lambda row: sass_predict.predict(row, model)["predicted_us"]["predicted"]))
-    return (short + ("" if device else " (no GPU: the report's main device)")), columns
+                        lambda row: sass_predict.predict(row, measured)["predicted_us"]
+                        ["predicted"]))
+    return short + ("" if name else " (no GPU: the report's main device)"), columns
 
 
 def predicted_table(results, static: dict, info: dict | None = None) -> tuple[str, list]:

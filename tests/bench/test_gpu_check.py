@@ -228,7 +228,8 @@ def test_summary_puts_the_static_prediction_beside_the_measurement(tmp_path):
 def test_summary_predicts_for_the_gpu_it_ran_on(tmp_path):
     """An H200 by its CUDA name gets the static report's H200 column, then the same kernels
     predicted at the ceilings it measured (a copy at half the sustained 4.3 TB/s makes the
-    memory-bound LRN slower); a GPU the report does not predict for is named, with no column."""
+    memory-bound LRN slower); another Hopper gets the same rows predicted for it; a GPU the
+    static model cannot predict for is named, with no column."""
     from bench.gpu_check import summary
     from test_bench_report import op
 
@@ -248,10 +249,13 @@ def test_summary_predicts_for_the_gpu_it_ran_on(tmp_path):
     row = next(line for line in lines if line.startswith("| lrn1 |")).split(" | ")
     assert row[3] == f"{h200:,.0f}" and row[-1] == "2.00 |"
     assert float(row[4].replace(",", "")) > 1.5 * h200
-    info = {"gpu": "NVIDIA A100-SXM4-80GB"}
-    text = "\n".join(summary.speed_table(tmp_path, info))
-    assert ("Predicted from compiled code: no prediction for NVIDIA A100-SXM4-80GB: the static "
-            "report predicts for H100 SXM, H200 SXM.") in text
+    # another Hopper: the same rows predicted for it (the H100 PCIe's 2.0 TB/s: slower)
+    lines = summary.speed_table(tmp_path, {"gpu": "NVIDIA H100 PCIe"})
+    row = next(line for line in lines if line.startswith("| lrn1 |")).split(" | ")
+    assert float(row[3].replace(",", "")) > h100
+    text = "\n".join(summary.speed_table(tmp_path, {"gpu": "NVIDIA A100-SXM4-80GB"}))
+    assert ("Predicted from compiled code: no prediction for NVIDIA A100-SXM4-80GB (sm_80, and "
+            "the static report's SASS is sm_90a).") in text
     assert "| lrn1 | fwd+bwd | bf16 |" not in text
 
 
