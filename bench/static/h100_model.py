@@ -54,8 +54,9 @@ class Model:
     def of(cls, device: devices.Device) -> "Model":
         if device.capability != (9, 0):
             raise devices.UnknownDevice(
-                f"the static report's SASS is sm_90a: it predicts for Hopper only "
-                f"({', '.join(STATIC_DEVICES)}), not {device.name} ({device.arch})")
+                f"the static report's SASS is sm_90a: it predicts for Hopper only ("
+                + ", ".join(d.key for d in devices.DEVICES if d.capability == (9, 0))
+                + f"), not {device.name} ({device.arch})")
         return cls(device.key, device.name, device.sms, device.boost_clock_hz,
                    {k: v * SUSTAINED_COMPUTE for k, v in device.peak_flops.items()},
                    device.memory_bytes_per_s * SUSTAINED_BANDWIDTH, device.shared_per_sm,
