@@ -207,6 +207,11 @@ def usable_checkpoints(run_dir: Path, best: dict) -> str:
     return text + "."
 
 
+def rank_prefix(replicas: Replicas) -> str:
+    """'rank R: ' under torchrun, where each rank's own error is its own line; else ''."""
+    return f"rank {replicas.rank}: " if replicas.distributed else ""
+
+
 class Console:
     """One replica's terminal: rank 0 prints, the others say nothing."""
 
@@ -336,8 +341,15 @@ class Console:
                  f"saved. {usable_checkpoints(self.run_dir, best)} Try a lower --lr.",
                  file=sys.stderr, flush=True)
 
-    def write_failed(self, error: Exception) -> None:
+    def failed(self, error: Exception, own: bool = False) -> None:
+        """A checkpoint that could not be written (every replica is told: rank 0 says it),
+        or, ``own``, this replica's error (data it could not read): said by each replica
+        that meets it, under torchrun naming its rank."""
         latest = self.run_dir / ckpt.LATEST
         kept = (f"the previous {latest} is kept" if latest.exists() else
                 "no checkpoint had been written yet")
-        self.log(f"{PROG}: error: {error}; stopping ({kept})", file=sys.stderr, flush=True)
+        line = f"{PROG}: error: {rank_prefix(self.replicas)}{error}; stopping ({kept})"
+        if own:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            self.log(line, file=sys.stderr, flush=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alexnet_triton.data import Augmenter, eval_loader, train_loader
+from alexnet_triton.data import Augmenter, DataError, eval_loader, train_loader
 from alexnet_triton.models.build import build_model
 from alexnet_triton.runtime import describe_kernels
 from alexnet_triton.training import checkpoint as ckpt
@@ -179,8 +179,11 @@ class Trainer:
             console.diverged(error, self.best)
             return EXIT_FAILED
         except CheckpointWriteError as error:
-            console.write_failed(error)
+            console.failed(error)
             return EXIT_FAILED
+        except DataError as error:  # a batch none of whose images could be read
+            console.failed(error, own=True)
+            return EXIT_BAD_INPUT
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
