@@ -336,6 +336,10 @@ class Console:
         self.log(f"stopped by {name} {where}: checkpoint {self.run_dir / ckpt.LATEST}; "
                  f"continue with --resume {self.run_dir}", flush=True)
 
+    def stopped_at_once(self, best: dict) -> None:
+        self.log(f"stopped at once by a second Ctrl-C, without a checkpoint of the last "
+                 f"steps. {usable_checkpoints(self.run_dir, best)}", flush=True)
+
     def diverged(self, error: Exception, best: dict) -> None:
         self.log(f"{PROG}: error: {error}; stopping, nothing after the last check is "
                  f"saved. {usable_checkpoints(self.run_dir, best)} Try a lower --lr.",

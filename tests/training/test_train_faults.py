@@ -64,6 +64,37 @@ def test_sigterm_to_the_process_group_exits_130_with_a_checkpoint(tmp_path, quic
     assert (state["epoch"], state["step_in_epoch"]) > (0, 1)
 
 
+def test_a_second_ctrl_c_while_the_checkpoint_is_written_waits_for_it(data, tmp_path, capsys,
+                                                                       monkeypatch):
+    """Ctrl-C after step 1, again while its checkpoint is written: KeyboardInterrupt
+    from the signal handler broke off the write; now the checkpoint is finished first."""
+    from alexnet_triton.training import checkpointing, trainer
+    real_step, real_save = trainer.Trainer.train_step, checkpointing.save
+
+    def step_then_ctrl_c(self, images, labels):
+        loss = real_step(self, images, labels)
+        os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    def ctrl_c_then_save(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.Trainer, "train_step", step_then_ctrl_c)
+    monkeypatch.setattr(checkpointing, "save", ctrl_c_then_save)
+    run_dir = tmp_path / "run"
+    try:
+        status, out, err = train(["--data", data, "--run-dir", run_dir, "--epochs", "1",
+                                  "--sync-steps", "1", "--tensorboard", "off", *QUICK_ARGS],
+                                 capsys)
+    except KeyboardInterrupt:
+        pytest.fail("the second Ctrl-C broke off the checkpoint")
+    assert status == 130, err
+    assert "stopped by SIGINT at epoch 1, step 1" in out, out
+    state = torch.load(run_dir / ckpt.LATEST, weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 1)
+
+
 # ---------------------------------------------------------------------------------------
 # one run per run directory
 # ---------------------------------------------------------------------------------------
@@ -300,6 +331,64 @@ def test_ranks_and_their_loaders_exit_when_the_torchrun_launcher_dies(tmp_path,
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def _torchrun(args, log, env=None, torchrun_args=()):
+    """torchrun with 2 CPU ranks of the trainer (gloo), all output into the file ``log``,
+    in a session of its own."""
+    with open(log, "w") as file:
+        return subprocess.Popen(
+            [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+             *torchrun_args, *args],
+            cwd=ROOT, env=env or subprocess_env(OMP_NUM_THREADS=1), stdout=file,
+            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for(condition, process, seconds=180):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None or condition()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_a_scheduler_stopping_ranks_and_killing_their_launcher_leaves_a_checkpoint(
+        tmp_path, quick_dataset):
+    """As a scheduler ends a job: SIGTERM to each rank and SIGKILL to torchrun, whose death
+    sends every rank a second SIGTERM. The second raised KeyboardInterrupt from the signal
+    handler (tracebacks, and no checkpoint of the stop); now every rank finishes its step
+    and latest.pt holds where they stopped."""
+    run_dir, log = tmp_path / "run", tmp_path / "log"
+    launcher = _torchrun(
+        ["-m", "alexnet_triton.train", "--data", str(quick_dataset), "--run-dir", str(run_dir),
+         "--epochs", "20", "--batch-size", "10", "--workers", "0", "--sync-steps", "1",
+         "--print-freq", "1", "--checkpoint-minutes", "1000", "--tensorboard", "off"], log)
+    ranks = set()
+    try:
+        _wait_for(lambda: " step 1/3: " in log.read_text(), launcher)
+        ranks = _alive_descendants(launcher.pid)
+        assert len(ranks) == 2, ranks
+        for rank in ranks:
+            os.kill(rank, signal.SIGTERM)
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 120
+        while _alive_descendants(launcher.pid, ranks) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive_descendants(launcher.pid, ranks)
+    finally:
+        for pid in [launcher.pid, *_alive_descendants(launcher.pid, ranks)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    out = log.read_text()
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    (stopped,) = [line for line in out.splitlines() if line.startswith("stopped by SIGTERM")]
+    state = torch.load(run_dir / ckpt.LATEST, weights_only=True)
+    epoch, step = state["epoch"], state["step_in_epoch"]
+    assert (f"at epoch {epoch + 1}, step {step}:" in stopped if step else
+            f"after epoch {epoch}:" in stopped), (stopped, epoch, step)
 
 
 # ---------------------------------------------------------------------------------------
