@@ -35,6 +35,17 @@ def _stop_with_launcher() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+# What gloo and NCCL say when a peer process is gone (gloo raises a plain RuntimeError).
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+             "NCCL communicator was aborted")
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether ``error``, raised in a collective, means another rank has gone."""
+    return isinstance(error, dist.DistError) or (
+        isinstance(error, RuntimeError) and any(words in str(error) for words in PEER_LOST))
+
+
 class Replicas:
     """rank, world size and the few collectives the trainer needs."""
 

@@ -391,6 +391,26 @@ def test_a_scheduler_stopping_ranks_and_killing_their_launcher_leaves_a_checkpoi
             f"after epoch {epoch}:" in stopped), (stopped, epoch, step)
 
 
+def test_a_rank_that_fails_its_setup_is_named_with_its_reason(tmp_path, quick_dataset):
+    """Rank 1 finds the data damaged after rank 0 checked it: it exited 2 saying nothing,
+    and rank 0 died in its next collective with gloo's "Connection closed by peer"."""
+    log = tmp_path / "log"
+    launcher = _torchrun([str(ROOT / "tests" / "training" / "rank_one_fails.py"), "--data",
+                          str(quick_dataset), "--run-dir", str(tmp_path / "run"),
+                          "--epochs", "1", "--tensorboard", "off", *QUICK_ARGS], log)
+    try:
+        launcher.wait(timeout=180)
+    finally:
+        launcher.kill()
+    out = log.read_text()
+    errors = [line for line in out.splitlines() if line.startswith(
+        "python -m alexnet_triton.train: error: ")]
+    assert errors == [f"python -m alexnet_triton.train: error: rank 1: {quick_dataset}: "
+                      f"damaged on rank 1's disk"], out
+    assert launcher.returncode != 0 and "Connection closed" not in out, out
+    assert "exitcode  : 2" in out and "exitcode  : 1" not in out, out  # no rank crashed
+
+
 # ---------------------------------------------------------------------------------------
 # a malformed checkpoint
 # ---------------------------------------------------------------------------------------
