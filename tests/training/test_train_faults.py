@@ -411,6 +411,52 @@ def test_a_rank_that_fails_its_setup_is_named_with_its_reason(tmp_path, quick_da
     assert "exitcode  : 2" in out and "exitcode  : 1" not in out, out  # no rank crashed
 
 
+def _rank_pid(launcher, rank):
+    for pid in _alive_descendants(launcher.pid):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as file:
+                if f"RANK={rank}".encode() in file.read().split(b"\0"):
+                    return pid
+        except OSError:
+            pass
+    return None
+
+
+def test_torchrun_restarts_a_killed_rank_from_the_latest_checkpoint(tmp_path, quick_dataset):
+    """torchrun --max-restarts 1, rank 1 killed with -9 after the checkpoint of step 1: the
+    restarted group continues from latest.pt without --resume (it started over in a run
+    directory that already held a run), to the weights of an uninterrupted run, bit for
+    bit."""
+    args = ["-m", "alexnet_triton.train", "--data", str(quick_dataset), "--epochs", "1",
+            "--batch-size", "10", "--workers", "0", "--sync-steps", "1",
+            "--tensorboard", "off"]
+    straight = tmp_path / "straight"
+    launcher = _torchrun([*args, "--run-dir", str(straight)], tmp_path / "straight.log")
+    assert launcher.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()
+
+    run_dir, log = tmp_path / "run", tmp_path / "log"
+    launcher = _torchrun([*args, "--run-dir", str(run_dir), "--checkpoint-minutes", "1e-9"],
+                         log, torchrun_args=["--max-restarts", "1"])
+    try:
+        _wait_for(lambda: (run_dir / ckpt.LATEST).exists(), launcher)
+        os.kill(_rank_pid(launcher, 1), signal.SIGKILL)
+        assert launcher.wait(timeout=300) == 0, log.read_text()
+    finally:
+        for pid in [launcher.pid, *_alive_descendants(launcher.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    out = log.read_text()
+    assert f"torchrun restart 1: continuing from {run_dir / ckpt.LATEST}" in out, out
+    assert "Traceback" not in out, out
+    restarted = torch.load(run_dir / ckpt.LATEST, weights_only=True)
+    reference = torch.load(straight / ckpt.LATEST, weights_only=True)
+    assert restarted["global_step"] == reference["global_step"] == 3
+    for name, weight in reference["model"].items():
+        assert torch.equal(restarted["model"][name], weight), name
+
+
 # ---------------------------------------------------------------------------------------
 # a malformed checkpoint
 # ---------------------------------------------------------------------------------------
