@@ -14,12 +14,16 @@ What a run leaves in its directory (default runs/<timestamp>/):
     tensorboard/        TensorBoard event files (--tensorboard; by default when the
                         tensorboard package is installed)
 
-Exit status: 0 done; 2 bad input (one line on stderr, before any work), including a run
-directory that another run holds or that cannot be written; 1 a NaN, infinite or diverged
-loss (nothing after the last check is saved; the message says which checkpoint to use) or a
-checkpoint that could not be written (the previous one is kept); 130 stopped by Ctrl-C or
-SIGTERM, also sent to the whole process group or, under torchrun, on the launcher's death
-(a checkpoint of the last checked step is written first; --resume continues from it exactly).
+Exit status: 0 done; 2 bad input (one line on stderr, before any work; under torchrun
+naming each rank that met it), including a run directory that another run holds or that
+cannot be written, and a batch with no readable image (the data is damaged); 1 a NaN,
+infinite or diverged loss (nothing after the last check is saved; the message says which
+checkpoint to use), a checkpoint that could not be written (the previous one is kept) or,
+under torchrun, another rank gone; 130 stopped by Ctrl-C or SIGTERM, also sent to the whole
+process group or, under torchrun, on the launcher's death (a checkpoint of the last checked
+step is written first; --resume continues from it exactly; a second Ctrl-C stops at once,
+but not within a checkpoint's writing). Under ``torchrun --max-restarts N`` a restarted
+group continues from --run-dir's latest.pt by itself.
 """
 from __future__ import annotations
 

@@ -77,7 +77,11 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 def shard(indices: np.ndarray, rank: int, world_size: int, even: bool) -> np.ndarray:
     """This rank's part: every world_size-th index from position rank (cut to a multiple of
-    world_size first when ``even``, so all ranks run the same number of steps)."""
+    world_size first when ``even``, so all ranks run the same number of steps).
+
+    With per-rank batches of B / world_size, step k's batches of all ranks together are
+    positions [k B, (k + 1) B) of the epoch's order, whatever the world size: a run resumed
+    with another one trains each step on the same images."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
     if even:

@@ -115,6 +115,15 @@ def header_lines(setup: Setup, replicas: Replicas, parameters: int, lr: float,
                      f"{setup.run_dir / SKIPPED_LOG}")
     if setup.resume_state is not None:
         lines.append(f"resumed from {ckpt.describe(setup.resume_state)}")
+        saved = setup.resume_state.get("world_size", 1)
+        if saved != replicas.world_size:
+            lines.append(
+                f"note: the checkpoint was written by {plural(saved, 'replica')}, this run "
+                f"has {replicas.world_size}: every step trains on the images it would have "
+                f"(the batch order is a function of seed, epoch and step), but the crops, "
+                f"flips, colour noise and dropout are drawn per replica, from new random "
+                f"streams: not bit-identical to an uninterrupted run (resume with "
+                f"{plural(saved, 'replica')} for that)")
     lines.extend(setup.notes)
     return lines
 

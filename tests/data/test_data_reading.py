@@ -250,3 +250,15 @@ def test_what_the_run_header_says_of_the_reading():
     assert Reading().describe(0, "raw") == "raw store (no decoding) in the training thread (--workers 0)"
     assert Reading().describe(2, "folder").startswith("image files decoded and rescaled on the CPU by Pillow")
     assert Reading(gpu_decode=True).describe(8, "jpeg").startswith("JPEG decoded on the GPU (nvJPEG")
+
+
+def test_each_step_trains_on_the_same_images_whatever_the_world_size(store):
+    """What a run resumed with another world size relies on (checkpointing.restore)."""
+    def steps(world_size):
+        loaders = [train_loader(store, BATCH // world_size, epoch=3, seed=5, workers=0,
+                                rank=rank, world_size=world_size) for rank in range(world_size)]
+        return [sorted(i for loader in loaders for i in loader.batches[k].tolist())
+                for k in range(len(loaders[0]))]
+    alone = steps(1)
+    assert len(alone) == store.num_train // BATCH
+    assert steps(2) == alone and steps(4) == alone and steps(8) == alone
