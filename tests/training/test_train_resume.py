@@ -173,3 +173,23 @@ def test_a_run_of_two_replicas_resumes_alone_from_the_same_step_and_says_how(run
     (note,) = [line for line in out.splitlines() if line.startswith("note: the checkpoint")]
     assert "written by 2 replicas, this run has 1" in note and "not bit-identical" in note
     assert torch.load(run_copy / ckpt.LATEST, weights_only=True)["global_step"] == 6
+
+
+def test_a_torchrun_group_that_may_be_restarted_continues_its_run_dir(tmp_path):
+    """elastic_restart: what a start under torchrun --max-restarts resolves to."""
+    from alexnet_triton.errors import ConfigError
+    from alexnet_triton.training.setup import elastic_restart
+    config, given = parse_args(["--epochs", "3", "--batch-size", "10"], "train")
+    first, again = ({"TORCHELASTIC_MAX_RESTARTS": "2", "TORCHELASTIC_RESTART_COUNT": count}
+                    for count in ("0", "1"))
+    assert elastic_restart(config, given, {}) == (config, given, ())  # not torchrun's
+    with pytest.raises(ConfigError, match="--max-restarts: pass --run-dir DIR"):
+        elastic_restart(config, given, first)
+    config, given = parse_args(["--epochs", "3", "--batch-size", "10", "--run-dir",
+                                str(tmp_path)], "train")
+    assert elastic_restart(config, given, first) == (config, given, ())
+    assert elastic_restart(config, given, again) == (config, given, ())  # no checkpoint yet
+    (tmp_path / ckpt.LATEST).write_bytes(b"")
+    resumed, resumed_given, notes = elastic_restart(config, given, again)
+    assert resumed.resume == str(tmp_path) and resumed_given == {"epochs", "resume", "run_dir"}
+    assert notes == (f"torchrun restart 1: continuing from {tmp_path / ckpt.LATEST}",)
