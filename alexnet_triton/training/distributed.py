@@ -36,19 +36,19 @@ def _stop_with_launcher() -> None:
 
 
 def _store_of_this_start(timeout: timedelta):
-    """torchrun's store, its keys under a prefix of this start of the group; None (the
-    environment's, as init_process_group reads it) without torchrun's agent.
+    """For a restarted torchrun group, torchrun's store with its keys under a prefix of this
+    start; else None (the environment's, as init_process_group reads it).
 
     A group restarted by ``torchrun --max-restarts`` meets in the store of the first start
     (measured on torch 2.13, --standalone), where the first group's addresses still are:
     gloo connected to the killed ranks' ports and every restart failed ("Connection
     refused"). Under a prefix of their own the restarted ranks find only each other.
     """
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != str(True):
+    start = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != str(True) or start == "0":
         return None
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
                           is_master=False, timeout=timeout)
-    start = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     return dist.PrefixStore(f"alexnet_triton/start-{start}", store)
 
 
