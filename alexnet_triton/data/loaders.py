@@ -290,7 +290,8 @@ class Batches:
     def _processes(self):
         loader = DataLoader(BatchDataset(self.source, self.decoder.name), batch_size=None,
                             sampler=BatchList(self.batches, self.start_batch),
-                            num_workers=self.workers, worker_init_fn=_leave_stop_signals_to_the_trainer,
+                            num_workers=self.workers,
+                            worker_init_fn=_leave_stop_signals_to_the_trainer,
                             pin_memory=self.pin_memory,
                             prefetch_factor=self.prefetch if self.workers else None,
                             # The loader draws its workers' base seed from this private
