@@ -15,7 +15,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from helpers import Poison  # noqa: E402
-from train_support import make_quick_dataset, make_trained_run  # noqa: E402
+from train_support import (make_quick_dataset, make_torchrun_run,  # noqa: E402
+                           make_trained_run)
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +77,11 @@ def trained_run(tmp_path_factory, quick_dataset):
     """One epoch of AlexNet on quick_dataset: a run directory, made once per session (tests
     that resume or damage it copy it first)."""
     return make_trained_run(tmp_path_factory.mktemp("trained") / "run", quick_dataset)
+
+
+@pytest.fixture(scope="session")
+def torchrun_run(tmp_path_factory, quick_dataset):
+    """One epoch of 2 replicas under torchrun, each two columns (train_support.TORCHRUN_ARGS):
+    (run directory, the finished torchrun process), made once per session (never written)."""
+    run_dir = tmp_path_factory.mktemp("torchrun") / "run"
+    return run_dir, make_torchrun_run(run_dir, quick_dataset)
