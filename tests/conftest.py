@@ -10,6 +10,10 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 # The interpreter runs each tl.dot as a small numpy matmul; OpenBLAS syncing its threads
 # costs more than the product itself (measured: a conv test file 86 s -> 36 s).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Under pytest-xdist every core runs a worker of its own: one torch thread each (and in
+# the commands the tests start), or the workers' thread pools fight over the cores.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
