@@ -129,3 +129,59 @@ class poisoned_allocations:
     def __exit__(self, *exc) -> None:
         torch.empty, torch.empty_like = self.saved
 
+
+
+# The ops torch's autocast runs in bf16 with bf16 operands (its lower-precision list, as far
+# as AlexNet uses it), the package's GEMM ops, whose operands functional._autocast casts
+# (alexnet_triton::conv2d_relu, ::linear), and their backward ops (named with these
+# prefixes), whose saved operands are those casts: their floating-point inputs are rounded.
+# (Autograd saves what it was given, above the rounding: without rounding them again the
+# backward would read the unrounded float64 weights.)
+_GEMM_OPS = ("convolution", "addmm", "mm", "bmm", "linear", "conv2d_relu")
+
+
+def round_to_bfloat16(t: torch.Tensor) -> torch.Tensor:
+    """``t`` rounded to the nearest bf16 values, kept in ``t``'s dtype."""
+    return t.to(torch.bfloat16).to(t.dtype)
+
+
+class bfloat16_rounding:
+    """``with bfloat16_rounding():`` every op on float64 tensors computes exactly (float64) and
+    rounds its floating-point outputs to bf16 values, and the convolutions and matrix
+    products also round their operands, as autocast casts them: the error that bf16 itself
+    makes with one rounding per op, computed without any bf16 arithmetic.
+
+    So it is the same on every CPU and GPU, unlike torch's bf16 on a CPU, whose error
+    depends on oneDNN's path (AMX, AVX512_BF16 or none: issue 25). Views are left alone
+    (their data is their base's, already rounded); in-place ops are rounded in place.
+    """
+
+    def __enter__(self) -> "bfloat16_rounding":
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_map
+
+        def rounded(x):
+            return round_to_bfloat16(x) if isinstance(x, torch.Tensor) and x.is_floating_point() \
+                else x
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                if func.is_view:
+                    return func(*args, **kwargs)
+                if func._schema.name.split("::")[-1].startswith(_GEMM_OPS):
+                    args, kwargs = tree_map(rounded, args), tree_map(rounded, kwargs)
+                out = func(*args, **kwargs)
+                if func._schema.is_mutable:
+                    for t in out if isinstance(out, (tuple, list)) else (out,):
+                        if isinstance(t, torch.Tensor) and t.is_floating_point():
+                            t.copy_(round_to_bfloat16(t))
+                    return out
+                return tree_map(rounded, out)
+
+        self.mode = Mode()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.mode.__exit__(*exc)

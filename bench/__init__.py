@@ -1,4 +1,5 @@
-"""Three products that measure alexnet_triton, one folder each.
+"""Three products that measure alexnet_triton, one folder each, and the table of GPUs they
+share (``bench/devices.py``: NVIDIA's figures per device, chosen by the device's name).
 
 - ``bench/suite/``: pytest-benchmark timings of alexnet_triton against PyTorch eager and
   torch.compile. Run them with ``pytest bench/ --benchmark-only --benchmark-json=RESULTS.json``

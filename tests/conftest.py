@@ -10,12 +10,17 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 # The interpreter runs each tl.dot as a small numpy matmul; OpenBLAS syncing its threads
 # costs more than the product itself (measured: a conv test file 86 s -> 36 s).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Under pytest-xdist every core runs a worker of its own: one torch thread each (and in
+# the commands the tests start), or the workers' thread pools fight over the cores.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from helpers import Poison  # noqa: E402
-from train_support import make_quick_dataset, make_trained_run  # noqa: E402
+from train_support import (make_quick_dataset, make_torchrun_run,  # noqa: E402
+                           make_trained_run)
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +81,11 @@ def trained_run(tmp_path_factory, quick_dataset):
     """One epoch of AlexNet on quick_dataset: a run directory, made once per session (tests
     that resume or damage it copy it first)."""
     return make_trained_run(tmp_path_factory.mktemp("trained") / "run", quick_dataset)
+
+
+@pytest.fixture(scope="session")
+def torchrun_run(tmp_path_factory, quick_dataset):
+    """One epoch of 2 replicas under torchrun, each two columns (train_support.TORCHRUN_ARGS):
+    (run directory, the finished torchrun process), made once per session (never written)."""
+    run_dir = tmp_path_factory.mktemp("torchrun") / "run"
+    return run_dir, make_torchrun_run(run_dir, quick_dataset)

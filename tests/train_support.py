@@ -87,6 +87,29 @@ def make_trained_run(run_dir: Path, data: Path) -> Path:
     return run_dir
 
 
+# One epoch of 2 replicas under torchrun (gloo), each itself two columns (cpu, cpu), with
+# --ten-crop: the ``torchrun_run`` fixture's run, and what the elastic restart test repeats.
+TORCHRUN_ARGS = ("--epochs", "1", "--batch-size", "10", "--workers", "0", "--devices",
+                 "cpu,cpu", "--ten-crop")
+
+
+def torchrun_command(*args, torchrun_args=()) -> list:
+    """torchrun with 2 CPU ranks, running ``args`` (a script, or -m and a module, then its
+    arguments)."""
+    return [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            *torchrun_args, *[str(a) for a in args]]
+
+
+def make_torchrun_run(run_dir: Path, data: Path):
+    """The ``torchrun_run`` fixture's run into ``run_dir``: the finished process."""
+    import subprocess
+    return subprocess.run(
+        torchrun_command("-m", "alexnet_triton.train", "--data", data, "--run-dir", run_dir,
+                         *TORCHRUN_ARGS),
+        cwd=ROOT, env=subprocess_env(OMP_NUM_THREADS=1), capture_output=True, text=True,
+        timeout=300)
+
+
 def subprocess_env(**extra) -> dict:
     """Environment of a CLI subprocess: the reference kernels, and this process's threads
     (a run with another thread count sums in another order: not bit-identical)."""

@@ -26,8 +26,10 @@ stops the epoch with a DataError.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, List, Sequence, Tuple
@@ -42,15 +44,30 @@ from alexnet_triton.data.reading import LOADERS, Reading  # noqa: F401 - LOADERS
 from alexnet_triton.errors import DataError
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave Ctrl-C and SIGTERM to the main process, which stops them itself.
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """A loader worker ignores Ctrl-C, and SIGTERM from anyone but its trainer process.
 
     ``timeout``, systemd and Slurm signal the whole process group: a worker that died of
-    the signal would end the main process's step with an error before it could write its
-    checkpoint.
+    the signal would end the trainer's step with an error (under torchrun, on one rank
+    only) before it could write its checkpoint; the trainer stops and ends its workers
+    itself. A SIGTERM from the trainer process is how it ends one that does not finish
+    (torch's DataLoader shutdown, multiprocessing at the trainer's exit): that one is
+    obeyed, as is any SIGTERM once the trainer is gone, so no worker can outlive it or
+    hold up its exit. (A signal's sender is only known to ``sigwaitinfo``: SIGTERM is
+    blocked in this process and a thread waits for it.)
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    trainer = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait_for_sigterm() -> None:
+        while True:
+            sender = signal.sigwaitinfo({signal.SIGTERM}).si_pid
+            if sender == trainer or os.getppid() != trainer:
+                os._exit(128 + signal.SIGTERM)  # as a shell reports death by SIGTERM
+
+    threading.Thread(target=wait_for_sigterm, name="alexnet-loader-sigterm",
+                     daemon=True).start()
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -60,7 +77,11 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 def shard(indices: np.ndarray, rank: int, world_size: int, even: bool) -> np.ndarray:
     """This rank's part: every world_size-th index from position rank (cut to a multiple of
-    world_size first when ``even``, so all ranks run the same number of steps)."""
+    world_size first when ``even``, so all ranks run the same number of steps).
+
+    With per-rank batches of B / world_size, step k's batches of all ranks together are
+    positions [k B, (k + 1) B) of the epoch's order, whatever the world size: a run resumed
+    with another one trains each step on the same images."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
     if even:
@@ -149,8 +170,9 @@ def drop_unreadable(source, indices, buffer: torch.Tensor, failed, skipped: list
 
 
 class BatchDataset(Dataset):
-    """dataset[list of indices] -> (uint8 [B, 3, S, S], int64 [B], unreadable): one read a
-    batch, in a DataLoader worker process."""
+    """dataset[list of indices] -> (uint8 [B, 3, S, S], int64 [B], unreadable, None), or
+    (None, None, unreadable, the DataError's message) for a batch with no readable image:
+    one read a batch, in a DataLoader worker process."""
 
     def __init__(self, source, decoder_name: str) -> None:
         self.source, self.decoder_name = source, decoder_name
@@ -165,8 +187,13 @@ class BatchDataset(Dataset):
         buffer = batch_buffer(len(indices), self.source.pixel_shape, False)
         failed = read_part(self.source, indices, buffer.numpy(), self._decoder)
         skipped: list = []
-        buffer, labels = drop_unreadable(self.source, indices, buffer, failed, skipped)
-        return as_images(buffer), labels, skipped
+        try:
+            buffer, labels = drop_unreadable(self.source, indices, buffer, failed, skipped)
+        except DataError as error:
+            # Handed over as a value: the DataLoader would re-raise it with the worker's
+            # traceback in its message, not the one line it is.
+            return None, None, skipped, str(error)
+        return as_images(buffer), labels, skipped, None
 
 
 class Batches:
@@ -263,16 +290,28 @@ class Batches:
     def _processes(self):
         loader = DataLoader(BatchDataset(self.source, self.decoder.name), batch_size=None,
                             sampler=BatchList(self.batches, self.start_batch),
-                            num_workers=self.workers, worker_init_fn=_ignore_stop_signals,
+                            num_workers=self.workers,
+                            worker_init_fn=_leave_stop_signals_to_the_trainer,
                             pin_memory=self.pin_memory,
                             prefetch_factor=self.prefetch if self.workers else None,
                             # The loader draws its workers' base seed from this private
                             # generator, not from torch's global one, which the trainer's
                             # dropout and initialization use.
                             generator=torch.Generator().manual_seed(0))
-        for images, labels, skipped in loader:
-            self.skipped.extend(skipped)
-            yield images, labels
+        batches = iter(loader)
+        try:
+            for images, labels, skipped, error in batches:
+                self.skipped.extend(skipped)
+                if error is not None:
+                    raise DataError(error)
+                yield images, labels
+        finally:
+            # Now, not when the iterator is collected: an error's traceback keeps it (and
+            # its workers) alive until the interpreter's exit, where multiprocessing waits
+            # for them.
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
 
 
 def _check(batch_size: int, workers: int, world_size: int) -> None:

@@ -75,12 +75,13 @@ def restore(trainer, state: dict) -> None:
     trainer.epoch_loss_steps = state["epoch_loss_steps"]
     trainer.best = dict(state["best"])
     trainer.history = [dict(row) for row in state["history"]]
-    rng = state["rng"]
+    # With another world size the run goes on from the same step: step k of an epoch
+    # trains on the same images whatever the world size (loaders.shard). The random
+    # streams are per replica, so there each replica keeps its own new ones (console's
+    # header says the run is then not bit-identical to an uninterrupted one).
     if state.get("world_size", 1) == trainer.replicas.world_size:
-        ckpt.restore_rng(rng[trainer.replicas.rank], trainer.generator, trainer.cuda_devices)
-    elif trainer.step_in_epoch:
-        # Another sharding: this epoch's remaining batches differ; start it over.
-        trainer.step_in_epoch, trainer.epoch_loss_sum, trainer.epoch_loss_steps = 0, 0.0, 0
+        ckpt.restore_rng(state["rng"][trainer.replicas.rank], trainer.generator,
+                         trainer.cuda_devices)
 
 
 def _check_scheduler(saved: dict, own: dict, path: str) -> None:

@@ -115,6 +115,15 @@ def header_lines(setup: Setup, replicas: Replicas, parameters: int, lr: float,
                      f"{setup.run_dir / SKIPPED_LOG}")
     if setup.resume_state is not None:
         lines.append(f"resumed from {ckpt.describe(setup.resume_state)}")
+        saved = setup.resume_state.get("world_size", 1)
+        if saved != replicas.world_size:
+            lines.append(
+                f"note: the checkpoint was written by {plural(saved, 'replica')}, this run "
+                f"has {replicas.world_size}: every step trains on the images it would have "
+                f"(the batch order is a function of seed, epoch and step), but the crops, "
+                f"flips, colour noise and dropout are drawn per replica, from new random "
+                f"streams: not bit-identical to an uninterrupted run (resume with "
+                f"{plural(saved, 'replica')} for that)")
     lines.extend(setup.notes)
     return lines
 
@@ -205,6 +214,11 @@ def usable_checkpoints(run_dir: Path, best: dict) -> str:
         text += (f"; {best_path} holds the best validated weights (epoch {best['epoch']}, "
                  f"top-1 error {percent(best['val_top1_error'])}): use it")
     return text + "."
+
+
+def rank_prefix(replicas: Replicas) -> str:
+    """'rank R: ' under torchrun, where each rank's own error is its own line; else ''."""
+    return f"rank {replicas.rank}: " if replicas.distributed else ""
 
 
 class Console:
@@ -331,13 +345,24 @@ class Console:
         self.log(f"stopped by {name} {where}: checkpoint {self.run_dir / ckpt.LATEST}; "
                  f"continue with --resume {self.run_dir}", flush=True)
 
+    def stopped_at_once(self, best: dict) -> None:
+        self.log(f"stopped at once by a second Ctrl-C, without a checkpoint of the last "
+                 f"steps. {usable_checkpoints(self.run_dir, best)}", flush=True)
+
     def diverged(self, error: Exception, best: dict) -> None:
         self.log(f"{PROG}: error: {error}; stopping, nothing after the last check is "
                  f"saved. {usable_checkpoints(self.run_dir, best)} Try a lower --lr.",
                  file=sys.stderr, flush=True)
 
-    def write_failed(self, error: Exception) -> None:
+    def failed(self, error: Exception, own: bool = False) -> None:
+        """A checkpoint that could not be written (every replica is told: rank 0 says it),
+        or, ``own``, this replica's error (data it could not read): said by each replica
+        that meets it, under torchrun naming its rank."""
         latest = self.run_dir / ckpt.LATEST
         kept = (f"the previous {latest} is kept" if latest.exists() else
                 "no checkpoint had been written yet")
-        self.log(f"{PROG}: error: {error}; stopping ({kept})", file=sys.stderr, flush=True)
+        line = f"{PROG}: error: {rank_prefix(self.replicas)}{error}; stopping ({kept})"
+        if own:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            self.log(line, file=sys.stderr, flush=True)

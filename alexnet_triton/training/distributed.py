@@ -35,6 +35,34 @@ def _stop_with_launcher() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _store_of_this_start(timeout: timedelta):
+    """For a restarted torchrun group, torchrun's store with its keys under a prefix of this
+    start; else None (the environment's, as init_process_group reads it).
+
+    A group restarted by ``torchrun --max-restarts`` meets in the store of the first start
+    (measured on torch 2.13, --standalone), where the first group's addresses still are:
+    gloo connected to the killed ranks' ports and every restart failed ("Connection
+    refused"). Under a prefix of their own the restarted ranks find only each other.
+    """
+    start = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != str(True) or start == "0":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"alexnet_triton/start-{start}", store)
+
+
+# What gloo and NCCL say when a peer process is gone (gloo raises a plain RuntimeError).
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+             "NCCL communicator was aborted")
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether ``error``, raised in a collective, means another rank has gone."""
+    return isinstance(error, dist.DistError) or (
+        isinstance(error, RuntimeError) and any(words in str(error) for words in PEER_LOST))
+
+
 class Replicas:
     """rank, world size and the few collectives the trainer needs."""
 
@@ -65,8 +93,9 @@ class Replicas:
         self.backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        timeout = timedelta(minutes=30)
         dist.init_process_group(self.backend, rank=self.rank, world_size=self.world_size,
-                                timeout=timedelta(minutes=30))
+                                timeout=timeout, store=_store_of_this_start(timeout))
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """All-reduce a tensor by summation, in place; returns it."""

@@ -8,6 +8,7 @@ checkpoint's configuration and records), then the devices and the process group,
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -89,6 +90,35 @@ def resolve_config(config: TrainConfig, given: set) -> tuple[TrainConfig, Option
     except TypeError as error:  # a setting of another type: a number stored as a string
         raise CheckpointError(f"{source}: its config record is malformed ({error})") from None
     return config, state, tuple(notes)
+
+
+def elastic_restart(config: TrainConfig, given: set, environ=None
+                    ) -> tuple[TrainConfig, set, tuple]:
+    """Under ``torchrun --max-restarts N``: a restarted group (TORCHELASTIC_RESTART_COUNT
+    > 0) continues from its run directory's latest.pt, as ``--resume RUN_DIR`` with the
+    same flags would. Returns (config, given, notes).
+
+    torchrun starts a restarted group with the first one's command line, so the run
+    directory must be named on it (a new runs/<timestamp>/ each start would find nothing
+    to continue): without --run-dir or --resume a group that may be restarted is refused
+    at its first start (ConfigError). A restart before the first checkpoint starts over.
+    """
+    environ = os.environ if environ is None else environ
+    if int(environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) <= 0:
+        return config, given, ()
+    if config.run_dir is None:
+        if config.resume is None:
+            raise ConfigError("torchrun --max-restarts: pass --run-dir DIR, where a restarted "
+                              "group finds the checkpoint to continue from")
+        return config, given, ()  # --resume RUN: a restart reads RUN's latest.pt again
+    restart = int(environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    latest = Path(config.run_dir) / ckpt.LATEST
+    if restart == 0 or not latest.exists():
+        return config, given, ()
+    # The command line's other flags are the run's own: not "ignored", as --resume says.
+    given = (given & set(RESUME_OVERRIDES)) | {"resume", "run_dir"}
+    return (dataclasses.replace(config, resume=str(config.run_dir)), given,
+            (f"torchrun restart {restart}: continuing from {latest}",))
 
 
 def claim_run_dir(config: TrainConfig, state: Optional[dict]) -> RunDirLock:

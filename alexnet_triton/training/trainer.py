@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alexnet_triton.data import Augmenter, eval_loader, train_loader
+from alexnet_triton.data import Augmenter, DataError, eval_loader, train_loader
 from alexnet_triton.models.build import build_model
 from alexnet_triton.runtime import describe_kernels
 from alexnet_triton.training import checkpoint as ckpt
@@ -111,6 +111,9 @@ class Trainer:
                                    device=self.device)
         self.per_replica_batch = config.batch_size // self.replicas.world_size
         self.stop_signal: Optional[int] = None
+        # A second Ctrl-C stops at once, but never within a checkpoint's writing (or its
+        # gathering: every replica must join it): then it stops right after.
+        self.stop_at_once, self.saving = False, False
         # Forked loader workers inherit the signal handler; only this process acts on it.
         self.pid = os.getpid()
         # The run directory's files but the checkpoints: rank 0's.
@@ -131,9 +134,13 @@ class Trainer:
         every replica returns once it is written. Raises Diverged for non-finite weights,
         CheckpointWriteError when rank 0 could not write it (the earlier one is kept)."""
         self._check_weights()
-        rng = self.replicas.gather(ckpt.capture_rng(self.generator, self.cuda_devices))
-        self.last_checkpoint = time.monotonic()
-        return checkpointing.save(self, rng, best)
+        self.saving = True  # a second Ctrl-C meanwhile waits for the checkpoint
+        try:
+            rng = self.replicas.gather(ckpt.capture_rng(self.generator, self.cuda_devices))
+            self.last_checkpoint = time.monotonic()
+            return checkpointing.save(self, rng, best)
+        finally:
+            self.saving = False
 
     @torch.no_grad()
     def _check_weights(self) -> None:
@@ -179,8 +186,14 @@ class Trainer:
             console.diverged(error, self.best)
             return EXIT_FAILED
         except CheckpointWriteError as error:
-            console.write_failed(error)
+            console.failed(error)
             return EXIT_FAILED
+        except DataError as error:  # a batch none of whose images could be read
+            console.failed(error, own=True)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:  # a second Ctrl-C
+            console.stopped_at_once(self.best)
+            return EXIT_INTERRUPTED
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -194,10 +207,16 @@ class Trainer:
             # A loader worker (Ctrl-C reaches the whole process group): the main process
             # stops and ends it; a second message from here would only repeat its own.
             return
-        if self.stop_signal is not None:  # a second Ctrl-C: stop now, no checkpoint
-            raise KeyboardInterrupt
-        self.stop_signal = signum
-        self.console.signal_received(signum)
+        if self.stop_signal is None:
+            self.stop_signal = signum
+            self.console.signal_received(signum)
+        elif signum == signal.SIGINT and not self.stop_at_once:
+            # A second Ctrl-C: stop now, without this checkpoint. Another SIGTERM changes
+            # nothing: a scheduler's may come with the one of the torchrun launcher's death,
+            # and its SIGKILL follows anyway.
+            self.stop_at_once = True
+            if not self.saving:
+                raise KeyboardInterrupt
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One SGD step on a uint8 batch; returns the batch's mean loss (a 0-d tensor)."""
@@ -260,6 +279,8 @@ class Trainer:
                     return "interrupted"
                 if due and self.step_in_epoch < steps:
                     self.save_checkpoint()
+                    if self.stop_at_once:  # a second Ctrl-C while it was written
+                        raise KeyboardInterrupt
         finally:
             if bar is not None:
                 bar.close()

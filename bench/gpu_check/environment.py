@@ -1,7 +1,10 @@
 """Phase 1: what the check runs on, and the GPU's two ceilings measured on it.
 
 GPU name, multiprocessors, L2, memory, driver, torch/triton/CUDA/cuDNN versions and the
-clocks nvidia-smi reads; then a [8192]^3 bf16 matmul (the dense bf16 rate) and a 1 GiB
+clocks nvidia-smi reads; the GPU's row of bench/devices.py, found by its name (a GPU the table
+does not know is said so, by a skipped check naming the known ones, and the check goes on:
+only the datasheet figures and the static prediction are missing then); then a [8192]^3
+bf16 matmul (the dense bf16 rate) and a 1 GiB
 device-to-device copy (bytes read plus written), each the median of timed repeats after a
 warm-up, measured with CUDA events.
 """
@@ -100,6 +103,16 @@ def run(record: PhaseRecord, args) -> None:
                 cudnn=torch.backends.cudnn.version(), gpus=torch.cuda.device_count(),
                 nvidia_smi_before=nvidia_smi())
     record.check("gpu", PASS, gpu=properties.name)
+    from bench import devices  # imports alexnet_triton: after phase_main's bootstrap
+
+    try:
+        device = devices.lookup(properties.name)
+    except devices.UnknownDevice as unknown:
+        record.check("device table", SKIP, reason=str(unknown))
+    else:
+        record.info(device_model=device.key, datasheet_bf16_tflops=device.bf16_flops / 1e12,
+                    datasheet_tb_per_s=device.memory_bytes_per_s / 1e12)
+        record.check("device table", PASS, device_model=device.key)
     measured = record.guarded("ceilings", ceilings)
     if measured is not None:
         record.info(**measured, nvidia_smi_after=nvidia_smi())

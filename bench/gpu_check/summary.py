@@ -40,6 +40,10 @@ def _environment_line(results: dict) -> str:
     if "matmul_bf16_tflops" in info:
         line += (f"; measured ceilings: bf16 matmul {info['matmul_bf16_tflops']:.0f} TFLOP/s, "
                  f"copy {info['copy_tb_per_s']:.2f} TB/s")
+        if "datasheet_bf16_tflops" in info:
+            line += (f" (datasheet, {info['device_model']}: "
+                     f"{info['datasheet_bf16_tflops']:.0f} TFLOP/s dense bf16, "
+                     f"{info['datasheet_tb_per_s']:.2f} TB/s)")
     return line
 
 
@@ -62,43 +66,100 @@ def problems(results: dict) -> list:
     return lines or ["- none"]
 
 
-def predicted_us(static: dict, variant: str, op: str, mode: str):
-    """The static report's predicted time of one bench_ops case (its chosen configs), or None."""
+def _main_columns(row: dict) -> float:
+    return row["predicted_us"]["predicted"]
+
+
+def predicted_us(static: dict, variant: str, op: str, mode: str, predict=_main_columns):
+    """The static report's predicted time of one bench_ops case (its chosen configs), or None.
+    ``predict``: a row's predicted microseconds (default: the report's main columns)."""
     layer = STATIC_LAUNCH.get(op, op)
     rows = [k for k in static["kernels"] if k["variant"] == variant and k.get("chosen")
             and k["launch"].split(".")[0] == layer]
     if layer == op:  # a layer's launches: forward alone, or all that training runs
         rows = [k for k in rows if (k["launch"].endswith(".forward") if mode == "fwd"
                                     else k.get("in_step"))]
-    total = sum(k["predicted_us"]["predicted"] for k in rows)
+    total = sum(predict(k) for k in rows)
     if layer != op and mode == "fwd+bwd":
         total *= 2  # dropout's backward is the same launch on the gradient
     return total or None
 
 
-def predicted_table(results, static: dict) -> list:
-    """Per op and the training step: the static prediction beside what was measured."""
+def predictors(static: dict, info: dict) -> tuple[str, list]:
+    """(which device, [(column, row -> predicted us)]) for the GPU the check ran on.
+
+    The GPU is found in bench/devices.py by its name. Any Hopper GPU gets a prediction: the
+    report's own column where it predicts for that device, else the same rows predicted for
+    it here (one sm_90a SASS for all). Where the environment phase measured the GPU's
+    ceilings, a second column predicts again with them in place of the datasheet shares:
+    the check prefers what it measured. No GPU (a dry run): the report's main device. A GPU
+    the table does not know, or not a Hopper: no column, said in the heading."""
+    # bench.devices imports alexnet_triton: not at module level, before the checkout is
+    # made importable (bootstrap.py)
+    from bench import devices
+    from bench.static import h100_model, sass_predict
+
+    known = static.get("devices", {})
+    if not known:  # a report from before the device table
+        return "its main columns", [("predicted (static) us", _main_columns)]
+    name = info.get("gpu")
+    device = devices.find(name) if name else devices.BY_KEY[static["device"]]
+    if device is None or device.capability != (9, 0):
+        why = ("not in bench/devices.py" if device is None
+               else f"{device.arch}, and the static report's SASS is sm_90a")
+        return f"no prediction for {name} ({why})", []
+    model = h100_model.Model.of(device)
+    short = " ".join(device.name.split()[:2])
+    if device.key in known:
+        def static_us(row, key=device.key):
+            return row["by_device"][key]["predicted_us"]["predicted"]
+    else:
+        def static_us(row):
+            return sass_predict.predict(row, model)["predicted_us"]["predicted"]
+    columns = [(f"predicted (static, {short}) us", static_us)]
+    if "matmul_bf16_tflops" in info or "copy_tb_per_s" in info:
+        measured = model.measured(info.get("matmul_bf16_tflops", 0) * 1e12 or None,
+                                  info.get("copy_tb_per_s", 0) * 1e12 or None)
+        columns.append(("predicted at measured ceilings us",
+                        lambda row: sass_predict.predict(row, measured)["predicted_us"]
+                        ["predicted"]))
+    return short + ("" if name else " (no GPU: the report's main device)"), columns
+
+
+def predicted_table(results, static: dict, info: dict | None = None) -> tuple[str, list]:
+    """(which device, lines): per op and the training step, the static prediction for the
+    GPU the check ran on beside what was measured; the ratio is measured over the first
+    prediction column."""
     from bench.suite import report
 
-    lines = ["| op | mode | dtype | predicted (static) us | measured us | measured / predicted |",
-             "|---|---|---|---|---|---|"]
+    which, columns = predictors(static, info or {})
+    if not columns:
+        return which, []
+    lines = ["| op | mode | dtype | " + " | ".join(c for c, _ in columns)
+             + " | measured us | measured / predicted |", "|---" * (5 + len(columns)) + "|"]
     for row in report.op_rows(results):
         measured = row.seconds.get(report.OURS)
-        predicted = predicted_us(static, row.dtype, row.op, row.mode)
-        if measured is None or predicted is None:
+        predicted = [predicted_us(static, row.dtype, row.op, row.mode, f) for _, f in columns]
+        if measured is None or predicted[0] is None:
             continue
-        lines.append(f"| {row.op} | {row.mode} | {row.dtype} | {predicted:,.0f} "
-                     f"| {measured * 1e6:,.0f} | {measured * 1e6 / predicted:.2f} |")
+        lines.append(f"| {row.op} | {row.mode} | {row.dtype} | "
+                     + " | ".join(f"{p:,.0f}" for p in predicted)
+                     + f" | {measured * 1e6:,.0f} | {measured * 1e6 / predicted[0]:.2f} |")
     for row in report.model_rows(results):
-        step = static.get("step", {}).get(row.precision)
-        if row.task == "train" and row.provider == report.OURS and row.device == "cuda" and step:
+        chosen = [k for k in static["kernels"] if k["variant"] == row.precision
+                  and k.get("chosen") and k.get("in_step")]
+        if row.task == "train" and row.provider == report.OURS and row.device == "cuda" and chosen:
+            predicted = [sum(f(k) for k in chosen) for _, f in columns]
             lines.append(f"| training step (kernels only predicted) | fwd+bwd | {row.precision} "
-                         f"| {step['predicted_ms'] * 1e3:,.0f} | {row.seconds * 1e6:,.0f} "
-                         f"| {row.seconds * 1e6 / (step['predicted_ms'] * 1e3):.2f} |")
-    return lines if len(lines) > 2 else []
+                         "| " + " | ".join(f"{p:,.0f}" for p in predicted)
+                         + f" | {row.seconds * 1e6:,.0f} "
+                         f"| {row.seconds * 1e6 / predicted[0]:.2f} |")
+    return which, (lines if len(lines) > 2 else [])
 
 
-def speed_table(out: Path) -> list:
+def speed_table(out: Path, info: dict | None = None) -> list:
+    """The speed phase's tables; ``info``: the environment phase's (the GPU's name and its
+    measured ceilings), which picks the static prediction shown."""
     path = out / "bench.json"
     if not path.exists():
         return ["(no benchmark ran)"]
@@ -120,10 +181,12 @@ def speed_table(out: Path) -> list:
                   for t in targets]
     if STATIC_REPORT.exists():
         static = json.loads(STATIC_REPORT.read_text())
-        predicted = predicted_table(results, static)
+        which, predicted = predicted_table(results, static, info)
         if predicted:
             lines += ["", f"Predicted from compiled code ({STATIC_REPORT.name}, triton "
-                          f"{static.get('triton')}) beside measured:", *predicted]
+                          f"{static.get('triton')}, {which}) beside measured:", *predicted]
+        elif info and info.get("gpu"):
+            lines += ["", f"Predicted from compiled code: {which}."]
     return lines
 
 
@@ -131,5 +194,6 @@ def render(results: dict, out: Path) -> str:
     title = "GPU check (dry run, no GPU)" if results["dry_run"] else "GPU check"
     lines = [f"## {title}, {results['started']}", "", _environment_line(results), "",
              *phase_table(results), "", "Not passed:", *problems(results), "",
-             "Speed (medians; OUTDIR/bench.md has every table):", *speed_table(out)]
+             "Speed (medians; OUTDIR/bench.md has every table):",
+             *speed_table(out, results["phases"].get("environment", {}).get("info", {}))]
     return "\n".join(lines) + "\n"

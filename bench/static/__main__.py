@@ -4,14 +4,18 @@
     python -m bench.static --full     # and every autotune candidate (~220 s mostly warm)
     python -m bench.static --launches conv2.forward fc6.forward --out /tmp/sass
                                     # some launches only, with their budgets printed
+    python -m bench.static --device-model h100-pcie h200 --out /tmp/sass
+                                    # predicted for other Hopper GPUs (bench/devices.py)
 
 No GPU needed. Each launcher of kernels/*.py is called at AlexNet's batch-128 shapes, in
 bf16, in fp32 (PyTorch's defaults: tf32 convolutions, ieee linear) and in tf32 (fp32
 tensors, tf32 linear too), under the stand-in H100 driver of bench/static/sm90_driver.py; the
 cubins Triton compiles are read with the CUDA tools in Triton's wheel (registers, spills,
 shared memory, the SASS's main loop) and bench/static/h100_model.py turns them into a predicted
-time per kernel and per training step, beside the physical floor. Writes OUT/static-sm90.json and OUT/static-sm90.md
-(OUT = bench/results). A PREDICTION from compiled code, not a measurement.
+time per kernel and per training step, beside the physical floor, for an H100 SXM and an H200
+side by side (the same SASS; their SMs, clocks, peaks and bandwidth from bench/devices.py).
+Writes OUT/static-sm90.json and OUT/static-sm90.md (OUT = bench/results). A PREDICTION from
+compiled code, not a measurement.
 
 Compiles run in at most --jobs processes at once (each kernel costs 1-2 CPU-seconds; Triton's
 on-disk cache makes a rerun of unchanged kernels fast).
@@ -27,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.static import sass_budgets, sass_predict, sass_table
+from bench import devices
+from bench.static import h100_model, sass_budgets, sass_predict, sass_table
 from bench.static.alexnet_launches import launch_names
 from bench.static.sass_compile import BATCH, VARIANTS
 
@@ -77,13 +82,14 @@ def compile_all(scope: str, jobs: int, work_dir: str, sass_dir: str | None = Non
     return outputs
 
 
-def build_report(scope: str, outputs: dict, seconds: float) -> dict:
+def build_report(scope: str, outputs: dict, seconds: float,
+                 models: tuple = tuple(h100_model.MODELS.values())) -> dict:
     from importlib.metadata import version
 
     kernels, failures = [], []
     for variant, parts in outputs.items():
         for part in parts:
-            found, failed = sass_predict.rows(variant, part)
+            found, failed = sass_predict.rows(variant, part, models)
             kernels += found
             failures += failed
     order = {name: i for i, name in enumerate(launch_names())}
@@ -92,6 +98,9 @@ def build_report(scope: str, outputs: dict, seconds: float) -> dict:
     return {
         "what": "PREDICTION from compiled code (sm_90a SASS), not a measurement",
         "scope": scope, "batch": BATCH, "target": "cuda sm_90a (H100/H200 model)",
+        # the prediction's devices, the first one the rows' main columns (predicted_us, ...)
+        "device": models[0].key,
+        "devices": {model.key: model.figures() for model in models},
         "triton": version("triton"), "torch": version("torch"),
         "variants": {v: {"dtype": d, "matmul_allow_tf32": m, "cudnn_allow_tf32": c}
                      for v, (d, m, c) in VARIANTS.items()},
@@ -102,6 +111,8 @@ def build_report(scope: str, outputs: dict, seconds: float) -> dict:
                                      for name, entry in part["launches"].items()}
                            for variant, parts in outputs.items()},
         "step": sass_predict.step_totals([r for r in kernels if r["chosen"]]),
+        "step_by_device": {m.key: sass_predict.step_totals([r for r in kernels if r["chosen"]],
+                                                           m.key) for m in models},
         "kernels": kernels, "failures": failures,
     }
 
@@ -126,7 +137,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--launches", nargs="+", metavar="LAUNCH", choices=launch_names(),
                         help="only these launches (e.g. conv2.forward), their budgets "
                              "printed; needs --out, since the report is partial")
+    parser.add_argument("--device-model", nargs="+", metavar="KEY",
+                        default=list(h100_model.STATIC_DEVICES),
+                        help="the Hopper GPUs of bench/devices.py to predict for, the first "
+                             "in the main columns (default: %(default)s; also h100-pcie)")
     args = parser.parse_args(argv)
+    try:
+        models = tuple(h100_model.Model.of(devices.lookup(key)) for key in args.device_model)
+    except devices.UnknownDevice as error:
+        parser.error(str(error))
     if args.launches and args.out == RESULTS:
         parser.error("--launches writes a partial report: give --out elsewhere than "
                      f"{RESULTS}")
@@ -136,12 +155,14 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as work_dir:
         outputs = compile_all(scope, args.jobs, work_dir, args.sass_dir, args.launches)
-    report = build_report(scope, outputs, time.perf_counter() - start)
+    report = build_report(scope, outputs, time.perf_counter() - start, models)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "static-sm90.json").write_text(dumps(report))
     (args.out / "static-sm90.md").write_text(sass_table.markdown(report))
-    for variant, t in report["step"].items():
-        print(f"{variant}: predicted step {t['predicted_ms']:.2f} ms, floor {t['floor_ms']:.2f} ms")
+    for key, steps in report["step_by_device"].items():
+        for variant, t in steps.items():
+            print(f"{report['devices'][key]['short']} {variant}: predicted step "
+                  f"{t['predicted_ms']:.2f} ms, floor {t['floor_ms']:.2f} ms")
     if args.launches:
         for (variant, launch, budget), (met, measured) in sass_budgets.evaluate(report).items():
             print(f"{variant} {launch} {budget}: {'met' if met else 'MISSED'} ({measured})")

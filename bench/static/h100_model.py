@@ -1,30 +1,94 @@
-"""The H100/H200 (SXM) numbers the static report predicts with, and the arithmetic on them.
+"""The Hopper (sm_90a) numbers the static report predicts with, per device, and the arithmetic.
 
 A prediction, not a measurement: a kernel takes at least the longest of the time its FLOPs
 need at the tensor cores' peak, its bytes at HBM bandwidth, and its instructions at one
 issue per scheduler per cycle. Nothing here models latency, occupancy stalls, caches or
 bank conflicts, so the prediction is a lower bound on what the compiled code can do; the
-floor (sass_predict.py) is max(FLOPs / peak, bytes / bandwidth) on all 132 SMs: what any code
-could do at these shapes.
+floor (sass_predict.py) is max(FLOPs / peak, bytes / bandwidth) on all the SMs: what any
+code could do at these shapes.
+
+The SASS is sm_90a's, the same for every Hopper part, so one compile predicts for each of
+STATIC_DEVICES: only SMs, clock, peaks and bandwidth differ (bench/devices.py, NVIDIA's
+figures). A kernel does not sustain a datasheet's peak: the model takes SUSTAINED_COMPUTE and
+SUSTAINED_BANDWIDTH of it, the shares that issue 11's 790 TFLOP/s and 4.3 TB/s are of the
+H200's datasheet 989 TFLOP/s and 4.8 TB/s. So the H200 model is issue 11's figures, and the
+H100 SXM's is the same share of its own 3.35 TB/s: 3.0 TB/s.
 """
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
-SMS = 132
+from bench import devices
+
+# The devices the static report predicts for (sm_90a), the first one its main tables show.
+STATIC_DEVICES = ("h100-sxm", "h200")
+SUSTAINED_COMPUTE = 790e12 / devices.BY_KEY["h200"].bf16_flops  # 0.80
+SUSTAINED_BANDWIDTH = 4.3e12 / devices.BY_KEY["h200"].memory_bytes_per_s  # 0.90
+
 SCHEDULERS_PER_SM = 4
-CLOCK_HZ = 1.98e9  # boost clock: the issue term's cycles
-HBM_BYTES_PER_S = 4.3e12  # sustained, H200-class (the issue's figure)
-# Sustained dense peaks (the issue's figures). FP32 on the CUDA cores: 128 FMA per cycle
-# per SM against bf16's 2,048, so 1/16 of bf16's peak on the same footing.
-PEAK_FLOPS = {"bf16": 790e12, "tf32": 395e12, "fp32": 790e12 * 128 / 2048}
-# Dense FMA per cycle per SM (the tensor cores, or the CUDA cores for FFMA).
+# Dense FMA per cycle per SM on Hopper (the tensor cores, or the CUDA cores for FFMA).
 FMA_PER_CYCLE_PER_SM = {"bf16": 2048, "tf32": 1024, "fp32": 128}
+# Per SM on compute capability 9.0 (CUDA C++ Programming Guide, technical specifications).
 REGISTERS_PER_SM = 65536
-SHARED_PER_SM = 233472  # 228 KiB; each resident block also reserves 1 KiB
 MAX_WARPS_PER_SM = 64
 MAX_BLOCKS_PER_SM = 32
+
+
+@dataclass(frozen=True)
+class Model:
+    """What the prediction of one device uses: its SMs and clock, and the peaks and bandwidth
+    the model takes as sustained (a share of the datasheet's, or measured ones)."""
+
+    key: str
+    name: str
+    sms: int
+    clock_hz: float  # the issue term's cycles: the SMs' boost clock
+    peak_flops: dict  # {"bf16", "tf32", "fp32"}: FLOP/s
+    bytes_per_s: float
+    shared_per_sm: int
+    basis: str  # where the peaks and the bandwidth come from
+
+    @classmethod
+    def of(cls, device: devices.Device) -> "Model":
+        if device.capability != (9, 0):
+            raise devices.UnknownDevice(
+                f"the static report's SASS is sm_90a: it predicts for Hopper only ("
+                + ", ".join(d.key for d in devices.DEVICES if d.capability == (9, 0))
+                + f"), not {device.name} ({device.arch})")
+        return cls(device.key, device.name, device.sms, device.boost_clock_hz,
+                   {k: v * SUSTAINED_COMPUTE for k, v in device.peak_flops.items()},
+                   device.memory_bytes_per_s * SUSTAINED_BANDWIDTH, device.shared_per_sm,
+                   f"{SUSTAINED_COMPUTE:.0%} of the datasheet's peaks, "
+                   f"{SUSTAINED_BANDWIDTH:.0%} of its bandwidth")
+
+    def measured(self, bf16_flops: float | None, bytes_per_s: float | None) -> "Model":
+        """This model with a GPU's measured ceilings in place of the datasheet shares where
+        there are any: the bf16 matmul rate and the copy bandwidth (tf32 and fp32 are not
+        measured and keep the datasheet share)."""
+        peaks = dict(self.peak_flops, **({"bf16": bf16_flops} if bf16_flops else {}))
+        return Model(self.key, self.name, self.sms, self.clock_hz, peaks,
+                     bytes_per_s or self.bytes_per_s, self.shared_per_sm,
+                     "measured " + " and ".join(
+                         n for n, v in (("bf16 matmul", bf16_flops), ("copy", bytes_per_s))
+                         if v))
+
+    def figures(self) -> dict:
+        """The model's numbers, as the report records them."""
+        return {"name": self.name, "short": " ".join(self.name.split()[:2]), "sms": self.sms,
+                "clock_hz": self.clock_hz,
+                "peak_flops": self.peak_flops, "bytes_per_s": self.bytes_per_s,
+                "basis": self.basis}
+
+
+MODELS = {key: Model.of(devices.BY_KEY[key]) for key in STATIC_DEVICES}
+DEFAULT = MODELS[STATIC_DEVICES[0]]
+# The default device's figures, by their old names (the budgets count programs against SMs:
+# 132 on every device of STATIC_DEVICES).
+SMS = DEFAULT.sms
+PEAK_FLOPS = DEFAULT.peak_flops
+SHARED_PER_SM = DEFAULT.shared_per_sm
 
 
 def precision(opcode: str) -> str | None:
@@ -80,27 +144,29 @@ def issue_ratio(loop_instructions: int, math_opcodes: dict[str, int], warps: int
     return loop_instructions * per_scheduler / cycles
 
 
-def resident_programs(registers: int, warps: int, shared_bytes: int) -> int:
-    """Programs an SM holds at once: registers (allocated per warp in 256s), shared memory,
-    warp slots and block slots, whichever runs out first."""
+def resident_programs(registers: int, warps: int, shared_bytes: int,
+                      model: Model = DEFAULT) -> int:
+    """Programs an SM holds at once: registers (allocated per warp in 256s), shared memory
+    (each resident block also reserves 1 KiB), warp slots and block slots, whichever runs
+    out first."""
     per_warp = math.ceil(registers * 32 / 256) * 256
     limits = [REGISTERS_PER_SM // max(per_warp * warps, 1), MAX_WARPS_PER_SM // warps,
-              MAX_BLOCKS_PER_SM, SHARED_PER_SM // (shared_bytes + 1024)]
+              MAX_BLOCKS_PER_SM, model.shared_per_sm // (shared_bytes + 1024)]
     return max(0, min(limits))
 
 
 def predicted_seconds(flops: float, bytes_moved: float, math_precision: str | None,
-                      issue_slots: float, programs: int) -> dict:
-    """{"compute", "memory", "issue", "predicted"} in seconds.
+                      issue_slots: float, programs: int, model: Model = DEFAULT) -> dict:
+    """{"compute", "memory", "issue", "predicted"} in seconds on ``model``'s device.
 
     issue_slots: warp-instructions the whole launch issues; an SM's 4 schedulers issue one
-    each per cycle, on min(programs, 132) SMs. The compute term is at the peak of the SMs
+    each per cycle, on min(programs, SMs) SMs. The compute term is at the peak of the SMs
     in use too: a grid of 32 programs has 32 SMs' tensor cores (the floor has all 132).
     """
-    sms = max(1, min(programs, SMS))
-    compute = (flops / (PEAK_FLOPS[math_precision] * sms / SMS)
+    sms = max(1, min(programs, model.sms))
+    compute = (flops / (model.peak_flops[math_precision] * sms / model.sms)
                if flops and math_precision else 0.0)
-    memory = bytes_moved / HBM_BYTES_PER_S
-    issue = issue_slots / SCHEDULERS_PER_SM / CLOCK_HZ / sms
+    memory = bytes_moved / model.bytes_per_s
+    issue = issue_slots / SCHEDULERS_PER_SM / model.clock_hz / sms
     return {"compute": compute, "memory": memory, "issue": issue,
             "predicted": max(compute, memory, issue)}

@@ -1,5 +1,5 @@
 """Rows of the static report: each compiled kernel launch joined with its SASS analysis,
-its work (kernel_work.py) and the H100 model's prediction (h100_model.py)."""
+its work (kernel_work.py) and the prediction for each Hopper device (h100_model.py)."""
 from __future__ import annotations
 
 import math
@@ -41,8 +41,10 @@ def bytes_per_load(loads: dict) -> float | None:
     return sum(w * n for w, n in counted.items()) / total if total else None
 
 
-def row(variant: str, launch: str, attempt: dict, cubin: dict) -> dict:
-    """One kernel launch (or autotuner trial) that compiled and fits."""
+def row(variant: str, launch: str, attempt: dict, cubin: dict,
+        models: tuple = tuple(h100_model.MODELS.values())) -> dict:
+    """One kernel launch (or autotuner trial) that compiled and fits, predicted on each of
+    ``models``' devices (the first one's in the main columns)."""
     config, resources, sass = attempt["config"], cubin["resources"], cubin["sass"]
     warps = config["num_warps"]
     programs = math.prod(attempt["grid"])
@@ -61,14 +63,8 @@ def row(variant: str, launch: str, attempt: dict, cubin: dict) -> dict:
     math_opcode = sass["matrix_instruction"] if flops else "-"
     compute_precision = h100_model.precision(math_opcode) if flops else None
     shared = attempt["shared"] + resources["static_shared_bytes"]
-    seconds = h100_model.predicted_seconds(flops, attempt["tensor_bytes"], compute_precision,
-                                           programs * warps * per_warp, programs)
-    floor_precision = _floor_precision(variant, attempt.get("options", {}))
-    floor = max(flops / h100_model.PEAK_FLOPS[floor_precision] if flops else 0.0,
-                seconds["memory"])
-    bound = max(("compute", "memory", "issue"), key=lambda k: seconds[k])
     resident = h100_model.resident_programs(resources["registers"], warps, shared)
-    return {
+    found = {
         "variant": variant, "launch": launch, "kernel": attempt["kernel"],
         "chosen": not attempt["autotuner_trial"], "in_step": launch in training_step_launches(),
         "config": config, "options": attempt.get("options", {}), "hash": attempt["hash"],
@@ -85,13 +81,30 @@ def row(variant: str, launch: str, attempt: dict, cubin: dict) -> dict:
         "main_loop": loop, "loop_trips": trips, "loop_unroll": unroll,
         "issue_ratio": issue_ratio, "instructions_per_warp": per_warp,
         "flops": flops, "bytes": attempt["tensor_bytes"],
-        "compute_precision": compute_precision, "floor_precision": floor_precision,
-        "predicted_us": {k: v * 1e6 for k, v in seconds.items()},
-        "bound": bound, "floor_us": floor * 1e6,
+        "compute_precision": compute_precision,
+        "floor_precision": _floor_precision(variant, attempt.get("options", {})),
     }
+    by_device = {model.key: predict(found, model) for model in models}
+    # predicted_us, bound, floor_us: the first device's (the tables' main columns)
+    return {**found, **by_device[models[0].key], "by_device": by_device}
 
 
-def rows(variant: str, compiled: dict) -> tuple[list[dict], list[dict]]:
+def predict(row: dict, model: h100_model.Model) -> dict:
+    """{"predicted_us": {"compute", "memory", "issue", "predicted"}, "bound", "floor_us"} of
+    one report row on ``model``'s device: the SASS is the same, the device's rates differ."""
+    warps = row["config"]["num_warps"]
+    seconds = h100_model.predicted_seconds(
+        row["flops"], row["bytes"], row["compute_precision"],
+        row["programs"] * warps * row["instructions_per_warp"], row["programs"], model)
+    floor = max(row["flops"] / model.peak_flops[row["floor_precision"]] if row["flops"] else 0.0,
+                seconds["memory"])
+    return {"predicted_us": {k: v * 1e6 for k, v in seconds.items()},
+            "bound": max(("compute", "memory", "issue"), key=lambda k: seconds[k]),
+            "floor_us": floor * 1e6}
+
+
+def rows(variant: str, compiled: dict,
+         models: tuple = tuple(h100_model.MODELS.values())) -> tuple[list[dict], list[dict]]:
     """(rows, failures) of one worker's output (bench/static/sass_compile.py)."""
     found, failures = [], []
     for launch, entry in compiled["launches"].items():
@@ -99,7 +112,8 @@ def rows(variant: str, compiled: dict) -> tuple[list[dict], list[dict]]:
             failures.append({"variant": variant, "launch": launch, "error": entry["error"]})
         for attempt in entry["attempts"]:
             if attempt["outcome"] == "ok" and attempt["hash"] in compiled["cubins"]:
-                found.append(row(variant, launch, attempt, compiled["cubins"][attempt["hash"]]))
+                found.append(row(variant, launch, attempt, compiled["cubins"][attempt["hash"]],
+                                 models))
             elif attempt["outcome"] != "ok":
                 failures.append({"variant": variant, "launch": launch,
                                  "kernel": attempt["kernel"], "config": attempt["config"],
@@ -108,10 +122,13 @@ def rows(variant: str, compiled: dict) -> tuple[list[dict], list[dict]]:
     return found, failures
 
 
-def step_totals(chosen: list[dict]) -> dict:
-    """{variant: {"predicted_ms", "floor_ms", "launches"}} over one training step."""
+def step_totals(chosen: list[dict], device: str | None = None) -> dict:
+    """{variant: {"predicted_ms", "floor_ms", "kernels"}} over one training step, on
+    ``device`` (a key of the rows' by_device; None: the rows' main columns)."""
     totals: dict = {}
     for r in chosen:
+        if device is not None:
+            r = {**r, **r["by_device"][device]}
         if r["in_step"]:
             t = totals.setdefault(r["variant"], {"predicted_ms": 0.0, "floor_ms": 0.0,
                                                  "kernels": 0})

@@ -63,32 +63,48 @@ def kernel_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _devices(report: dict) -> list[tuple[str, str]]:
+    """(key, name) of each device the report predicts for, its main columns' first."""
+    return [(key, figures["short"]) for key, figures in report["devices"].items()]
+
+
 def summary_table(report: dict) -> list[str]:
     """Per launch of the training step (its kernels summed), predicted beside floor, in
-    microseconds, and the step's total: the table the README shows."""
+    microseconds, and the step's total, on the report's first device, with the other
+    devices' predictions beside: the table the README shows."""
     # A partial report (--launches) may hold no launch of the step: no variant to total.
     variants = [v for v in report["variants"] if v in report["step"]]
+    first, *others = _devices(report)
     cells: dict = {}
     for r in report["kernels"]:
         if r["chosen"] and r["in_step"]:
-            cell = cells.setdefault(r["launch"], {}).setdefault(r["variant"], [0.0, 0.0, {}])
+            cell = cells.setdefault(r["launch"], {}).setdefault(
+                r["variant"], [0.0, 0.0, {}, {key: 0.0 for key, _ in others}])
             cell[0] += r["predicted_us"]["predicted"]
             cell[1] += r["floor_us"]
             cell[2][r["bound"]] = cell[2].get(r["bound"], 0.0) + r["predicted_us"]["predicted"]
-    header = "| launch | " + " | ".join(f"{v} predicted us | {v} floor us | {v} bound"
-                                          for v in variants) + " |"
-    lines = [header, "|---" * (1 + 3 * len(variants)) + "|"]
+            for key, _ in others:
+                cell[3][key] += r["by_device"][key]["predicted_us"]["predicted"]
+    header = "| launch | " + " | ".join(
+        f"{v} predicted us | {v} floor us | {v} bound"
+        + "".join(f" | {v} {name} us" for _, name in others) for v in variants) + " |"
+    lines = [f"{first[1]}: predicted, floor and bound; "
+             + ", ".join(name for _, name in others) + ": predicted.", "",
+             header, "|---" * (1 + (3 + len(others)) * len(variants)) + "|"]
     for launch, by_variant in cells.items():
         row = [launch]
         for v in variants:
-            predicted, floor, bounds = by_variant[v]
+            predicted, floor, bounds, other = by_variant[v]
             row += [f"{predicted:,.1f}", f"{floor:,.1f}", max(bounds, key=bounds.get)]
+            row += [f"{other[key]:,.1f}" for key, _ in others]
         lines.append("| " + " | ".join(row) + " |")
     total = ["**step**"]
     for v in variants:
         t = report["step"][v]
         total += [f"**{t['predicted_ms'] * 1e3:,.0f}**", f"**{t['floor_ms'] * 1e3:,.0f}**",
                   f"{t['predicted_ms'] / t['floor_ms']:.1f}x the floor"]
+        total += [f"**{report['step_by_device'][key][v]['predicted_ms'] * 1e3:,.0f}**"
+                  for key, _ in others]
     lines.append("| " + " | ".join(total) + " |")
     return lines
 
@@ -116,20 +132,30 @@ def best_candidate_table(chosen: list[dict], candidates: list[dict]) -> list[str
 def markdown(report: dict) -> str:
     chosen = [r for r in report["kernels"] if r["chosen"]]
     out = [
-        "# Static report: AlexNet's Triton kernels compiled for sm_90a (H100/H200), batch 128",
+        "# Static report: AlexNet's Triton kernels compiled for sm_90a (H100/H200), batch 128, "
+        "predicted for " + " and ".join(name for _, name in _devices(report)),
         "",
         "**A PREDICTION from compiled code, not a measurement.** Regenerate with "
         f"`python -m bench.static{' --full' if report['scope'] == 'full' else ''}` (no GPU needed; "
         f"Triton {report['triton']}, torch {report['torch']}).",
         "",
         f"- Config of each launch: {report['chosen_config']}.",
-        f"- Predicted time = max(FLOPs / peak of the SMs in use, bytes / "
-        f"{h100_model.HBM_BYTES_PER_S / 1e12} TB/s, issued instructions / 4 schedulers / "
-        f"{h100_model.CLOCK_HZ / 1e9} GHz / SMs in use), SMs in use = min(programs, 132); "
-        "peaks (TFLOP/s): " + ", ".join(f"{k} {v / 1e12:g}" for k, v in
-                                        h100_model.PEAK_FLOPS.items())
-        + " (fp32 = FFMA on the CUDA cores). Floor = max(FLOPs / peak, bytes / bandwidth). "
-        "Bytes: each distinct tensor the kernel is given, read or written once.",
+        "- Predicted time = max(FLOPs / peak of the SMs in use, bytes / bandwidth, issued "
+        "instructions / 4 schedulers / clock / SMs in use), SMs in use = min(programs, SMs). "
+        "Floor = max(FLOPs / peak, bytes / bandwidth). Bytes: each distinct tensor the kernel "
+        "is given, read or written once. Same SASS (sm_90a) on every device; their figures "
+        "(bench/devices.py: NVIDIA's datasheets, the model taking "
+        f"{h100_model.SUSTAINED_COMPUTE:.0%} of the peaks and "
+        f"{h100_model.SUSTAINED_BANDWIDTH:.0%} of the bandwidth as sustained):",
+        "",
+        "| device | SMs | clock GHz | bf16 TFLOP/s | tf32 TFLOP/s | fp32 (FFMA) TFLOP/s "
+        "| bandwidth TB/s |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {d['name']} | {d['sms']} | {d['clock_hz'] / 1e9:g} "
+          f"| {d['peak_flops']['bf16'] / 1e12:,.1f} | {d['peak_flops']['tf32'] / 1e12:,.1f} "
+          f"| {d['peak_flops']['fp32'] / 1e12:,.1f} | {d['bytes_per_s'] / 1e12:.2f} |"
+          for d in report["devices"].values()),
+        "",
         "- Issue ratio = main-loop instructions x warps per scheduler / tensor-core cycles of "
         "the loop's MMAs (2,048 dense bf16 FMA per cycle per SM, tf32 half that; FFMA "
         "128); above 1 the schedulers, not the tensor cores, set the pace.",
@@ -138,12 +164,19 @@ def markdown(report: dict) -> str:
         "",
         "## One training step (every layer forward and backward, and the augmentation)",
         "",
-        "| variant | kernels | predicted ms | floor ms | predicted / floor |",
-        "|---|---|---|---|---|",
+        "| variant | kernels | " + " | ".join(
+            f"{name} predicted ms | {name} floor ms | {name} predicted / floor | "
+            f"{name} images/s" for _, name in _devices(report)) + " |",
+        "|---|---" + "|---" * 4 * len(report["devices"]) + "|",
     ]
     for variant, t in report["step"].items():
-        out.append(f"| {variant} | {t['kernels']} | {t['predicted_ms']:.2f} | "
-                   f"{t['floor_ms']:.2f} | {t['predicted_ms'] / t['floor_ms']:.1f}x |")
+        cells = [variant, str(t["kernels"])]
+        for key, _ in _devices(report):
+            step = report["step_by_device"][key][variant]
+            cells += [f"{step['predicted_ms']:.2f}", f"{step['floor_ms']:.2f}",
+                      f"{step['predicted_ms'] / step['floor_ms']:.1f}x",
+                      f"{report['batch'] / step['predicted_ms'] * 1e3:,.0f}"]
+        out.append("| " + " | ".join(cells) + " |")
     out += ["", "## Per launch of the step: predicted and floor", ""]
     out += summary_table(report)
     for variant in report["variants"]:

@@ -4,10 +4,13 @@ Reads the JSON that ``pytest bench/ --benchmark-only --benchmark-json=RESULTS.js
 (several files are merged, a later file's result replacing an earlier one's for the same
 case, so a suite run in pieces reports as one) and prints:
 
-- the GPU's ceilings measured in the run (bf16 dense matmul rate, device copy bandwidth);
+- the GPU's ceilings measured in the run (bf16 dense matmul rate, device copy bandwidth),
+  beside the datasheet's for that GPU (bench/devices.py, chosen by the GPU's name, or by
+  ``--device-model`` for results that name none);
 - the whole model: time per step, images/s, peak memory, speed and memory against eager and
   torch.compile, and the model-FLOPs utilisation (MFU: 4.35 GFLOP per 224x224 image for a
-  training step, a third of that for inference, against the measured bf16 matmul rate);
+  training step, a third of that for inference, against the measured bf16 matmul rate, or
+  the datasheet's dense bf16 peak where the run measured none);
 - every op: time per provider, ours against eager and torch.compile, memory against eager,
   and what ours achieves (TFLOP/s for the GEMMs, GB/s for the memory-bound ops, with the
   fraction of the measured ceiling);
@@ -27,6 +30,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from alexnet_triton.errors import UserError
+from bench import devices
 
 OURS = "triton"
 DTYPE_ORDER = {"bf16": 0, "fp32": 1}
@@ -62,11 +68,24 @@ class Results:
     data: Dict[Tuple, dict] = field(default_factory=dict)
     machine: dict = field(default_factory=dict)
     datetime: Optional[str] = None
+    # The GPU's row of bench/devices.py: by its name in machine_info, or --device-model;
+    # None where the results name no GPU the table knows.
+    device: Optional[devices.Device] = None
 
     @property
     def matmul_flops_per_s(self) -> Optional[float]:
         bench = self.peaks.get("matmul_bf16")
         return bench["extra_info"]["flops"] / bench["stats"]["min"] if bench else None
+
+    @property
+    def mfu_peak(self) -> Tuple[Optional[float], str]:
+        """(FLOP/s, what it is) that MFU divides by: measured where the run has it."""
+        if self.matmul_flops_per_s:
+            return self.matmul_flops_per_s, "the measured bf16 matmul rate"
+        if self.device is not None:
+            return (self.device.bf16_flops,
+                    f"the {self.device.name} datasheet's dense bf16 peak (no matmul measured)")
+        return None, "no bf16 rate (none measured, GPU not in bench/devices.py)"
 
     @property
     def copy_bytes_per_s(self) -> Optional[float]:
@@ -98,6 +117,7 @@ def collect(documents: Iterable[dict]) -> Results:
             elif kind == "data":
                 key = (info["stage"], info["device"], info.get("image_size"))
                 results.data[key] = bench
+    results.device = devices.find(results.machine.get("gpu"))
     return results
 
 
@@ -190,7 +210,7 @@ class ModelRow:
 
 def model_rows(results: Results) -> List[ModelRow]:
     rows = []
-    peak = results.matmul_flops_per_s
+    peak = results.mfu_peak[0]
     for key in sorted(results.models, key=lambda k: (k[2] != "cuda", k[0] != "train",
                                                      DTYPE_ORDER.get(k[1], 9), k[3], k[4])):
         task, precision, device, batch, image_size = key
@@ -308,7 +328,8 @@ def data_rows(results: Results) -> List[dict]:
 
 def step_consumption(results: Results) -> Optional[str]:
     """What the bf16 training step eats, for the loader rates to be read against: measured
-    where the model benchmarks ran on a GPU, else the static report's prediction."""
+    where the model benchmarks ran on a GPU, else the static report's prediction (for this
+    run's GPU where the report predicts for it, else for every device it predicts for)."""
     steps = [r for r in model_rows(results)
              if (r.task, r.precision, r.device, r.provider) == ("train", "bf16", "cuda", OURS)]
     if steps:
@@ -316,13 +337,19 @@ def step_consumption(results: Results) -> Optional[str]:
                 f"{_number(steps[0].images_per_s)} images/s, measured in this run.")
     try:
         with open(STATIC_REPORT) as f:
-            step = json.load(f)["step"]["bf16"]
+            static = json.load(f)
+        by_device = {key: (static["devices"][key], steps["bf16"])
+                     for key, steps in static["step_by_device"].items()}
     except (OSError, KeyError, ValueError):
         return None
-    return (f"The bf16 training step consumes ~{_number(128 / step['predicted_ms'] * 1e3)} "
-            f"images/s at batch 128 on an H100 (predicted by the static report, "
-            f"{step['predicted_ms']:.2f} ms a step; no GPU in this run): that many images/s "
-            f"from the loaders, over all their workers, keeps the GPU busy.")
+    if results.device is not None and results.device.key in by_device:
+        by_device = {results.device.key: by_device[results.device.key]}
+    rates = [f"~{_number(static['batch'] / step['predicted_ms'] * 1e3)} images/s on an "
+             f"{figures['short']} ({step['predicted_ms']:.2f} ms a step)"
+             for figures, step in by_device.values()]
+    return (f"The bf16 training step consumes {' and '.join(rates)} at batch "
+            f"{static['batch']} (predicted by the static report; no GPU step in this run): "
+            f"that many images/s from the loaders, over all their workers, keeps the GPU busy.")
 
 
 # -- formatting ---------------------------------------------------------------------------
@@ -377,21 +404,29 @@ def render(results: Results) -> str:
            "(above 1, ours is faster). Memory: ours over eager's (peak for the model, the "
            "call's own allocations for an op).", ""]
     if results.peaks:
+        device = results.device
         out += ["## Ceilings measured in this run", ""]
-        out += table(["measure", "size", "rate"], [
-            [name, bench["extra_info"].get("shape", ""), rate]
-            for name, bench, rate in (
+        if device is None:
+            out += [f"No datasheet figures: {results.machine.get('gpu') or 'the GPU'} is not in "
+                    "bench/devices.py (give --device-model).", ""]
+        out += table(["measure", "size", "rate", "datasheet", "share of datasheet"], [
+            [name, bench["extra_info"].get("shape", ""), _number(rate / scale) + unit,
+             "—" if paper is None else _number(paper / scale) + unit,
+             "—" if paper is None else _percent(rate / paper)]
+            for name, bench, rate, paper, scale, unit in (
                 ("bf16 dense matmul", results.peaks.get("matmul_bf16"),
-                 f"{_number((results.matmul_flops_per_s or 0) / 1e12)} TFLOP/s"),
+                 results.matmul_flops_per_s or 0, device and device.bf16_flops, 1e12,
+                 " TFLOP/s"),
                 ("device-to-device copy (read + write)", results.peaks.get("copy"),
-                 f"{_number((results.copy_bytes_per_s or 0) / 1e9)} GB/s"))
+                 results.copy_bytes_per_s or 0, device and device.memory_bytes_per_s, 1e9,
+                 " GB/s"))
             if bench])
         out.append("")
     models = model_rows(results)
     if models:
         out += ["## Whole model", "",
                 "MFU: 4.35 GFLOP per 224x224 image for a training step (1.45 for inference) "
-                "over the measured bf16 matmul rate, for every precision.", ""]
+                f"over {results.mfu_peak[1]}, for every precision.", ""]
         out += table(["step", "precision", "batch", "model", "ms", "images/s", "peak memory",
                       "vs eager", "vs compile", "memory vs eager", "MFU"],
                      [[f"{r.task} ({r.device}, {r.image_size}px)", r.precision, str(r.batch),
@@ -448,13 +483,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("results", nargs="+", type=Path,
                         help="pytest-benchmark JSON files (--benchmark-json); later ones win")
     parser.add_argument("--output", type=Path, help="also write the Markdown to this file")
+    parser.add_argument("--device-model", metavar="KEY",
+                        help="the GPU's row of bench/devices.py (e.g. h100-sxm, h200) when the "
+                             "results name none or another; default: chosen by the GPU's name")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.results if not p.is_file()]
     if missing:
         print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
-        text = render(collect(load(args.results)))
+        model = devices.lookup(args.device_model) if args.device_model else None
+        results = collect(load(args.results))
+        results.device = model or results.device
+        text = render(results)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         print(f"error: not pytest-benchmark JSON from bench/ ({error!r})", file=sys.stderr)
         return 2

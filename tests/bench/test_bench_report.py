@@ -169,3 +169,38 @@ def test_missing_or_foreign_files_are_one_line_errors(tmp_path, capsys):
     foreign.write_text(json.dumps({"benchmarks": [{"extra_info": {"kind": "op"}}]}))
     assert report.main([str(foreign)]) == 2
     assert "not pytest-benchmark JSON from bench/" in capsys.readouterr().err
+
+
+def test_ceilings_beside_the_datasheet_of_the_gpu_by_its_name(tmp_path, capsys):
+    """The run's GPU (NVIDIA H100 80GB HBM3: the H100 SXM's 989 TFLOP/s dense bf16 and
+    3.35 TB/s) picks the datasheet column; --device-model picks another row; an unknown GPU
+    says so; an unknown key is a one-line error (exit 2)."""
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(synthetic_run()))
+    assert report.main([str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "| bf16 dense matmul |  | 500 TFLOP/s | 989 TFLOP/s | 51% |" in text
+    assert "| device-to-device copy (read + write) |  | 2,000 GB/s | 3,350 GB/s | 60% |" in text
+    assert report.main([str(path), "--device-model", "h200"]) == 0
+    assert "| 2,000 GB/s | 4,800 GB/s | 42% |" in capsys.readouterr().out
+    run = synthetic_run()
+    run["machine_info"]["gpu"] = "NVIDIA GeForce RTX 4090"
+    path.write_text(json.dumps(run))
+    assert report.main([str(path)]) == 0
+    assert "NVIDIA GeForce RTX 4090 is not in bench/devices.py" in capsys.readouterr().out
+    assert report.main([str(path), "--device-model", "rtx-4090"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: unknown GPU 'rtx-4090'") and error.count("\n") == 1
+
+
+def test_mfu_falls_back_to_the_datasheet_only_where_nothing_was_measured():
+    run = synthetic_run()
+    run["benchmarks"] = [b for b in run["benchmarks"] if b["extra_info"]["kind"] != "peak"]
+    results = report.collect([run])
+    assert results.mfu_peak[0] == 989.4e12 and "datasheet" in results.mfu_peak[1]
+    ours = next(r for r in report.model_rows(results) if r.provider == "triton")
+    assert ours.mfu == pytest.approx(4.35e9 * 1280 / 989.4e12)
+    run["machine_info"]["gpu"] = "NVIDIA GeForce RTX 4090"
+    results = report.collect([run])
+    assert results.mfu_peak[0] is None
+    assert next(r for r in report.model_rows(results) if r.provider == "triton").mfu is None

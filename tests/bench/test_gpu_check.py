@@ -268,6 +268,40 @@ def test_summary_puts_the_static_prediction_beside_the_measurement(tmp_path):
             f"| 20,000 | {20000 / predicted_step:.2f} |") in text
 
 
+def test_summary_predicts_for_the_gpu_it_ran_on(tmp_path):
+    """An H200 by its CUDA name gets the static report's H200 column, then the same kernels
+    predicted at the ceilings it measured (a copy at half the sustained 4.3 TB/s makes the
+    memory-bound LRN slower); another Hopper gets the same rows predicted for it; a GPU the
+    static model cannot predict for is named, with no column."""
+    from bench.gpu_check import summary
+    from test_bench_report import op
+
+    static = json.loads(summary.STATIC_REPORT.read_text())
+    lrn1 = [k for k in static["kernels"] if k["variant"] == "bf16" and k.get("chosen")
+            and k["launch"].startswith("lrn1.") and k["in_step"]]
+    h200 = sum(k["by_device"]["h200"]["predicted_us"]["predicted"] for k in lrn1)
+    h100 = sum(k["by_device"]["h100-sxm"]["predicted_us"]["predicted"] for k in lrn1)
+    assert h200 < h100
+    measured = {"benchmarks": [op("lrn1", "lrn", "fwd+bwd", "triton", 2 * h200 * 1e-6, 0)]}
+    (tmp_path / "bench.json").write_text(json.dumps(measured))
+    info = {"gpu": "NVIDIA H200", "matmul_bf16_tflops": 700.0, "copy_tb_per_s": 2.15}
+    lines = summary.speed_table(tmp_path, info)
+    assert any("H200 SXM) beside measured" in line for line in lines)
+    assert ("| op | mode | dtype | predicted (static, H200 SXM) us | predicted at measured "
+            "ceilings us | measured us | measured / predicted |") in lines
+    row = next(line for line in lines if line.startswith("| lrn1 |")).split(" | ")
+    assert row[3] == f"{h200:,.0f}" and row[-1] == "2.00 |"
+    assert float(row[4].replace(",", "")) > 1.5 * h200
+    # another Hopper: the same rows predicted for it (the H100 PCIe's 2.0 TB/s: slower)
+    lines = summary.speed_table(tmp_path, {"gpu": "NVIDIA H100 PCIe"})
+    row = next(line for line in lines if line.startswith("| lrn1 |")).split(" | ")
+    assert float(row[3].replace(",", "")) > h100
+    text = "\n".join(summary.speed_table(tmp_path, {"gpu": "NVIDIA A100-SXM4-80GB"}))
+    assert ("Predicted from compiled code: no prediction for NVIDIA A100-SXM4-80GB (sm_80, and "
+            "the static report's SASS is sm_90a).") in text
+    assert "| lrn1 | fwd+bwd | bf16 |" not in text
+
+
 def test_every_benchmark_the_speed_phase_asks_for_exists():
     """A renamed benchmark would otherwise be found missing only inside a GPU window."""
     from bench.gpu_check import speed

@@ -222,8 +222,13 @@ def test_predicted_time_terms():
     full = h100_model.predicted_seconds(flops, 0, "bf16", 0, programs=1000)
     half = h100_model.predicted_seconds(flops, 0, "bf16", 0, programs=66)
     assert full["predicted"] == pytest.approx(1e-3) and half["compute"] == pytest.approx(2e-3)
-    memory = h100_model.predicted_seconds(0, 4.3e9, None, 0, programs=1000)
+    # bytes at the device's sustained bandwidth: H200 4.3 TB/s (issue 11's figure), H100 SXM
+    # the same 90% of its 3.35 TB/s
+    h200 = h100_model.MODELS["h200"]
+    memory = h100_model.predicted_seconds(0, 4.3e9, None, 0, programs=1000, model=h200)
     assert memory["predicted"] == pytest.approx(1e-3)
+    memory = h100_model.predicted_seconds(0, 4.3e9, None, 0, programs=1000)
+    assert memory["predicted"] == pytest.approx(4.3e9 / (3.35e12 * 4.3 / 4.8))
     # 4 schedulers x 132 SMs x 1.98e9 issue slots a second
     issue = h100_model.predicted_seconds(0, 0, None, 4 * 132 * 1.98e9, programs=10**6)
     assert issue["predicted"] == pytest.approx(1.0) and issue["issue"] == pytest.approx(1.0)

@@ -4,6 +4,11 @@ batches, buffers are reused only when free, and a damaged store is skipped and l
 stopped in one line, never a hang."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +17,7 @@ from PIL import Image
 from alexnet_triton.data import DataError, eval_loader, open_dataset, train_loader
 from alexnet_triton.data.convert import prepare
 from alexnet_triton.data.gpu_decode import GpuDecoder, resolve_decode
-from alexnet_triton.data.loaders import BatchBuffers, Reading
+from alexnet_triton.data.loaders import BatchBuffers, Batches, Reading
 from alexnet_triton.data.store import StoredSplit
 from test_decoders import photo_like
 
@@ -184,12 +189,58 @@ def test_a_damaged_store_is_skipped_and_listed(store, tmp_path, how, reading):
         assert torch.equal(images, want_images[keep]) and torch.equal(labels, want_labels[keep])
 
 
-def test_a_batch_with_no_readable_image_stops_in_one_line(store, tmp_path):
+@pytest.mark.parametrize("loader", ["threads", "processes"])
+def test_a_batch_with_no_readable_image_stops_in_one_line(store, tmp_path, loader):
+    """One line also from a loader process (the DataLoader re-raised it with the worker's
+    traceback in its message)."""
     info = damage(store, tmp_path, "truncated")
     split = StoredSplit(info.root, "train", "jpeg", info.image_size)
-    with pytest.raises(DataError, match=r"none of the 2 images of a batch could be read .*damaged"):
-        from alexnet_triton.data.loaders import Batches
-        list(Batches(split, [np.array([store.num_train - 1, store.num_train - 2])], 0, 2, False))
+    batches = Batches(split, [np.array([store.num_train - 1, store.num_train - 2])], 0, 2,
+                      False, Reading(loader=loader))
+    with pytest.raises(DataError, match=r"^none of the 2 images of a batch could be read "
+                                        r".*damaged; prepare the store again$"):
+        list(batches)
+    assert [i for i, _ in batches.skipped] == [store.num_train - 1, store.num_train - 2]
+
+
+def _children():
+    with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as file:
+        return {int(pid) for pid in file.read().split()}
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_loader_process_leaves_sigterm_to_its_trainer_unless_the_trainer_sends_it(store):
+    """SIGTERM from elsewhere (`timeout`, Slurm: the whole group) is the trainer's to act
+    on; from the trainer process itself (multiprocessing at its exit, torch ending a worker
+    that does not finish) it ends the worker. A worker that ignored it held its trainer's
+    exit forever."""
+    before = _children()
+    loader = train_loader(store, BATCH, epoch=0, seed=5, workers=1,
+                          reading=Reading(loader="processes"))
+    batches = iter(loader)
+    next(batches)
+    (worker,) = _children() - before
+    subprocess.run(["kill", "-TERM", str(worker)], check=True)  # another process's
+    next(batches)  # still serving
+    assert _alive(worker)
+    # torch's SIGCHLD handler would call the worker's end an error: set aside meanwhile
+    torchs = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        os.kill(worker, signal.SIGTERM)  # this process's: the worker's trainer
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker)
+    finally:
+        signal.signal(signal.SIGCHLD, torchs)
+    batches.close()
 
 
 def test_what_the_run_header_says_of_the_reading():
@@ -199,3 +250,15 @@ def test_what_the_run_header_says_of_the_reading():
     assert Reading().describe(0, "raw") == "raw store (no decoding) in the training thread (--workers 0)"
     assert Reading().describe(2, "folder").startswith("image files decoded and rescaled on the CPU by Pillow")
     assert Reading(gpu_decode=True).describe(8, "jpeg").startswith("JPEG decoded on the GPU (nvJPEG")
+
+
+def test_each_step_trains_on_the_same_images_whatever_the_world_size(store):
+    """What a run resumed with another world size relies on (checkpointing.restore)."""
+    def steps(world_size):
+        loaders = [train_loader(store, BATCH // world_size, epoch=3, seed=5, workers=0,
+                                rank=rank, world_size=world_size) for rank in range(world_size)]
+        return [sorted(i for loader in loaders for i in loader.batches[k].tolist())
+                for k in range(len(loaders[0]))]
+    alone = steps(1)
+    assert len(alone) == store.num_train // BATCH
+    assert steps(2) == alone and steps(4) == alone and steps(8) == alone

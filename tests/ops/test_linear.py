@@ -234,6 +234,41 @@ def test_reference_backward_is_autograd(relu, dropout, has_bias):
         assert 0 < int((output == 0).sum()) < output.numel()
 
 
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_reference_rounds_bf16_once_as_the_kernels(p):
+    """In bf16 the reference rounds each output once, after bias, ReLU and dropout's scale,
+    as the kernels' float32 epilogues do (issue 25): no rounding of ``input @ weight.T``
+    before the bias is added, nor of g' * scale before its GEMM.
+
+    Operands are small integers over 16, so every product and sum is exact in float32 and
+    the expected value is the exact result rounded once, bit for bit. With AlexNet's bias
+    of 1 the units near the ReLU's threshold are where ``input @ weight.T`` is near -1:
+    rounding it first moves a pre-activation by up to 2**-9 and flips the ReLU there.
+    """
+    M, K, N = SHAPES["odd"]
+    generator = torch.Generator().manual_seed(3)
+    integers = lambda *shape: torch.randint(-8, 9, shape, generator=generator).double() / 16
+    input, weight, grad_output = integers(M, K), integers(N, K), integers(M, N)
+    bias = -(input @ weight.T)[0] + integers(N) / 64  # row 0's pre-activations near zero
+    bf16 = [t.to(torch.bfloat16) for t in (input, weight, bias, grad_output)]
+    exact = [t.double() for t in bf16]
+    seed = _seed("cpu") if p else None
+    once = linear_reference.linear_forward(*exact[:3], True, p, seed).to(torch.bfloat16)
+    # Under autocast, as a bf16 model calls it: autocast must not cast its float32 GEMMs.
+    with torch.autocast("cpu", torch.bfloat16):
+        output = linear_reference.linear_forward(*bf16[:3], True, p, seed)
+        grad_input = linear_reference.linear_backward_input(bf16[3], output, bf16[1], p)
+        grad_weight, grad_bias = linear_reference.linear_backward_weight(bf16[3], output,
+                                                                         bf16[0], p)
+    assert torch.equal(output, once)
+    assert 0 < int((output[0] == 0).sum()) < N  # row 0 straddles the ReLU's threshold
+    assert torch.equal(grad_input, linear_reference.linear_backward_input(
+        exact[3], output.double(), exact[1], p).to(torch.bfloat16))
+    expected = linear_reference.linear_backward_weight(exact[3], output.double(), exact[0], p)
+    assert torch.equal(grad_weight, expected[0].to(torch.bfloat16))
+    assert torch.equal(grad_bias, expected[1].to(torch.bfloat16))
+
+
 # --------------------------------------------------------------------------------------
 # split-K: the reduction shared by several programs, summed in a fixed order
 # --------------------------------------------------------------------------------------

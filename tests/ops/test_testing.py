@@ -12,8 +12,9 @@ import torch
 
 from alexnet_triton.kernels.reference import conv2d_relu as conv_reference
 from alexnet_triton.kernels.reference import linear as linear_reference
-from alexnet_triton.testing import (max_relative_error, normwise_relative_error,
-                                    poisoned_allocations, scaled_error, tf32_tolerance,
+from alexnet_triton.testing import (bfloat16_rounding, max_relative_error,
+                                    normwise_relative_error, poisoned_allocations,
+                                    round_to_bfloat16, scaled_error, tf32_tolerance,
                                     tf32_truncate)
 from test_conv2d_relu import SHAPES, conv_inputs, float64, output_and_grad
 
@@ -124,3 +125,28 @@ def test_poisoned_allocations_poison_and_restore():
         floats, ints = torch.empty(3), torch.empty_like(torch.ones(2, dtype=torch.int32))
         assert torch.isnan(floats).all() and (ints == -1).all()
     assert poison.allocations == 2 and torch.empty is empty
+
+
+def test_bfloat16_rounding_rounds_each_op_once_and_the_gemm_operands():
+    """The model check's bf16 baseline (issue 25): float64 ops, each output rounded to bf16
+    once, conv and matmul operands rounded as autocast casts them, backward included;
+    views share their base's data and in-place ops are rounded in place. (About 0.1 s; 4 s
+    more where it is the first to enter a dispatch mode, which imports torch._dynamo.)"""
+    R = round_to_bfloat16
+    generator = torch.Generator().manual_seed(0)
+    x, w, b, v = (torch.randn(*shape, generator=generator, dtype=torch.float64)
+                  for shape in ((2, 3, 7, 7), (4, 3, 3, 3), (4,), (100, 5)))
+    w.requires_grad_()
+    with bfloat16_rounding():
+        y = torch.nn.functional.conv2d(x, w, b).relu()
+        flat = y.flatten(1)  # a view: no copy
+        (flat @ v / 3).sum().backward()
+        bumped = y.detach().clone().add_(1e-3)
+    expected = R(torch.nn.functional.conv2d(R(x), R(w.detach()), R(b))).relu()
+    assert torch.equal(y, expected) and flat._base is y
+    assert not torch.equal(expected, torch.nn.functional.conv2d(x, w.detach(), b).relu())
+    # conv's weight gradient from the rounded gradient of y, rounded once
+    grad_y = R(R(torch.ones(2, 5, dtype=torch.float64) / 3) @ R(v).T).reshape(y.shape) * (y > 0)
+    grad_w = torch.nn.grad.conv2d_weight(R(x), w.shape, grad_y)
+    assert torch.equal(w.grad, R(grad_w)) and w.grad.abs().sum() > 0
+    assert torch.equal(bumped, R(y.detach() + 1e-3))

@@ -403,19 +403,12 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(value).all() for value in kept["model"].values())
 
 
-def test_torchrun_two_replicas_of_two_columns_on_gloo(data, tmp_path, capsys,
+def test_torchrun_two_replicas_of_two_columns_on_gloo(data, torchrun_run, capsys,
                                                      reference_kernels):
     """DDP over 2 CPU processes (gloo), each replica itself two columns (cpu, cpu), with
     --ten-crop: every replica evaluates the best weights (which only rank 0 writes to
     best.pt) and their sums are those of a single process on best.pt."""
-    run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "alexnet_triton.train", "--data", str(data), "--run-dir", str(run_dir),
-         "--epochs", "1", "--batch-size", "10", "--workers", "0", "--devices", "cpu,cpu",
-         "--ten-crop"],
-        cwd=ROOT, env=subprocess_env(OMP_NUM_THREADS=1), capture_output=True, text=True,
-        timeout=300)
+    run_dir, result = torchrun_run
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("device: cpu, cpu") == 1  # rank 0 alone prints
     assert "2 DDP replicas (gloo)" in result.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import time
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from alexnet_triton.data.store import StoredSplit
-from train_support import train, use_reference_kernels
+from train_support import one_line_error, train, use_reference_kernels
 
 ARGS = ("--checkpoint-minutes", "1000", "--workers", "0", "--epochs", "1", "--tensorboard", "off")
 
@@ -80,3 +81,17 @@ def test_damaged_records_are_left_out_listed_and_training_goes_on(quick_dataset,
     listed = (run_dir / "skipped.log").read_text().splitlines()
     assert sorted(line.split("\t")[1] for line in listed) == ["image 17", "image 4"]
     assert all(line.startswith("train\t") for line in listed)
+
+
+def test_a_batch_with_no_readable_image_stops_the_run_in_one_line(quick_dataset, tmp_path,
+                                                                   capsys):
+    """A shard cut to 100 bytes (`truncate -s 100`): every record lies past its end. The
+    run stopped with the loader's traceback (exit 1); the records are listed all the same."""
+    store = tmp_path / "store"
+    shutil.copytree(quick_dataset, store)
+    os.truncate(store / "train" / "shard-00000.bin", 100)
+    run_dir = tmp_path / "run"
+    status, _, err = train(["--data", store, "--run-dir", run_dir, "-b", "10", *ARGS], capsys)
+    one_line_error(status, err, "none of the 10 images of a batch could be read",
+                   "lies outside its shard", "no checkpoint had been written yet")
+    assert len((run_dir / "skipped.log").read_text().splitlines()) == 10

@@ -18,8 +18,8 @@ from alexnet_triton.training import checkpoint as ckpt
 from alexnet_triton import evaluate, predict
 from alexnet_triton.training import run_dir as run_dir_module
 from alexnet_triton.training.run_dir import RunDirLock, read_metrics
-from train_support import (PYTHON, QUICK_ARGS, ROOT, one_line_error, subprocess_env, train,
-                           use_reference_kernels)
+from train_support import (PYTHON, QUICK_ARGS, ROOT, TORCHRUN_ARGS, one_line_error,
+                           subprocess_env, torchrun_command, train, use_reference_kernels)
 
 
 @pytest.fixture
@@ -62,6 +62,37 @@ def test_sigterm_to_the_process_group_exits_130_with_a_checkpoint(tmp_path, quic
     assert "killed by signal" not in out
     state = torch.load(run_dir / ckpt.LATEST, weights_only=True)
     assert (state["epoch"], state["step_in_epoch"]) > (0, 1)
+
+
+def test_a_second_ctrl_c_while_the_checkpoint_is_written_waits_for_it(data, tmp_path, capsys,
+                                                                       monkeypatch):
+    """Ctrl-C after step 1, again while its checkpoint is written: KeyboardInterrupt
+    from the signal handler broke off the write; now the checkpoint is finished first."""
+    from alexnet_triton.training import checkpointing, trainer
+    real_step, real_save = trainer.Trainer.train_step, checkpointing.save
+
+    def step_then_ctrl_c(self, images, labels):
+        loss = real_step(self, images, labels)
+        os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    def ctrl_c_then_save(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.Trainer, "train_step", step_then_ctrl_c)
+    monkeypatch.setattr(checkpointing, "save", ctrl_c_then_save)
+    run_dir = tmp_path / "run"
+    try:
+        status, out, err = train(["--data", data, "--run-dir", run_dir, "--epochs", "1",
+                                  "--sync-steps", "1", "--tensorboard", "off", *QUICK_ARGS],
+                                 capsys)
+    except KeyboardInterrupt:
+        pytest.fail("the second Ctrl-C broke off the checkpoint")
+    assert status == 130, err
+    assert "stopped by SIGINT at epoch 1, step 1" in out, out
+    state = torch.load(run_dir / ckpt.LATEST, weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -300,6 +331,136 @@ def test_ranks_and_their_loaders_exit_when_the_torchrun_launcher_dies(tmp_path,
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def _torchrun(args, log, torchrun_args=()):
+    """torchrun with 2 CPU ranks (gloo) running ``args``, all output into the file ``log``,
+    in a session of its own. (A rank sent SIGABRT writes its threads' stacks there.)"""
+    with open(log, "w") as file:
+        return subprocess.Popen(
+            torchrun_command(*args, torchrun_args=torchrun_args), cwd=ROOT,
+            env=subprocess_env(OMP_NUM_THREADS=1, PYTHONFAULTHANDLER=1), stdout=file,
+            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stacks_of_the_stuck(processes, log):
+    """The Python stacks of the ``processes`` still alive (SIGABRT: faulthandler), from
+    ``log``: what a failed wait for them reports."""
+    for pid in processes:
+        os.kill(pid, signal.SIGABRT)
+    time.sleep(2)
+    return log.read_text()[-6000:]
+
+
+def _wait_for(condition, process, seconds=180):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None or condition()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_a_scheduler_stopping_ranks_and_killing_their_launcher_leaves_a_checkpoint(
+        tmp_path, quick_dataset):
+    """As a scheduler ends a job: SIGTERM to each rank and SIGKILL to torchrun, whose death
+    sends every rank a second SIGTERM. The second raised KeyboardInterrupt from the signal
+    handler (tracebacks, and no checkpoint of the stop); now every rank finishes its step
+    and latest.pt holds where they stopped."""
+    run_dir, log = tmp_path / "run", tmp_path / "log"
+    launcher = _torchrun(
+        ["-m", "alexnet_triton.train", "--data", quick_dataset, "--run-dir", run_dir,
+         "--epochs", "20", "--batch-size", "10", "--workers", "0", "--sync-steps", "1",
+         "--print-freq", "1", "--checkpoint-minutes", "1000", "--tensorboard", "off"], log)
+    ranks = set()
+    try:
+        _wait_for(lambda: " step 1/3: " in log.read_text(), launcher)
+        ranks = _alive_descendants(launcher.pid)
+        assert len(ranks) == 2, ranks
+        for rank in ranks:
+            os.kill(rank, signal.SIGTERM)
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 180
+        while _alive_descendants(launcher.pid, ranks) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stuck = _alive_descendants(launcher.pid, ranks)
+        assert not stuck, _stacks_of_the_stuck(stuck, log)
+    finally:
+        for pid in [launcher.pid, *_alive_descendants(launcher.pid, ranks)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    out = log.read_text()
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    (stopped,) = [line for line in out.splitlines() if line.startswith("stopped by SIGTERM")]
+    state = torch.load(run_dir / ckpt.LATEST, weights_only=True)
+    epoch, step = state["epoch"], state["step_in_epoch"]
+    assert (f"at epoch {epoch + 1}, step {step}:" in stopped if step else
+            f"after epoch {epoch}:" in stopped), (stopped, epoch, step)
+
+
+def test_a_rank_that_fails_its_setup_is_named_with_its_reason(tmp_path, quick_dataset):
+    """Rank 1 finds the data damaged after rank 0 checked it: it exited 2 saying nothing,
+    and rank 0 died in its next collective with gloo's "Connection closed by peer"."""
+    log = tmp_path / "log"
+    launcher = _torchrun([ROOT / "tests" / "training" / "rank_one_fails.py", "--data",
+                          quick_dataset, "--run-dir", tmp_path / "run",
+                          "--epochs", "1", "--tensorboard", "off", *QUICK_ARGS], log)
+    try:
+        launcher.wait(timeout=180)
+    finally:
+        launcher.kill()
+    out = log.read_text()
+    errors = [line for line in out.splitlines() if line.startswith(
+        "python -m alexnet_triton.train: error: ")]
+    assert errors == [f"python -m alexnet_triton.train: error: rank 1: {quick_dataset}: "
+                      f"damaged on rank 1's disk"], out
+    assert launcher.returncode != 0 and "Connection closed" not in out, out
+    assert "exitcode  : 2" in out and "exitcode  : 1" not in out, out  # no rank crashed
+
+
+def _rank_pid(launcher, rank):
+    for pid in _alive_descendants(launcher.pid):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as file:
+                if f"RANK={rank}".encode() in file.read().split(b"\0"):
+                    return pid
+        except OSError:
+            pass
+    return None
+
+
+def test_torchrun_restarts_a_killed_rank_from_the_latest_checkpoint(tmp_path, quick_dataset,
+                                                                    torchrun_run):
+    """torchrun --max-restarts 1, rank 1 killed with -9 after the checkpoint of step 1: the
+    restarted group continues from latest.pt without --resume (the restart was refused: a
+    run directory that already held a run; on torch 2.13 gloo could not even connect), to
+    the weights of the uninterrupted ``torchrun_run``, bit for bit."""
+    straight, _ = torchrun_run
+    run_dir, log = tmp_path / "run", tmp_path / "log"
+    launcher = _torchrun(["-m", "alexnet_triton.train", "--data", quick_dataset, "--run-dir",
+                          run_dir, *TORCHRUN_ARGS, "--sync-steps", "1", "--checkpoint-minutes",
+                          "1e-9", "--tensorboard", "off"],
+                         log, torchrun_args=["--max-restarts", "1"])
+    try:
+        _wait_for(lambda: (run_dir / ckpt.LATEST).exists(), launcher)
+        os.kill(_rank_pid(launcher, 1), signal.SIGKILL)
+        assert launcher.wait(timeout=300) == 0, log.read_text()
+    finally:
+        for pid in [launcher.pid, *_alive_descendants(launcher.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    out = log.read_text()
+    assert f"torchrun restart 1: continuing from {run_dir / ckpt.LATEST}" in out, out
+    assert "Traceback" not in out, out
+    restarted = torch.load(run_dir / ckpt.LATEST, weights_only=True)
+    reference = torch.load(straight / ckpt.LATEST, weights_only=True)
+    assert restarted["global_step"] == reference["global_step"] == 3
+    for name, weight in reference["model"].items():
+        assert torch.equal(restarted["model"][name], weight), name
 
 
 # ---------------------------------------------------------------------------------------

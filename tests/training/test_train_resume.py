@@ -155,3 +155,41 @@ def test_resume_refuses_a_checkpoint_whose_records_disagree(damage, words, train
     status, _, err = train(["--resume", run_copy, "--epochs", "2"], capsys)
     one_line_error(status, err, *words)
     assert _files(run_copy) == before
+
+
+def test_a_run_of_two_replicas_resumes_alone_from_the_same_step_and_says_how(run_copy,
+                                                                            capsys):
+    """A checkpoint of 2 replicas, at epoch 2 step 1, resumed by one process: it trained
+    epoch 2 again from its first step, saying nothing; now it goes on from step 2 (each
+    step's images do not depend on the world size) and says what differs."""
+    state = torch.load(run_copy / ckpt.LATEST, weights_only=True)
+    state.update(world_size=2, rng=state["rng"] * 2, step_in_epoch=1,
+                 global_step=state["global_step"] + 1, epoch_loss_sum=2.3, epoch_loss_steps=1)
+    (run_copy / ckpt.LATEST).unlink()  # best.pt is a hard link to it: left alone
+    torch.save(state, run_copy / ckpt.LATEST)
+    status, out, err = train(["--resume", run_copy, "--epochs", "2", "--tensorboard", "off"],
+                             capsys)
+    assert status == 0, err
+    (note,) = [line for line in out.splitlines() if line.startswith("note: the checkpoint")]
+    assert "written by 2 replicas, this run has 1" in note and "not bit-identical" in note
+    assert torch.load(run_copy / ckpt.LATEST, weights_only=True)["global_step"] == 6
+
+
+def test_a_torchrun_group_that_may_be_restarted_continues_its_run_dir(tmp_path):
+    """elastic_restart: what a start under torchrun --max-restarts resolves to."""
+    from alexnet_triton.errors import ConfigError
+    from alexnet_triton.training.setup import elastic_restart
+    config, given = parse_args(["--epochs", "3", "--batch-size", "10"], "train")
+    first, again = ({"TORCHELASTIC_MAX_RESTARTS": "2", "TORCHELASTIC_RESTART_COUNT": count}
+                    for count in ("0", "1"))
+    assert elastic_restart(config, given, {}) == (config, given, ())  # not torchrun's
+    with pytest.raises(ConfigError, match="--max-restarts: pass --run-dir DIR"):
+        elastic_restart(config, given, first)
+    config, given = parse_args(["--epochs", "3", "--batch-size", "10", "--run-dir",
+                                str(tmp_path)], "train")
+    assert elastic_restart(config, given, first) == (config, given, ())
+    assert elastic_restart(config, given, again) == (config, given, ())  # no checkpoint yet
+    (tmp_path / ckpt.LATEST).write_bytes(b"")
+    resumed, resumed_given, notes = elastic_restart(config, given, again)
+    assert resumed.resume == str(tmp_path) and resumed_given == {"epochs", "resume", "run_dir"}
+    assert notes == (f"torchrun restart 1: continuing from {tmp_path / ckpt.LATEST}",)
