@@ -70,6 +70,20 @@ def check_int32_offsets(op: str, **tensors: Tensor) -> None:
                              f"the kernels' int32 offsets address fewer than 2**31")
 
 
+def nvidia_capability() -> int | None:
+    """The compute capability (major * 10 + minor: 80 for an A100, 90 for an H100) of the
+    NVIDIA target Triton compiles for now: its active driver's target (the current CUDA
+    device, or the GPU that bench/static/sm90_driver.py's compile-only driver plays). None
+    under the interpreter and for other backends. The launchers choose every code path that
+    needs an architecture's instructions (TMA, packed bf16 compares) from it, so that no
+    kernel holds a PTX instruction its target lacks (tests/ops/test_gpu_compile.py compiles
+    them for sm_80 to sm_120a)."""
+    if interpreting():
+        return None
+    target = triton.runtime.driver.active.get_current_target()
+    return int(target.arch) if target.backend == "cuda" else None
+
+
 def tensor_descriptors_available() -> bool:
     """Whether this Triton and the target it compiles for read tiles through TMA tensor
     descriptors (``tl.make_tensor_descriptor``, built on the device: Triton 3.6 and 3.9
@@ -80,8 +94,7 @@ def tensor_descriptors_available() -> bool:
         return False
     if interpreting():
         return True
-    target = triton.runtime.driver.active.get_current_target()
-    return target.backend == "cuda" and int(target.arch) >= 90
+    return (nvidia_capability() or 0) >= 90
 
 
 def tma_compatible(tensor: Tensor, shape: tuple, strides: tuple) -> bool:

@@ -42,9 +42,16 @@ MODEL_PRECISIONS = {  # name: (autocast bf16, conv tf32, matmul tf32)
     "fp32-default": (False, True, False),  # torch's defaults: what the benchmarks run
 }
 # A model step compiles every candidate of ~40 kernels: split over this many workers,
-# each taking every SLICES-th candidate of each autotuner.
+# each taking every SLICES-th candidate of each autotuner (and the others as fallbacks:
+# _slice).
 SLICES = 4
 DRY_RUN_LAUNCHES = ["pool1.backward", "dropout"]
+# and one launch through slice 0 of its autotuner's candidates, as a model task's: ieee
+# float32 conv3's input gradient, whose one candidate there (128 x 128 x 64, 3 stages, TMA
+# weight tiles) needs 262,160 bytes of shared memory, over the H100's 232,448: the dry run
+# proves that a slice falls back to a candidate that fits (_slice)
+DRY_RUN_SLICED = {"kind": "launch", "variant": "float32-ieee", "batch": SANITIZER_BATCH,
+                  "name": "conv3.backward_input", "slice": 0}
 # and a model task, so the dry run proves the model's ops reach the launchers
 DRY_RUN_MODEL = {"placement": "one-device", "precision": "bf16", "batch": 2, "image": 67,
                  "mode": "eval"}
@@ -79,7 +86,7 @@ def tasks(dry_run: bool) -> list:
     if dry_run:
         return [*({"kind": "launch", "variant": "bfloat16", "batch": BATCH, "name": name}
                   for name in DRY_RUN_LAUNCHES),
-                {"kind": "model", **DRY_RUN_MODEL, "slice": 0}]
+                DRY_RUN_SLICED, {"kind": "model", **DRY_RUN_MODEL, "slice": 0}]
     found = [{"kind": "launch", "variant": variant, "batch": BATCH, "name": name}
              for variant in LAUNCH_VARIANTS for name in names]
     found += [{"kind": "launch", "variant": "bfloat16", "batch": SANITIZER_BATCH, "name": name}
@@ -171,10 +178,51 @@ def _augment(task: dict) -> None:
                     augment.pack_params(offsets, offsets, offsets, torch.zeros(n, 3)), task["crop"])
 
 
-def _slice(tuners: dict, index: int) -> None:
-    """Keep every SLICES-th candidate of each autotuner, from ``index``."""
+def _shared_estimate(config) -> int:
+    """A config's operand tiles times its pipeline stages: what orders candidates by the
+    shared memory they need (the same dtype for all of one kernel's)."""
+    tiles = config.kwargs.get("BLOCK_M", 1) * config.kwargs.get("BLOCK_K", 1) + (
+        config.kwargs.get("BLOCK_K", 1) * config.kwargs.get("BLOCK_N", 1))
+    return tiles * config.num_stages
+
+
+def config_values(config) -> dict:
+    """A config's constexprs and launch options, as a kernel launch receives them."""
+    return {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+
+
+def slice_configs(candidates: list, index: int) -> tuple[list, list]:
+    """(configs, fallbacks): slice ``index`` of an autotuner's candidates, its share (every
+    SLICES-th, from ``index``), then every other candidate, least shared memory first: the
+    fallbacks.
+
+    A fallback is compiled only where nothing before it in the same tuning compiled and
+    fit (the compile-only driver's Recorder.fallbacks: it is skipped, timed inf, otherwise),
+    so a slice compiles its share alone unless its share holds only candidates too large
+    for the kernel at hand (ieee float32 conv3-5 input gradients at slice 0: 128 x 128 x 64
+    in 3 stages with TMA weight tiles needs 262,160 bytes of shared memory, an H100 has
+    232,448), or none (the convs' 3 candidates at slice 3): then it goes on to the smallest
+    that fits, as the GPU's autotuner prunes what is out of resources, and the rest of the
+    step still compiles. Before, such a slice kept its one candidate and the launch raised
+    OutOfResources, leaving the rest of the step uncompiled. Never a single config: the
+    autotuner would launch it without a trial, and a launch out of resources raises."""
+    if len(candidates) < 2:
+        return list(candidates), []
+    share = candidates[index::SLICES]
+    fallbacks = sorted((c for c in candidates if all(c is not s for s in share)),
+                       key=_shared_estimate)
+    return share + fallbacks, fallbacks
+
+
+def _slice(tuners: dict, index: int, recorder) -> None:
+    """Give each autotuner slice ``index`` of its candidates (slice_configs). The recorder
+    knows a fallback by its kernel and values: linear_kernel's two autotuners share both
+    lists, which is safe while no share holds more than one config (SLICES = 4 of 3-4
+    candidates each)."""
     for tuner in tuners.values():
-        tuner.configs = tuner.restricted[index::SLICES] or tuner.restricted[:1]
+        tuner.configs, fallbacks = slice_configs(tuner.restricted, index)
+        recorder.fallbacks.setdefault(tuner.base_fn.__name__, []).extend(
+            map(config_values, fallbacks))
 
 
 def worker(share: list, out_path: Path) -> None:
@@ -191,14 +239,16 @@ def worker(share: list, out_path: Path) -> None:
     report = []
     for task in share:
         recorder.attempts = []
+        recorder.fallbacks = {}
         start = time.perf_counter()
         error = None
         for tuner in tuners.values():
             tuner.configs = list(tuner.restricted)
             tuner.cache.clear()  # every task "tunes" (compiles) its candidates afresh
         try:
+            if "slice" in task:
+                _slice(tuners, task["slice"], recorder)
             if task["kind"] == "model":
-                _slice(tuners, task["slice"])
                 _model_step(task)
             elif task["kind"] == "augment":
                 _augment(task)
@@ -256,6 +306,8 @@ def run(record: PhaseRecord, args) -> None:
     compiled = sum(r["compiled"] for r in reports)
     record.info(wall_seconds=round(wall, 1), task_seconds=round(cpu_seconds, 1),
                 compiled=compiled, seconds_per_compile=round(cpu_seconds / max(compiled, 1), 2),
+                # candidates compiled that the GPU's autotuner would prune (not failures)
+                out_of_resources=sum(r["out_of_resources"] for r in reports),
                 slowest=sorted(reports, key=lambda r: -r["seconds"])[:5])
     failed = [r for r in reports if r["error"] or r["errors"]]
     missing = len(all_tasks) - len(reports)

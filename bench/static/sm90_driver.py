@@ -1,12 +1,17 @@
-"""A stand-in Triton driver that compiles every launch for an H100 (sm_90a) and runs none.
+"""A stand-in Triton driver that compiles every launch for an NVIDIA GPU and runs none.
 
-Used by tests/ops/gpu_compile.py (does every kernel compile?) and the static report (what did it
-compile to?). ``CompileOnlyDriver`` stands in for Triton's active driver and plays an H100:
+Used by tests/ops/gpu_compile.py (does every kernel compile, for each target?), the static
+report (what did it compile to, for sm_90a?) and the GPU check's precompile phase (sm_90a).
+``CompileOnlyDriver`` stands in for Triton's active driver and plays a GPU of one compile
+target of ``TARGETS`` (by default sm_90a, an H100: the file's name is from when that was the
+only one):
 
-- ``get_current_target`` is GPUTarget("cuda", 90, 32): the NVIDIA backend compiles for
-  sm_90a (wgmma, TMA);
-- ``utils.get_device_properties`` gives the H100's 227 KiB of shared memory per block, so
-  Triton's own check (CompiledKernel._init_handles) raises OutOfResources as on the GPU;
+- ``get_current_target`` is GPUTarget("cuda", arch, 32): the NVIDIA backend compiles for
+  that capability (90: sm_90a, wgmma and TMA; 80: sm_80, mma.sync and cp.async), and the
+  launchers choose their code paths from it (kernels.target_capability);
+- ``utils.get_device_properties`` gives the target's shared memory per block (227 KiB on an
+  H100), so Triton's own check (CompiledKernel._init_handles) raises OutOfResources as on
+  the GPU;
 - ``launcher_cls`` records each launch (and checks the grid against CUDA's limits)
   instead of running it, so tensors are never read: they can be ``torch.empty``;
 - ``get_benchmarker`` is what ``triton.autotune`` times its configs with: it launches
@@ -19,7 +24,7 @@ Hooks, all Triton extension points: ``driver.set_active``, JITFunction.add_pre_r
 (names the config being compiled, and its arguments), ``knobs.compilation.listener``
 (finds the PTX and cubin of each compiled kernel) and an autotuner's ``early_config_prune``
 (for a scope that tries fewer configs). ``torch.cuda.get_device_properties`` is replaced
-(132 SMs) for conv2d_relu's split of the weight-gradient reduction.
+(the target's GPU's SMs) for conv2d_relu's split of the weight-gradient reduction.
 
 Importing this module does not import torch or triton; install() does.
 """
@@ -27,9 +32,31 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
-H100_SHARED_MEMORY = 232448  # bytes per block, opt-in (cudaDevAttrMaxSharedMemoryPerBlockOptin)
-H100_SMS = 132
+
+@dataclass(frozen=True)
+class Target:
+    """A GPU the stand-in driver plays: what Triton compiles for and what limits it checks."""
+    capability: int  # major * 10 + minor: Triton's GPUTarget arch (>= 90 compiles sm_XXa)
+    shared_memory: int  # bytes per block, opt-in (cudaDevAttrMaxSharedMemoryPerBlockOptin)
+    sms: int  # of the GPU named: only the launchers' splits of long reductions read it
+    gpu: str
+
+
+# Every NVIDIA architecture since Ampere that Triton compiles for, named as Triton names the
+# PTX target (sm_arch_from_capability: "a" from 9.0 on). Shared memory per block: the CUDA C++
+# Programming Guide's table of compute capabilities (163 KiB for 8.0, 99 KiB for 8.6, 8.9 and
+# 12.0, 227 KiB for 9.0 and 10.0); SMs: the named GPU's datasheet.
+TARGETS = {
+    "sm_80": Target(80, 166912, 108, "A100"),
+    "sm_86": Target(86, 101376, 72, "A10"),
+    "sm_89": Target(89, 101376, 58, "L4"),
+    "sm_90a": Target(90, 232448, 132, "H100 SXM"),
+    "sm_100a": Target(100, 232448, 148, "B200"),
+    "sm_120a": Target(120, 101376, 170, "RTX 5090"),
+}
+DEFAULT_TARGET = "sm_90a"
 GRID_LIMITS = (2**31 - 1, 65535, 65535)
 
 # How many of an autotuner's configs a process compiles:
@@ -54,6 +81,9 @@ class Recorder:
         self.prune = prune
         self.attempts: list[dict] = []
         self.benchmarking = False
+        # {kernel: [config values]}: autotuner configs tried only while no earlier trial of
+        # the same tuning compiled and fit (bench/gpu_check/precompile.py's fallbacks)
+        self.fallbacks: dict[str, list[dict]] = {}
         self.ptx_by_hash: dict[str, str] = {}
         self.cubin_by_hash: dict[str, str] = {}
 
@@ -64,6 +94,10 @@ class Recorder:
                         for a in self.attempts if a["autotuner_trial"])):
             raise SkipConfig(fn.__name__)
         named = dict(zip(fn.arg_names, args), **kwargs)
+        if (self.benchmarking and self.tuning_fits(fn.__name__)
+                and any(all(named.get(k) == v for k, v in values.items())
+                        for values in self.fallbacks.get(fn.__name__, ()))):
+            raise SkipConfig(fn.__name__)
         constexprs = {p.name for p in fn.params if p.is_constexpr}
         # The int constexprs (tile sizes, window sizes) and the autotuner's launch options.
         config = {name: named[name] for name in constexprs if type(named.get(name)) is int}
@@ -83,6 +117,16 @@ class Recorder:
                               "autotuner_trial": self.benchmarking, "outcome": None,
                               "options": options, "scalars": scalars,
                               "tensor_bytes": sum(tensors.values())})
+
+    def tuning_fits(self, kernel: str) -> bool:
+        """Whether a trial of the autotuner now tuning ``kernel`` compiled and fit: the
+        trailing run of its trials (an autotuner tries its configs one after another)."""
+        for attempt in reversed(self.attempts):
+            if attempt["kernel"] != kernel or not attempt["autotuner_trial"]:
+                return False
+            if attempt["outcome"] == "ok":
+                return True
+        return False
 
     def finish(self, outcome: str, **fields) -> None:
         attempt = self.attempts[-1]
@@ -120,7 +164,14 @@ def matrix_instruction(ptx: str) -> str:
     return "fma" if re.search(r"\bfma\.rn\.f(32|64)\b", ptx) else "-"
 
 
-def make_driver(recorder: Recorder):
+def target(name: str) -> Target:
+    """TARGETS[name], or a ValueError naming the known ones."""
+    if name not in TARGETS:
+        raise ValueError(f"unknown compile target {name!r}: expected one of {list(TARGETS)}")
+    return TARGETS[name]
+
+
+def make_driver(recorder: Recorder, plays: Target):
     from triton.backends.compiler import GPUTarget
     from triton.backends.driver import DriverBase
 
@@ -144,7 +195,7 @@ def make_driver(recorder: Recorder):
     class Utils:
         @staticmethod
         def get_device_properties(device):
-            return {"max_shared_mem": H100_SHARED_MEMORY, "multiprocessor_count": H100_SMS,
+            return {"max_shared_mem": plays.shared_memory, "multiprocessor_count": plays.sms,
                     "max_num_regs": 65536, "warpSize": 32}
 
         @staticmethod
@@ -180,7 +231,7 @@ def make_driver(recorder: Recorder):
             return False
 
         def get_current_target(self):
-            return GPUTarget("cuda", 90, 32)
+            return GPUTarget("cuda", plays.capability, 32)
 
         def get_current_device(self):
             return 0
@@ -205,7 +256,7 @@ def make_driver(recorder: Recorder):
 
 
 def missing_toolchain() -> str | None:
-    """Why sm_90a cannot be compiled here (no NVIDIA backend, no ptxas), or None."""
+    """Why NVIDIA targets cannot be compiled here (no NVIDIA backend, no ptxas), or None."""
     try:
         from triton.backends import backends
         if "nvidia" not in backends:
@@ -217,8 +268,9 @@ def missing_toolchain() -> str | None:
     return None
 
 
-def install(recorder: Recorder) -> None:
-    """Make this process compile for an H100 without one (see the module docstring)."""
+def install(recorder: Recorder, target_name: str = DEFAULT_TARGET) -> None:
+    """Make this process compile for ``TARGETS[target_name]`` (an H100 by default) without
+    a GPU (see the module docstring)."""
     import types
 
     import torch
@@ -227,10 +279,11 @@ def install(recorder: Recorder) -> None:
     from triton.runtime.driver import driver
     from triton.runtime.jit import JITFunction
 
-    driver.set_active(make_driver(recorder))
+    plays = target(target_name)
+    driver.set_active(make_driver(recorder, plays))
     knobs.compilation.listener = recorder.on_compile
     torch.cuda.get_device_properties = lambda device=None: types.SimpleNamespace(
-        multi_processor_count=H100_SMS, name="H100 (stand-in)")
+        multi_processor_count=plays.sms, name=f"{plays.gpu} (stand-in)")
 
     hooked = set()
     for module in kernel_modules():

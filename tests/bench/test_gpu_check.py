@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,8 @@ def test_dry_run_goes_through_every_phase(tmp_path):
                         "speed": "pass"}
     phases = results["phases"]
     assert phases["precompile"]["info"]["compiled"] > 0
+    # the sliced launch's own candidate is over the H100's shared memory: it fell back
+    assert phases["precompile"]["info"]["out_of_resources"] >= 1
     # Real checks ran: kernels through the interpreter, the model on the references.
     assert sum(c["status"] == "pass" for c in phases["correctness"]["checks"]) >= 10
     # and the plain-load fallback of the GEMMs once more (TMA descriptors are the default)
@@ -189,6 +192,46 @@ def test_precompile_covers_every_launch_in_every_precision():
     loads = [sum(map(precompile._cost, share)) for share in shares]
     longest = max(map(precompile._cost, tasks))
     assert max(loads) - min(loads) <= longest  # dealt longest first, to the lightest
+
+
+def test_every_slice_holds_every_candidate_its_own_first():
+    """Issue 25: a slice whose own candidates were all too large for a kernel's shared
+    memory (or that had none) launched one that did not fit, and the rest of its model step
+    never compiled. Now each slice tries its share, then the others as fallbacks, smallest
+    first, each compiled only while nothing before it in the tuning fits."""
+    from bench.static.sm90_driver import Recorder, SkipConfig
+
+    tuners = autotune.autotuners()
+    autotune.restrict(tuners)
+    for name, tuner in tuners.items():
+        candidates = list(tuner.configs)
+        shares = []
+        for index in range(precompile.SLICES):
+            configs, fallbacks = precompile.slice_configs(candidates, index)
+            share = configs[:len(configs) - len(fallbacks)]
+            assert len(configs) == len(candidates) > 1, name  # one config is never tuned
+            assert len(share) <= 1, name  # what _slice's fallback lookup relies on
+            assert share == candidates[index::precompile.SLICES], name
+            assert sorted(map(str, configs)) == sorted(map(str, candidates)), name
+            sizes = [precompile._shared_estimate(c) for c in fallbacks]
+            assert sizes == sorted(sizes), name  # the smallest fallback first
+            shares += share
+        assert sorted(map(str, shares)) == sorted(map(str, candidates)), name  # a partition
+
+    # The recorder skips a fallback's trial once a trial of the same tuning fits.
+    Kernel = types.SimpleNamespace(__name__="kernel", arg_names=["BLOCK_M"], params=[])
+
+    recorder = Recorder()
+    recorder.fallbacks = {"kernel": [{"BLOCK_M": 64, "num_warps": 4}]}
+    recorder.benchmarking = True
+    recorder.start(Kernel, (128,), {"num_warps": 8})
+    recorder.finish("out of resources")
+    recorder.start(Kernel, (64,), {"num_warps": 4})  # nothing fits yet: compiled
+    recorder.finish("ok")
+    with pytest.raises(SkipConfig):
+        recorder.start(Kernel, (64,), {"num_warps": 4})
+    recorder.benchmarking = False  # the launch of the chosen fallback is never skipped
+    recorder.start(Kernel, (64,), {"num_warps": 4})
 
 
 @pytest.mark.parametrize("tool,output,count", [

@@ -1,13 +1,15 @@
-"""Compile every Triton kernel that the launchers launch, for an H100 (sm_90a), with no GPU.
+"""Compile every Triton kernel that the launchers launch, for one NVIDIA target, with no GPU.
 
-``python tests/ops/gpu_compile.py VARIANT SCOPE REPORT.json`` runs, with TRITON_INTERPRET unset
-(Triton picks interpreter or compiler at import, so one variant per process), the REAL
-launchers of kernels/*.py on AlexNet-shaped CPU tensors (bench/static/alexnet_launches.py): Triton
-specializes, compiles (to PTX, and with its bundled ptxas to a cubin) and "launches" exactly
-what a GPU run would, the autotuner included. Nothing executes: bench/static/sm90_driver.py's
-``CompileOnlyDriver`` stands in for Triton's active driver and plays an H100 (its docstring
-says how). Any failure is recorded (on a GPU a compile error, unlike OutOfResources, would
-abort the autotuner).
+``python tests/ops/gpu_compile.py VARIANT SCOPE TARGET REPORT.json`` (TARGET: sm_80,
+sm_86, sm_89, sm_90a, sm_100a or sm_120a: bench/static/sm90_driver.py's TARGETS) runs, with
+TRITON_INTERPRET unset (Triton picks interpreter or compiler at import, so one variant and
+one target per process), the REAL launchers of kernels/*.py on AlexNet-shaped CPU tensors
+(bench/static/alexnet_launches.py): Triton specializes, compiles (to PTX, and with its
+bundled ptxas to a cubin) and "launches" exactly what a GPU run would on that target, the
+autotuner included. Nothing executes: bench/static/sm90_driver.py's ``CompileOnlyDriver``
+stands in for Triton's active driver and plays a GPU of the target (its docstring says how).
+Any failure is recorded (on a GPU a compile error, unlike OutOfResources, would abort the
+autotuner).
 
 Compiled kernels land in Triton's on-disk cache (keyed by kernel source, specialization
 and target), so only kernels that changed are compiled again.
@@ -28,7 +30,8 @@ if _ROOT not in sys.path:
 
 from bench.static import alexnet_launches  # noqa: E402
 from bench.static.alexnet_launches import LAYERS  # noqa: E402
-from bench.static.sm90_driver import Recorder, install, kernel_names  # noqa: E402
+from bench.static.sm90_driver import (DEFAULT_TARGET, TARGETS, Recorder, install,  # noqa: E402
+                                      kernel_names)
 
 # A variant is a tensor dtype and the tf32 switches the launchers read
 # (linear: torch.backends.cuda.matmul.allow_tf32; conv: torch.backends.cudnn.allow_tf32).
@@ -43,17 +46,59 @@ VARIANTS = {  # name: (dtype, matmul.allow_tf32, cudnn.allow_tf32)
 
 BATCH = 2  # only divisibility specializes (by 16, and == 1)
 
-# Two scopes. "full": every variant, every layer, every config the autotuner tries.
-# "quick" (the default, about 2 minutes on 2 cores with a cold Triton cache): three
-# variants; one layer per kernel code path (conv2: groups 2; fc6: bias, ReLU and dropout
-# forward, masked and scaled backward; fc8: neither); and of each autotuner's configs the
-# first (largest tile: the shared-memory limit) and the last (the small fallback).
+# Four scopes. "full": every variant, every layer, every config the autotuner tries.
+# "quick" (about 2 minutes on 2 cores with a cold Triton cache): three variants; one layer
+# per kernel code path (conv2: groups 2; fc6: bias, ReLU and dropout forward, masked and
+# scaled backward; fc8: neither); and of each autotuner's configs the first (largest tile:
+# the shared-memory limit) and the last (the small fallback). "arch": of quick's, the
+# launches whose code depends on the target's architecture (the GEMMs: their matrix
+# instruction, TMA descriptors or plain loads, the packed bf16 ReLU mask, which tiles fit
+# the shared memory) in the two variants where it does most (bf16; tf32 for conv and
+# linear, whose operands are staged through registers), fc6 alone for the linear kernels
+# (fc8 differs from it in flags that no target changes); float64's DMMA and ieee float32's
+# FMA are the same code on every target, and the element-wise kernels (LRN, pooling,
+# dropout, augmentation) choose nothing by target. "precisions": arch's launches in bf16,
+# ieee float32 and tf32: what every target is checked in (ALEXNET_GPU_TARGETS=all
+# ALEXNET_GPU_COMPILE=precisions; README: what runs where).
 SCOPES = {
     "quick": (("float32", "bfloat16", "float64"),
               ("conv2", "lrn1", "pool1", "fc6", "fc8", "dropout", "augment")),
+    "arch": (("bfloat16", "float32-tf32"), ("conv2", "fc6")),
+    "precisions": (("bfloat16", "float32-ieee", "float32-tf32"), ("conv2", "fc6")),
     "full": (tuple(VARIANTS), LAYERS),
 }
-PRUNE = {"quick": "first_last", "full": "all"}  # which autotuner configs get compiled
+# The scopes that launch every kernel of kernels/*.py (test_every_kernel_is_launched).
+COMPLETE_SCOPES = ("quick", "full")
+# which autotuner configs get compiled
+PRUNE = {"quick": "first_last", "arch": "first_last", "precisions": "first_last", "full": "all"}
+
+
+# What tests/ops/test_gpu_compile.py compiles unless told otherwise (CI): (target, scope).
+# sm_90a, the GPU the kernels are tuned on, in the quick scope; sm_80, the oldest
+# architecture the project supports, in the arch scope (quick for sm_80 costs 190
+# CPU-seconds with a cold Triton cache, arch about 50).
+DEFAULT_PLAN = (("sm_90a", "quick"), ("sm_80", "arch"))
+
+
+def plan(targets: str | None = None, scope: str | None = None) -> list[tuple[str, str]]:
+    """[(target, scope)] to compile: DEFAULT_PLAN when neither is given; else every target of
+    ``targets`` (comma-separated names of TARGETS, or "all"; default sm_90a and sm_80) in
+    ``scope`` (default "quick"). ValueError for an unknown name."""
+    if not targets and not scope:
+        return list(DEFAULT_PLAN)
+    scope = scope or "quick"
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}: expected one of {list(SCOPES)}")
+    if targets == "all":
+        names = list(TARGETS)
+    else:
+        names = [name.strip() for name in (targets or "sm_90a,sm_80").split(",")
+                 if name.strip()]
+    unknown = [name for name in names if name not in TARGETS]
+    if unknown or not names:
+        raise ValueError(f"unknown targets {unknown or targets!r}: expected names of "
+                         f"{list(TARGETS)}, comma-separated, or 'all'")
+    return [(name, scope) for name in names]
 
 
 def launch_names(scope: str = "full") -> list[str]:
@@ -66,9 +111,9 @@ def launches(dtype, scope: str):
     return alexnet_launches.launches(dtype, SCOPES[scope][1], batch=BATCH)
 
 
-def run_variant(variant: str, scope: str) -> dict:
-    """Compile every launch of one variant: {"launches": {launch: {"attempts", "error",
-    "seconds"}}, "kernels": kernel_names()}."""
+def run_variant(variant: str, scope: str, target: str = DEFAULT_TARGET) -> dict:
+    """Compile every launch of one variant for one target: {"launches": {launch:
+    {"attempts", "error", "seconds"}}, "kernels": kernel_names()}."""
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise RuntimeError("gpu_compile needs TRITON_INTERPRET unset: it compiles for the GPU")
     import torch
@@ -77,7 +122,7 @@ def run_variant(variant: str, scope: str) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
     torch.backends.cudnn.allow_tf32 = cudnn_tf32
     recorder = Recorder(PRUNE[scope])
-    install(recorder)
+    install(recorder, target)
     report = {}
     for name, call in launches(getattr(torch, dtype), scope).items():
         recorder.attempts = []
@@ -119,6 +164,6 @@ def first_config_table(reports: dict) -> str:
 
 
 if __name__ == "__main__":
-    variant, scope, path = sys.argv[1:]
+    variant, scope, target, path = sys.argv[1:]
     with open(path, "w") as f:
-        json.dump(run_variant(variant, scope), f, indent=1)
+        json.dump(run_variant(variant, scope, target), f, indent=1)
