@@ -23,7 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(command, **kwargs):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    """``command`` as a user's shell runs it: without the interpreter, and without pytest's
+    own variables (an xdist worker's PYTEST_XDIST_WORKER makes pytest-benchmark in the speed
+    phase's pytest refuse to measure)."""
+    env = {k: v for k, v in os.environ.items()
+           if k != "TRITON_INTERPRET" and not k.startswith("PYTEST_")}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900, **kwargs)
 

@@ -100,13 +100,15 @@ def test_strided_inputs(dtype, device, poisoned):
 
 
 # The layers between conv1 and pool5 hand each other channels_last activations; NCHW
-# callers are converted. Both must compute the same function and keep their format.
+# callers are converted. Both must compute the same function and keep their format. float32
+# only: the layout is in the offsets, which do not depend on the dtype, and test_forward and
+# test_backward take every dtype through the same kernels (float64 here doubled the file's time).
 LAYOUT_CASES = [CASES[i] for i in (1, 4, 6, 7)] + [CASES[-1], CASES[-3], ((1, 24, 3, 1), 6, 3, STRONG, 20.0)]
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32], ids=str)
 @pytest.mark.parametrize("shape, size, groups, params, scale", LAYOUT_CASES,
                          ids=[f"{'x'.join(map(str, c[0]))}-size{c[1]}-groups{c[2]}" for c in LAYOUT_CASES])
 def test_both_memory_formats(shape, size, groups, params, scale, dtype, layout, device, poisoned):
