@@ -1,5 +1,5 @@
 """``torchrun`` this file instead of ``-m alexnet_triton.train``: the trainer, whose rank 1
-finds the data damaged during its setup, after rank 0 has checked it (test_train_faults)."""
+finds the data damaged during its setup, after rank 0 has checked it (test_train_torchrun)."""
 import os
 import sys
 

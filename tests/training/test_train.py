@@ -403,37 +403,6 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(value).all() for value in kept["model"].values())
 
 
-def test_torchrun_two_replicas_of_two_columns_on_gloo(data, torchrun_run, capsys,
-                                                     reference_kernels):
-    """DDP over 2 CPU processes (gloo), each replica itself two columns (cpu, cpu), with
-    --ten-crop: every replica evaluates the best weights (which only rank 0 writes to
-    best.pt) and their sums are those of a single process on best.pt."""
-    run_dir, result = torchrun_run
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("device: cpu, cpu") == 1  # rank 0 alone prints
-    assert "2 DDP replicas (gloo)" in result.stdout
-    config = json.loads((run_dir / "config.json").read_text())
-    assert config["resolved"]["world_size"] == 2 and config["resolved"]["batch_per_replica"] == 5
-    state = _weights(run_dir / "latest.pt")
-    assert state["world_size"] == 2 and len(state["rng"]) == 2
-    assert not torch.equal(state["rng"][0]["augment"], state["rng"][1]["augment"])
-    assert state["global_step"] == 3  # 30 images / (2 replicas x 5)
-    with open(run_dir / "metrics.csv") as file:
-        assert len(list(csv.DictReader(file))) == 1
-    summary = json.loads((run_dir / "summary.json").read_text())
-    from alexnet_triton import evaluate
-    single = evaluate.run(build_evaluate_args(run_dir / ckpt.BEST, data))
-    capsys.readouterr()
-    assert summary["ten_crop_val_top1_error"] == single["val_top1_error"]
-    assert summary["ten_crop_val_top5_error"] == single["val_top5_error"]
-
-
-def build_evaluate_args(checkpoint, data):
-    from alexnet_triton import evaluate
-    return evaluate.build_parser().parse_args(["--checkpoint", str(checkpoint), "--data",
-                                               str(data), "--ten-crop", "--workers", "0"])
-
-
 # ---------------------------------------------------------------------------------------
 # resolving the configuration
 # ---------------------------------------------------------------------------------------
