@@ -419,55 +419,113 @@ def split_sum_kernel(partial_ptr, out_ptr, numel, SPLIT, ACC_DTYPE: tl.constexpr
     tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=in_bounds)
 
 
-def _backward_configs() -> list:
-    """Hopper tiles for the backward GEMMs, the one the launcher uses first (bench.static); the
-    64x64x32 one also fits float64 in shared memory. No 128x128 tile on 4 warps: its float32
-    accumulator and the masked grad_output tile in registers spill (conv4's weight gradient
-    in tf32: 136 bytes)."""
-    return [
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=2),
-    ]
+def _config(block_m: int, block_n: int, block_k: int, warps: int, stages: int, **extra):
+    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, **extra},
+                         num_warps=warps, num_stages=stages)
 
 
-def _backward_weight_configs() -> list:
-    """The weight gradient's tiles: first 128 pixels per step, which halves the loop's fixed
-    cost per MMA (bf16 issue ratio 0.87-0.91 against 0.95-0.98 at 64, and what lets bf16
-    take two taps per program; conv1 and conv2 fit it in tf32 too, two taps of 64 columns),
-    then the input gradient's."""
-    return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128}, num_warps=8,
-                          num_stages=2),
-            *_backward_configs()]
+# float64's one tile: any larger one's float64 operands overflow shared memory, and at
+# 16 and 32 bits this one misses issue 11's issue-ratio budget on every launch (bench.static).
+_FLOAT64 = (64, 64, 32, 4, 2)
 
 
-def _forward_configs() -> list:
-    """The channels-last forward's tiles, the one the launcher uses first (bench.static)."""
-    return [
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8},
-                      num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8},
-                      num_warps=4, num_stages=4),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8},
-                      num_warps=4, num_stages=4),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8},
-                      num_warps=4, num_stages=2),
-    ]
+def _forward_configs() -> dict:
+    """The forward's tiles per element size, the one the launcher uses first (bench.static).
+    The 64-wide tile is for a group of kernels that 128-wide tiles pad (conv4's 192: three
+    tiles of 64, not two of 128 of which a quarter is padding); _fewest_columns keeps it
+    where it pads the least. Every 16- and 32-bit tile meets issue 11's budgets at every
+    launch that keeps it (bench/results/static-sm90.md, every candidate)."""
+    tiles = [(128, 128, 64, 8, 3), (128, 128, 32, 4, 4), (128, 64, 64, 4, 4)]
+    return {2: [_config(*t, GROUP_M=8) for t in tiles],
+            4: [_config(*t, GROUP_M=8) for t in tiles],
+            8: [_config(*_FLOAT64, GROUP_M=8)]}
+
+
+def _backward_input_configs() -> dict:
+    """The input gradient's tiles per element size, the launcher's first (bench.static) first.
+    No 128x128 tile on 4 warps: its float32 accumulator and the masked grad_output tile in
+    registers spill (conv4's weight gradient in tf32: 136 bytes). No 64-wide tile, though
+    128 columns pad conv2's 48 channels per group and conv4's and conv5's 192: the ReLU
+    mask of the grad_output tile, applied in registers, costs the same per element at any
+    width, and at 64 columns the loop issues 1.5x what its MMAs take (bf16 128x64x64 on 4
+    warps and 256x64x64 on 8: 386 instructions per 8 HGMMA.64x64x16, issue 11's budget
+    is 1.0). Smaller tiles missed it at every launch (1.14 to 2.14)."""
+    tiles = [(128, 128, 64, 8, 3)]
+    return {2: [_config(*t) for t in tiles], 4: [_config(*t) for t in tiles],
+            8: [_config(*_FLOAT64)]}
+
+
+def _backward_weight_configs() -> dict:
+    """The weight gradient's tiles per element size: 128 pixels per step, which halves the
+    loop's fixed cost per MMA (bf16 issue ratio 0.87-0.91 against 0.95-1.12 at 64, and what
+    lets bf16 take two taps per program; conv1 and conv2 fit it in tf32 too, two taps of
+    64 columns), 3 stages where they fit: with 2 the loop waits for every copy it issued,
+    the iteration before, and the copies' latency sets its pace (bench.static: conv4 bf16
+    105 us against 66 us of MMA work). 32-bit operands take 64-pixel steps where 128 do not
+    fit in shared memory (fp32 conv3 to conv5)."""
+    wide = [(128, 128, 128, 8, 3), (128, 128, 128, 8, 2)]
+    return {2: [_config(*t) for t in wide],
+            4: [_config(*t) for t in wide + [(128, 128, 64, 8, 3)]],
+            8: [_config(*_FLOAT64)]}
+
+
+def _config_key(config) -> tuple:
+    """A config by its tile, warps and stages: torch's triton_kernel_wrap hands pruners
+    copies, with the heuristics' values (EVEN_M, ...) among their kwargs."""
+    return (*(config.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")), config.num_warps,
+            config.num_stages)
+
+
+def _every_config(by_size: dict) -> list:
+    """The autotuner's list: every element size's configs once, in order."""
+    configs: list = []
+    for size_configs in by_size.values():
+        seen = {_config_key(c) for c in configs}
+        configs += [c for c in size_configs if _config_key(c) not in seen]
+    return configs
+
+
+def _fewest_columns(configs: list, width: int) -> list:
+    """The configs whose column tiles pad ``width`` (the GEMM's columns) the least."""
+    def padded(config):
+        return triton.cdiv(width, config.kwargs["BLOCK_N"]) * config.kwargs["BLOCK_N"]
+    least = min(padded(c) for c in configs)
+    return [c for c in configs if padded(c) == least]
+
+
+def _pruner(by_size: dict, operand: str, width: str | None):
+    """An autotuner's early_config_prune: the configs of ``operand``'s element size that are
+    still candidates (the GPU check restricts them), and of those the ones that pad the
+    runtime argument ``width`` least. A GPU's autotuner times only these."""
+    keys = {size: {_config_key(c) for c in configs} for size, configs in by_size.items()}
+
+    def prune(configs, named_args, **_):
+        size = named_args[operand].element_size()
+        kept = [c for c in configs if _config_key(c) in keys[size]]
+        if not kept:
+            raise ValueError(f"conv2d_relu: no autotune config for {size}-byte operands "
+                             f"among {len(configs)} candidates")
+        return _fewest_columns(kept, named_args[width]) if width else kept
+    return prune
 
 
 # INPUT_PRECISION is in every key: a tile chosen for ieee float32 may not fit the shared
 # memory of the tf32 code (tests/ops/test_autotune_keys.py). W_DESCRIPTOR too: the two
 # weight paths are different code (TMA's barriers and swizzled tiles against cp.async).
+_FORWARD_CONFIGS = _forward_configs()
 _forward_autotuned = triton.autotune(
-    configs=_forward_configs(),
+    configs=_every_config(_FORWARD_CONFIGS),
     key=["M", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w",
-         "C_TAP", "R", "S", "TAPS_W", "X_ALIGN", "W_DESCRIPTOR", "INPUT_PRECISION"])(
+         "C_TAP", "R", "S", "TAPS_W", "X_ALIGN", "W_DESCRIPTOR", "INPUT_PRECISION"],
+    prune_configs_by={"early_config_prune": _pruner(_FORWARD_CONFIGS, "x_ptr", "K_GROUP")})(
         conv2d_relu_forward_kernel)
+_BACKWARD_INPUT_CONFIGS = _backward_input_configs()
 _backward_input_autotuned = triton.autotune(
-    configs=_backward_configs(),
+    configs=_every_config(_BACKWARD_INPUT_CONFIGS),
     key=["N", "H", "W", "C_GROUP", "K_GROUP", "GROUPS", "P", "Q", "R", "S", "stride_h",
-         "stride_w", "pad_h", "pad_w", "W_DESCRIPTOR", "INPUT_PRECISION"])(
+         "stride_w", "pad_h", "pad_w", "W_DESCRIPTOR", "INPUT_PRECISION"],
+    prune_configs_by={"early_config_prune": _pruner(_BACKWARD_INPUT_CONFIGS, "dy_ptr",
+                                                    "C_GROUP")})(
         conv2d_relu_backward_input_kernel)
 
 
@@ -491,10 +549,14 @@ _backward_weight_even = triton.heuristics({
     "EVEN_K": lambda a: a["NPQ"] % a["BLOCK_K"] == 0 and a["CHUNK"] % a["BLOCK_K"] == 0,
     "TAPS_PER_PROGRAM": _taps_per_program,
 })(conv2d_relu_backward_weight_kernel)
+_BACKWARD_WEIGHT_CONFIGS = _backward_weight_configs()
 _backward_weight_autotuned = triton.autotune(
-    configs=_backward_weight_configs(),
+    configs=_every_config(_BACKWARD_WEIGHT_CONFIGS),
     key=["NPQ", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h",
-         "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_W", "X_ALIGN", "INPUT_PRECISION"])(
+         "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_W", "X_ALIGN", "INPUT_PRECISION",
+],
+    prune_configs_by={"early_config_prune": _pruner(_BACKWARD_WEIGHT_CONFIGS, "dy_ptr",
+                                                    None)})(
         _backward_weight_even)
 # Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
 # same whichever config wins.

@@ -34,6 +34,11 @@ FMA_PER_CYCLE_PER_SM = {"bf16": 2048, "tf32": 1024, "fp32": 128}
 REGISTERS_PER_SM = 65536
 MAX_WARPS_PER_SM = 64
 MAX_BLOCKS_PER_SM = 32
+# Cycles from a global copy's issue to its data in shared memory, as a loop that waits for it
+# sees them: an assumption, not a measurement (no GPU has checked it yet). Published
+# microbenchmarks put an idle H100's L2 hit near 260 cycles and an HBM access near 500-600;
+# the operand tiles of a convolution mostly hit L2, and a loaded memory system queues: 600.
+LOAD_LATENCY_CYCLES = 600
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,13 @@ class Model:
                      "measured " + " and ".join(
                          n for n, v in (("bf16 matmul", bf16_flops), ("copy", bytes_per_s))
                          if v))
+
+    def tensor_share(self, math_precision: str) -> float:
+        """The share of the math units' rate at the SMs' clock (FMA_PER_CYCLE_PER_SM) that
+        the model takes as sustained, as its peak_flops do: the cycles of issued MMA work
+        count 1 / share times as many (0.74 for bf16 at 790 TFLOP/s and 1.98 GHz)."""
+        rate = 2 * FMA_PER_CYCLE_PER_SM[math_precision] * self.sms * self.clock_hz
+        return self.peak_flops[math_precision] / rate
 
     def figures(self) -> dict:
         """The model's numbers, as the report records them."""
@@ -170,3 +182,68 @@ def predicted_seconds(flops: float, bytes_moved: float, math_precision: str | No
     issue = issue_slots / SCHEDULERS_PER_SM / model.clock_hz / sms
     return {"compute": compute, "memory": memory, "issue": issue,
             "predicted": max(compute, memory, issue)}
+
+
+def copies_ahead(copies: dict | None, num_stages: int) -> int | None:
+    """Iterations between a main loop's copies leaving and the wait that needs them
+    (bench/static/sass_parse.copy_pipeline): cp.async's from its wait, TMA's num_stages - 1
+    (Triton's pipeliner); the fewer where a loop has both. None: no asynchronous copies."""
+    if not copies:
+        return None
+    ahead = [copies["cp_async_ahead"]] if copies["cp_async_ahead"] else []
+    if copies["tma_loads"]:
+        ahead.append(max(1, num_stages - 1))
+    return min(ahead) if ahead else None
+
+
+def busiest_sm(*, programs: int, mma_programs: int, resident: int, iterations: float,
+               mma_cycles: float, loop_issue: float, other_issue: float, ahead: int | None,
+               issued_at: float, model: Model = DEFAULT) -> dict:
+    """Cycles the busiest SM needs for its share of a launch: {"tensor", "issue", "chain"},
+    its programs, and what sets the pace of each iteration of the chain ("per_iteration").
+
+    Programs are dealt to SMs in turn, so one SM runs ceil(programs / SMs) of them (3 of
+    338 on 132 SMs, where 2.56 would be the average: wave quantization), at most
+    ``resident`` at once. Per main-loop iteration a program keeps the tensor cores busy for
+    ``mma_cycles`` (the MMA work it issues, padding included) and the schedulers for
+    ``loop_issue``; ``other_issue`` is its code outside the loop. The SM is done after the
+    longest of
+    - tensor: its GEMM programs' MMA work at the tensor cores' rate;
+    - issue: every instruction of its programs, 4 schedulers issuing one each per cycle;
+    - chain: each program's own dependency chain, ceil(GEMM programs / resident) of them one
+      after another: its code outside the loop, one load latency to fill the pipeline,
+      then per iteration the slowest of its MMAs, its issue and its copies' latency: a
+      copy issued ``issued_at`` cycles into an iteration and waited for ``ahead``
+      iterations later cannot come sooner than (issued_at + latency) / ahead per
+      iteration.
+    """
+    per_sm = math.ceil(programs / model.sms)
+    mma_per_sm = math.ceil(mma_programs / model.sms)
+    rounds = math.ceil(mma_per_sm / max(1, min(resident, mma_per_sm))) if mma_per_sm else 0
+    latency = (issued_at + LOAD_LATENCY_CYCLES) / ahead if ahead else 0.0
+    fill = LOAD_LATENCY_CYCLES if ahead else 0.0
+    per_iteration = {"compute": mma_cycles, "issue": loop_issue, "latency": latency}
+    return {
+        "programs_per_sm": per_sm,
+        "tensor": mma_per_sm * iterations * mma_cycles,
+        "issue": per_sm * (iterations * loop_issue + other_issue),
+        "chain": rounds * (other_issue + fill + iterations * max(per_iteration.values())),
+        "per_iteration": max(per_iteration, key=per_iteration.get),
+        "latency_per_iteration": latency,
+    }
+
+
+def issued_seconds(cycles: dict, bytes_moved: float, model: Model = DEFAULT) -> dict:
+    """{"compute", "issue", "latency", "memory", "predicted"} in seconds from busiest_sm's
+    cycles: the longest of them at the SMs' clock, or the bytes at the bandwidth. A chain
+    longer than the tensor and issue terms is "latency" where the copies' latency lengthens
+    it (busiest_sm's per_iteration), else the term its iterations are bounded by."""
+    clock = model.clock_hz
+    memory = bytes_moved / model.bytes_per_s
+    terms = {"compute": cycles["tensor"] / clock, "issue": cycles["issue"] / clock,
+             "memory": memory}
+    chain = cycles["chain"] / clock
+    terms["latency"] = 0.0
+    if chain > max(terms.values()):  # one program after another, each at its own pace
+        terms[cycles["per_iteration"]] = chain
+    return {**terms, "predicted": max(terms.values())}

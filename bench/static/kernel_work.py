@@ -79,3 +79,14 @@ def work(kernel: str, scalars: dict, config: dict) -> tuple[float, float | None]
     if kernel not in WORK:
         return 0, None
     return WORK[kernel]({**scalars, **config})
+
+
+def gemm_programs(kernel: str, scalars: dict, config: dict, grid: list[int]) -> int:
+    """How many of a launch's programs run its GEMM loop: all of them, but for conv's
+    weight gradient, whose first ceil(K_GROUP / BLOCK_M) programs of each grid row sum the
+    bias gradient instead (a loop without MMAs)."""
+    programs = math.prod(grid)
+    if kernel == "conv2d_relu_backward_weight_kernel":
+        a = {**scalars, **config}
+        return programs - math.ceil(a["K_GROUP"] / a["BLOCK_M"]) * math.prod(grid[1:])
+    return programs

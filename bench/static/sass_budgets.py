@@ -105,6 +105,13 @@ def check(budget: str, rows: list[dict]) -> tuple[bool, str]:
     raise ValueError(f"unknown budget {budget!r}")
 
 
+def misses(row: dict) -> list[str]:
+    """The budgets one kernel (a report row: a chosen config or an autotuner candidate)
+    misses on its own: a GEMM's four, any other kernel's memory budgets."""
+    return [budget for budget in (BUDGETS if row["flops"] else MEMORY_BUDGETS)
+            if not check(budget, [row])[0]]
+
+
 def evaluate(report: dict) -> dict:
     """{(variant, launch, budget): (met, measured)} over the chosen configs."""
     by_launch: dict = {}

@@ -237,6 +237,33 @@ def summary(instructions) -> dict:
     }
 
 
+def copy_pipeline(program: Program, loop: Loop) -> dict:
+    """How far ahead a main loop's asynchronous copies run: what bounds it by load latency.
+
+    cp.async: each iteration commits its copies in LDGDEPBAR groups and waits with
+    `DEPBAR.LE SB0, N` until at most N groups are in flight, so the copies a wait releases
+    were issued N // groups + 1 iterations earlier (N = 0: the loop waits for every copy it
+    issued, those of the iteration before). TMA: the copies an mbarrier (SYNCS.PHASECHK)
+    waits for were issued num_stages - 1 iterations earlier (Triton's pipeliner), which the
+    SASS does not state: None here, the config's stages in bench/static/h100_model.py.
+    ``issued_at``: instructions from the loop's start to its last copy (commit or TMA
+    load), the part of an iteration issued before the next copies leave.
+    """
+    code = body(program, loop)
+    commits = sum(i.base == "LDGDEPBAR" for i in code)
+    waits = [int(i.operands.split(",")[1], 0) for i in code
+             if i.opcode == "DEPBAR.LE" and i.operands.startswith("SB0")]
+    tma = sum(i.base == "UTMALDG" for i in code)
+    copies = [k for k, i in enumerate(code) if i.base in ("LDGDEPBAR", "UTMALDG")]
+    return {
+        "commits": commits,
+        "wait": min(waits) if waits else None,
+        "cp_async_ahead": (min(waits) // commits + 1) if waits and commits else None,
+        "tma_loads": tma,
+        "issued_at": (copies[-1] + 1) if copies else None,
+    }
+
+
 def analyse(sass: str) -> dict:
     """The kernel's whole-code summary and its main loop's (None when it has no loop)."""
     program = parse(sass)
@@ -248,5 +275,6 @@ def analyse(sass: str) -> dict:
         "loops": len(loops(program)),
         "main_loop": None if loop is None else {
             "start": f"{loop.start:#06x}", "end": f"{loop.end:#06x}",
-            "conditional": conditional(program, loop), **summary(body(program, loop))},
+            "conditional": conditional(program, loop), **summary(body(program, loop)),
+            "copies": copy_pipeline(program, loop)},
     }

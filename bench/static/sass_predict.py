@@ -84,23 +84,71 @@ def row(variant: str, launch: str, attempt: dict, cubin: dict,
         "compute_precision": compute_precision,
         "floor_precision": _floor_precision(variant, attempt.get("options", {})),
     }
+    found.update(_issued_work(found, attempt, loop, config, warps))
     by_device = {model.key: predict(found, model) for model in models}
     # predicted_us, bound, floor_us: the first device's (the tables' main columns)
     return {**found, **by_device[models[0].key], "by_device": by_device}
 
 
+def _issued_work(found: dict, attempt: dict, loop: dict | None, config: dict,
+                 warps: int) -> dict:
+    """What the launch issues, padding and all (the work its loops run, not the work the
+    convolution needs): MMA FLOPs, the share of them that is useful, the per-iteration
+    cycles of the tensor cores and schedulers, and how far ahead its copies run."""
+    gemm = kernel_work.gemm_programs(attempt["kernel"], attempt["scalars"], config,
+                                     attempt["grid"])
+    schedulers = h100_model.SCHEDULERS_PER_SM
+    iterations = (1 if found["loop_trips"] is None or loop is None
+                  else found["loop_trips"] / found["loop_unroll"])
+    math_ops = loop["math"] if loop and found["flops"] else {}
+    fma = sum(h100_model.fma_per_warp_instruction(op) * n for op, n in math_ops.items()) * warps
+    copies = loop.get("copies") if loop else None
+    issued_flops = 2 * fma * iterations * gemm
+    return {
+        "gemm_programs": gemm if math_ops else 0,
+        "issued_flops": issued_flops,
+        "useful_share": found["flops"] / issued_flops if issued_flops else None,
+        "mma_cycles": sum(h100_model.math_cycles(op) * n for op, n in math_ops.items())
+        * warps / schedulers,
+        "loop_iterations": iterations if loop else 0,
+        "loop_issue_cycles": loop["instructions"] * warps / schedulers if loop else 0.0,
+        "other_issue_cycles": (found["kernel_instructions"]
+                               - (loop["instructions"] if loop else 0)) * warps / schedulers,
+        "copies_ahead": h100_model.copies_ahead(copies, config["num_stages"]),
+        "copies_issued_at_cycles": ((copies or {}).get("issued_at") or 0) * warps / schedulers,
+    }
+
+
 def predict(row: dict, model: h100_model.Model) -> dict:
-    """{"predicted_us": {"compute", "memory", "issue", "predicted"}, "bound", "floor_us"} of
-    one report row on ``model``'s device: the SASS is the same, the device's rates differ."""
+    """{"predicted_us": {"compute", "issue", "latency", "memory", "predicted"}, "bound",
+    "floor_us", "previous_us", "programs_per_sm"} of one report row on ``model``'s device:
+    the SASS is the same, the device's rates and SMs differ.
+
+    predicted_us: the work the launch issues, on its busiest SM (h100_model.busiest_sm), its
+    MMA cycles at the sustained share of the tensor cores' rate, as the floor's.
+    previous_us: the model of the reports before issue 21 (useful FLOPs at the peak of the
+    SMs in use, instructions averaged over the SMs, no latency), kept beside it for one
+    report so the change is visible."""
     warps = row["config"]["num_warps"]
-    seconds = h100_model.predicted_seconds(
+    previous = h100_model.predicted_seconds(
         row["flops"], row["bytes"], row["compute_precision"],
         row["programs"] * warps * row["instructions_per_warp"], row["programs"], model)
+    cycles = h100_model.busiest_sm(
+        programs=row["programs"], mma_programs=row["gemm_programs"],
+        resident=max(1, row["resident_per_sm"]), iterations=row["loop_iterations"],
+        mma_cycles=(row["mma_cycles"] / model.tensor_share(row["compute_precision"])
+                    if row["mma_cycles"] else 0.0),
+        loop_issue=row["loop_issue_cycles"],
+        other_issue=row["other_issue_cycles"],
+        ahead=row["copies_ahead"] if row["gemm_programs"] else None,
+        issued_at=row["copies_issued_at_cycles"], model=model)
+    seconds = h100_model.issued_seconds(cycles, row["bytes"], model)
     floor = max(row["flops"] / model.peak_flops[row["floor_precision"]] if row["flops"] else 0.0,
                 seconds["memory"])
     return {"predicted_us": {k: v * 1e6 for k, v in seconds.items()},
-            "bound": max(("compute", "memory", "issue"), key=lambda k: seconds[k]),
-            "floor_us": floor * 1e6}
+            "bound": max(("compute", "memory", "issue", "latency"), key=lambda k: seconds[k]),
+            "floor_us": floor * 1e6, "previous_us": previous["predicted"] * 1e6,
+            "programs_per_sm": cycles["programs_per_sm"]}
 
 
 def rows(variant: str, compiled: dict,
@@ -131,8 +179,9 @@ def step_totals(chosen: list[dict], device: str | None = None) -> dict:
             r = {**r, **r["by_device"][device]}
         if r["in_step"]:
             t = totals.setdefault(r["variant"], {"predicted_ms": 0.0, "floor_ms": 0.0,
-                                                 "kernels": 0})
+                                                 "previous_ms": 0.0, "kernels": 0})
             t["predicted_ms"] += r["predicted_us"]["predicted"] / 1e3
             t["floor_ms"] += r["floor_us"] / 1e3
+            t["previous_ms"] += r["previous_us"] / 1e3
             t["kernels"] += 1
     return totals

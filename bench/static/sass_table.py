@@ -2,7 +2,7 @@
 the training-step totals, and (full scope) every autotune candidate."""
 from __future__ import annotations
 
-from bench.static import h100_model
+from bench.static import h100_model, sass_budgets
 
 
 def config_text(config: dict) -> str:
@@ -38,12 +38,19 @@ def _loop_text(loop: dict | None) -> str:
     return text
 
 
-def kernel_table(rows: list[dict]) -> list[str]:
+def _percent(value) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def kernel_table(rows: list[dict], candidates: bool = False) -> list[str]:
+    """One line per kernel; ``candidates``: with the budgets each misses on its own."""
     lines = [
-        "| launch | kernel | config | regs | spill B | smem KiB | programs | MMA | loop instr "
-        "| MMA (FFMA)/iter | loads in loop (bytes:count) | int div (32-bit / 64-bit calls) "
-        "| issue ratio | predicted us | bound | floor us |",
-        "|---" * 16 + "|"]
+        "| launch | kernel | config | regs | spill B | smem KiB | programs | busiest SM "
+        "| MMA | loop instr | MMA (FFMA)/iter | loads in loop (bytes:count) | copies ahead "
+        "| int div (32-bit / 64-bit calls) | issue ratio | useful / issued MMA "
+        "| predicted us | bound | floor us | previous model us |"
+        + (" budgets missed |" if candidates else ""),
+        "|---" * (20 + candidates) + "|"]
     for r in rows:
         loop = r["main_loop"]
         scope = loop if loop else {"instructions": None, "mma": None,
@@ -53,13 +60,16 @@ def kernel_table(rows: list[dict]) -> list[str]:
         lines.append(
             f"| {r['launch']}{step} | {_short_kernel(r['kernel'])} | {config_text(r['config'])} "
             f"| {r['registers']} | {r['spill_bytes']} | {r['shared_bytes'] / 1024:.0f} "
-            f"| {r['programs']:,} | {r['matrix_instruction']} "
+            f"| {r['programs']:,} | {r['programs_per_sm']} | {r['matrix_instruction']} "
             f"| {_loop_text(loop)} "
             f"| {'-' if loop is None else (loop['mma'] or sum(loop['math'].values()))} "
             f"| {_widths(scope['loads'])}{'' if loop else ' (kernel)'} "
+            f"| {r['copies_ahead'] or '-'} "
             f"| {divisions['runtime_32']} / {divisions['calls_64']} "
-            f"| {_number(r['issue_ratio'], 2)} | {_number(r['predicted_us']['predicted'])} "
-            f"| {r['bound']} | {_number(r['floor_us'])} |")
+            f"| {_number(r['issue_ratio'], 2)} | {_percent(r['useful_share'])} "
+            f"| {_number(r['predicted_us']['predicted'])} "
+            f"| {r['bound']} | {_number(r['floor_us'])} | {_number(r['previous_us'])} |"
+            + (f" {', '.join(sass_budgets.misses(r)) or 'none'} |" if candidates else ""))
     return lines
 
 
@@ -79,30 +89,34 @@ def summary_table(report: dict) -> list[str]:
     for r in report["kernels"]:
         if r["chosen"] and r["in_step"]:
             cell = cells.setdefault(r["launch"], {}).setdefault(
-                r["variant"], [0.0, 0.0, {}, {key: 0.0 for key, _ in others}])
+                r["variant"], [0.0, 0.0, {}, {key: 0.0 for key, _ in others}, 0.0, 0.0])
             cell[0] += r["predicted_us"]["predicted"]
             cell[1] += r["floor_us"]
+            cell[4] += r["flops"]
+            cell[5] += r["issued_flops"]
             cell[2][r["bound"]] = cell[2].get(r["bound"], 0.0) + r["predicted_us"]["predicted"]
             for key, _ in others:
                 cell[3][key] += r["by_device"][key]["predicted_us"]["predicted"]
     header = "| launch | " + " | ".join(
-        f"{v} predicted us | {v} floor us | {v} bound"
+        f"{v} predicted us | {v} floor us | {v} / floor | {v} bound | {v} useful MMA"
         + "".join(f" | {v} {name} us" for _, name in others) for v in variants) + " |"
-    lines = [f"{first[1]}: predicted, floor and bound; "
+    lines = [f"{first[1]}: predicted, floor, their ratio and bound; useful MMA: the share "
+             "of the MMA work the launch issues that the layer needs; "
              + ", ".join(name for _, name in others) + ": predicted.", "",
-             header, "|---" * (1 + (3 + len(others)) * len(variants)) + "|"]
+             header, "|---" * (1 + (5 + len(others)) * len(variants)) + "|"]
     for launch, by_variant in cells.items():
         row = [launch]
         for v in variants:
-            predicted, floor, bounds, other = by_variant[v]
-            row += [f"{predicted:,.1f}", f"{floor:,.1f}", max(bounds, key=bounds.get)]
+            predicted, floor, bounds, other, flops, issued = by_variant[v]
+            row += [f"{predicted:,.1f}", f"{floor:,.1f}", f"{predicted / floor:.2f}",
+                    max(bounds, key=bounds.get), _percent(flops / issued if issued else None)]
             row += [f"{other[key]:,.1f}" for key, _ in others]
         lines.append("| " + " | ".join(row) + " |")
     total = ["**step**"]
     for v in variants:
         t = report["step"][v]
         total += [f"**{t['predicted_ms'] * 1e3:,.0f}**", f"**{t['floor_ms'] * 1e3:,.0f}**",
-                  f"{t['predicted_ms'] / t['floor_ms']:.1f}x the floor"]
+                  f"{t['predicted_ms'] / t['floor_ms']:.2f}", "", ""]
         total += [f"**{report['step_by_device'][key][v]['predicted_ms'] * 1e3:,.0f}**"
                   for key, _ in others]
     lines.append("| " + " | ".join(total) + " |")
@@ -140,11 +154,23 @@ def markdown(report: dict) -> str:
         f"Triton {report['triton']}, torch {report['torch']}).",
         "",
         f"- Config of each launch: {report['chosen_config']}.",
-        "- Predicted time = max(FLOPs / peak of the SMs in use, bytes / bandwidth, issued "
-        "instructions / 4 schedulers / clock / SMs in use), SMs in use = min(programs, SMs). "
-        "Floor = max(FLOPs / peak, bytes / bandwidth). Bytes: each distinct tensor the kernel "
-        "is given, read or written once. Same SASS (sm_90a) on every device; their figures "
-        "(bench/devices.py: NVIDIA's datasheets, the model taking "
+        "- Predicted time (issue 21's model): the work each launch issues, padding included, "
+        "on its busiest SM. Programs are dealt to SMs in turn, so one SM runs ceil(programs / "
+        "SMs) of them, at most as many at once as fit its registers and shared memory; it "
+        "takes the longest of (1) its MMA work at the tensor cores' rate, (2) all its "
+        "instructions at 4 schedulers x 1 per cycle, (3) its programs' dependency chains one "
+        "round after another: the code outside the loop, one load latency to fill the "
+        "pipeline, and per iteration the slowest of its MMAs, its issue and its copies' "
+        "latency (a copy issued c cycles into an iteration and waited for n iterations later "
+        f"costs at least (c + {h100_model.LOAD_LATENCY_CYCLES} cycles) / n per iteration; "
+        f"{h100_model.LOAD_LATENCY_CYCLES} cycles is an assumption, not a measurement); or "
+        "its bytes at the bandwidth. Floor = max(useful FLOPs / peak on all SMs, bytes / "
+        "bandwidth). Bytes: each distinct tensor the kernel is given, read or written once.",
+        "- Previous model (the reports before issue 21, kept beside for this report): max(useful "
+        "FLOPs / peak of the SMs in use, bytes / bandwidth, instructions averaged over "
+        "min(programs, SMs)), no padding, waves or latency.",
+        "- Same SASS (sm_90a) on every device; their figures (bench/devices.py: NVIDIA's "
+        "datasheets, the model taking "
         f"{h100_model.SUSTAINED_COMPUTE:.0%} of the peaks and "
         f"{h100_model.SUSTAINED_BANDWIDTH:.0%} of the bandwidth as sustained):",
         "",
@@ -166,8 +192,9 @@ def markdown(report: dict) -> str:
         "",
         "| variant | kernels | " + " | ".join(
             f"{name} predicted ms | {name} floor ms | {name} predicted / floor | "
-            f"{name} images/s" for _, name in _devices(report)) + " |",
-        "|---|---" + "|---" * 4 * len(report["devices"]) + "|",
+            f"{name} images/s | {name} previous model ms" for _, name in _devices(report))
+        + " |",
+        "|---|---" + "|---" * 5 * len(report["devices"]) + "|",
     ]
     for variant, t in report["step"].items():
         cells = [variant, str(t["kernels"])]
@@ -175,7 +202,8 @@ def markdown(report: dict) -> str:
             step = report["step_by_device"][key][variant]
             cells += [f"{step['predicted_ms']:.2f}", f"{step['floor_ms']:.2f}",
                       f"{step['predicted_ms'] / step['floor_ms']:.1f}x",
-                      f"{report['batch'] / step['predicted_ms'] * 1e3:,.0f}"]
+                      f"{report['batch'] / step['predicted_ms'] * 1e3:,.0f}",
+                      f"{step['previous_ms']:.2f}"]
         out.append("| " + " | ".join(cells) + " |")
     out += ["", "## Per launch of the step: predicted and floor", ""]
     out += summary_table(report)
@@ -189,7 +217,8 @@ def markdown(report: dict) -> str:
         out += ["", "## Every autotune candidate that compiles and fits", ""]
         for variant in report["variants"]:
             out += ["", f"### {variant}", ""]
-            out += kernel_table([r for r in candidates if r["variant"] == variant])
+            out += kernel_table([r for r in candidates if r["variant"] == variant],
+                                candidates=True)
     if report["failures"]:
         out += ["", "## Configs that do not compile or fit (the autotuner skips those out of "
                 "resources, as on a GPU)", ""]

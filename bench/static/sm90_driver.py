@@ -288,14 +288,24 @@ def install(recorder: Recorder, target_name: str = DEFAULT_TARGET) -> None:
     hooked = set()
     for module in kernel_modules():
         for value in vars(module).values():
-            if isinstance(value, triton.runtime.Autotuner) and recorder.prune == "first_last":
-                value.early_config_prune = lambda configs, nargs, **_: [configs[0], configs[-1]]
+            if (isinstance(value, triton.runtime.Autotuner) and recorder.prune == "first_last"
+                    and not getattr(value, "first_last", False)):
+                # of the configs the kernel's own pruner keeps for these arguments
+                own = value.early_config_prune
+                value.early_config_prune = (
+                    lambda configs, nargs, _own=own, **kwargs: _first_last(
+                        _own(configs, nargs, **kwargs) if _own else configs))
+                value.first_last = True
             while isinstance(value, triton.runtime.Autotuner):
                 value = value.fn
             if isinstance(value, JITFunction) and id(value) not in hooked:
                 hooked.add(id(value))
                 value.add_pre_run_hook(
                     lambda *args, _fn=value, **kwargs: recorder.start(_fn, args, kwargs))
+
+
+def _first_last(configs: list) -> list:
+    return [configs[0], configs[-1]] if len(configs) > 1 else list(configs)
 
 
 def kernel_modules() -> list:

@@ -234,6 +234,67 @@ def test_predicted_time_terms():
     assert issue["predicted"] == pytest.approx(1.0) and issue["issue"] == pytest.approx(1.0)
 
 
+# A loop that waits for every copy it issued (DEPBAR.LE SB0, 0x0) and commits two groups of
+# cp.async copies late in its body: what conv's weight gradient compiled to at 2 stages.
+WAIT_ALL = """
+.L_x_1:
+        /*0000*/                   DEPBAR.LE SB0, 0x0 ;
+        /*0010*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR4], R24 ;
+        /*0020*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR4], R24, gsb0 ;
+        /*0030*/                   LDGSTS.E.BYPASS.128 [R6], desc[UR14][R8.64], P1 ;
+        /*0040*/                   LDGDEPBAR ;
+        /*0050*/                   LDGSTS.E.BYPASS.128 [R7], desc[UR14][R10.64], P1 ;
+        /*0060*/                   LDGDEPBAR ;
+        /*0070*/                   IADD3 R4, R4, 0x1, RZ ;
+        /*0080*/              @!P0 BRA `(.L_x_1) ;
+        /*0090*/                   EXIT ;
+"""
+
+
+def test_how_far_ahead_a_loop_copies():
+    program = sass_parse.parse(WAIT_ALL)
+    copies = sass_parse.copy_pipeline(program, sass_parse.main_loop(program))
+    # two commits per iteration, waiting until none is in flight: the copies are needed one
+    # iteration after they leave, the last of them 7 instructions into the loop
+    assert copies == {"commits": 2, "wait": 0, "cp_async_ahead": 1, "tma_loads": 0,
+                      "issued_at": 7}
+    assert h100_model.copies_ahead(copies, num_stages=2) == 1
+    # waiting until 2 groups remain: the copies of the iteration before the last one
+    assert h100_model.copies_ahead({**copies, "wait": 2, "cp_async_ahead": 2}, 3) == 2
+    program = sass_parse.parse(TMA_WAIT)
+    copies = sass_parse.copy_pipeline(program, sass_parse.main_loop(program))
+    assert (copies["tma_loads"], copies["commits"], copies["issued_at"]) == (1, 0, 7)
+    assert h100_model.copies_ahead(copies, num_stages=3) == 2  # Triton: stages - 1
+    assert h100_model.copies_ahead(None, num_stages=3) is None
+
+
+def test_the_busiest_sm_runs_whole_programs():
+    def busiest(programs, **fields):
+        args = dict(programs=programs, mma_programs=programs, resident=1, iterations=10,
+                    mma_cycles=1000, loop_issue=500, other_issue=0, ahead=None, issued_at=0)
+        return h100_model.busiest_sm(**{**args, **fields})
+
+    # 338 programs on 132 SMs: 2.56 on average, but one SM runs 3 (wave quantization)
+    assert busiest(338)["programs_per_sm"] == 3
+    assert busiest(338)["tensor"] == 3 * 10 * 1000
+    assert busiest(264)["tensor"] == busiest(263)["tensor"] == 2 * 10 * 1000
+    # two resident programs share the tensor cores: the chain runs in 2 rounds, not 3
+    assert busiest(396, resident=2)["chain"] == 2 * 10 * 1000
+    # a copy issued 800 cycles into an iteration and needed the next one: (800 + latency)
+    # cycles per iteration, above the MMAs' 1000; needed 2 iterations later: hidden
+    latency = h100_model.LOAD_LATENCY_CYCLES
+    exposed = busiest(132, ahead=1, issued_at=800)
+    assert exposed["per_iteration"] == "latency"
+    assert exposed["chain"] == latency + 10 * (800 + latency)
+    hidden = busiest(132, ahead=2, issued_at=800)
+    assert hidden["per_iteration"] == "compute" and hidden["chain"] == latency + 10 * 1000
+    # the issued time: the chain, named by what paces its iterations
+    seconds = h100_model.issued_seconds(exposed, 0)
+    assert seconds["latency"] == seconds["predicted"] == pytest.approx(
+        exposed["chain"] / h100_model.DEFAULT.clock_hz)
+    assert h100_model.issued_seconds(busiest(338, ahead=1, issued_at=0), 0)["latency"] == 0.0
+
+
 def test_resident_programs():
     assert h100_model.resident_programs(255, 8, 65536) == 1  # registers: 255 x 256 threads
     assert h100_model.resident_programs(32, 4, 0) == 16  # warp slots: 64 / 4

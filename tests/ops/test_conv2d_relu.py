@@ -305,7 +305,7 @@ def test_descriptors_refused_where_impossible(device, monkeypatch, launches):
 def test_descriptor_blocks_meet_tma_rules():
     """Every weight tile a descriptor may copy: rows of >= 16 bytes in the narrowest dtype
     (bf16) and no block dimension over 256; the choice is in each autotuner's key."""
-    configs = kernels._forward_configs() + kernels._backward_configs()
+    configs = kernels._forward_autotuned.configs + kernels._backward_input_autotuned.configs
     for block_n, block_k in [(c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in configs]:
         assert block_k * 2 >= 16 and block_n <= 256 and block_k <= 256
     for tuner in (kernels._forward_autotuned, kernels._backward_input_autotuned):
