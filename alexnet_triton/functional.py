@@ -72,7 +72,7 @@ def _conv2d_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: 
 
 
 @triton_op("alexnet_triton::conv2d_relu_backward_input", mutates_args=())
-def _conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tensor,
+def _conv2d_relu_backward_input(grad_output: Tensor, output: Optional[Tensor], weight: Tensor,
                                 input_size: List[int], stride: List[int], padding: List[int],
                                 groups: int) -> Tensor:
     ops = _pick(grad_output, conv2d_relu_kernels, conv2d_relu_reference)
@@ -89,6 +89,15 @@ def _conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Ten
                                            padding, groups)
 
 
+@triton_op("alexnet_triton::conv2d_relu_backward_weight_and_mask", mutates_args=())
+def _conv2d_relu_backward_weight_and_mask(
+        grad_output: Tensor, output: Tensor, input: Tensor, weight_size: List[int],
+        stride: List[int], padding: List[int], groups: int) -> Tuple[Tensor, Tensor, Tensor]:
+    ops = _pick(grad_output, conv2d_relu_kernels, conv2d_relu_reference)
+    return ops.conv2d_relu_backward_weight(grad_output, output, input, weight_size, stride,
+                                           padding, groups, masked_grad_output=True)
+
+
 def _conv2d_relu_setup_context(ctx, inputs, output):
     input, weight, bias, stride, padding, groups = inputs
     ctx.save_for_backward(input, weight, output)
@@ -100,12 +109,22 @@ def _conv2d_relu_backward(ctx, grad_output):
     input, weight, output = ctx.saved_tensors
     stride, padding, groups = ctx.conv
     grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_input = _conv2d_relu_backward_input(grad_output, output, weight,
-                                                 list(input.shape), stride, padding, groups)
+    conv = (stride, padding, groups)
+    wants_input = ctx.needs_input_grad[0]
     if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-        grad_weight, grad_bias = _conv2d_relu_backward_weight(
-            grad_output, output, input, list(weight.shape), stride, padding, groups)
+        if wants_input:
+            # The weight gradient writes the masked grad_output as it sums the bias
+            # gradient, and the input gradient reads it without output: a lighter loop.
+            grad_weight, grad_bias, masked = _conv2d_relu_backward_weight_and_mask(
+                grad_output, output, input, list(weight.shape), *conv)
+            grad_input = _conv2d_relu_backward_input(masked, None, weight, list(input.shape),
+                                                     *conv)
+        else:
+            grad_weight, grad_bias = _conv2d_relu_backward_weight(
+                grad_output, output, input, list(weight.shape), *conv)
+    elif wants_input:
+        grad_input = _conv2d_relu_backward_input(grad_output, output, weight,
+                                                 list(input.shape), *conv)
     if not ctx.has_bias:
         grad_bias = None
     return grad_input, grad_weight, grad_bias, None, None, None

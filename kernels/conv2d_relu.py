@@ -172,7 +172,7 @@ def conv2d_relu_backward_input_kernel(
     N, C, H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
     C_GROUP, K_GROUP, GROUPS,
     R: tl.constexpr, S: tl.constexpr, PACKED_MASK: tl.constexpr, W_DESCRIPTOR: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    MASKED: tl.constexpr, ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr = 8,
 ):
@@ -191,6 +191,8 @@ def conv2d_relu_backward_input_kernel(
     its tile comes through a TMA tensor descriptor over it seen as
     [GROUPS, R * S, C_GROUP, K_GROUP], whose zero fill is the plain load's mask (kernels
     past K_GROUP, channels past C_GROUP read zeros, never the next channel's or tap's).
+    MASKED: dy is the masked gradient already (the weight gradient's bias programs wrote
+    it), y is not read: a lighter loop, whose A tile goes straight to the tensor cores.
     """
     group = tl.program_id(1) % GROUPS
     phase = tl.program_id(1) // GROUPS
@@ -250,8 +252,9 @@ def conv2d_relu_backward_input_kernel(
         dy_offsets = row[:, None] + k[None, :]  # [BLOCK_M, BLOCK_K]
         dy_mask = row_mask[:, None] & k_mask[None, :]
         dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
-        y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
-        dy = _relu_gradient(dy, y, PACKED_MASK)
+        if not MASKED:
+            y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
+            dy = _relu_gradient(dy, y, PACKED_MASK)
         tap = (r0 + i * stride_h) * S + s0 + j * stride_w
         if W_DESCRIPTOR:
             weight = weight_tiles.load([group, tap, pid_n * BLOCK_N, k0])
@@ -272,12 +275,12 @@ def conv2d_relu_backward_input_kernel(
 
 @triton.jit
 def conv2d_relu_backward_weight_kernel(
-    dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr,
+    dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, masked_ptr,
     H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
     x_stride_n, x_stride_h, x_stride_w, C_GROUP, C_TAP,
     NPQ, K_GROUP, GROUPS, CHUNK,
     R: tl.constexpr, S: tl.constexpr, TAPS_W: tl.constexpr, X_ALIGN: tl.constexpr,
-    PACKED_MASK: tl.constexpr, STAGE_X_IN_REGISTERS: tl.constexpr,
+    PACKED_MASK: tl.constexpr, STAGE_X_IN_REGISTERS: tl.constexpr, WRITE_MASKED: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
@@ -294,6 +297,9 @@ def conv2d_relu_backward_weight_kernel(
     with one split those are the gradients themselves. The bias gradient
     db[k] = sum_{n,p,q} [y > 0] dy[n, p, q, k] has programs of its own (the first
     ceil(K_GROUP / BLOCK_M) of axis 0), so that the GEMM's loop carries no branch.
+    WRITE_MASKED: those programs also write the masked gradient [y > 0] dy to masked
+    [NPQ, K] (they read every element of dy and y once), which the input gradient then
+    reads alone (conv2d_relu_backward_input with output None).
     EVEN_M, EVEN_N, EVEN_K (_backward_weight_even) say a dimension is a whole number of
     tiles: its bounds mask is constant true and the copies need no per-vector predicate.
     TAPS_PER_PROGRAM = 2 (_pairs_taps: a tap's channels fill at most half of BLOCK_N, as
@@ -319,7 +325,10 @@ def conv2d_relu_backward_weight_kernel(
             dy_mask = m_mask[:, None] & ((rows < end) | EVEN_K)[None, :]
             dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
             y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
-            bias_acc += _relu_gradient(dy, y, PACKED_MASK).to(ACC_DTYPE)
+            masked = _relu_gradient(dy, y, PACKED_MASK)
+            if WRITE_MASKED:
+                tl.store(masked_ptr + dy_offsets, masked, mask=dy_mask)
+            bias_acc += masked.to(ACC_DTYPE)
         tl.store(db_ptr + split * K + kernel, tl.sum(bias_acc, axis=1).to(db_ptr.dtype.element_ty),
                  mask=m_mask)
     else:
@@ -432,27 +441,35 @@ _FLOAT64 = (64, 64, 32, 4, 2)
 def _forward_configs() -> dict:
     """The forward's tiles per element size, the one the launcher uses first (bench.static).
     The 64-wide tile is for a group of kernels that 128-wide tiles pad (conv4's 192: three
-    tiles of 64, not two of 128 of which a quarter is padding); _fewest_columns keeps it
+    tiles of 64, not two of 128 of which a quarter is padding); _least_padding keeps it
     where it pads the least. Every 16- and 32-bit tile meets issue 11's budgets at every
     launch that keeps it (bench/results/static-sm90.md, every candidate)."""
-    tiles = [(128, 128, 64, 8, 3), (128, 128, 32, 4, 4), (128, 64, 64, 4, 4)]
+    tiles = [(128, 128, 64, 8, 3), (128, 128, 32, 4, 4), (128, 64, 64, 4, 4),
+             (128, 128, 16, 4, 4)]
     return {2: [_config(*t, GROUP_M=8) for t in tiles],
             4: [_config(*t, GROUP_M=8) for t in tiles],
             8: [_config(*_FLOAT64, GROUP_M=8)]}
 
 
 def _backward_input_configs() -> dict:
-    """The input gradient's tiles per element size, the launcher's first (bench.static) first.
-    No 128x128 tile on 4 warps: its float32 accumulator and the masked grad_output tile in
-    registers spill (conv4's weight gradient in tf32: 136 bytes). No 64-wide tile, though
-    128 columns pad conv2's 48 channels per group and conv4's and conv5's 192: the ReLU
-    mask of the grad_output tile, applied in registers, costs the same per element at any
-    width, and at 64 columns the loop issues 1.5x what its MMAs take (bf16 128x64x64 on 4
-    warps and 256x64x64 on 8: 386 instructions per 8 HGMMA.64x64x16, issue 11's budget
-    is 1.0). Smaller tiles missed it at every launch (1.14 to 2.14)."""
-    tiles = [(128, 128, 64, 8, 3)]
-    return {2: [_config(*t) for t in tiles], 4: [_config(*t) for t in tiles],
-            8: [_config(*_FLOAT64)]}
+    """The input gradient's tiles per (element size, MASKED), the launcher's first
+    (bench.static) first. No 128x128 tile on 4 warps: its float32 accumulator and the
+    masked grad_output tile in registers spill (conv4's weight gradient in tf32: 136
+    bytes). 64-wide tiles, for groups of channels that 128 columns pad (conv2's 48 per
+    group, conv4's and conv5's 192: _least_padding), only where grad_output comes masked:
+    the ReLU mask, applied in registers, costs the same per grad_output element at any
+    width, and at 64 columns the loop issued 1.5x what its MMAs take (bf16 128x64x64 on 4
+    warps and 256x64x64 on 8: 386 instructions per 8 HGMMA.64x64x16; issue 11's budget is
+    1.0); masked, 256 per 8 (1.00). 256x64x64 on 8 warps: slower than 128x64x64 on 4 at
+    every launch (bench.static), out of shared memory in 32 bits. Smaller tiles missed the
+    budget at every launch (1.14 to 2.14)."""
+    wide, narrow = [(128, 128, 64, 8, 3)], [(128, 64, 64, 4, 4)]
+    configs = {}
+    for size in (2, 4):
+        configs[size, False] = [_config(*t) for t in wide]
+        configs[size, True] = [_config(*t) for t in wide + narrow]
+    configs[8, False] = configs[8, True] = [_config(*_FLOAT64)]
+    return configs
 
 
 def _backward_weight_configs() -> dict:
@@ -485,27 +502,39 @@ def _every_config(by_size: dict) -> list:
     return configs
 
 
-def _fewest_columns(configs: list, width: int) -> list:
-    """The configs whose column tiles pad ``width`` (the GEMM's columns) the least."""
+def _least_padding(configs: list, size: int, block: str) -> list:
+    """The configs whose ``block`` pads ``size`` (a GEMM dimension) the least, and of those
+    the widest: fewer tiles read each operand fewer times, and the loop's fixed cost
+    spreads over more MMA work (64 columns where 128 would pad as little: the loop issued
+    1.0-1.01x its MMAs at conv3's input gradient, against 0.66)."""
     def padded(config):
-        return triton.cdiv(width, config.kwargs["BLOCK_N"]) * config.kwargs["BLOCK_N"]
+        return triton.cdiv(size, config.kwargs[block]) * config.kwargs[block]
     least = min(padded(c) for c in configs)
-    return [c for c in configs if padded(c) == least]
+    widest = max(c.kwargs[block] for c in configs if padded(c) == least)
+    return [c for c in configs if padded(c) == least and c.kwargs[block] == widest]
 
 
-def _pruner(by_size: dict, operand: str, width: str | None):
-    """An autotuner's early_config_prune: the configs of ``operand``'s element size that are
-    still candidates (the GPU check restricts them), and of those the ones that pad the
-    runtime argument ``width`` least. A GPU's autotuner times only these."""
-    keys = {size: {_config_key(c) for c in configs} for size, configs in by_size.items()}
+def _pruner(lists: dict, operand: str, width: str | None, flag: str | None = None,
+            depth: str | None = None):
+    """An autotuner's early_config_prune: of the configs that are still candidates (the GPU
+    check restricts them), those of ``lists`` for ``operand``'s element size (and the
+    constexpr ``flag``'s value, where the lists are keyed by both), of those the ones whose
+    BLOCK_N pads the runtime argument ``width`` least, and of those the ones whose BLOCK_K
+    pads ``depth`` (a reduction block's length) least. A GPU's autotuner times only these."""
+    keys = {key: {_config_key(c) for c in configs} for key, configs in lists.items()}
 
-    def prune(configs, named_args, **_):
+    def prune(configs, named_args, **kwargs):
         size = named_args[operand].element_size()
-        kept = [c for c in configs if _config_key(c) in keys[size]]
+        key = size if flag is None else (size, bool(kwargs[flag]))
+        kept = [c for c in configs if _config_key(c) in keys[key]]
         if not kept:
             raise ValueError(f"conv2d_relu: no autotune config for {size}-byte operands "
                              f"among {len(configs)} candidates")
-        return _fewest_columns(kept, named_args[width]) if width else kept
+        if width:
+            kept = _least_padding(kept, named_args[width], "BLOCK_N")
+        if depth:
+            kept = _least_padding(kept, named_args[depth], "BLOCK_K")
+        return kept
     return prune
 
 
@@ -517,15 +546,16 @@ _forward_autotuned = triton.autotune(
     configs=_every_config(_FORWARD_CONFIGS),
     key=["M", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w",
          "C_TAP", "R", "S", "TAPS_W", "X_ALIGN", "W_DESCRIPTOR", "INPUT_PRECISION"],
-    prune_configs_by={"early_config_prune": _pruner(_FORWARD_CONFIGS, "x_ptr", "K_GROUP")})(
+    prune_configs_by={"early_config_prune": _pruner(_FORWARD_CONFIGS, "x_ptr", "K_GROUP",
+                                                    depth="C_TAP")})(
         conv2d_relu_forward_kernel)
 _BACKWARD_INPUT_CONFIGS = _backward_input_configs()
 _backward_input_autotuned = triton.autotune(
     configs=_every_config(_BACKWARD_INPUT_CONFIGS),
     key=["N", "H", "W", "C_GROUP", "K_GROUP", "GROUPS", "P", "Q", "R", "S", "stride_h",
-         "stride_w", "pad_h", "pad_w", "W_DESCRIPTOR", "INPUT_PRECISION"],
+         "stride_w", "pad_h", "pad_w", "W_DESCRIPTOR", "MASKED", "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": _pruner(_BACKWARD_INPUT_CONFIGS, "dy_ptr",
-                                                    "C_GROUP")})(
+                                                    "C_GROUP", "MASKED")})(
         conv2d_relu_backward_input_kernel)
 
 
@@ -553,8 +583,8 @@ _BACKWARD_WEIGHT_CONFIGS = _backward_weight_configs()
 _backward_weight_autotuned = triton.autotune(
     configs=_every_config(_BACKWARD_WEIGHT_CONFIGS),
     key=["NPQ", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h",
-         "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_W", "X_ALIGN", "INPUT_PRECISION",
-],
+         "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_W", "X_ALIGN", "WRITE_MASKED",
+         "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": _pruner(_BACKWARD_WEIGHT_CONFIGS, "dy_ptr",
                                                     None)})(
         _backward_weight_even)
@@ -624,17 +654,43 @@ def _output_size(h: int, w: int, r: int, s: int, stride: list[int], padding: lis
     return (h + 2 * padding[0] - r) // stride[0] + 1, (w + 2 * padding[1] - s) // stride[1] + 1
 
 
-def _weight_grad_split(tiles: int, npq: int, device: torch.device) -> int:
-    """How many programs share one tile's reduction over the N * P * Q output pixels.
+# What a weight-gradient program costs beyond its loop (its prologue and epilogue, the
+# pipeline's first loads), in loop iterations: about 2 (bench.static, sm_90a: 2,900 issue
+# cycles and a load latency against 1,390 per bf16 iteration).
+_PROGRAM_BLOCKS = 2
 
-    Enough to give every SM about two programs (conv1 has 3 tiles of 128 x 128 but
-    128 * 55 * 55 pixels to reduce), none shorter than 1024 pixels. One under the
-    interpreter, where programs run one after another anyway.
+
+def weight_grad_splits(tiles: int, steps: int, sms: int) -> int:
+    """How many programs share each tile's reduction of ``steps`` blocks of _SPLIT_ALIGN
+    output pixels (split-K), on ``sms`` SMs; ``tiles`` counts the bias programs too.
+
+    At least one program per SM (issue 11's budget) and at most twice two per SM, none
+    shorter than 8 blocks (1024 pixels): of those, the split whose critical path is the
+    shortest (the programs of the busiest SM, ceil(programs / SMs), times the blocks of one
+    split and _PROGRAM_BLOCKS), the fewest splits on a tie (each writes a float32 partial of the whole
+    gradient, summed after). conv3 (57 programs per split, 169 blocks): 7 splits, 399
+    programs, 4 of 25 blocks on the busiest SM (100), where 5 gave 3 of 34 (102); conv1 (7
+    per split, 3025 blocks): 37 splits, 2 of 82 (164), where 44 gave 3 of 69 (207).
     """
+    least = max(1, triton.cdiv(sms, tiles))
+    most = max(least, min(2 * triton.cdiv(2 * sms, tiles), triton.cdiv(steps, 8)))
+    best, best_path = 1, None
+    for split in range(least, most + 1):
+        chunk = triton.cdiv(steps, split)
+        real = triton.cdiv(steps, chunk)  # splits left once each has whole blocks
+        path = triton.cdiv(real * tiles, sms) * (chunk + _PROGRAM_BLOCKS)
+        if best_path is None or path < best_path:
+            best, best_path = real, path
+    return best
+
+
+def _weight_grad_split(tiles: int, npq: int, device: torch.device) -> int:
+    """weight_grad_splits on the device's SMs; one under the interpreter, where programs run
+    one after another anyway."""
     if interpreting():
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(triton.cdiv(2 * sms, tiles), triton.cdiv(npq, 1024)))
+    return weight_grad_splits(tiles, triton.cdiv(npq, _SPLIT_ALIGN), sms)
 
 
 # conv1's 3 channels are too few for a channel block: below this many channels per group
@@ -752,24 +808,28 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
     return output
 
 
-def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tensor,
+def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor | None, weight: Tensor,
                                input_size: list[int], stride: list[int], padding: list[int],
                                groups: int, *,
                                tensor_descriptors: bool | None = None) -> Tensor:
     """The input gradient of conv2d for grad_output * (output > 0): [N, C, H, W].
 
     Any layout of grad_output and output (read channels_last); the gradient is channels_last.
-    ``tensor_descriptors``: the weight tiles through TMA (None: where possible, see
-    _weight_descriptors).
+    ``output`` None: grad_output is masked already (conv2d_relu_backward_weight's
+    ``masked_grad_output``), and the loop reads it alone. ``tensor_descriptors``: the
+    weight tiles through TMA (None: where possible, see _weight_descriptors).
     """
     n, c, h, w = input_size
     k, c_group, r, s = weight.shape
     p, q = _output_size(h, w, r, s, stride, padding)
-    if tuple(grad_output.shape) != (n, k, p, q) or output.shape != grad_output.shape:
+    if tuple(grad_output.shape) != (n, k, p, q) or (
+            output is not None and output.shape != grad_output.shape):
         raise ValueError(f"conv2d_relu: grad_output {tuple(grad_output.shape)} and output "
-                         f"{tuple(output.shape)} must be [N, K, P, Q] = {[n, k, p, q]}")
+                         f"{None if output is None else tuple(output.shape)} must be "
+                         f"[N, K, P, Q] = {[n, k, p, q]}")
     grad_output = grad_output.contiguous(memory_format=torch.channels_last)  # [N, P, Q, K]
-    output = output.contiguous(memory_format=torch.channels_last)
+    masked = output is None
+    output = grad_output if masked else output.contiguous(memory_format=torch.channels_last)
     k_group = k // groups
     # [GROUPS, R, S, C/groups, K/groups]: each tap's [C, K] block, kernels innermost.
     weight_taps = weight.reshape(groups, k_group, c_group, r, s).permute(0, 3, 4, 2, 1).contiguous()
@@ -799,7 +859,7 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tens
             n, c, h, w, k, p, q, stride[0], stride[1], padding[0], padding[1],
             c_group, k_group, groups,
             R=r, S=s, PACKED_MASK=_packed_mask(grad_output.dtype),
-            W_DESCRIPTOR=use_descriptors,
+            W_DESCRIPTOR=use_descriptors, MASKED=masked,
             ACC_DTYPE=accumulator(grad_output.dtype),
             INPUT_PRECISION=_input_precision(grad_output.dtype),
             **blocks,
@@ -809,10 +869,12 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tens
 
 def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tensor,
                                 weight_size: list[int], stride: list[int], padding: list[int],
-                                groups: int) -> tuple[Tensor, Tensor]:
+                                groups: int, *, masked_grad_output: bool = False) -> tuple:
     """The weight and bias gradients for grad_output * (output > 0): ([K, C/groups, R, S], [K]).
 
     Any layout of the three tensors (read channels_last); the gradients are contiguous.
+    ``masked_grad_output``: also the masked gradient grad_output * (output > 0) [N, K, P, Q]
+    (channels_last), a third result, for conv2d_relu_backward_input to read without output.
     """
     n, c, h, w = input.shape
     k, c_group, r, s = weight_size
@@ -830,7 +892,8 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     # the tiles of the first config, 128 x 128 (or two taps of 64 columns)
     tap_tiles = (triton.cdiv(taps, 2) if _pairs_taps(c_tap, 128)
                  else taps * triton.cdiv(c_tap, 128))
-    tiles = triton.cdiv(k_group, 128) * tap_tiles * groups
+    # and the bias programs: each holds an SM as long as it runs (the same shared memory)
+    tiles = triton.cdiv(k_group, 128) * (tap_tiles + 1) * groups
     split = _weight_grad_split(tiles, npq, device)
     chunk = triton.cdiv(triton.cdiv(npq, split), _SPLIT_ALIGN) * _SPLIT_ALIGN
     split = triton.cdiv(npq, chunk)
@@ -844,6 +907,7 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         bias_partial = torch.empty((split, k), dtype=partial_dtype, device=device)
     else:
         weight_partial = weight_taps  # the single split is the sum
+    masked = torch.empty_like(grad_output) if masked_grad_output else None
     check_int32_offsets("conv2d_relu", input=x, grad_output=grad_output,
                         grad_weight=weight_partial)
     x_stride_n, _, x_stride_h, x_stride_w = x.stride()
@@ -863,11 +927,13 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
 
     launchable(kernel)[grid](
         grad_output, output, x, weight_partial, bias_partial,
+        grad_output if masked is None else masked,
         h_x, w_x, k, p, q, stride[0], stride[1], pad[0], pad[1],
         x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
         npq, k_group, groups, chunk,
         R=r, S=s, TAPS_W=taps_w, X_ALIGN=x_align, PACKED_MASK=_packed_mask(dtype),
         STAGE_X_IN_REGISTERS=_input_precision(dtype) == "tf32" and not interpreting(),
+        WRITE_MASKED=masked is not None,
         ACC_DTYPE=accumulator(dtype), INPUT_PRECISION=_input_precision(dtype),
         **blocks,
     )
@@ -879,4 +945,5 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
             numel = total.numel()
             launchable(split_sum_kernel)[(triton.cdiv(numel, block),)](
                 partial, total, numel, split, ACC_DTYPE=accumulator(dtype), BLOCK=block)
-    return _unfold_weight_grad(weight_taps[0], weight_size, _folds(c, groups)), grad_bias
+    grad_weight = _unfold_weight_grad(weight_taps[0], weight_size, _folds(c, groups))
+    return (grad_weight, grad_bias) if masked is None else (grad_weight, grad_bias, masked)

@@ -246,12 +246,28 @@ def _configs(tiles):
 # element is read by one program. 16-bit: 128 x 64 (two programs per SM fit; half the
 # float32 partial sums per program of 128 x 128); 32-bit: 128 x 128, the largest FFMA tile
 # per thread that does not spill (fewest shared-memory loads per FFMA). Every BLOCK_K
-# divides _SPLIT_ALIGN, so a split never ends inside a k-step. The small last 32-bit tile
-# is the one float64 always fits in shared memory.
-_TILES_16BIT = [(128, 64, 64, 4, 4), (128, 128, 64, 4, 8), (64, 128, 64, 4, 4),
-                (64, 64, 64, 4, 4), (128, 32, 64, 4, 4), (64, 32, 64, 4, 4)]
-_TILES_32BIT = [(128, 128, 64, 4, 8), (64, 128, 64, 4, 4), (128, 32, 64, 4, 4),
-                (32, 64, 64, 4, 4), (32, 32, 64, 2, 4)]
+# divides _SPLIT_ALIGN, so a split never ends inside a k-step. Every 16- and 32-bit tile
+# meets issue 11's budgets at every FC launch (bench.static --full); those that did not are
+# gone: 16-bit 128 x 128 (72 to 128 programs where split_k planned for 128 x 64), 64 x 32
+# (issue ratio 1.11-1.19); 32-bit 128 x 32 and 32 x 64 (ieee FFMA 1.2 and more). float64
+# takes the last 32-bit tile, the one it always fits in shared memory, and only it
+# (_for_operand_width).
+_TILES_16BIT = [(128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4),
+                (128, 32, 64, 4, 4)]
+_TILES_32BIT = [(128, 128, 64, 4, 8), (64, 128, 64, 4, 4), (32, 32, 64, 2, 4)]
+_FLOAT64_TILE = (32, 32, 64)
+
+
+def _for_operand_width(configs, named_args, **_):
+    """early_config_prune of the 32-bit tuner: float64 its one tile, float32 the others (the
+    float64 tile misses issue 11's issue ratio in float32: 1.3 and more)."""
+    float64 = named_args["a_ptr"].element_size() == 8
+    kept = [c for c in configs if (tuple(c.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+                                   == _FLOAT64_TILE) == float64]
+    if not kept:
+        raise ValueError(f"linear: no autotune config for {'float64' if float64 else 'float32'}"
+                         f" among {len(configs)} candidates")
+    return kept
 
 # The flags are in the key: the GEMMs of one layer can share M, N and K (fc7) but not their
 # best tile (nor their shared memory); nor can ieee and tf32 float32
@@ -264,7 +280,8 @@ _KEY = ["M", "N", "K", "K_CHUNK", "PARTIAL", "EVEN_K", "HAS_BIAS", "RELU", "DROP
         "B_DESCRIPTOR", "B_TRANSPOSED"]
 linear_kernel_autotuned = triton.autotune(configs=_configs(_TILES_16BIT), key=_KEY)(linear_kernel)
 linear_kernel_autotuned_32bit = triton.autotune(
-    configs=_configs(_TILES_32BIT), key=_KEY)(linear_kernel)
+    configs=_configs(_TILES_32BIT), key=_KEY,
+    prune_configs_by={"early_config_prune": _for_operand_width})(linear_kernel)
 
 # A split's reduction is a whole number of these (a multiple of every config's BLOCK_K).
 _SPLIT_ALIGN = 64
@@ -274,9 +291,10 @@ _MASKED_GRAD_BLOCKS = {"BLOCK_ROWS": 32, "BLOCK_COLS": 64}
 
 def _autotuned(dtype: torch.dtype):
     """(autotuner, the (BLOCK_M, BLOCK_N) of its first config) for operands of dtype."""
-    tiles = _TILES_16BIT if dtype.itemsize == 2 else _TILES_32BIT
-    return (linear_kernel_autotuned if dtype.itemsize == 2 else linear_kernel_autotuned_32bit,
-            tiles[0][:2])
+    if dtype.itemsize == 2:
+        return linear_kernel_autotuned, _TILES_16BIT[0][:2]
+    tiles = [_FLOAT64_TILE] if dtype.itemsize == 8 else _TILES_32BIT
+    return linear_kernel_autotuned_32bit, tiles[0][:2]
 
 
 def split_k(tiles: int, k_steps: int, sms: int) -> int:

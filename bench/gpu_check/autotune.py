@@ -20,17 +20,14 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-# Per autotuner: the tiles (BLOCK_M, BLOCK_N, BLOCK_K) kept. Conv: the largest tile, one half
-# as wide and the small one that keeps conv3-5's 13x13 maps on more SMs. Linear at M=128 (one
-# autotuner per operand width, each named by its kernel and its module attribute): the planned
-# tile first (kernels/linear.py plans its split-K for it), one wider and two narrower.
-CONV_TILES = {(128, 128, 64), (128, 64, 32), (64, 64, 32)}
-LINEAR_TILES_16BIT = {(128, 64, 64), (128, 128, 64), (64, 64, 64), (64, 32, 64)}
-LINEAR_TILES_32BIT = {(128, 128, 64), (64, 128, 64), (128, 32, 64), (32, 64, 64)}
+# Per autotuner: the tiles (BLOCK_M, BLOCK_N, BLOCK_K) kept. Conv: all of them (no entry):
+# their own pruners leave 1-2 per launch (kernels/conv2d_relu.py). Linear at M=128 (one
+# autotuner per operand width, each named by its kernel and its module attribute): every tile
+# of kernels/linear.py's lists, which hold only those that meet issue 11's budgets (the
+# 32-bit tuner's pruner gives float64 its own tile).
+LINEAR_TILES_16BIT = {(128, 64, 64), (64, 128, 64), (64, 64, 64), (128, 32, 64)}
+LINEAR_TILES_32BIT = {(128, 128, 64), (64, 128, 64), (32, 32, 64)}
 CANDIDATES = {
-    "conv2d_relu_forward_kernel": CONV_TILES,
-    "conv2d_relu_backward_input_kernel": CONV_TILES,
-    "conv2d_relu_backward_weight_kernel": CONV_TILES,
     "linear_kernel:linear_kernel_autotuned": LINEAR_TILES_16BIT,
     "linear_kernel:linear_kernel_autotuned_32bit": LINEAR_TILES_32BIT,
 }

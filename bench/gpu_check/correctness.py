@@ -96,6 +96,8 @@ class Layer:
 
 
 def conv_checks(layer: Layer, record: PhaseRecord, prefix: str) -> None:
+    import torch
+
     from alexnet_triton import testing
     from alexnet_triton.kernels import conv2d_relu as ours
     from alexnet_triton.kernels.reference import conv2d_relu as reference
@@ -113,20 +115,28 @@ def conv_checks(layer: Layer, record: PhaseRecord, prefix: str) -> None:
     mask = y64.to(layer.dtype)  # the same ReLU mask on both sides
     dy, dy64 = layer.randn(*y64.shape)
     n, _, p, q = y64.shape
+    # As the model's backward: where the input gradient is wanted, the weight gradient also
+    # writes the masked grad_output, which the input gradient reads without the output.
+    with testing.poisoned_allocations():
+        found = ours.conv2d_relu_backward_weight(dy, mask, x, list(op.weight), *conv,
+                                                 masked_grad_output=op.input_grad)
+    dw, db = found[:2]
+    dw64, db64 = reference.conv2d_relu_backward_weight(dy64, mask.double(), x64,
+                                                       list(op.weight), *conv)
+    judge(record, f"{prefix}.backward_weight", dw, dw64, layer.precision, n * p * q)
     if op.input_grad:
+        # a select of grad_output as given: exact
+        judge(record, f"{prefix}.masked_grad_output", found[2],
+              torch.where(mask > 0, dy, torch.zeros_like(dy)).double(), layer.precision,
+              exact=True)
         with testing.poisoned_allocations():
-            dx = ours.conv2d_relu_backward_input(dy, mask, w, list(op.input), *conv,
+            dx = ours.conv2d_relu_backward_input(found[2], None, w, list(op.input), *conv,
                                                  **layer.loads)
         dx64 = reference.conv2d_relu_backward_input(dy64, mask.double(), w64, list(op.input),
                                                     *conv)
         taps = math.ceil(r / op.stride) * math.ceil(s / op.stride)
         judge(record, f"{prefix}.backward_input", dx, dx64, layer.precision,
               k // op.groups * taps)
-    with testing.poisoned_allocations():
-        dw, db = ours.conv2d_relu_backward_weight(dy, mask, x, list(op.weight), *conv)
-    dw64, db64 = reference.conv2d_relu_backward_weight(dy64, mask.double(), x64,
-                                                       list(op.weight), *conv)
-    judge(record, f"{prefix}.backward_weight", dw, dw64, layer.precision, n * p * q)
     # The bias gradient is a plain sum of grad_output as loaded: never tf32.
     judge(record, f"{prefix}.backward_bias", db, db64,
           "float32" if layer.precision == "tf32" else layer.precision)

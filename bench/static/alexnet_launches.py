@@ -67,14 +67,20 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
         # backward moves (the static report sums its distinct tensors) count both.
         y, dy = activation(*layer.output(batch)), activation(*layer.output(batch))
         conv = ([layer.stride] * 2, [layer.padding] * 2, layer.groups)
+        # As alexnet_triton.functional runs them: where the input gradient is wanted (every
+        # conv but conv1, whose input is the images) the weight gradient writes the masked
+        # grad_output, which the input gradient then reads without the output.
+        masks = name != "conv1"
         calls[f"{name}.forward"] = (
             lambda x=x, w=w, b=b, conv=conv: conv2d_relu.conv2d_relu_forward(x, w, b, *conv))
         calls[f"{name}.backward_input"] = (
-            lambda y=y, dy=dy, w=w, x=x, conv=conv: conv2d_relu.conv2d_relu_backward_input(
-                dy, y, w, list(x.shape), *conv))
+            lambda y=y, dy=dy, w=w, x=x, conv=conv, masks=masks:
+            conv2d_relu.conv2d_relu_backward_input(dy, None if masks else y, w, list(x.shape),
+                                                   *conv))
         calls[f"{name}.backward_weight"] = (
-            lambda y=y, dy=dy, x=x, w=w, conv=conv: conv2d_relu.conv2d_relu_backward_weight(
-                dy, y, x, list(w.shape), *conv))
+            lambda y=y, dy=dy, x=x, w=w, conv=conv, masks=masks:
+            conv2d_relu.conv2d_relu_backward_weight(dy, y, x, list(w.shape), *conv,
+                                                    masked_grad_output=masks))
     for name, layer in LRNS.items():
         groups = layer.groups
         a, g = ((activation(*layer.input(batch)), activation(*layer.input(batch)))

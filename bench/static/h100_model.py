@@ -210,7 +210,7 @@ def busiest_sm(*, programs: int, mma_programs: int, resident: int, iterations: f
     longest of
     - tensor: its GEMM programs' MMA work at the tensor cores' rate;
     - issue: every instruction of its programs, 4 schedulers issuing one each per cycle;
-    - chain: each program's own dependency chain, ceil(GEMM programs / resident) of them one
+    - chain: each program's own dependency chain, ceil(programs / resident) of them one
       after another: its code outside the loop, one load latency to fill the pipeline,
       then per iteration the slowest of its MMAs, its issue and its copies' latency: a
       copy issued ``issued_at`` cycles into an iteration and waited for ``ahead``
@@ -219,7 +219,10 @@ def busiest_sm(*, programs: int, mma_programs: int, resident: int, iterations: f
     """
     per_sm = math.ceil(programs / model.sms)
     mma_per_sm = math.ceil(mma_programs / model.sms)
-    rounds = math.ceil(mma_per_sm / max(1, min(resident, mma_per_sm))) if mma_per_sm else 0
+    # Every program of a GEMM launch holds a slot of its SM while it runs, those without
+    # MMAs too (conv's bias-gradient programs stream as many grad_output tiles as a GEMM
+    # program reduces): the rounds count them all, each as long as a GEMM program.
+    rounds = math.ceil(per_sm / max(1, min(resident, per_sm))) if mma_per_sm else 0
     latency = (issued_at + LOAD_LATENCY_CYCLES) / ahead if ahead else 0.0
     fill = LOAD_LATENCY_CYCLES if ahead else 0.0
     per_iteration = {"compute": mma_cycles, "issue": loop_issue, "latency": latency}

@@ -17,19 +17,23 @@ def _relu_masked(grad_output: Tensor, output: Tensor) -> Tensor:
     return torch.where(output > 0, grad_output, torch.zeros((), dtype=grad_output.dtype))
 
 
-def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor, weight: Tensor,
+def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor | None, weight: Tensor,
                                input_size: list[int], stride: list[int], padding: list[int],
                                groups: int) -> Tensor:
-    """The input gradient of conv2d for grad_output * (output > 0): [N, C, H, W]."""
-    return torch.nn.grad.conv2d_input(input_size, weight, _relu_masked(grad_output, output),
-                                      stride, padding, groups=groups)
+    """The input gradient of conv2d for grad_output * (output > 0): [N, C, H, W]; output
+    None: grad_output is masked already."""
+    masked = grad_output if output is None else _relu_masked(grad_output, output)
+    return torch.nn.grad.conv2d_input(input_size, weight, masked, stride, padding,
+                                      groups=groups)
 
 
 def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tensor,
                                 weight_size: list[int], stride: list[int], padding: list[int],
-                                groups: int) -> tuple[Tensor, Tensor]:
-    """The weight and bias gradients for grad_output * (output > 0): ([K, C/groups, R, S], [K])."""
+                                groups: int, *, masked_grad_output: bool = False) -> tuple:
+    """The weight and bias gradients for grad_output * (output > 0): ([K, C/groups, R, S], [K]),
+    and with ``masked_grad_output`` that masked gradient [N, K, P, Q] too."""
     grad_masked = _relu_masked(grad_output, output)  # [N, K, P, Q]
     grad_weight = torch.nn.grad.conv2d_weight(input, weight_size, grad_masked, stride, padding,
                                               groups=groups)
-    return grad_weight, grad_masked.sum(dim=(0, 2, 3))
+    gradients = grad_weight, grad_masked.sum(dim=(0, 2, 3))
+    return (*gradients, grad_masked) if masked_grad_output else gradients

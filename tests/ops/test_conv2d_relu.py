@@ -331,6 +331,80 @@ def test_backward_weight_split(precision, device, poisoned, monkeypatch):
                           poisoned)
 
 
+# The masked grad_output the weight gradient hands the input gradient (what the model's
+# backward runs for every conv but conv1): odd sizes, groups, strides, and three splits.
+MASKED = {name: SHAPES[name] for name in ("odd-groups3-nobias", "stride2", "2x1-stride3x2")}
+
+
+@pytest.mark.parametrize("split", [1, 3])
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("conv", MASKED.values(), ids=MASKED.keys())
+def test_masked_gradient_feeds_the_input_gradient(conv, precision, split, device, poisoned,
+                                                  monkeypatch, launches):
+    use_precision(precision, device)
+    monkeypatch.setattr(kernels, "_weight_grad_split", lambda tiles, npq, device: split)
+    dtype = PRECISIONS[precision]
+    x, weight, bias = conv_inputs(conv, dtype, device)
+    output, grad_output = output_and_grad(conv, x, weight, bias)
+    stride, padding = list(conv.stride), list(conv.padding)
+    grad_weight, grad_bias, masked = kernels.conv2d_relu_backward_weight(
+        grad_output, output, x, conv.weight_size, stride, padding, conv.groups,
+        masked_grad_output=True)
+    # a select: exact, and every element written (poisoned: NaN where not)
+    expected_masked = torch.where(output > 0, grad_output, torch.zeros_like(grad_output))
+    assert torch.equal(masked, expected_masked)
+    assert masked.is_contiguous(memory_format=torch.channels_last)
+    assert (grad_output != 0).any() and (masked == 0).any() and (masked != 0).any()
+    expected_weight, expected_bias = reference.conv2d_relu_backward_weight(
+        float64(grad_output), float64(output), float64(x), conv.weight_size, stride, padding,
+        conv.groups)
+    assert_precision_close(grad_weight, expected_weight, precision,
+                           conv.reduction("backward_weight"), "grad_weight")
+    assert_close(grad_bias, expected_bias.to(dtype), tolerance(dtype), "grad_bias")
+    grad_input = kernels.conv2d_relu_backward_input(masked, None, weight, conv.input_size,
+                                                    stride, padding, conv.groups)
+    assert launches[-1]["MASKED"] is True
+    expected_input = reference.conv2d_relu_backward_input(
+        float64(grad_output), float64(output), float64(weight), conv.input_size, stride,
+        padding, conv.groups)
+    assert_precision_close(grad_input, expected_input, precision,
+                           conv.reduction("backward_input"), "grad_input")
+
+
+def test_autotune_candidates_per_dtype_and_width():
+    """What a GPU's autotuner may time: float64 only its one tile, 16 and 32 bits never it;
+    64-wide column tiles only where they pad a group's width less than 128 (conv4's 192,
+    conv2's 48 channels), the input gradient's only for a grad_output masked already."""
+    prune = kernels._backward_input_autotuned.early_config_prune
+    configs = kernels._backward_input_autotuned.configs
+
+    def tiles(dtype, width, masked):
+        named = {"dy_ptr": torch.empty(1, dtype=dtype), "C_GROUP": width}
+        return {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in
+                prune(configs, named, MASKED=masked)}
+
+    assert tiles(torch.bfloat16, 48, True) == {(128, 64)}
+    assert tiles(torch.bfloat16, 48, False) == {(128, 128)}
+    assert tiles(torch.float32, 192, True) == {(128, 64)}
+    assert tiles(torch.bfloat16, 256, True) == {(128, 128)}  # 64 pads no less: the wider
+    assert tiles(torch.float64, 48, True) == tiles(torch.float64, 256, False) == {(64, 64)}
+    forward = kernels._forward_autotuned
+
+    def forward_tiles(dtype, width):
+        named = {"x_ptr": torch.empty(1, dtype=dtype), "K_GROUP": width}
+        return {(c.kwargs["BLOCK_N"], c.num_warps) for c in
+                forward.early_config_prune(forward.configs, named)}
+
+    assert forward_tiles(torch.bfloat16, 192) == {(64, 4)}
+    assert forward_tiles(torch.bfloat16, 96) == {(128, 8), (128, 4)}
+    weight = kernels._backward_weight_autotuned
+    for dtype, stages in ((torch.bfloat16, {3, 2}), (torch.float32, {3, 2})):
+        named = {"dy_ptr": torch.empty(1, dtype=dtype)}
+        kept = weight.early_config_prune(weight.configs, named)
+        assert {c.num_stages for c in kept} == stages and kept[0].num_stages == 3
+        assert all(c.kwargs["BLOCK_M"] == 128 for c in kept)
+
+
 def test_strided_input(device, poisoned):
     """A channels-last input and a transposed weight give the same output as contiguous ones."""
     conv = ALEXNET["conv1-63"]
