@@ -10,10 +10,12 @@ from bench.static.alexnet_launches import training_step_launches
 # How the config of a launch is chosen without a GPU (bench/static/sm90_driver.py): stated in
 # every report so that no one reads it as the autotuner's measured winner.
 CHOSEN_CONFIG = (
-    "the autotuner's first config (in kernels/*.py's order) that compiles for sm_90a and fits "
-    "the H100's 227 KiB of shared memory per block: with no GPU every config that launches "
-    "'times' the same, so Triton's autotuner keeps the first; kernels without an autotuner "
-    "use the launcher's own config")
+    "the autotuner's first config (in kernels/*.py's order) among those its pruner keeps for "
+    "the launch (the conv kernels': their element size's tiles, padding the GEMM's columns "
+    "and reduction block least) that compiles for sm_90a and fits the H100's 227 KiB of "
+    "shared memory per block: with no GPU every config that launches 'times' the same, so "
+    "Triton's autotuner keeps the first; kernels without an autotuner use the launcher's "
+    "own config")
 
 
 def _floor_precision(variant: str, options: dict) -> str:

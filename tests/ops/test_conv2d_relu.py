@@ -390,19 +390,43 @@ def test_autotune_candidates_per_dtype_and_width():
     assert tiles(torch.float64, 48, True) == tiles(torch.float64, 256, False) == {(64, 64)}
     forward = kernels._forward_autotuned
 
-    def forward_tiles(dtype, width):
-        named = {"x_ptr": torch.empty(1, dtype=dtype), "K_GROUP": width}
-        return {(c.kwargs["BLOCK_N"], c.num_warps) for c in
+    def forward_tiles(dtype, width, depth):
+        named = {"x_ptr": torch.empty(1, dtype=dtype), "K_GROUP": width, "C_TAP": depth}
+        return {(c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in
                 forward.early_config_prune(forward.configs, named)}
 
-    assert forward_tiles(torch.bfloat16, 192) == {(64, 4)}
-    assert forward_tiles(torch.bfloat16, 96) == {(128, 8), (128, 4)}
+    assert forward_tiles(torch.bfloat16, 192, 192) == {(64, 64)}  # conv4
+    assert forward_tiles(torch.bfloat16, 96, 48) == {(128, 16)}  # conv1's folded rows of 48
+    assert forward_tiles(torch.float32, 128, 256) == {(128, 64)}  # the widest block
     weight = kernels._backward_weight_autotuned
     for dtype, stages in ((torch.bfloat16, {3, 2}), (torch.float32, {3, 2})):
         named = {"dy_ptr": torch.empty(1, dtype=dtype)}
         kept = weight.early_config_prune(weight.configs, named)
         assert {c.num_stages for c in kept} == stages and kept[0].num_stages == 3
         assert all(c.kwargs["BLOCK_M"] == 128 for c in kept)
+
+
+def test_weight_gradient_splits_against_waves():
+    """Split-K of the weight gradient at AlexNet's batch-128 shapes on 132 SMs (programs per
+    split: GEMM tiles and bias programs; 128-pixel blocks to reduce): at least one program
+    per SM, whole blocks per split, and a critical path (programs on the busiest SM x blocks
+    of a split and its fixed cost) no longer than the old rule's (two programs per SM)."""
+    sms = 132
+    for tiles, steps in ((7, 3025), (28, 729), (57, 169), (76, 169), (38, 169)):
+        split = kernels.weight_grad_splits(tiles, steps, sms)
+        chunk = -(-steps // split)
+        assert -(-steps // chunk) == split and tiles * split >= sms and chunk >= 8
+        old = min(-(-2 * sms // tiles), -(-steps // 8))
+        old_chunk = -(-steps // old)
+        old = -(-steps // old_chunk)
+
+        def path(s, c):
+            return -(-tiles * s // sms) * (c + kernels._PROGRAM_BLOCKS)
+        assert path(split, chunk) <= path(old, old_chunk), (tiles, steps)
+    # conv3: 9 splits, 513 programs, 4 of 19 blocks on the busiest SM, where the old rule's
+    # 5 left 3 of 34
+    assert kernels.weight_grad_splits(57, 169, sms) == 9
+    assert kernels.weight_grad_splits(10, 5, sms) == 1  # too short to split
 
 
 def test_strided_input(device, poisoned):
