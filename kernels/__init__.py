@@ -84,6 +84,17 @@ def nvidia_capability() -> int | None:
     return int(target.arch) if target.backend == "cuda" else None
 
 
+def shared_memory_per_block() -> int | None:
+    """The shared memory one block may use on the device Triton compiles for now (227 KiB on
+    an H100 or B200, 163 KiB on an A100, 99 KiB on an L4, RTX 4090 or RTX 5090): its active
+    driver's figure, which bench/static/sm90_driver.py's compile-only driver plays too. None
+    under the interpreter."""
+    if interpreting():
+        return None
+    driver = triton.runtime.driver.active
+    return driver.utils.get_device_properties(driver.get_current_device())["max_shared_mem"]
+
+
 def tensor_descriptors_available() -> bool:
     """Whether this Triton and the target it compiles for read tiles through TMA tensor
     descriptors (``tl.make_tensor_descriptor``, built on the device: Triton 3.6 and 3.9

@@ -37,8 +37,9 @@ from torch import Tensor
 
 from alexnet_triton.kernels import (accumulation_dtype, accumulator, check_int32_offsets,
                                     descriptor_scratch, interpreting, launchable,
-                                    nvidia_capability, tensor_descriptors_available,
-                                    through_registers, tma_compatible)
+                                    nvidia_capability, shared_memory_per_block,
+                                    tensor_descriptors_available, through_registers,
+                                    tma_compatible)
 
 
 @triton.jit
@@ -436,6 +437,13 @@ def _config(block_m: int, block_n: int, block_k: int, warps: int, stages: int, *
 # float64's one tile: any larger one's float64 operands overflow shared memory, and at
 # 16 and 32 bits this one misses issue 11's issue-ratio budget on every launch (bench.static).
 _FLOAT64 = (64, 64, 32, 4, 2)
+# Small tiles for 16- and 32-bit operands on GPUs with less shared memory per block than
+# Hopper's 227 KiB (an A100's 163 KiB, an L4's or RTX 4090's 99 KiB), where the Hopper tiles
+# may not fit (fp32 conv weight gradients need 209 KiB and more): there they are candidates
+# too, beside the Hopper tiles that fit. On Hopper they are not: each misses issue 11's
+# issue-ratio budget (1.14 to 2.14 at sm_90a), a Hopper budget.
+_SMALL = [(128, 64, 32, 4, 4), _FLOAT64]
+_HOPPER_SHARED_MEMORY = 232448
 
 
 def _forward_configs() -> dict:
@@ -493,10 +501,11 @@ def _config_key(config) -> tuple:
             config.num_stages)
 
 
-def _every_config(by_size: dict) -> list:
-    """The autotuner's list: every element size's configs once, in order."""
+def _every_config(by_size: dict, **extra) -> list:
+    """The autotuner's list: every element size's configs once, in order, then the small
+    tiles of GPUs with less shared memory (_SMALL, with ``extra`` constexprs)."""
     configs: list = []
-    for size_configs in by_size.values():
+    for size_configs in [*by_size.values(), [_config(*t, **extra) for t in _SMALL]]:
         seen = {_config_key(c) for c in configs}
         configs += [c for c in size_configs if _config_key(c) not in seen]
     return configs
@@ -515,13 +524,16 @@ def _least_padding(configs: list, size: int, block: str) -> list:
 
 
 def _pruner(lists: dict, operand: str, width: str | None, flag: str | None = None,
-            depth: str | None = None):
+            depth: str | None = None, small: list | None = None):
     """An autotuner's early_config_prune: of the configs that are still candidates (the GPU
     check restricts them), those of ``lists`` for ``operand``'s element size (and the
     constexpr ``flag``'s value, where the lists are keyed by both), of those the ones whose
     BLOCK_N pads the runtime argument ``width`` least, and of those the ones whose BLOCK_K
-    pads ``depth`` (a reduction block's length) least. A GPU's autotuner times only these."""
+    pads ``depth`` (a reduction block's length) least; and on a GPU with less shared memory
+    per block than Hopper's, the ``small`` configs of a 16- or 32-bit operand besides. A
+    GPU's autotuner times only these."""
     keys = {key: {_config_key(c) for c in configs} for key, configs in lists.items()}
+    small_keys = {_config_key(c) for c in small or ()}
 
     def prune(configs, named_args, **kwargs):
         size = named_args[operand].element_size()
@@ -534,6 +546,10 @@ def _pruner(lists: dict, operand: str, width: str | None, flag: str | None = Non
             kept = _least_padding(kept, named_args[width], "BLOCK_N")
         if depth:
             kept = _least_padding(kept, named_args[depth], "BLOCK_K")
+        shared = shared_memory_per_block()
+        if size < 8 and shared is not None and shared < _HOPPER_SHARED_MEMORY:
+            have = {_config_key(c) for c in kept}
+            kept += [c for c in configs if _config_key(c) in small_keys - have]
         return kept
     return prune
 
@@ -541,13 +557,14 @@ def _pruner(lists: dict, operand: str, width: str | None, flag: str | None = Non
 # INPUT_PRECISION is in every key: a tile chosen for ieee float32 may not fit the shared
 # memory of the tf32 code (tests/ops/test_autotune_keys.py). W_DESCRIPTOR too: the two
 # weight paths are different code (TMA's barriers and swizzled tiles against cp.async).
+_SMALL_CONFIGS = [_config(*t) for t in _SMALL]
 _FORWARD_CONFIGS = _forward_configs()
 _forward_autotuned = triton.autotune(
-    configs=_every_config(_FORWARD_CONFIGS),
+    configs=_every_config(_FORWARD_CONFIGS, GROUP_M=8),
     key=["M", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w",
          "C_TAP", "R", "S", "TAPS_W", "X_ALIGN", "W_DESCRIPTOR", "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": _pruner(_FORWARD_CONFIGS, "x_ptr", "K_GROUP",
-                                                    depth="C_TAP")})(
+                                                    depth="C_TAP", small=_SMALL_CONFIGS)})(
         conv2d_relu_forward_kernel)
 _BACKWARD_INPUT_CONFIGS = _backward_input_configs()
 _backward_input_autotuned = triton.autotune(
@@ -555,7 +572,8 @@ _backward_input_autotuned = triton.autotune(
     key=["N", "H", "W", "C_GROUP", "K_GROUP", "GROUPS", "P", "Q", "R", "S", "stride_h",
          "stride_w", "pad_h", "pad_w", "W_DESCRIPTOR", "MASKED", "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": _pruner(_BACKWARD_INPUT_CONFIGS, "dy_ptr",
-                                                    "C_GROUP", "MASKED")})(
+                                                    "C_GROUP", "MASKED",
+                                                    small=_SMALL_CONFIGS)})(
         conv2d_relu_backward_input_kernel)
 
 
@@ -586,7 +604,7 @@ _backward_weight_autotuned = triton.autotune(
          "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_W", "X_ALIGN", "WRITE_MASKED",
          "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": _pruner(_BACKWARD_WEIGHT_CONFIGS, "dy_ptr",
-                                                    None)})(
+                                                    None, small=_SMALL_CONFIGS)})(
         _backward_weight_even)
 # Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
 # same whichever config wins.

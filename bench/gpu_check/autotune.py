@@ -20,14 +20,23 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-# Per autotuner: the tiles (BLOCK_M, BLOCK_N, BLOCK_K) kept. Conv: all of them (no entry):
-# their own pruners leave 1-2 per launch (kernels/conv2d_relu.py). Linear at M=128 (one
+# Per autotuner: the tiles (BLOCK_M, BLOCK_N, BLOCK_K) kept, at most 4 configs each (one per
+# precompile slice). Conv: the Hopper tiles their pruners choose from at AlexNet's shapes
+# and the float64 one (kernels/conv2d_relu.py; not the small tiles of GPUs with less shared
+# memory, nor the forward's 32-deep reduction block, which pads no AlexNet layer least).
+# Linear at M=128 (one
 # autotuner per operand width, each named by its kernel and its module attribute): every tile
 # of kernels/linear.py's lists, which hold only those that meet issue 11's budgets (the
 # 32-bit tuner's pruner gives float64 its own tile).
 LINEAR_TILES_16BIT = {(128, 64, 64), (64, 128, 64), (64, 64, 64), (128, 32, 64)}
 LINEAR_TILES_32BIT = {(128, 128, 64), (64, 128, 64), (32, 32, 64)}
+CONV_FORWARD_TILES = {(128, 128, 64), (128, 64, 64), (128, 128, 16), (64, 64, 32)}
+CONV_INPUT_GRAD_TILES = {(128, 128, 64), (128, 64, 64), (64, 64, 32)}
+CONV_WEIGHT_GRAD_TILES = {(128, 128, 128), (128, 128, 64), (64, 64, 32)}
 CANDIDATES = {
+    "conv2d_relu_forward_kernel": CONV_FORWARD_TILES,
+    "conv2d_relu_backward_input_kernel": CONV_INPUT_GRAD_TILES,
+    "conv2d_relu_backward_weight_kernel": CONV_WEIGHT_GRAD_TILES,
     "linear_kernel:linear_kernel_autotuned": LINEAR_TILES_16BIT,
     "linear_kernel:linear_kernel_autotuned_32bit": LINEAR_TILES_32BIT,
 }

@@ -47,11 +47,11 @@ MODEL_PRECISIONS = {  # name: (autocast bf16, conv tf32, matmul tf32)
 SLICES = 4
 DRY_RUN_LAUNCHES = ["pool1.backward", "dropout"]
 # and one launch through slice 0 of its autotuner's candidates, as a model task's: ieee
-# float32 conv3's input gradient, whose one candidate there (128 x 128 x 64, 3 stages, TMA
-# weight tiles) needs 262,160 bytes of shared memory, over the H100's 232,448: the dry run
-# proves that a slice falls back to a candidate that fits (_slice)
+# float32 conv4's weight gradient, whose one candidate there (128 x 128 x 128, 3 stages)
+# does not fit the H100's 232,448 bytes of shared memory in 32 bits: the dry run proves
+# that a slice falls back to a candidate that fits (_slice)
 DRY_RUN_SLICED = {"kind": "launch", "variant": "float32-ieee", "batch": SANITIZER_BATCH,
-                  "name": "conv3.backward_input", "slice": 0}
+                  "name": "conv4.backward_weight", "slice": 0}
 # and a model task, so the dry run proves the model's ops reach the launchers
 DRY_RUN_MODEL = {"placement": "one-device", "precision": "bf16", "batch": 2, "image": 67,
                  "mode": "eval"}
@@ -199,9 +199,10 @@ def slice_configs(candidates: list, index: int) -> tuple[list, list]:
     A fallback is compiled only where nothing before it in the same tuning compiled and
     fit (the compile-only driver's Recorder.fallbacks: it is skipped, timed inf, otherwise),
     so a slice compiles its share alone unless its share holds only candidates too large
-    for the kernel at hand (ieee float32 conv3-5 input gradients at slice 0: 128 x 128 x 64
-    in 3 stages with TMA weight tiles needs 262,160 bytes of shared memory, an H100 has
-    232,448), or none (the convs' 3 candidates at slice 3): then it goes on to the smallest
+    for the kernel at hand (ieee float32 conv2-5 weight gradients at slice 0: 128 x 128 x
+    128 in 3 stages, over the 232,448 bytes of shared memory an H100 has), or that the
+    kernel's pruner drops for the launch at hand, or none (the input gradient's 3
+    candidates at slice 3): then it goes on to the smallest
     that fits, as the GPU's autotuner prunes what is out of resources, and the rest of the
     step still compiles. Before, such a slice kept its one candidate and the launch raised
     OutOfResources, leaving the rest of the step uncompiled. Never a single config: the
