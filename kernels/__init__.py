@@ -84,6 +84,17 @@ def nvidia_capability() -> int | None:
     return int(target.arch) if target.backend == "cuda" else None
 
 
+# Shared memory per block on Hopper (and B200): the kernels' tiles are chosen against it.
+HOPPER_SHARED_MEMORY = 232448
+
+
+def less_shared_memory_than_hopper() -> bool:
+    """Whether the device Triton compiles for gives a block less shared memory than Hopper
+    (an A100, L4, RTX 4090 or 5090), where the kernels' small tiles are candidates too."""
+    shared = shared_memory_per_block()
+    return shared is not None and shared < HOPPER_SHARED_MEMORY
+
+
 def shared_memory_per_block() -> int | None:
     """The shared memory one block may use on the device Triton compiles for now (227 KiB on
     an H100 or B200, 163 KiB on an A100, 99 KiB on an L4, RTX 4090 or RTX 5090): its active

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from alexnet_triton.kernels import (accumulation_dtype, accumulator, check_int32_offsets,
                                     descriptor_scratch, interpreting, launchable,
-                                    nvidia_capability, shared_memory_per_block,
+                                    less_shared_memory_than_hopper, nvidia_capability,
                                     tensor_descriptors_available, through_registers,
                                     tma_compatible)
 
@@ -443,7 +443,6 @@ _FLOAT64 = (64, 64, 32, 4, 2)
 # too, beside the Hopper tiles that fit. On Hopper they are not: each misses issue 11's
 # issue-ratio budget (1.14 to 2.14 at sm_90a), a Hopper budget.
 _SMALL = [(128, 64, 32, 4, 4), _FLOAT64]
-_HOPPER_SHARED_MEMORY = 232448
 
 
 def _forward_configs() -> dict:
@@ -533,7 +532,7 @@ def _pruner(lists: dict, operand: str, width: str | None, flag: str | None = Non
     per block than Hopper's, the ``small`` configs of a 16- or 32-bit operand besides. A
     GPU's autotuner times only these."""
     keys = {key: {_config_key(c) for c in configs} for key, configs in lists.items()}
-    small_keys = {_config_key(c) for c in small or ()}
+    small = small or []
 
     def prune(configs, named_args, **kwargs):
         size = named_args[operand].element_size()
@@ -546,10 +545,12 @@ def _pruner(lists: dict, operand: str, width: str | None, flag: str | None = Non
             kept = _least_padding(kept, named_args[width], "BLOCK_N")
         if depth:
             kept = _least_padding(kept, named_args[depth], "BLOCK_K")
-        shared = shared_memory_per_block()
-        if size < 8 and shared is not None and shared < _HOPPER_SHARED_MEMORY:
+        if small and size < 8 and less_shared_memory_than_hopper():
+            # in _SMALL's order, the smallest last (where a compile-only check takes the
+            # first and the last)
             have = {_config_key(c) for c in kept}
-            kept += [c for c in configs if _config_key(c) in small_keys - have]
+            for key in (_config_key(c) for c in small):
+                kept += [c for c in configs if _config_key(c) == key and key not in have]
         return kept
     return prune
 

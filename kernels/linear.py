@@ -30,8 +30,10 @@ import triton.language as tl
 from torch import Tensor
 
 from alexnet_triton.kernels import (accumulation_dtype, accumulator, descriptor_scratch,
-                                    interpreting, launchable, tensor_descriptors_available,
-                                    through_registers, tma_compatible)
+                                    interpreting, launchable,
+                                    less_shared_memory_than_hopper,
+                                    tensor_descriptors_available, through_registers,
+                                    tma_compatible)
 from alexnet_triton.kernels.dropout import dropout_keep, dropout_scale
 
 
@@ -260,10 +262,16 @@ _FLOAT64_TILE = (32, 32, 64)
 
 def _for_operand_width(configs, named_args, **_):
     """early_config_prune of the 32-bit tuner: float64 its one tile, float32 the others (the
-    float64 tile misses issue 11's issue ratio in float32: 1.3 and more)."""
+    float64 tile misses issue 11's issue ratio in float32: 1.3 and more, a Hopper budget),
+    and on a GPU with less shared memory than Hopper's that one too."""
     float64 = named_args["a_ptr"].element_size() == 8
-    kept = [c for c in configs if (tuple(c.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
-                                   == _FLOAT64_TILE) == float64]
+    # there float32's own tiles may not fit (128 x 128 x 64 in 4 stages: 192 KiB)
+    small_gpu = less_shared_memory_than_hopper()
+
+    def tile(c):
+        return tuple(c.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+    kept = [c for c in configs if (tile(c) == _FLOAT64_TILE) == float64
+            or (small_gpu and tile(c) == _FLOAT64_TILE)]
     if not kept:
         raise ValueError(f"linear: no autotune config for {'float64' if float64 else 'float32'}"
                          f" among {len(configs)} candidates")

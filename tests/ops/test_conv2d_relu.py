@@ -371,23 +371,28 @@ def test_masked_gradient_feeds_the_input_gradient(conv, precision, split, device
                            conv.reduction("backward_input"), "grad_input")
 
 
-def test_autotune_candidates_per_dtype_and_width():
-    """What a GPU's autotuner may time: float64 only its one tile, 16 and 32 bits never it;
-    64-wide column tiles only where they pad a group's width less than 128 (conv4's 192,
-    conv2's 48 channels), the input gradient's only for a grad_output masked already."""
+def test_autotune_candidates_per_dtype_and_width(monkeypatch):
+    """What a GPU's autotuner may time: float64 only its one tile, 16 and 32 bits never it
+    on Hopper; 64-wide column tiles only where they pad a group's width less than 128
+    (conv4's 192, conv2's 48 channels), the input gradient's only for a grad_output masked
+    already; on a GPU with less shared memory, the small tiles besides."""
     prune = kernels._backward_input_autotuned.early_config_prune
     configs = kernels._backward_input_autotuned.configs
 
     def tiles(dtype, width, masked):
         named = {"dy_ptr": torch.empty(1, dtype=dtype), "C_GROUP": width}
-        return {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in
-                prune(configs, named, MASKED=masked)}
+        return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in
+                prune(configs, named, MASKED=masked)]
 
-    assert tiles(torch.bfloat16, 48, True) == {(128, 64)}
-    assert tiles(torch.bfloat16, 48, False) == {(128, 128)}
-    assert tiles(torch.float32, 192, True) == {(128, 64)}
-    assert tiles(torch.bfloat16, 256, True) == {(128, 128)}  # 64 pads no less: the wider
-    assert tiles(torch.float64, 48, True) == tiles(torch.float64, 256, False) == {(64, 64)}
+    assert tiles(torch.bfloat16, 48, True) == [(128, 64, 64)]
+    assert tiles(torch.bfloat16, 48, False) == [(128, 128, 64)]
+    assert tiles(torch.float32, 192, True) == [(128, 64, 64)]
+    assert tiles(torch.bfloat16, 256, True) == [(128, 128, 64)]  # 64 pads no less: the wider
+    assert tiles(torch.float64, 48, True) == tiles(torch.float64, 256, False) == [(64, 64, 32)]
+    monkeypatch.setattr(kernels, "less_shared_memory_than_hopper", lambda: True)
+    assert tiles(torch.float32, 48, False) == [(128, 128, 64), (128, 64, 32), (64, 64, 32)]
+    assert tiles(torch.float64, 48, False) == [(64, 64, 32)]
+    monkeypatch.undo()
     forward = kernels._forward_autotuned
 
     def forward_tiles(dtype, width, depth):

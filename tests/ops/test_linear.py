@@ -304,6 +304,23 @@ def test_split_k_fills_the_sms_at_alexnets_batch(fc, in_features, out_features, 
             assert split == 1, (fc, name, "the output tiles alone fill the SMs")
 
 
+def test_float64_takes_its_own_tile_and_float32_the_others(monkeypatch):
+    """The 32-bit tuner's pruner: float64 its one small tile; float32 the others, and on a
+    GPU with less shared memory than Hopper's (an A100, L4, RTX 4090) that one too."""
+    tuner = linear_kernels.linear_kernel_autotuned_32bit
+
+    def tiles(dtype):
+        named = {"a_ptr": torch.empty(1, dtype=dtype)}
+        return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in
+                tuner.early_config_prune(tuner.configs, named)]
+
+    assert tiles(torch.float64) == [(32, 32)]
+    assert tiles(torch.float32) == [(128, 128), (64, 128)]
+    monkeypatch.setattr(linear_kernels, "less_shared_memory_than_hopper", lambda: True)
+    assert tiles(torch.float32) == [(128, 128), (64, 128), (32, 32)]
+    assert tiles(torch.float64) == [(32, 32)]
+
+
 def test_first_configs_are_the_planned_tiles():
     """The autotuners' first configs (the static report's choice) are split_k's tiles."""
     for dtype in (torch.bfloat16, torch.float32):
