@@ -434,6 +434,21 @@ def test_weight_gradient_splits_against_waves():
     assert kernels.weight_grad_splits(10, 5, sms) == 1  # too short to split
 
 
+def test_which_weight_gradients_lay_their_tap_rows_side_by_side():
+    """FLAT_TAPS: one tap along w and no padding along h (conv1's folded input, a 1x1 or
+    Rx1 kernel unpadded along h); the shapes above that take it (conv1-63, conv1-like-c5,
+    stride4-pad2, 1x1-stride2-nobias) check its results against the reference."""
+    def flat(conv):
+        _, taps_w, c_tap, pad, _, _ = kernels._channels_last_input(
+            torch.empty(1, conv.c, conv.h, conv.w), conv.r, conv.s, list(conv.padding),
+            conv.groups)
+        return kernels._flat_taps(taps_w, pad[0]), c_tap
+    assert flat(ALEXNET["conv1-63"]) == (True, 48)  # 11 rows of 48: 528 columns
+    assert flat(SHAPES["1x1-stride2-nobias"])[0]
+    assert not flat(ALEXNET["conv2-27"])[0] and not flat(SHAPES["2x1-stride3x2"])[0]
+    assert kernels._columns({"C_TAP": 48, "R": 11, "TAPS_W": 1, "pad_h": 0}) == 528
+
+
 def test_strided_input(device, poisoned):
     """A channels-last input and a transposed weight give the same output as contiguous ones."""
     conv = ALEXNET["conv1-63"]
