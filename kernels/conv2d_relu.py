@@ -708,12 +708,13 @@ def weight_grad_splits(tiles: int, steps: int, sms: int) -> int:
     output pixels (split-K), on ``sms`` SMs; ``tiles`` counts the bias programs too.
 
     At least one program per SM (issue 11's budget) and at most twice two per SM, but none
-    shorter than 8 blocks (1024 pixels), which comes first: of those, the split whose critical path is the
-    shortest (the programs of the busiest SM, ceil(programs / SMs), times the blocks of one
-    split and _PROGRAM_BLOCKS), the fewest splits on a tie (each writes a float32 partial of the whole
-    gradient, summed after). conv3 (57 programs per split, 169 blocks): 7 splits, 399
-    programs, 4 of 25 blocks on the busiest SM (100), where 5 gave 3 of 34 (102); conv1 (7
-    per split, 3025 blocks): 37 splits, 2 of 82 (164), where 44 gave 3 of 69 (207).
+    shorter than 8 blocks (1024 pixels), which comes first: of those, the split whose
+    critical path is the shortest (the programs of the busiest SM, ceil(programs / SMs),
+    times the blocks of one split and _PROGRAM_BLOCKS), the fewest splits on a tie (each
+    writes a float32 partial of the whole gradient, summed after). conv3 (57 programs per
+    split, 169 blocks): 9 splits, 4 programs of 19 blocks on the busiest SM (84), where two
+    programs per SM (5 splits) gave 3 of 34 (108); conv1 (6 per split, 3025 blocks): 22
+    splits, 1 of 138 (140), where 44 gave 2 of 69 (142).
     """
     most = max(1, min(2 * triton.cdiv(2 * sms, tiles), triton.cdiv(steps, 8)))
     least = min(triton.cdiv(sms, tiles), most)  # fewer where the blocks run out first
