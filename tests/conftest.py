@@ -23,20 +23,6 @@ from train_support import (make_quick_dataset, make_torchrun_run,  # noqa: E402
                            make_trained_run)
 
 
-# The longest modules first: xdist's --dist loadscope hands modules to its workers in
-# collection order, and test_train_torchrun.py (about 2.5 minutes), collected last, ran
-# alone on one worker at the end of CI's run. (tests/bench's, the next longest, come
-# first anyway.)
-LONGEST_FIRST = ("tests/training/test_train_torchrun.py",)
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item):
-        return next((i for i, path in enumerate(LONGEST_FIRST)
-                     if item.nodeid.startswith(path + "::")), len(LONGEST_FIRST))
-    items.sort(key=rank)  # stable: the rest keep their order
-
-
 @pytest.fixture(autouse=True)
 def ieee_float32():
     """float32 GEMMs in full float32 precision, whatever torch's defaults (cuDNN's are tf32).
