@@ -106,6 +106,60 @@ def shared_memory_per_block() -> int | None:
     return driver.utils.get_device_properties(driver.get_current_device())["max_shared_mem"]
 
 
+def config_key(config) -> tuple:
+    """An autotune config by its tile, warps and stages: torch's triton_kernel_wrap hands
+    pruners copies, with the heuristics' values (EVEN_M, ...) among their kwargs."""
+    return (*(config.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")), config.num_warps,
+            config.num_stages)
+
+
+def _least_padding(configs: list, size: int, block: str) -> list:
+    """The configs whose ``block`` pads ``size`` (a GEMM dimension) the least, and of those
+    the widest: fewer tiles read each operand fewer times, and the loop's fixed cost
+    spreads over more MMA work (64 columns where 128 would pad as little: the loop issued
+    1.0-1.01x its MMAs at conv3's input gradient, against 0.66)."""
+    def padded(config):
+        return triton.cdiv(size, config.kwargs[block]) * config.kwargs[block]
+    least = min(padded(c) for c in configs)
+    widest = max(c.kwargs[block] for c in configs if padded(c) == least)
+    return [c for c in configs if padded(c) == least and c.kwargs[block] == widest]
+
+
+def autotune_pruner(op: str, lists: dict, operand: str, width: str | None = None,
+                    flag: str | None = None, depth: str | None = None,
+                    small: list | None = None):
+    """An autotuner's early_config_prune: of the configs that are still candidates (the GPU
+    check restricts them), those of ``lists`` for ``operand``'s element size (and the
+    constexpr ``flag``'s value, where the lists are keyed by both), of those the ones whose
+    BLOCK_N pads the runtime argument ``width`` least, and of those the ones whose BLOCK_K
+    pads ``depth`` (a reduction block's length) least; and on a GPU with less shared memory
+    per block than Hopper's, the ``small`` configs of a 16- or 32-bit operand besides. A
+    GPU's autotuner times only these; ``op`` names the launcher in the error where none is
+    left."""
+    keys = {key: {config_key(c) for c in configs} for key, configs in lists.items()}
+    small = small or []
+
+    def prune(configs, named_args, **kwargs):
+        size = named_args[operand].element_size()
+        key = size if flag is None else (size, bool(kwargs[flag]))
+        kept = [c for c in configs if config_key(c) in keys.get(key, ())]
+        if not kept:
+            raise ValueError(f"{op}: no autotune config for {size}-byte operands "
+                             f"among {len(configs)} candidates")
+        if width:
+            kept = _least_padding(kept, named_args[width], "BLOCK_N")
+        if depth:
+            kept = _least_padding(kept, named_args[depth], "BLOCK_K")
+        if small and size < 8 and less_shared_memory_than_hopper():
+            # in ``small``'s order, the smallest last (where a compile-only check takes the
+            # first and the last)
+            have = {config_key(c) for c in kept}
+            for key in (config_key(c) for c in small):
+                kept += [c for c in configs if config_key(c) == key and key not in have]
+        return kept
+    return prune
+
+
 def tensor_descriptors_available() -> bool:
     """Whether this Triton and the target it compiles for read tiles through TMA tensor
     descriptors (``tl.make_tensor_descriptor``, built on the device: Triton 3.6 and 3.9

@@ -35,9 +35,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from alexnet_triton.kernels import (accumulation_dtype, accumulator, check_int32_offsets,
-                                    descriptor_scratch, interpreting, launchable,
-                                    less_shared_memory_than_hopper, nvidia_capability,
+from alexnet_triton.kernels import (accumulation_dtype, accumulator, autotune_pruner,
+                                    check_int32_offsets, config_key, descriptor_scratch,
+                                    interpreting, launchable, nvidia_capability,
                                     tensor_descriptors_available, through_registers,
                                     tma_compatible)
 
@@ -457,8 +457,8 @@ _SMALL = [(128, 64, 32, 4, 4), _FLOAT64]
 def _forward_configs() -> dict:
     """The forward's tiles per element size, the one the launcher uses first (bench.static).
     The 64-wide tile is for a group of kernels that 128-wide tiles pad (conv4's 192: three
-    tiles of 64, not two of 128 of which a quarter is padding); _least_padding keeps it
-    where it pads the least. Every 16- and 32-bit tile meets issue 11's budgets at every
+    tiles of 64, not two of 128 of which a quarter is padding); the pruner
+    (kernels.autotune_pruner) keeps it where it pads the least. Every 16- and 32-bit tile meets issue 11's budgets at every
     launch that keeps it (bench/results/static-sm90.md, every candidate)."""
     tiles = [(128, 128, 64, 8, 3), (128, 128, 32, 4, 4), (128, 64, 64, 4, 4),
              (128, 128, 16, 4, 4)]
@@ -472,7 +472,8 @@ def _backward_input_configs() -> dict:
     (bench.static) first. No 128x128 tile on 4 warps: its float32 accumulator and the
     masked grad_output tile in registers spill (conv4's weight gradient in tf32: 136
     bytes). 64-wide tiles, for groups of channels that 128 columns pad (conv2's 48 per
-    group, conv4's and conv5's 192: _least_padding), only where grad_output comes masked:
+    group, conv4's and conv5's 192: kernels.autotune_pruner), only where grad_output comes
+    masked:
     the ReLU mask, applied in registers, costs the same per grad_output element at any
     width, and at 64 columns the loop issued 1.5x what its MMAs take (bf16 128x64x64 on 4
     warps and 256x64x64 on 8: 386 instructions per 8 HGMMA.64x64x16; issue 11's budget is
@@ -502,66 +503,14 @@ def _backward_weight_configs() -> dict:
             8: [_config(*_FLOAT64)]}
 
 
-def _config_key(config) -> tuple:
-    """A config by its tile, warps and stages: torch's triton_kernel_wrap hands pruners
-    copies, with the heuristics' values (EVEN_M, ...) among their kwargs."""
-    return (*(config.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")), config.num_warps,
-            config.num_stages)
-
-
 def _every_config(by_size: dict, **extra) -> list:
     """The autotuner's list: every element size's configs once, in order, then the small
     tiles of GPUs with less shared memory (_SMALL, with ``extra`` constexprs)."""
     configs: list = []
     for size_configs in [*by_size.values(), [_config(*t, **extra) for t in _SMALL]]:
-        seen = {_config_key(c) for c in configs}
-        configs += [c for c in size_configs if _config_key(c) not in seen]
+        seen = {config_key(c) for c in configs}
+        configs += [c for c in size_configs if config_key(c) not in seen]
     return configs
-
-
-def _least_padding(configs: list, size: int, block: str) -> list:
-    """The configs whose ``block`` pads ``size`` (a GEMM dimension) the least, and of those
-    the widest: fewer tiles read each operand fewer times, and the loop's fixed cost
-    spreads over more MMA work (64 columns where 128 would pad as little: the loop issued
-    1.0-1.01x its MMAs at conv3's input gradient, against 0.66)."""
-    def padded(config):
-        return triton.cdiv(size, config.kwargs[block]) * config.kwargs[block]
-    least = min(padded(c) for c in configs)
-    widest = max(c.kwargs[block] for c in configs if padded(c) == least)
-    return [c for c in configs if padded(c) == least and c.kwargs[block] == widest]
-
-
-def _pruner(lists: dict, operand: str, width: str | None, flag: str | None = None,
-            depth: str | None = None, small: list | None = None):
-    """An autotuner's early_config_prune: of the configs that are still candidates (the GPU
-    check restricts them), those of ``lists`` for ``operand``'s element size (and the
-    constexpr ``flag``'s value, where the lists are keyed by both), of those the ones whose
-    BLOCK_N pads the runtime argument ``width`` least, and of those the ones whose BLOCK_K
-    pads ``depth`` (a reduction block's length) least; and on a GPU with less shared memory
-    per block than Hopper's, the ``small`` configs of a 16- or 32-bit operand besides. A
-    GPU's autotuner times only these."""
-    keys = {key: {_config_key(c) for c in configs} for key, configs in lists.items()}
-    small = small or []
-
-    def prune(configs, named_args, **kwargs):
-        size = named_args[operand].element_size()
-        key = size if flag is None else (size, bool(kwargs[flag]))
-        kept = [c for c in configs if _config_key(c) in keys[key]]
-        if not kept:
-            raise ValueError(f"conv2d_relu: no autotune config for {size}-byte operands "
-                             f"among {len(configs)} candidates")
-        if width:
-            kept = _least_padding(kept, named_args[width], "BLOCK_N")
-        if depth:
-            kept = _least_padding(kept, named_args[depth], "BLOCK_K")
-        if small and size < 8 and less_shared_memory_than_hopper():
-            # in _SMALL's order, the smallest last (where a compile-only check takes the
-            # first and the last)
-            have = {_config_key(c) for c in kept}
-            for key in (_config_key(c) for c in small):
-                kept += [c for c in configs if _config_key(c) == key and key not in have]
-        return kept
-    return prune
 
 
 # INPUT_PRECISION is in every key: a tile chosen for ieee float32 may not fit the shared
@@ -573,17 +522,18 @@ _forward_autotuned = triton.autotune(
     configs=_every_config(_FORWARD_CONFIGS, GROUP_M=8),
     key=["M", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w",
          "C_TAP", "R", "S", "TAPS_W", "X_ALIGN", "W_DESCRIPTOR", "INPUT_PRECISION"],
-    prune_configs_by={"early_config_prune": _pruner(_FORWARD_CONFIGS, "x_ptr", "K_GROUP",
-                                                    depth="C_TAP", small=_SMALL_CONFIGS)})(
+    prune_configs_by={"early_config_prune": autotune_pruner(
+        "conv2d_relu", _FORWARD_CONFIGS, "x_ptr", "K_GROUP", depth="C_TAP",
+        small=_SMALL_CONFIGS)})(
         conv2d_relu_forward_kernel)
 _BACKWARD_INPUT_CONFIGS = _backward_input_configs()
 _backward_input_autotuned = triton.autotune(
     configs=_every_config(_BACKWARD_INPUT_CONFIGS),
     key=["N", "H", "W", "C_GROUP", "K_GROUP", "GROUPS", "P", "Q", "R", "S", "stride_h",
          "stride_w", "pad_h", "pad_w", "W_DESCRIPTOR", "MASKED", "INPUT_PRECISION"],
-    prune_configs_by={"early_config_prune": _pruner(_BACKWARD_INPUT_CONFIGS, "dy_ptr",
-                                                    "C_GROUP", "MASKED",
-                                                    small=_SMALL_CONFIGS)})(
+    prune_configs_by={"early_config_prune": autotune_pruner(
+        "conv2d_relu", _BACKWARD_INPUT_CONFIGS, "dy_ptr", "C_GROUP", "MASKED",
+        small=_SMALL_CONFIGS)})(
         conv2d_relu_backward_input_kernel)
 
 
@@ -628,8 +578,8 @@ _backward_weight_autotuned = triton.autotune(
     key=["NPQ", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h",
          "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_W", "X_ALIGN", "WRITE_MASKED",
          "INPUT_PRECISION"],
-    prune_configs_by={"early_config_prune": _pruner(_BACKWARD_WEIGHT_CONFIGS, "dy_ptr",
-                                                    None, small=_SMALL_CONFIGS)})(
+    prune_configs_by={"early_config_prune": autotune_pruner(
+        "conv2d_relu", _BACKWARD_WEIGHT_CONFIGS, "dy_ptr", small=_SMALL_CONFIGS)})(
         _backward_weight_even)
 # Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
 # same whichever config wins.

@@ -30,8 +30,7 @@ import triton.language as tl
 from torch import Tensor
 
 from alexnet_triton.kernels import (accumulation_dtype, accumulator, descriptor_scratch,
-                                    interpreting, launchable,
-                                    less_shared_memory_than_hopper,
+                                    autotune_pruner, interpreting, launchable,
                                     tensor_descriptors_available, through_registers,
                                     tma_compatible)
 from alexnet_triton.kernels.dropout import dropout_keep, dropout_scale
@@ -252,30 +251,14 @@ def _configs(tiles):
 # meets issue 11's budgets at every FC launch (bench.static --full); those that did not are
 # gone: 16-bit 128 x 128 (72 to 128 programs where split_k planned for 128 x 64), 64 x 32
 # (issue ratio 1.11-1.19); 32-bit 128 x 32 and 32 x 64 (ieee FFMA 1.2 and more). float64
-# takes the last 32-bit tile, the one it always fits in shared memory, and only it
-# (_for_operand_width).
+# takes the last 32-bit tile, the one it always fits in shared memory, and only it; on a
+# GPU with less shared memory than Hopper's float32 takes it too, where its own may not fit
+# (128 x 128 x 64 in 4 stages: 192 KiB). The float64 tile misses issue 11's issue ratio in
+# float32 (1.3 and more), a Hopper budget.
 _TILES_16BIT = [(128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4),
                 (128, 32, 64, 4, 4)]
 _TILES_32BIT = [(128, 128, 64, 4, 8), (64, 128, 64, 4, 4), (32, 32, 64, 2, 4)]
-_FLOAT64_TILE = (32, 32, 64)
-
-
-def _for_operand_width(configs, named_args, **_):
-    """early_config_prune of the 32-bit tuner: float64 its one tile, float32 the others (the
-    float64 tile misses issue 11's issue ratio in float32: 1.3 and more, a Hopper budget),
-    and on a GPU with less shared memory than Hopper's that one too."""
-    float64 = named_args["a_ptr"].element_size() == 8
-    # there float32's own tiles may not fit (128 x 128 x 64 in 4 stages: 192 KiB)
-    small_gpu = less_shared_memory_than_hopper()
-
-    def tile(c):
-        return tuple(c.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
-    kept = [c for c in configs if (tile(c) == _FLOAT64_TILE) == float64
-            or (small_gpu and tile(c) == _FLOAT64_TILE)]
-    if not kept:
-        raise ValueError(f"linear: no autotune config for {'float64' if float64 else 'float32'}"
-                         f" among {len(configs)} candidates")
-    return kept
+_FLOAT64_TILES = _TILES_32BIT[-1:]
 
 # The flags are in the key: the GEMMs of one layer can share M, N and K (fc7) but not their
 # best tile (nor their shared memory); nor can ieee and tf32 float32
@@ -289,7 +272,9 @@ _KEY = ["M", "N", "K", "K_CHUNK", "PARTIAL", "EVEN_K", "HAS_BIAS", "RELU", "DROP
 linear_kernel_autotuned = triton.autotune(configs=_configs(_TILES_16BIT), key=_KEY)(linear_kernel)
 linear_kernel_autotuned_32bit = triton.autotune(
     configs=_configs(_TILES_32BIT), key=_KEY,
-    prune_configs_by={"early_config_prune": _for_operand_width})(linear_kernel)
+    prune_configs_by={"early_config_prune": autotune_pruner(
+        "linear", {4: _configs(_TILES_32BIT[:-1]), 8: _configs(_FLOAT64_TILES)}, "a_ptr",
+        small=_configs(_FLOAT64_TILES))})(linear_kernel)
 
 # A split's reduction is a whole number of these (a multiple of every config's BLOCK_K).
 _SPLIT_ALIGN = 64
@@ -301,7 +286,7 @@ def _autotuned(dtype: torch.dtype):
     """(autotuner, the (BLOCK_M, BLOCK_N) of its first config) for operands of dtype."""
     if dtype.itemsize == 2:
         return linear_kernel_autotuned, _TILES_16BIT[0][:2]
-    tiles = [_FLOAT64_TILE] if dtype.itemsize == 8 else _TILES_32BIT
+    tiles = _FLOAT64_TILES if dtype.itemsize == 8 else _TILES_32BIT
     return linear_kernel_autotuned_32bit, tiles[0][:2]
 
 

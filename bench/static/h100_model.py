@@ -232,7 +232,6 @@ def busiest_sm(*, programs: int, mma_programs: int, resident: int, iterations: f
         "issue": per_sm * (iterations * loop_issue + other_issue),
         "chain": rounds * (other_issue + fill + iterations * max(per_iteration.values())),
         "per_iteration": max(per_iteration, key=per_iteration.get),
-        "latency_per_iteration": latency,
     }
 
 

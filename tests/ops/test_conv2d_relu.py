@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+import alexnet_triton.kernels as kernel_package
 from alexnet_triton.kernels import conv2d_relu as kernels
 from alexnet_triton.kernels.reference import conv2d_relu as reference
 from helpers import PRECISIONS, assert_close, assert_precision_close, tolerance, use_precision
@@ -389,7 +390,7 @@ def test_autotune_candidates_per_dtype_and_width(monkeypatch):
     assert tiles(torch.float32, 192, True) == [(128, 64, 64)]
     assert tiles(torch.bfloat16, 256, True) == [(128, 128, 64)]  # 64 pads no less: the wider
     assert tiles(torch.float64, 48, True) == tiles(torch.float64, 256, False) == [(64, 64, 32)]
-    monkeypatch.setattr(kernels, "less_shared_memory_than_hopper", lambda: True)
+    monkeypatch.setattr(kernel_package, "less_shared_memory_than_hopper", lambda: True)
     assert tiles(torch.float32, 48, False) == [(128, 128, 64), (128, 64, 32), (64, 64, 32)]
     assert tiles(torch.float64, 48, False) == [(64, 64, 32)]
     monkeypatch.undo()

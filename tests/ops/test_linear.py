@@ -3,6 +3,7 @@ import pytest
 import torch
 import triton
 
+import alexnet_triton.kernels as kernel_package
 from alexnet_triton.kernels import dropout as dropout_kernels
 from alexnet_triton.kernels import linear as linear_kernels
 from alexnet_triton.kernels.reference import linear as linear_reference
@@ -316,7 +317,7 @@ def test_float64_takes_its_own_tile_and_float32_the_others(monkeypatch):
 
     assert tiles(torch.float64) == [(32, 32)]
     assert tiles(torch.float32) == [(128, 128), (64, 128)]
-    monkeypatch.setattr(linear_kernels, "less_shared_memory_than_hopper", lambda: True)
+    monkeypatch.setattr(kernel_package, "less_shared_memory_than_hopper", lambda: True)
     assert tiles(torch.float32) == [(128, 128), (64, 128), (32, 32)]
     assert tiles(torch.float64) == [(32, 32)]
 
