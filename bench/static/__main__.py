@@ -1,6 +1,6 @@
 """The static report: every kernel of a training step compiled for sm_90a and read from its SASS.
 
-    python -m bench.static            # the configs the launchers use (240 CPU-s cold, ~60 s warm)
+    python -m bench.static            # the configs the launchers use (240 CPU-s cold, ~30 s warm)
     python -m bench.static --full     # and every autotune candidate (~220 s mostly warm)
     python -m bench.static --launches conv2.forward fc6.forward --out /tmp/sass
                                     # some launches only, with their budgets printed
@@ -18,7 +18,8 @@ Writes OUT/static-sm90.json and OUT/static-sm90.md (OUT = bench/results). A PRED
 compiled code, not a measurement.
 
 Compiles run in at most --jobs processes at once (each kernel costs 1-2 CPU-seconds; Triton's
-on-disk cache makes a rerun of unchanged kernels fast).
+on-disk cache, and cubin_tools' cache of what cuobjdump and nvdisasm print, make a rerun of
+unchanged kernels fast).
 """
 from __future__ import annotations
 

@@ -5,10 +5,13 @@ memory, static shared memory); ``nvdisasm`` gives the SASS that bench/static/sas
 """
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 
 def tool(name: str) -> str:
@@ -39,9 +42,7 @@ def resource_usage(cubin: str) -> dict:
     local memory. A Triton kernel has no local arrays and no calls that need a frame, so
     spill_bytes = STACK + LOCAL, per thread.
     """
-    text = subprocess.run([tool("cuobjdump"), "-res-usage", cubin], check=True,
-                          capture_output=True, text=True).stdout
-    return parse_resource_usage(text)
+    return parse_resource_usage(_cached_output("cuobjdump", ["-res-usage"], cubin))
 
 
 def parse_resource_usage(text: str) -> dict:
@@ -56,5 +57,40 @@ def parse_resource_usage(text: str) -> dict:
 def disassemble(cubin: str) -> str:
     """The cubin's SASS as nvdisasm prints it, with labels for every branch target (-c:
     code only)."""
-    return subprocess.run([tool("nvdisasm"), "-c", cubin], check=True,
-                          capture_output=True, text=True).stdout
+    return _cached_output("nvdisasm", ["-c"], cubin)
+
+
+def cache_dir() -> Path:
+    """Where the tools' outputs are kept: $ALEXNET_SASS_CACHE, else
+    $XDG_CACHE_HOME/alexnet_triton/cubin-tools (~/.cache by default)."""
+    if os.environ.get("ALEXNET_SASS_CACHE"):
+        return Path(os.environ["ALEXNET_SASS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "alexnet_triton" / "cubin-tools"
+
+
+def _cached_output(name: str, flags: list[str], cubin: str) -> str:
+    """The tool's stdout for the cubin, kept on disk under the hash of the cubin's bytes, the
+    tool's file and the flags: a tool's output is a function of those, and running nvdisasm
+    (about 0.6 s a cubin) was most of a warm `python -m bench.static`: 81 s -> 26 s."""
+    path = tool(name)
+    stat = os.stat(path)
+    key = hashlib.sha256()
+    key.update(Path(cubin).read_bytes())
+    key.update(f"\0{os.path.realpath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\0"
+               f"{' '.join(flags)}".encode())
+    entry = cache_dir() / f"{name}-{key.hexdigest()}.txt.gz"
+    try:
+        return gzip.decompress(entry.read_bytes()).decode()
+    except (OSError, EOFError):  # absent, or cut short by a full disk: run the tool again
+        pass
+    text = subprocess.run([path, *flags, cubin], check=True, capture_output=True,
+                          text=True).stdout
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        partial = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
+        partial.write_bytes(gzip.compress(text.encode(), 6))  # SASS text shrinks ~7x
+        os.replace(partial, entry)  # whole or absent for a concurrent reader
+    except OSError:  # a read-only or full cache: the output is still right, only not kept
+        pass
+    return text

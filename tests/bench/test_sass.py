@@ -1,7 +1,7 @@
 """The static report (python -m bench.static) in its quick scope, and issue 11's budgets.
 
 Compiles every launch's chosen config for sm_90a at batch 128, bf16 and fp32, in parallel
-subprocesses (about 1 minute on 2 cores with a warm Triton cache; cold, 210 CPU-seconds),
+subprocesses (about 30 s on 2 cores with warm Triton and nvdisasm caches; cold, 210 CPU-seconds),
 then checks, per launch, the budgets of issue 11, section 2 (bench/static/sass_budgets.py): no
 spills; for the GEMMs (convs, FCs) an issue ratio <= 1.0, 16-byte loads in the main
 loop, >= 132 programs; for the memory-bound kernels 16-byte loads and stores. MISSED lists

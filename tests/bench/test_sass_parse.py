@@ -201,6 +201,24 @@ def test_resource_usage_line():
         "static_shared_bytes": 1024}
 
 
+def test_tool_outputs_are_kept_per_cubin(tmp_path, monkeypatch):
+    """nvdisasm runs once per distinct cubin; a changed cubin runs it again."""
+    runs = tmp_path / "runs"
+    fake = tmp_path / "nvdisasm"
+    fake.write_text(f"#!/bin/sh\necho run >> {runs}\necho SASS of; cat \"$2\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(cubin_tools, "tool", lambda name: str(fake))
+    monkeypatch.setenv("ALEXNET_SASS_CACHE", str(tmp_path / "cache"))
+    cubin = tmp_path / "kernel.cubin"
+    cubin.write_bytes(b"\x7fELF one")
+    assert cubin_tools.disassemble(str(cubin)) == "SASS of\n\x7fELF one"
+    assert cubin_tools.disassemble(str(cubin)) == "SASS of\n\x7fELF one"
+    assert runs.read_text().count("run") == 1
+    cubin.write_bytes(b"\x7fELF two")
+    assert cubin_tools.disassemble(str(cubin)) == "SASS of\n\x7fELF two"
+    assert runs.read_text().count("run") == 2
+
+
 def test_tensor_core_cycles_and_issue_ratio():
     # the issue's figures: one m64n128k16 is 64 cycles; a 128x128x64 tile on 8 warps
     # (2 warpgroups x 4 HGMMA) is 512 tensor-core cycles per iteration
