@@ -303,8 +303,8 @@ def conv2d_relu_backward_weight_kernel(
     reads alone (conv2d_relu_backward_input with output None).
     EVEN_M, EVEN_N, EVEN_K (_backward_weight_even) say a dimension is a whole number of
     tiles: its bounds mask is constant true and the copies need no per-vector predicate.
-    TAPS_PER_PROGRAM = 2 (_pairs_taps: a tap's channels fill at most half of BLOCK_N, as
-    conv1's folded 48 and conv2's 48 per group) splits the column tile into two taps of
+    TAPS_PER_PROGRAM = 2 (_pairs_taps: where it takes fewer column tiles, as conv2's 48
+    channels per group and conv4's and conv5's 192) splits the column tile into two taps of
     BLOCK_N / 2 channels, the tap and the next, both reduced against the same grad_output
     tile: the MMA work of a full tile per loop iteration, 48 of 64 columns used, not of 128.
     FLAT_TAPS (one tap along w and no padding along h: conv1's folded input) lays the R
@@ -537,12 +537,17 @@ _backward_input_autotuned = triton.autotune(
         conv2d_relu_backward_input_kernel)
 
 
-def _pairs_taps(c_tap: int, block_n: int) -> bool:
-    """Whether a weight-gradient program reduces two taps of BLOCK_N / 2 channels: where a
-    tap's channels fit half a column tile (conv1 and conv2: 48 channels in 64 columns, not
-    128). At a 64-pixel step bf16's loop would then issue more than its MMAs take (issue
-    ratio 1.04-1.12); the first config's 128-pixel step brings it to 0.90."""
-    return c_tap <= block_n // 2
+def _pairs_taps(c_tap: int, block_n: int, taps: int) -> bool:
+    """Whether a weight-gradient program reduces two taps of BLOCK_N / 2 channels each (the
+    tap and the next) rather than one of BLOCK_N: where that takes fewer column tiles.
+    conv1's and conv2's 48 channels fill 64 columns, not 128; conv4's and conv5's 192 per
+    tap take 3 x 5 = 15 tiles of two taps (90% of the columns used) where single taps took
+    2 x 9 = 18 (75%); conv3's 256 stay single (18 against 20). At a 64-pixel step bf16's
+    loop would then issue more than its MMAs take (issue ratio 1.04-1.12); the first
+    config's 128-pixel step brings it to 0.90."""
+    half = block_n // 2
+    return taps > 1 and triton.cdiv(c_tap, half) * triton.cdiv(taps, 2) < (
+        triton.cdiv(c_tap, block_n) * taps)
 
 
 def _flat_taps(taps_w: int, pad_h: int) -> bool:
@@ -555,7 +560,7 @@ def _flat_taps(taps_w: int, pad_h: int) -> bool:
 def _taps_per_program(args) -> int:
     if _flat_taps(args["TAPS_W"], args["pad_h"]):
         return 1
-    return 2 if _pairs_taps(args["C_TAP"], args["BLOCK_N"]) else 1
+    return 2 if _pairs_taps(args["C_TAP"], args["BLOCK_N"], args["R"] * args["TAPS_W"]) else 1
 
 
 def _columns(args) -> int:
@@ -890,8 +895,8 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     if flat:
         tap_tiles = triton.cdiv(columns, 128)
     else:
-        tap_tiles = (triton.cdiv(taps, 2) if _pairs_taps(c_tap, 128)
-                     else taps * triton.cdiv(c_tap, 128))
+        tap_tiles = (triton.cdiv(c_tap, 64) * triton.cdiv(taps, 2)
+                     if _pairs_taps(c_tap, 128, taps) else taps * triton.cdiv(c_tap, 128))
     # and the bias programs: each holds an SM as long as it runs (the same shared memory)
     tiles = triton.cdiv(k_group, 128) * (tap_tiles + 1) * groups
     split = _weight_grad_split(tiles, npq, device)
@@ -915,8 +920,8 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     x_align = _alignment(x_stride_n, x_stride_h, w_step, c_group if groups > 1 else 0)
     kernel, blocks = _kernel_and_blocks(_backward_weight_autotuned, _backward_weight_even,
                                         columns)
-    if interpreting() and not flat and _pairs_taps(c_tap, 128):  # two taps, as on the GPU
-        blocks["BLOCK_N"] *= 2
+    if interpreting() and not flat and _pairs_taps(c_tap, 128, taps):  # two taps, as on the GPU
+        blocks["BLOCK_N"] = 2 * min(64, blocks["BLOCK_N"])
 
     def grid(meta):
         tiles_k = triton.cdiv(k_group, meta["BLOCK_M"])

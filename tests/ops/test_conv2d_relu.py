@@ -435,6 +435,19 @@ def test_weight_gradient_splits_against_waves():
     assert kernels.weight_grad_splits(10, 5, sms) == 1  # too short to split
 
 
+def test_weight_gradients_pair_taps_where_that_takes_fewer_column_tiles():
+    """Two taps of 64 columns per program, not one of 128, where that covers a layer's
+    taps x channels in fewer tiles: conv2's 48 channels (13 tiles, not 25), conv4's and
+    conv5's 192 (3 x 5 = 15, not 2 x 9 = 18), but not conv3's 256 (20 against 18), nor one
+    tap."""
+    assert kernels._pairs_taps(48, 128, 25)
+    assert kernels._pairs_taps(192, 128, 9)
+    assert not kernels._pairs_taps(256, 128, 9)
+    assert not kernels._pairs_taps(384, 128, 9)
+    assert not kernels._pairs_taps(48, 128, 1)
+    assert kernels._pairs_taps(21, 64, 9)  # the interpreter's block for 21 channels
+
+
 def test_which_weight_gradients_lay_their_tap_rows_side_by_side():
     """FLAT_TAPS: one tap along w and no padding along h (conv1's folded input, a 1x1 or
     Rx1 kernel unpadded along h); the shapes above that take it (conv1-63, conv1-like-c5,
