@@ -8,7 +8,9 @@ along C (16 bytes), and the pixel coordinates are decomposed once per tile row, 
 The launchers take either layout: an NCHW-contiguous input is converted to channels_last
 once and its results converted back, so outputs (and gradients) come back in the input's
 memory format. The argmax is stored in that format too and tells the backward which one
-the forward's input had.
+the forward's input had. The paper's 3x3 windows at stride 2 have a backward of their own
+(max_pool2d_backward_3s2_kernel): a lane per 2x2 block of inputs reads the four windows
+that hold them once, not each input its four.
 """
 from __future__ import annotations
 
@@ -154,6 +156,67 @@ def max_pool2d_backward_kernel(grad_y_ptr, argmax_ptr, grad_x_ptr, pixels, C, H,
              mask=pixel_in[:, None] & channel_in[None, :])
 
 
+@triton.jit
+def _window(grad_y_ptr, argmax_ptr, n, oh, ow, block_in, c, channel_in, C, OH, OW,
+            ACC: tl.constexpr):
+    """(winner tap, grad_y) of window (n, oh, ow), [BLOCK_P, BLOCK_C] each: tap -1 and 0
+    where the window is not in the output."""
+    ok = block_in & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
+    at = (((n * OH + oh) * OW + ow) * C)[:, None] + c[None, :]
+    mask = ok[:, None] & channel_in[None, :]
+    winner = tl.load(argmax_ptr + at, mask=mask, other=-1).to(tl.int32)
+    return winner, tl.load(grad_y_ptr + at, mask=mask, other=0.0).to(ACC)
+
+
+@triton.jit
+def max_pool2d_backward_3s2_kernel(grad_y_ptr, argmax_ptr, grad_x_ptr, blocks, C, H, W, OH, OW,
+                                   BH, BW, PH: tl.constexpr, PW: tl.constexpr,
+                                   ACC: tl.constexpr, BLOCK_P: tl.constexpr,
+                                   BLOCK_C: tl.constexpr):
+    # The paper's overlapping pool (3x3 windows, stride 2, no dilation): one lane per 2x2
+    # block of the padded input, rows 2 bi and 2 bi + 1, columns 2 bj and 2 bj + 1. Its four
+    # elements lie in windows (bi, bj), (bi, bj - 1), (bi - 1, bj) and (bi - 1, bj - 1) only:
+    # the block's odd row and column only in (bi, bj), at tap 1, its even ones also in the
+    # window before, at tap 2. So a lane reads four windows for four elements and makes 9
+    # comparisons (1 + 2 + 2 + 4), where a lane per element read four windows for each.
+    # grad_y, argmax [N, OH, OW, C] and grad_x [N, H, W, C] in memory; blocks = N * BH * BW.
+    b = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # block (n, bi, bj)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    block_in = b < blocks
+    channel_in = c < C
+    bj = b % BW
+    bi = (b // BW) % BH
+    n = b // (BW * BH)
+    # taps kh * 3 + kw of the four windows; summed in the order the general kernel sums
+    here, here_g = _window(grad_y_ptr, argmax_ptr, n, bi, bj, block_in, c, channel_in, C,
+                           OH, OW, ACC)
+    left, left_g = _window(grad_y_ptr, argmax_ptr, n, bi, bj - 1, block_in, c, channel_in, C,
+                           OH, OW, ACC)
+    up, up_g = _window(grad_y_ptr, argmax_ptr, n, bi - 1, bj, block_in, c, channel_in, C,
+                       OH, OW, ACC)
+    corner, corner_g = _window(grad_y_ptr, argmax_ptr, n, bi - 1, bj - 1, block_in, c,
+                               channel_in, C, OH, OW, ACC)
+    even_even = (tl.where(here == 0, here_g, 0.0) + tl.where(left == 2, left_g, 0.0)
+                 + tl.where(up == 6, up_g, 0.0) + tl.where(corner == 8, corner_g, 0.0))
+    even_odd = tl.where(here == 1, here_g, 0.0) + tl.where(up == 7, up_g, 0.0)
+    odd_even = tl.where(here == 3, here_g, 0.0) + tl.where(left == 5, left_g, 0.0)
+    odd_odd = tl.where(here == 4, here_g, 0.0)
+    h = 2 * bi - PH  # the block's first row and column in the input
+    w = 2 * bj - PW
+    rows = (block_in & (h >= 0) & (h < H), block_in & (h + 1 < H))
+    columns = ((w >= 0) & (w < W), w + 1 < W)
+    at = ((n * H + h) * W + w) * C  # [BLOCK_P]
+    out = grad_x_ptr.dtype.element_ty
+    tl.store(grad_x_ptr + at[:, None] + c[None, :], even_even.to(out),
+             mask=(rows[0] & columns[0])[:, None] & channel_in[None, :])
+    tl.store(grad_x_ptr + (at + C)[:, None] + c[None, :], even_odd.to(out),
+             mask=(rows[0] & columns[1])[:, None] & channel_in[None, :])
+    tl.store(grad_x_ptr + (at + W * C)[:, None] + c[None, :], odd_even.to(out),
+             mask=(rows[1] & columns[0])[:, None] & channel_in[None, :])
+    tl.store(grad_x_ptr + (at + W * C + C)[:, None] + c[None, :], odd_odd.to(out),
+             mask=(rows[1] & columns[1])[:, None] & channel_in[None, :])
+
+
 def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
                 ceil_mode: bool) -> int:
     """torch's pooled length: floor or ceil of (size + 2 * padding - dilation * (kernel - 1)
@@ -183,9 +246,18 @@ def _blocks(channels: int, elements: int) -> tuple[int, int]:
 # The forward's int8 argmax is then one 16-byte store per thread (at 8 a thread it was 8
 # bytes); its window loads are 16 bytes each, 9 or 18 a thread in flight at once. The
 # backward's per-pixel index arithmetic (three divisions by runtime sizes) costs half as
-# much per element as at 8.
-FORWARD_TILE, BACKWARD_TILE = 1024, 2048
+# much per element as at 8. The backward in blocks of two: 16 lanes (blocks) a thread, whose
+# argmax loads are 16 bytes (at 8 they were 4 of 8 bytes: issue 11's budget missed); 130
+# registers, no spills, 18 us of issue against 34 of memory for pool1 in bf16 (bench.static,
+# H100 SXM), where the general kernel's 669 instructions a warp took 47.
+FORWARD_TILE, BACKWARD_TILE, BLOCKS_OF_TWO_TILE = 1024, 2048, 2048
 FORWARD_WARPS, BACKWARD_WARPS = 2, 4
+
+
+def _blocks_of_two(kernel_size: list[int], stride: list[int], dilation: list[int]) -> bool:
+    """Whether the backward takes max_pool2d_backward_3s2_kernel: the paper's 3x3 windows at
+    stride 2, undilated (any padding, either mode)."""
+    return (list(kernel_size), list(stride), list(dilation)) == ([3, 3], [2, 2], [1, 1])
 
 
 def _inside(size: int, out: int, kernel: int, stride: int, padding: int, dilation: int) -> bool:
@@ -267,7 +339,15 @@ def max_pool2d_backward(grad_output: Tensor, argmax: Tensor, input_size: list[in
     grad_input = torch.empty((n, c, h, w), device=grad_y.device, dtype=grad_y.dtype,
                              memory_format=torch.channels_last)
     check_int32_offsets("max_pool2d_backward", grad_input=grad_input, grad_output=grad_y)
-    if grad_input.numel():
+    if grad_input.numel() and _blocks_of_two(kernel_size, stride, dilation):
+        bh, bw = triton.cdiv(h + ph, 2), triton.cdiv(w + pw, 2)
+        block_p, block_c = _blocks(c, BLOCKS_OF_TWO_TILE)
+        grid = (triton.cdiv(n * bh * bw, block_p), triton.cdiv(c, block_c))
+        launchable(max_pool2d_backward_3s2_kernel)[grid](
+            grad_y, winners, grad_input, n * bh * bw, c, h, w, oh, ow, bh, bw, PH=ph, PW=pw,
+            ACC=accumulator(grad_y.dtype), BLOCK_P=block_p, BLOCK_C=block_c,
+            num_warps=BACKWARD_WARPS)
+    elif grad_input.numel():
         block_p, block_c = _blocks(c, BACKWARD_TILE)
         grid = (triton.cdiv(n * h * w, block_p), triton.cdiv(c, block_c))
         launchable(max_pool2d_backward_kernel)[grid](

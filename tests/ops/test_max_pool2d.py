@@ -29,6 +29,9 @@ SHAPES = [
     ((2, 8, 11, 10), [3, 3], [2, 2], [0, 0], [2, 2], False),    # dilation
     ((1, 6, 12, 9), [3, 2], [1, 2], [1, 1], [2, 3], True),      # dilation, padding, ceil mode
     ((1, 3, 9, 9), [2, 3], [3, 1], [1, 0], [3, 2], False),      # dilation wider than the stride
+    # the paper's window in blocks of two with padding and ceil mode on odd sizes: blocks
+    # cut by every edge, windows past the output
+    ((1, 10, 9, 8), [3, 3], [2, 2], [1, 1], [1, 1], True),
 ]
 SHAPE_IDS = [f"{'x'.join(map(str, shape))}-k{k[0]}x{k[1]}-s{s[0]}x{s[1]}-p{p[0]}x{p[1]}"
              f"-d{d[0]}x{d[1]}{'-ceil' if ceil else ''}" for shape, k, s, p, d, ceil in SHAPES]
@@ -181,6 +184,15 @@ def test_nan_wins_its_window_as_in_pytorch(dtype, device, poisoned):
     assert torch.equal(argmax.cpu(), expected_argmax)
     assert torch.equal(output.cpu().isnan(), expected.isnan()) and expected.isnan().any()
     assert torch.equal(output.cpu().nan_to_num(), expected.nan_to_num())
+
+
+def test_the_papers_windows_take_the_backward_in_blocks_of_two():
+    """3x3 windows at stride 2, undilated: max_pool2d_backward_3s2_kernel (AlexNet's three
+    pools, and SHAPES' padded and ceil-mode ones); any other window the general kernel."""
+    assert kernels._blocks_of_two([3, 3], [2, 2], [1, 1])
+    assert not kernels._blocks_of_two([3, 3], [2, 2], [2, 2])
+    assert not kernels._blocks_of_two([3, 2], [2, 2], [1, 1])
+    assert not kernels._blocks_of_two([3, 3], [1, 1], [1, 1])
 
 
 def test_windows_inside_the_input_are_told_apart():
