@@ -285,7 +285,7 @@ def conv2d_relu_backward_weight_kernel(
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
-    TAPS_PER_PROGRAM: tl.constexpr, FLAT_TAPS: tl.constexpr,
+    TAPS_PER_PROGRAM: tl.constexpr, FLAT_TAPS: tl.constexpr, FLAT_MASK: tl.constexpr,
 ):
     """dw[k, r, s, c] = sum_{n,p,q} [y > 0] dy[n, p, q, k] x[n, p*sh-ph+r, q*sw-pw+s, c].
 
@@ -307,10 +307,13 @@ def conv2d_relu_backward_weight_kernel(
     channels per group and conv4's and conv5's 192) splits the column tile into two taps of
     BLOCK_N / 2 channels, the tap and the next, both reduced against the same grad_output
     tile: the MMA work of a full tile per loop iteration, 48 of 64 columns used, not of 128.
-    FLAT_TAPS (one tap along w and no padding along h: conv1's folded input) lays the R
-    tap rows' C_TAP channels side by side as R x C_TAP columns, column j being channel
-    j % C_TAP of tap row j // C_TAP, all in the input for every output pixel: conv1's
-    11 x 48 = 528 columns in 5 tiles of 128 (82% used) where pairs of taps used 69%.
+    FLAT_TAPS (_flat_taps: where it takes fewer column tiles still) lays every tap's C_TAP
+    channels side by side as R x TAPS_W x C_TAP columns, column j being channel j % C_TAP of
+    tap t = j // C_TAP, (r, s) = (t // TAPS_W, t % TAPS_W): conv1's 11 folded tap rows of
+    48 in 5 tiles of 128 (82% used) where pairs of taps used 69%, conv2's 25 taps of 48 in
+    10 (94%) where pairs took 13 (72%). FLAT_MASK (padding): whether a tap's pixel is in the
+    input then depends on the column as well as the output pixel, a mask per 16 bytes of a
+    row; without padding every tap of an output pixel is in the input.
     """
     pid = tl.program_id(0)
     group = tl.program_id(1) % GROUPS
@@ -339,7 +342,7 @@ def conv2d_relu_backward_weight_kernel(
     else:
         tile = pid - tiles_k
         TAP_N: tl.constexpr = BLOCK_N // TAPS_PER_PROGRAM  # columns (channels) of one tap
-        columns = R * C_TAP if FLAT_TAPS else C_TAP
+        columns = R * TAPS_W * C_TAP if FLAT_TAPS else C_TAP
         tiles_n = tl.cdiv(columns, TAP_N)
         pid_m = tile % tiles_k
         pid_n = (tile // tiles_k) % tiles_n
@@ -372,8 +375,13 @@ def conv2d_relu_backward_weight_kernel(
         step_n = BLOCK_K // (P * Q)
         w_end = Q * stride_w - pad_w + s  # w of the column q = Q: the row's end
         h_end = P * stride_h - pad_h + r
-        if FLAT_TAPS:  # tap 0's pixel, column j in its tap row j // C_TAP (a multiple of 16)
-            x_col = group * C_GROUP + (offs_n // C_TAP) * x_stride_h + offs_n % C_TAP
+        if FLAT_TAPS:  # tap 0's pixel, column j at its tap (col_r, col_s)
+            # A tap's C_TAP channels are a multiple of X_ALIGN (_alignment): so is every run
+            # of columns of one tap, each run contiguous in the input.
+            col_tap = offs_n // C_TAP
+            col_r = tl.max_constancy(col_tap // TAPS_W, X_ALIGN)  # [TAP_N]
+            col_s = tl.max_constancy(col_tap % TAPS_W, X_ALIGN)
+            x_col = group * C_GROUP + col_r * x_stride_h + col_s * x_stride_w + offs_n % C_TAP
             x_col = tl.max_contiguous(tl.multiple_of(x_col, X_ALIGN), X_ALIGN)
         else:
             x_col = group * C_GROUP + offs_n  # [TAP_N]
@@ -392,8 +400,16 @@ def conv2d_relu_backward_weight_kernel(
             x_mask = (row_in & (h.to(tl.uint32, bitcast=True) < H.to(tl.uint32))
                       & (w.to(tl.uint32, bitcast=True) < W.to(tl.uint32)))  # [BLOCK_K]
             x_row = tl.multiple_of(n * x_stride_n + h * x_stride_h + w * x_stride_w, X_ALIGN)
+            if FLAT_MASK:  # [BLOCK_K, TAP_N]: each column's tap moves the pixel
+                x_mask = (row_in[:, None] & n_mask[None, :]
+                          & ((h[:, None] + col_r[None, :]).to(tl.uint32, bitcast=True)
+                             < H.to(tl.uint32))
+                          & ((w[:, None] + col_s[None, :]).to(tl.uint32, bitcast=True)
+                             < W.to(tl.uint32)))
+            else:
+                x_mask = x_mask[:, None] & n_mask[None, :]
             x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],  # [BLOCK_K, TAP_N]
-                        mask=x_mask[:, None] & n_mask[None, :], other=0.0)
+                        mask=x_mask, other=0.0)
             x = through_registers(x, STAGE_X_IN_REGISTERS)
             acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
             if TAPS_PER_PROGRAM == 2:
@@ -550,22 +566,32 @@ def _pairs_taps(c_tap: int, block_n: int, taps: int) -> bool:
         triton.cdiv(c_tap, block_n) * taps)
 
 
-def _flat_taps(taps_w: int, pad_h: int) -> bool:
-    """Whether the weight gradient lays the tap rows side by side (FLAT_TAPS): one tap
-    along w (conv1's folded input) and no padding along h, so every tap row of an output
-    pixel lies in the input."""
-    return taps_w == 1 and pad_h == 0
+def _flat_taps(c_tap: int, block_n: int, taps: int) -> bool:
+    """Whether the weight gradient lays every tap's channels side by side (FLAT_TAPS):
+    where that takes at most 7/8 of the column tiles of one tap, or two, per program.
+    conv1's 11 folded tap rows of 48: 5 tiles, not 6 pairs; conv2's 25 taps of 48: 10, not
+    13. Not conv4's and conv5's 9 of 192 (14 against 15 pairs: bench.static predicts
+    conv5 slower flat, 42.6 against 39.3 us, its mask per column and split-K over more
+    programs costing more than the tile saves), nor conv3's 9 of 256 (18 either way)."""
+    flat = triton.cdiv(taps * c_tap, block_n)
+    single = taps * triton.cdiv(c_tap, block_n)
+    pairs = triton.cdiv(c_tap, block_n // 2) * triton.cdiv(taps, 2)
+    return taps > 1 and 8 * flat <= 7 * min(single, pairs)
+
+
+def _flat(args) -> bool:
+    return _flat_taps(args["C_TAP"], args["BLOCK_N"], args["R"] * args["TAPS_W"])
 
 
 def _taps_per_program(args) -> int:
-    if _flat_taps(args["TAPS_W"], args["pad_h"]):
+    if _flat(args):
         return 1
     return 2 if _pairs_taps(args["C_TAP"], args["BLOCK_N"], args["R"] * args["TAPS_W"]) else 1
 
 
 def _columns(args) -> int:
     """The weight gradient's GEMM columns per tap (per all taps, FLAT_TAPS)."""
-    return args["C_TAP"] * (args["R"] if _flat_taps(args["TAPS_W"], args["pad_h"]) else 1)
+    return args["C_TAP"] * (args["R"] * args["TAPS_W"] if _flat(args) else 1)
 
 
 # Which of the weight gradient's GEMM dimensions are whole tiles (at batch 128 the pixels
@@ -575,7 +601,8 @@ _backward_weight_even = triton.heuristics({
     "EVEN_N": lambda a: _columns(a) % (a["BLOCK_N"] // _taps_per_program(a)) == 0,
     "EVEN_K": lambda a: a["NPQ"] % a["BLOCK_K"] == 0 and a["CHUNK"] % a["BLOCK_K"] == 0,
     "TAPS_PER_PROGRAM": _taps_per_program,
-    "FLAT_TAPS": lambda a: _flat_taps(a["TAPS_W"], a["pad_h"]),
+    "FLAT_TAPS": _flat,
+    "FLAT_MASK": lambda a: _flat(a) and (a["pad_h"] != 0 or a["pad_w"] != 0),
 })(conv2d_relu_backward_weight_kernel)
 _BACKWARD_WEIGHT_CONFIGS = _backward_weight_configs()
 _backward_weight_autotuned = triton.autotune(
@@ -890,8 +917,8 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
 
     # the tiles of the first config, 128 x 128 (or two taps of 64 columns, or the tap rows
     # side by side: FLAT_TAPS)
-    flat = _flat_taps(taps_w, pad[0])
-    columns = r * c_tap if flat else c_tap
+    flat = _flat_taps(c_tap, 128, taps)
+    columns = taps * c_tap if flat else c_tap
     if flat:
         tap_tiles = triton.cdiv(columns, 128)
     else:

@@ -448,19 +448,27 @@ def test_weight_gradients_pair_taps_where_that_takes_fewer_column_tiles():
     assert kernels._pairs_taps(21, 64, 9)  # the interpreter's block for 21 channels
 
 
-def test_which_weight_gradients_lay_their_tap_rows_side_by_side():
-    """FLAT_TAPS: one tap along w and no padding along h (conv1's folded input, a 1x1 or
-    Rx1 kernel unpadded along h); the shapes above that take it (conv1-63, conv1-like-c5,
-    stride4-pad2, 1x1-stride2-nobias) check its results against the reference."""
-    def flat(conv):
+def test_which_weight_gradients_lay_their_taps_side_by_side():
+    """FLAT_TAPS where it takes at most 7/8 of the column tiles of one or two taps per
+    program: conv1's folded tap rows (5 against 6), conv2's 25 taps of 48 (10 against 13),
+    not conv4's 9 of 192 (14 against 15), conv3's 9 of 256 (18 either way) nor one tap;
+    FLAT_MASK where there is padding (conv2: a mask per column). The shapes above that take
+    them check their results against the reference."""
+    def layout(conv):
         _, taps_w, c_tap, pad, _, _ = kernels._channels_last_input(
             torch.empty(1, conv.c, conv.h, conv.w), conv.r, conv.s, list(conv.padding),
             conv.groups)
-        return kernels._flat_taps(taps_w, pad[0]), c_tap
-    assert flat(ALEXNET["conv1-63"]) == (True, 48)  # 11 rows of 48: 528 columns
-    assert flat(SHAPES["1x1-stride2-nobias"])[0]
-    assert not flat(ALEXNET["conv2-27"])[0] and not flat(SHAPES["2x1-stride3x2"])[0]
-    assert kernels._columns({"C_TAP": 48, "R": 11, "TAPS_W": 1, "pad_h": 0}) == 528
+        args = {"C_TAP": c_tap, "BLOCK_N": 128, "R": conv.r, "TAPS_W": taps_w,
+                "pad_h": pad[0], "pad_w": pad[1]}
+        heuristics = kernels._backward_weight_even.values
+        return (heuristics["FLAT_TAPS"](args), heuristics["FLAT_MASK"](args),
+                kernels._columns(args))
+    assert layout(ALEXNET["conv1-63"]) == (True, False, 528)  # 11 rows of 48, folded: no pad
+    assert layout(ALEXNET["conv2-27"]) == (True, True, 1200)
+    assert layout(ALEXNET["conv4-13"]) == (False, False, 192)
+    assert layout(ALEXNET["conv3-13"]) == (False, False, 256)
+    assert layout(SHAPES["1x1-stride2-nobias"])[0] is False
+    assert layout(SHAPES["whole-tiles"]) == (True, True, 144)  # 9 taps of 16
 
 
 def test_strided_input(device, poisoned):
