@@ -201,3 +201,28 @@ def test_reference_backward_is_autograd(size, groups, params):
         # And against autograd through torch's own LRN, independently of our forward.
         (torch_grad,) = torch.autograd.grad(F.local_response_norm(a, size, alpha, beta, k), a, g)
         assert_close(grad_a, torch_grad, tolerance(torch.float64), "grad_a vs torch")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_the_hardware_log2_is_for_float32_on_a_gpu_only(dtype, device, monkeypatch):
+    """FAST_LOG2 (lg2.approx.f32, PTX) on a GPU for 16- and 32-bit inputs; float64 and the
+    interpreter (which cannot run PTX) take tl.log2: the interpreter's results above are
+    tl.log2's, and the GPU check's correctness phase judges the fast one."""
+    launched = []
+    launchable = lrn.launchable
+
+    def recording(kernel):
+        launch = launchable(kernel)
+
+        class Grid:
+            def __getitem__(self, grid):
+                def run(*args, **kwargs):
+                    launched.append(kwargs["FAST_LOG2"])
+                    return launch[grid](*args, **kwargs)
+                return run
+        return Grid()
+    monkeypatch.setattr(lrn, "launchable", recording)
+    x = torch.randn(1, 8, 3, 3, dtype=dtype, device=device)
+    lrn.lrn_backward(x, lrn.lrn_forward(x, 5, *ALEXNET, 1), 5, *ALEXNET, 1)
+    fast = device.type == "cuda" and dtype != torch.float64
+    assert launched == [fast, fast]
