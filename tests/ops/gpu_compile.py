@@ -101,14 +101,40 @@ def plan(targets: str | None = None, scope: str | None = None) -> list[tuple[str
     return [(name, scope) for name in names]
 
 
+# Launches beyond AlexNet's: kernels the launchers offer that the network's shapes never
+# take, compiled wherever their layer is in scope. {launch name: layer}.
+# pool1.backward_2s2: max_pool2d's general backward (every window but the paper's 3x3/2,
+# which takes max_pool2d_backward_3s2_kernel), on pool1's maps with 2x2/2 windows.
+BEYOND_ALEXNET = {"pool1.backward_2s2": "pool1"}
+
+
 def launch_names(scope: str = "full") -> list[str]:
     """The launches of a scope, in order (importable without torch or triton)."""
-    return alexnet_launches.launch_names(SCOPES[scope][1])
+    layers = SCOPES[scope][1]
+    return (alexnet_launches.launch_names(layers)
+            + [name for name, layer in BEYOND_ALEXNET.items() if layer in layers])
+
+
+def _beyond_alexnet(dtype) -> dict:
+    """{launch name: a function that calls the launcher} for BEYOND_ALEXNET."""
+    import torch
+    from alexnet_triton.kernels import max_pool2d
+
+    pool1 = alexnet_launches.POOLS["pool1"]
+    n, c, h, w = pool1.input(BATCH)
+    window = ([2, 2], [2, 2])
+    out = (n, c, h // 2, w // 2)
+    return {"pool1.backward_2s2": lambda: max_pool2d.max_pool2d_backward(
+        torch.empty(out, dtype=dtype).to(memory_format=torch.channels_last),
+        torch.empty(out, dtype=torch.int8).to(memory_format=torch.channels_last),
+        [n, c, h, w], *window)}
 
 
 def launches(dtype, scope: str):
     """{launch name: a function that calls the launcher}, as launch_names(scope)."""
-    return alexnet_launches.launches(dtype, SCOPES[scope][1], batch=BATCH)
+    calls = {**alexnet_launches.launches(dtype, SCOPES[scope][1], batch=BATCH),
+             **_beyond_alexnet(dtype)}
+    return {name: calls[name] for name in launch_names(scope)}
 
 
 def run_variant(variant: str, scope: str, target: str = DEFAULT_TARGET) -> dict:
