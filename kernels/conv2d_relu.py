@@ -454,6 +454,29 @@ def split_sum_kernel(partial_ptr, out_ptr, numel, SPLIT, ACC_DTYPE: tl.constexpr
     tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=in_bounds)
 
 
+
+@triton.jit
+def fold_pixels_kernel(x_ptr, out_ptr, C, H, W, H_OUT, W_OUT, PH, PW,
+                       stride_n, stride_c, stride_h, stride_w,
+                       C_PIXEL: tl.constexpr, BLOCK_W: tl.constexpr):
+    """out [N, H_OUT, W_OUT, C_PIXEL] = x [N, C, H, W] (any strides) moved by (PH, PW), zero
+    outside x and past its C channels: a folded input (_channels_last_input) in one pass,
+    every element of out written once. A program per (row of out, BLOCK_W pixels of it):
+    no division per pixel."""
+    row = tl.program_id(0)  # n * H_OUT + h_out
+    n = row // H_OUT
+    h = row % H_OUT - PH
+    w_out = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
+    w = w_out - PW
+    c = tl.arange(0, C_PIXEL)
+    h_row = h + 0 * w  # a vector: the interpreter refuses masks that mix in a scalar
+    inside = (w >= 0) & (w < W) & (h_row >= 0) & (h_row < H)
+    source = (x_ptr + n * stride_n + h * stride_h
+              + w[:, None] * stride_w + c[None, :] * stride_c)  # [BLOCK_W, C_PIXEL]
+    values = tl.load(source, mask=inside[:, None] & (c[None, :] < C), other=0.0)
+    target = out_ptr + (row * W_OUT + w_out)[:, None] * C_PIXEL + c[None, :]
+    tl.store(target, values, mask=(w_out < W_OUT)[:, None] & (c < C_PIXEL)[None, :])
+
 def _config(block_m: int, block_n: int, block_k: int, warps: int, stages: int, **extra):
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, **extra},
                          num_warps=warps, num_stages=stages)
@@ -725,6 +748,8 @@ def _weight_grad_split(tiles: int, npq: int, device: torch.device) -> int:
 # is the reduction block (11 x 4 = 44 -> 48 for conv1: 11 row taps of 48, not 121 of 16).
 _FOLD_BELOW_CHANNELS = 16
 _FOLD_CHANNELS = 4
+# fold_pixels_kernel's pixels per program: conv1's rows of 232 in one program
+_FOLD_BLOCK_W = 256
 
 
 def _alignment(*strides: int) -> int:
@@ -741,7 +766,8 @@ def _channels_last_input(input: Tensor, r: int, s: int, padding: list[int], grou
     """(x, TAPS_W, C_TAP, padding, H, W): the input as the channels-last kernels read it.
 
     The ordinary path: x channels_last (a copy only if it is not already), S taps along w
-    of C_TAP = C / groups channels. The folded path (few channels, one group): x copied once,
+    of C_TAP = C / groups channels. The folded path (few channels, one group): x copied once
+    (fold_pixels_kernel: one read, one write, where zeros and a strided copy took three),
     zero-padded, into [N, H + 2 ph, W', C'] (C' = C rounded up to 4) so that the kernels run
     with one tap along w over C_TAP = ceil(S x C' / 16) x 16 contiguous (pixel, channel)
     pairs and no padding; _weight_taps zero-fills the weight to match, so the few pixels
@@ -756,8 +782,12 @@ def _channels_last_input(input: Tensor, r: int, s: int, padding: list[int], grou
     extra = triton.cdiv(c_tap - s * c_pixel, c_pixel)  # pixels read past the last tap
     h_pad = h + 2 * padding[0]
     w_pad = triton.cdiv(w + 2 * padding[1] + extra, 4) * 4  # rows of 16 elements' multiples
-    x = torch.zeros((n, h_pad, w_pad, c_pixel), dtype=input.dtype, device=input.device)
-    x[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w, :c] = input.permute(0, 2, 3, 1)
+    x = torch.empty((n, h_pad, w_pad, c_pixel), dtype=input.dtype, device=input.device)
+    check_int32_offsets("conv2d_relu", input=input, folded_input=x)
+    grid = (n * h_pad, triton.cdiv(w_pad, _FOLD_BLOCK_W))
+    launchable(fold_pixels_kernel)[grid](
+        input, x, c, h, w, h_pad, w_pad, padding[0], padding[1], *input.stride(),
+        C_PIXEL=c_pixel, BLOCK_W=_FOLD_BLOCK_W, num_warps=4)
     return x.permute(0, 3, 1, 2), 1, c_tap, [0, 0], h_pad, w_pad
 
 

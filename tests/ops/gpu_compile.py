@@ -48,8 +48,8 @@ BATCH = 2  # only divisibility specializes (by 16, and == 1)
 
 # Four scopes. "full": every variant, every layer, every config the autotuner tries.
 # "quick" (about 2 minutes on 2 cores with a cold Triton cache): three variants; one layer
-# per kernel code path (conv2: groups 2; fc6: bias, ReLU and dropout forward, masked and
-# scaled backward; fc8: neither); and of each autotuner's configs the first (largest tile:
+# per kernel code path (conv1: the folded image, fold_pixels_kernel; conv2: groups 2; fc6:
+# bias, ReLU and dropout forward, masked and scaled backward; fc8: neither); and of each autotuner's configs the first (largest tile:
 # the shared-memory limit) and the last (the small fallback). "arch": of quick's, the
 # launches whose code depends on the target's architecture (the GEMMs: their matrix
 # instruction, TMA descriptors or plain loads, the packed bf16 ReLU mask, which tiles fit
@@ -62,7 +62,7 @@ BATCH = 2  # only divisibility specializes (by 16, and == 1)
 # ALEXNET_GPU_COMPILE=precisions; README: what runs where).
 SCOPES = {
     "quick": (("float32", "bfloat16", "float64"),
-              ("conv2", "lrn1", "pool1", "fc6", "fc8", "dropout", "augment")),
+              ("conv1", "conv2", "lrn1", "pool1", "fc6", "fc8", "dropout", "augment")),
     "arch": (("bfloat16", "float32-tf32"), ("conv2", "fc6")),
     "precisions": (("bfloat16", "float32-ieee", "float32-tf32"), ("conv2", "fc6")),
     "full": (tuple(VARIANTS), LAYERS),

@@ -162,19 +162,22 @@ def check_backward_weight(conv: Conv, precision: str, device, poisoned) -> None:
 
 @pytest.fixture
 def launches(monkeypatch):
-    """The keyword arguments of every kernel launch the conv launchers make, in order."""
+    """The keyword arguments of every kernel launch the conv launchers make, in order, but
+    the fold of a folded input (fold_pixels_kernel), which precedes conv1's GEMMs."""
     recorded = []
     launchable = kernels.launchable
 
     class Recording:
         def __init__(self, kernel):
             self.kernel = launchable(kernel)
+            self.folds = kernel is kernels.fold_pixels_kernel
 
         def __getitem__(self, grid):
             launch = self.kernel[grid]
 
             def record(*args, **kwargs):
-                recorded.append(kwargs)
+                if not self.folds:
+                    recorded.append(kwargs)
                 return launch(*args, **kwargs)
             return record
 
@@ -481,6 +484,32 @@ def test_strided_input(device, poisoned):
     actual = kernels.conv2d_relu_forward(x.to(memory_format=torch.channels_last), strided_weight,
                                          bias, stride, padding, conv.groups)
     assert_close(actual, expected, 0.0, "output")
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last],
+                         ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("shape,kernel,padding", [
+    ((2, 3, 19, 21), (11, 11), (2, 2)),  # conv1's channels and taps
+    ((1, 5, 9, 7), (3, 5), (1, 0)),  # 5 channels in pixels of 8, unpadded columns
+], ids=["conv1-like", "c5"])
+@pytest.mark.parametrize("precision", ["float32", "float64", "bfloat16"])
+def test_folded_input_is_the_padded_image_in_pixels_of_four_channels(
+        shape, kernel, padding, memory_format, precision, device, poisoned):
+    """fold_pixels_kernel writes every element of the folded input: the image moved by the
+    padding, zero around it and in the channels past C (which the zero-filled weight taps
+    multiply), in either input layout."""
+    dtype = use_precision(precision, device)
+    x = torch.randn(shape, dtype=dtype, device=device).contiguous(memory_format=memory_format)
+    folded, taps_w, c_tap, pad, h_pad, w_pad = kernels._channels_last_input(
+        x, *kernel, list(padding), 1)
+    n, c, h, w = shape
+    c_pixel = -(-c // 4) * 4
+    assert (taps_w, pad, c_tap) == (1, [0, 0], -(-kernel[1] * c_pixel // 16) * 16)
+    assert tuple(folded.shape) == (n, c_pixel, h_pad, w_pad) and w_pad % 4 == 0
+    assert poisoned.allocations > 0
+    expected = torch.zeros((n, h_pad, w_pad, c_pixel), dtype=dtype, device=device)
+    expected[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w, :c] = x.permute(0, 2, 3, 1)
+    assert_close(folded.permute(0, 2, 3, 1), expected, 0.0, "folded input")
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last],
