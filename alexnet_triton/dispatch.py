@@ -21,6 +21,12 @@ def uses_triton(x: Tensor) -> bool:
     return x.is_cuda or (x.device.type == "cpu" and kernels.interpreting() and not is_fake(x))
 
 
+def on_triton_device(x: Tensor) -> bool:
+    """Whether ops on ``x``'s device run the Triton kernels: uses_triton without the fake
+    tensor test, for a caller deciding before it calls an op (torch.compile traces it)."""
+    return x.is_cuda or (x.device.type == "cpu" and kernels.interpreting())
+
+
 def pick(x: Tensor, triton_module: ModuleType, reference_module: ModuleType) -> ModuleType:
     """``triton_module`` or ``reference_module``, as ``uses_triton(x)`` says."""
     return triton_module if uses_triton(x) else reference_module

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.library import triton_op
 
 from alexnet_triton import checks
+from alexnet_triton.dispatch import on_triton_device as _on_triton_device
 from alexnet_triton.dispatch import pick as _pick
 from alexnet_triton.dispatch import uses_triton
 from alexnet_triton.kernels import conv2d_relu as conv2d_relu_kernels
@@ -64,11 +65,19 @@ def _autocast(*tensors: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
 # --------------------------------------------------------------------------------------
 
 
+@triton_op("alexnet_triton::conv2d_relu_fold_input", mutates_args=())
+def _conv2d_relu_fold_input(input: Tensor, weight_size: List[int], padding: List[int],
+                            groups: int) -> Tensor:
+    ops = _pick(input, conv2d_relu_kernels, conv2d_relu_reference)
+    return ops.conv2d_relu_fold_input(input, weight_size, padding, groups)
+
+
 @triton_op("alexnet_triton::conv2d_relu", mutates_args=())
 def _conv2d_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
-                 padding: List[int], groups: int) -> Tensor:
+                 padding: List[int], groups: int, folded_input: Optional[Tensor]) -> Tensor:
     ops = _pick(input, conv2d_relu_kernels, conv2d_relu_reference)
-    return ops.conv2d_relu_forward(input, weight, bias, stride, padding, groups)
+    return ops.conv2d_relu_forward(input, weight, bias, stride, padding, groups,
+                                   folded_input=folded_input)
 
 
 @triton_op("alexnet_triton::conv2d_relu_backward_input", mutates_args=())
@@ -83,30 +92,33 @@ def _conv2d_relu_backward_input(grad_output: Tensor, output: Optional[Tensor], w
 @triton_op("alexnet_triton::conv2d_relu_backward_weight", mutates_args=())
 def _conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tensor,
                                  weight_size: List[int], stride: List[int], padding: List[int],
-                                 groups: int) -> Tuple[Tensor, Tensor]:
+                                 groups: int, folded_input: Optional[Tensor]
+                                 ) -> Tuple[Tensor, Tensor]:
     ops = _pick(grad_output, conv2d_relu_kernels, conv2d_relu_reference)
     return ops.conv2d_relu_backward_weight(grad_output, output, input, weight_size, stride,
-                                           padding, groups)
+                                           padding, groups, folded_input=folded_input)
 
 
 @triton_op("alexnet_triton::conv2d_relu_backward_weight_and_mask", mutates_args=())
 def _conv2d_relu_backward_weight_and_mask(
         grad_output: Tensor, output: Tensor, input: Tensor, weight_size: List[int],
-        stride: List[int], padding: List[int], groups: int) -> Tuple[Tensor, Tensor, Tensor]:
+        stride: List[int], padding: List[int], groups: int,
+        folded_input: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
     ops = _pick(grad_output, conv2d_relu_kernels, conv2d_relu_reference)
     return ops.conv2d_relu_backward_weight(grad_output, output, input, weight_size, stride,
-                                           padding, groups, masked_grad_output=True)
+                                           padding, groups, masked_grad_output=True,
+                                           folded_input=folded_input)
 
 
 def _conv2d_relu_setup_context(ctx, inputs, output):
-    input, weight, bias, stride, padding, groups = inputs
-    ctx.save_for_backward(input, weight, output)
+    input, weight, bias, stride, padding, groups, folded_input = inputs
+    ctx.save_for_backward(input, weight, output, folded_input)
     ctx.conv = (stride, padding, groups)
     ctx.has_bias = bias is not None
 
 
 def _conv2d_relu_backward(ctx, grad_output):
-    input, weight, output = ctx.saved_tensors
+    input, weight, output, folded_input = ctx.saved_tensors
     stride, padding, groups = ctx.conv
     grad_input = grad_weight = grad_bias = None
     conv = (stride, padding, groups)
@@ -116,18 +128,18 @@ def _conv2d_relu_backward(ctx, grad_output):
             # The weight gradient writes the masked grad_output as it sums the bias
             # gradient, and the input gradient reads it without output: a lighter loop.
             grad_weight, grad_bias, masked = _conv2d_relu_backward_weight_and_mask(
-                grad_output, output, input, list(weight.shape), *conv)
+                grad_output, output, input, list(weight.shape), *conv, folded_input)
             grad_input = _conv2d_relu_backward_input(masked, None, weight, list(input.shape),
                                                      *conv)
         else:
             grad_weight, grad_bias = _conv2d_relu_backward_weight(
-                grad_output, output, input, list(weight.shape), *conv)
+                grad_output, output, input, list(weight.shape), *conv, folded_input)
     elif wants_input:
         grad_input = _conv2d_relu_backward_input(grad_output, output, weight,
                                                  list(input.shape), *conv)
     if not ctx.has_bias:
         grad_bias = None
-    return grad_input, grad_weight, grad_bias, None, None, None
+    return grad_input, grad_weight, grad_bias, None, None, None, None
 
 
 _conv2d_relu.register_autograd(_conv2d_relu_backward, setup_context=_conv2d_relu_setup_context)
@@ -142,13 +154,20 @@ def conv2d_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     [N, K, P, Q] in channels_last memory (NHWC), as is the input gradient.
     The Triton forward is an implicit GEMM (no im2col buffer); the backward computes the
     input and weight gradients as implicit GEMMs with the ReLU mask applied as the output
-    gradient is loaded, and the bias gradient in the weight-gradient pass.
+    gradient is loaded, and the bias gradient in the weight-gradient pass. An input of few
+    channels (conv1's image) is copied once into the layout the kernels read, and that copy
+    serves the forward and the weight gradient.
     """
     stride = checks.pair(stride, "conv2d_relu: stride")
     padding = checks.pair(padding, "conv2d_relu: padding")
     input, weight, bias = _autocast(input, weight, bias)
     checks.conv2d_relu(input, weight, bias, stride, padding, groups)
-    return _conv2d_relu(input, weight, bias, stride, padding, groups)
+    folded_input = None
+    if conv2d_relu_kernels.folds(list(input.shape), groups) and _on_triton_device(input):
+        # A layout copy that no gradient flows through: the input's own goes through the conv.
+        folded_input = _conv2d_relu_fold_input(input.detach(), list(weight.shape), padding,
+                                               groups)
+    return _conv2d_relu(input, weight, bias, stride, padding, groups, folded_input)
 
 
 # --------------------------------------------------------------------------------------

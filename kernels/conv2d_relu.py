@@ -456,26 +456,34 @@ def split_sum_kernel(partial_ptr, out_ptr, numel, SPLIT, ACC_DTYPE: tl.constexpr
 
 
 @triton.jit
-def fold_pixels_kernel(x_ptr, out_ptr, C, H, W, H_OUT, W_OUT, PH, PW,
+def fold_pixels_kernel(x_ptr, out_ptr, C, H, W, H_OUT, W_OUT, out_stride_row,
                        stride_n, stride_c, stride_h, stride_w,
+                       PH: tl.constexpr, PW: tl.constexpr, LEAD: tl.constexpr,
                        C_PIXEL: tl.constexpr, BLOCK_W: tl.constexpr):
     """out [N, H_OUT, W_OUT, C_PIXEL] = x [N, C, H, W] (any strides) moved by (PH, PW), zero
-    outside x and past its C channels: a folded input (_channels_last_input) in one pass,
+    outside x and past its C channels: a folded input (conv2d_relu_fold_input) in one pass,
     every element of out written once. A program per (row of out, BLOCK_W pixels of it):
-    no division per pixel."""
+    no division per pixel. Its columns start LEAD (a multiple of 8, >= PW) before a multiple
+    of BLOCK_W in x, so that each channel's row is read in 16-byte pieces, and the pixels
+    are written in 16-byte pieces too (PW even)."""
     row = tl.program_id(0)  # n * H_OUT + h_out
     n = row // H_OUT
     h = row % H_OUT - PH
-    w_out = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
-    w = w_out - PW
+    w = tl.program_id(1) * BLOCK_W - LEAD + tl.arange(0, BLOCK_W)
     c = tl.arange(0, C_PIXEL)
     h_row = h + 0 * w  # a vector: the interpreter refuses masks that mix in a scalar
     inside = (w >= 0) & (w < W) & (h_row >= 0) & (h_row < H)
     source = (x_ptr + n * stride_n + h * stride_h
-              + w[:, None] * stride_w + c[None, :] * stride_c)  # [BLOCK_W, C_PIXEL]
-    values = tl.load(source, mask=inside[:, None] & (c[None, :] < C), other=0.0)
-    target = out_ptr + (row * W_OUT + w_out)[:, None] * C_PIXEL + c[None, :]
-    tl.store(target, values, mask=(w_out < W_OUT)[:, None] & (c < C_PIXEL)[None, :])
+              + c[:, None] * stride_c + w[None, :] * stride_w)  # [C_PIXEL, BLOCK_W]
+    values = tl.load(source, mask=(c < C)[:, None] & inside[None, :], other=0.0)
+    # Stored flat, pixel after pixel: vectors of 8 bf16 (a pixel is 4), with the row's bounds
+    # as flat offsets whose 16-element multiples the compiler sees (out_stride_row).
+    start = row * out_stride_row
+    target = start + (tl.program_id(1) * BLOCK_W - LEAD + PW) * C_PIXEL + tl.arange(
+        0, BLOCK_W * C_PIXEL)
+    tl.store(out_ptr + target, tl.reshape(tl.trans(values), [BLOCK_W * C_PIXEL]),
+             mask=(target >= start) & (target < start + out_stride_row))
+
 
 def _config(block_m: int, block_n: int, block_k: int, warps: int, stages: int, **extra):
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, **extra},
@@ -762,33 +770,78 @@ def _folds(channels: int, groups: int) -> bool:
     return groups == 1 and channels < _FOLD_BELOW_CHANNELS
 
 
-def _channels_last_input(input: Tensor, r: int, s: int, padding: list[int], groups: int):
+def folds(input_size: list[int], groups: int) -> bool:
+    """Whether the kernels read this conv's input folded (few channels, one group: conv1's
+    image), a copy conv2d_relu_fold_input makes once for the forward and weight gradient."""
+    return _folds(input_size[1], groups)
+
+
+def folded_size(input_size: list[int], weight_size: list[int], padding: list[int]) -> tuple:
+    """(N, C', H', W', C_TAP): the folded input's shape [N, C', H', W'] (C' = C rounded up to
+    4 channels a pixel, H' and W' padded, W' to whole 16-element rows) and the width of its
+    one tap a row, ceil(S x C' / 16) x 16 (pixel, channel) pairs, reading a few pixels past
+    the last tap (zero weights)."""
+    n, c, h, w = input_size
+    s = weight_size[3]
+    c_pixel = triton.cdiv(c, _FOLD_CHANNELS) * _FOLD_CHANNELS
+    c_tap = triton.cdiv(s * c_pixel, 16) * 16
+    extra = triton.cdiv(c_tap - s * c_pixel, c_pixel)  # pixels read past the last tap
+    w_pad = triton.cdiv(w + 2 * padding[1] + extra, 4) * 4
+    return n, c_pixel, h + 2 * padding[0], w_pad, c_tap
+
+
+def conv2d_relu_fold_input(input: Tensor, weight_size: list[int], padding: list[int],
+                           groups: int) -> Tensor:
+    """The folded input [N, C', H', W'] (channels_last; folded_size) of a conv whose input
+    the kernels fold (folds()): input moved by the padding, zero around it and in the
+    channels past C. Passed as ``folded_input`` to conv2d_relu_forward and
+    conv2d_relu_backward_weight, one copy serves both."""
+    if input.dim() != 4 or not folds(list(input.shape), groups):
+        raise ValueError(f"conv2d_relu_fold_input: input {tuple(input.shape)} with "
+                         f"groups={groups} is not folded (fewer than {_FOLD_BELOW_CHANNELS} "
+                         f"channels in one group are)")
+    n, c_pixel, h_pad, w_pad, _ = folded_size(list(input.shape), weight_size, padding)
+    _, c, h, w = input.shape
+    x = torch.empty((n, h_pad, w_pad, c_pixel), dtype=input.dtype, device=input.device)
+    check_int32_offsets("conv2d_relu", input=input, folded_input=x)
+    lead = triton.cdiv(padding[1], 8) * 8
+    grid = (n * h_pad, triton.cdiv(w_pad - padding[1] + lead, _FOLD_BLOCK_W))
+    launchable(fold_pixels_kernel)[grid](
+        input, x, c, h, w, h_pad, w_pad, w_pad * c_pixel, *input.stride(),
+        PH=padding[0], PW=padding[1], LEAD=lead, C_PIXEL=c_pixel, BLOCK_W=_FOLD_BLOCK_W,
+        num_warps=4)
+    return x.permute(0, 3, 1, 2)
+
+
+def _channels_last_input(input: Tensor, weight_size: list[int], padding: list[int],
+                         groups: int, folded_input: Tensor | None = None):
     """(x, TAPS_W, C_TAP, padding, H, W): the input as the channels-last kernels read it.
 
     The ordinary path: x channels_last (a copy only if it is not already), S taps along w
     of C_TAP = C / groups channels. The folded path (few channels, one group): x copied once
-    (fold_pixels_kernel: one read, one write, where zeros and a strided copy took three),
-    zero-padded, into [N, H + 2 ph, W', C'] (C' = C rounded up to 4) so that the kernels run
-    with one tap along w over C_TAP = ceil(S x C' / 16) x 16 contiguous (pixel, channel)
-    pairs and no padding; _weight_taps zero-fills the weight to match, so the few pixels
-    read past the receptive field count nothing. Returned as [N, C', H', W'] channels_last.
+    (conv2d_relu_fold_input, unless ``folded_input`` is that copy already), zero-padded,
+    into [N, H + 2 ph, W', C'] so that the kernels run with one tap along w over C_TAP
+    contiguous (pixel, channel) pairs and no padding; _weight_taps zero-fills the weight to
+    match, so the few pixels read past the receptive field count nothing.
     """
     n, c, h, w = input.shape
     if not _folds(c, groups):
+        if folded_input is not None:
+            raise ValueError(f"conv2d_relu: folded_input given for input {tuple(input.shape)} "
+                             f"with groups={groups}, which the kernels do not fold")
         x = input.contiguous(memory_format=torch.channels_last)
-        return x, s, c // groups, padding, h, w
-    c_pixel = triton.cdiv(c, _FOLD_CHANNELS) * _FOLD_CHANNELS
-    c_tap = triton.cdiv(s * c_pixel, 16) * 16
-    extra = triton.cdiv(c_tap - s * c_pixel, c_pixel)  # pixels read past the last tap
-    h_pad = h + 2 * padding[0]
-    w_pad = triton.cdiv(w + 2 * padding[1] + extra, 4) * 4  # rows of 16 elements' multiples
-    x = torch.empty((n, h_pad, w_pad, c_pixel), dtype=input.dtype, device=input.device)
-    check_int32_offsets("conv2d_relu", input=input, folded_input=x)
-    grid = (n * h_pad, triton.cdiv(w_pad, _FOLD_BLOCK_W))
-    launchable(fold_pixels_kernel)[grid](
-        input, x, c, h, w, h_pad, w_pad, padding[0], padding[1], *input.stride(),
-        C_PIXEL=c_pixel, BLOCK_W=_FOLD_BLOCK_W, num_warps=4)
-    return x.permute(0, 3, 1, 2), 1, c_tap, [0, 0], h_pad, w_pad
+        return x, weight_size[3], c // groups, padding, h, w
+    *shape, c_tap = folded_size(list(input.shape), weight_size, padding)
+    if folded_input is None:
+        folded_input = conv2d_relu_fold_input(input, weight_size, padding, groups)
+    elif (list(folded_input.shape) != shape or folded_input.dtype != input.dtype
+          or folded_input.device != input.device
+          or not folded_input.permute(0, 2, 3, 1).is_contiguous()):
+        raise ValueError(
+            f"conv2d_relu: folded_input {tuple(folded_input.shape)} {folded_input.dtype} is "
+            f"not conv2d_relu_fold_input's {tuple(shape)} {input.dtype} channels_last copy "
+            f"of input {tuple(input.shape)}")
+    return folded_input, 1, c_tap, [0, 0], shape[2], shape[3]
 
 
 def _weight_taps(weight: Tensor, folded: bool, c_tap: int) -> Tensor:
@@ -814,18 +867,22 @@ def _unfold_weight_grad(taps: Tensor, weight_size: list[int], folded: bool) -> T
 
 def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
                         padding: list[int], groups: int, *,
-                        tensor_descriptors: bool | None = None) -> Tensor:
+                        tensor_descriptors: bool | None = None,
+                        folded_input: Tensor | None = None) -> Tensor:
     """relu(conv2d(input, weight, bias, stride, padding, groups)): [N, C, H, W] -> [N, K, P, Q].
 
     Any input layout; the output is channels_last (NHWC memory). ``tensor_descriptors``: the
     weight tiles through TMA (None: where possible, see _weight_descriptors).
+    ``folded_input``: conv2d_relu_fold_input's copy of input, where the kernels fold it
+    (None: made here).
     """
     n, c, h, w = input.shape
     k, c_group, r, s = weight.shape
     if c != c_group * groups or k % groups:
         raise ValueError(f"conv2d_relu: channels {c}, kernels {k} and groups={groups} disagree")
     p, q = _output_size(h, w, r, s, stride, padding)
-    x, taps_w, c_tap, pad, h_x, w_x = _channels_last_input(input, r, s, padding, groups)
+    x, taps_w, c_tap, pad, h_x, w_x = _channels_last_input(input, list(weight.shape),
+                                                           padding, groups, folded_input)
     weight_taps = _weight_taps(weight, _folds(c, groups), c_tap)
     bias = None if bias is None else bias.contiguous()
     # [N, K, P, Q] with NHWC memory: the kernel's [M, K] rows.
@@ -925,12 +982,14 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor | None, weigh
 
 def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tensor,
                                 weight_size: list[int], stride: list[int], padding: list[int],
-                                groups: int, *, masked_grad_output: bool = False) -> tuple:
+                                groups: int, *, masked_grad_output: bool = False,
+                                folded_input: Tensor | None = None) -> tuple:
     """The weight and bias gradients for grad_output * (output > 0): ([K, C/groups, R, S], [K]).
 
     Any layout of the three tensors (read channels_last); the gradients are contiguous.
     ``masked_grad_output``: also the masked gradient grad_output * (output > 0) [N, K, P, Q]
     (channels_last), a third result, for conv2d_relu_backward_input to read without output.
+    ``folded_input``: as conv2d_relu_forward's.
     """
     n, c, h, w = input.shape
     k, c_group, r, s = weight_size
@@ -940,7 +999,8 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
                          f"{tuple(output.shape)} must be [N, K, P, Q] = {[n, k, p, q]}")
     grad_output = grad_output.contiguous(memory_format=torch.channels_last)  # [NPQ, K]
     output = output.contiguous(memory_format=torch.channels_last)
-    x, taps_w, c_tap, pad, h_x, w_x = _channels_last_input(input, r, s, padding, groups)
+    x, taps_w, c_tap, pad, h_x, w_x = _channels_last_input(input, weight_size, padding,
+                                                           groups, folded_input)
     dtype, device = grad_output.dtype, grad_output.device
     npq, k_group = n * p * q, k // groups
     taps = r * taps_w

@@ -16,6 +16,11 @@ from alexnet_triton.shapes import (CROP_SIZE, DROPOUT_P, IMAGE_SIZE, Conv, Fully
 CONVS, LRNS = of_kind(Conv), of_kind(ResponseNorm)
 POOLS, FCS = of_kind(Pool), of_kind(FullyConnected)
 AUGMENT = (IMAGE_SIZE, CROP_SIZE)  # the training images' side, and the crop's
+# The convs whose input the kernels read folded (conv1: its image's 3 channels; the rule is
+# kernels.conv2d_relu.folds, which launches() checks this against): a launch of their own
+# copies it once a step, for the forward and the weight gradient.
+FOLDED = tuple(name for name, conv in CONVS.items()
+               if conv.groups == 1 and conv.in_channels < 16)
 LAYERS = (*CONVS, *LRNS, *POOLS, *FCS, "dropout", "augment")
 
 
@@ -23,6 +28,7 @@ def launch_names(layers=LAYERS) -> list[str]:
     """The launches of these layers, in network order."""
     names = []
     for conv in CONVS:
+        names += [f"{conv}.fold_input"] if conv in FOLDED else []
         names += [f"{conv}.forward", f"{conv}.backward_input", f"{conv}.backward_weight"]
     for layer in (*LRNS, *POOLS):
         names += [f"{layer}.forward", f"{layer}.backward"]
@@ -71,16 +77,30 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
         # conv but conv1, whose input is the images) the weight gradient writes the masked
         # grad_output, which the input gradient then reads without the output.
         masks = name != "conv1"
+        # As alexnet_triton.functional runs them: a folded input copied once, by a launch of
+        # its own, and that copy read by the forward and the weight gradient.
+        if (name in FOLDED) != conv2d_relu.folds(list(x.shape), layer.groups):
+            raise AssertionError(f"alexnet_launches.FOLDED disagrees with the kernels on {name}")
+        folded = None
+        if name in FOLDED:
+            folded = empty(*conv2d_relu.folded_size(list(x.shape), list(w.shape),
+                                                    [layer.padding] * 2)[:4])
+            folded = folded.to(memory_format=torch.channels_last)
+            calls[f"{name}.fold_input"] = (
+                lambda x=x, w=w, conv=conv: conv2d_relu.conv2d_relu_fold_input(
+                    x, list(w.shape), conv[1], conv[2]))
         calls[f"{name}.forward"] = (
-            lambda x=x, w=w, b=b, conv=conv: conv2d_relu.conv2d_relu_forward(x, w, b, *conv))
+            lambda x=x, w=w, b=b, conv=conv, folded=folded: conv2d_relu.conv2d_relu_forward(
+                x, w, b, *conv, folded_input=folded))
         calls[f"{name}.backward_input"] = (
             lambda y=y, dy=dy, w=w, x=x, conv=conv, masks=masks:
             conv2d_relu.conv2d_relu_backward_input(dy, None if masks else y, w, list(x.shape),
                                                    *conv))
         calls[f"{name}.backward_weight"] = (
-            lambda y=y, dy=dy, x=x, w=w, conv=conv, masks=masks:
+            lambda y=y, dy=dy, x=x, w=w, conv=conv, masks=masks, folded=folded:
             conv2d_relu.conv2d_relu_backward_weight(dy, y, x, list(w.shape), *conv,
-                                                    masked_grad_output=masks))
+                                                    masked_grad_output=masks,
+                                                    folded_input=folded))
     for name, layer in LRNS.items():
         groups = layer.groups
         a, g = ((activation(*layer.input(batch)), activation(*layer.input(batch)))

@@ -41,8 +41,9 @@ MAX_FFMA_ISSUE_RATIO = 1.15
 
 
 def is_gemm_launch(launch: str) -> bool:
-    """The convolutions and FC layers: launches whose main kernel is a GEMM."""
-    return launch.startswith(("conv", "fc"))
+    """The convolutions and FC layers: launches whose main kernel is a GEMM (not the copy
+    of conv1's folded image, conv1.fold_input)."""
+    return launch.startswith(("conv", "fc")) and not launch.endswith(".fold_input")
 
 
 def budgets_of(launch: str) -> tuple[str, ...]:

@@ -5,10 +5,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from alexnet_triton.kernels.conv2d_relu import folded_size, folds
+
+
+def conv2d_relu_fold_input(input: Tensor, weight_size: list[int], padding: list[int],
+                           groups: int) -> Tensor:
+    """The kernels' folded copy of input [N, C', H', W'] (channels_last): input moved by the
+    padding into zeros, C channels of C' a pixel."""
+    if input.dim() != 4 or not folds(list(input.shape), groups):
+        raise ValueError(f"conv2d_relu_fold_input: input {tuple(input.shape)} with "
+                         f"groups={groups} is not folded")
+    n, c_pixel, h_pad, w_pad, _ = folded_size(list(input.shape), weight_size, padding)
+    _, c, h, w = input.shape
+    folded = torch.zeros((n, h_pad, w_pad, c_pixel), dtype=input.dtype, device=input.device)
+    folded[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w, :c] = input.permute(0, 2, 3, 1)
+    return folded.permute(0, 3, 1, 2)
+
 
 def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
-                        padding: list[int], groups: int) -> Tensor:
-    """relu(conv2d(input, weight, bias, stride, padding, groups)): [N, C, H, W] -> [N, K, P, Q]."""
+                        padding: list[int], groups: int, *,
+                        folded_input: Tensor | None = None) -> Tensor:
+    """relu(conv2d(input, weight, bias, stride, padding, groups)): [N, C, H, W] -> [N, K, P, Q].
+    ``folded_input``: the kernels' copy of input, which the reference does not read."""
     return torch.relu(F.conv2d(input, weight, bias, stride, padding, groups=groups))
 
 
@@ -29,9 +47,11 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor | None, weigh
 
 def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tensor,
                                 weight_size: list[int], stride: list[int], padding: list[int],
-                                groups: int, *, masked_grad_output: bool = False) -> tuple:
+                                groups: int, *, masked_grad_output: bool = False,
+                                folded_input: Tensor | None = None) -> tuple:
     """The weight and bias gradients for grad_output * (output > 0): ([K, C/groups, R, S], [K]),
-    and with ``masked_grad_output`` that masked gradient [N, K, P, Q] too."""
+    and with ``masked_grad_output`` that masked gradient [N, K, P, Q] too. ``folded_input``:
+    as conv2d_relu_forward's."""
     grad_masked = _relu_masked(grad_output, output)  # [N, K, P, Q]
     grad_weight = torch.nn.grad.conv2d_weight(input, weight_size, grad_masked, stride, padding,
                                               groups=groups)

@@ -459,7 +459,7 @@ def test_which_weight_gradients_lay_their_taps_side_by_side():
     them check their results against the reference."""
     def layout(conv):
         _, taps_w, c_tap, pad, _, _ = kernels._channels_last_input(
-            torch.empty(1, conv.c, conv.h, conv.w), conv.r, conv.s, list(conv.padding),
+            torch.empty(1, conv.c, conv.h, conv.w), conv.weight_size, list(conv.padding),
             conv.groups)
         args = {"C_TAP": c_tap, "BLOCK_N": 128, "R": conv.r, "TAPS_W": taps_w,
                 "pad_h": pad[0], "pad_w": pad[1]}
@@ -491,25 +491,72 @@ def test_strided_input(device, poisoned):
 @pytest.mark.parametrize("shape,kernel,padding", [
     ((2, 3, 19, 21), (11, 11), (2, 2)),  # conv1's channels and taps
     ((1, 5, 9, 7), (3, 5), (1, 0)),  # 5 channels in pixels of 8, unpadded columns
-], ids=["conv1-like", "c5"])
+    ((1, 3, 5, 260), (3, 3), (1, 5)),  # rows of two programs, odd padding
+], ids=["conv1-like", "c5", "wide"])
 @pytest.mark.parametrize("precision", ["float32", "float64", "bfloat16"])
 def test_folded_input_is_the_padded_image_in_pixels_of_four_channels(
         shape, kernel, padding, memory_format, precision, device, poisoned):
     """fold_pixels_kernel writes every element of the folded input: the image moved by the
     padding, zero around it and in the channels past C (which the zero-filled weight taps
-    multiply), in either input layout."""
+    multiply), in either input layout; the reference's copy is the same."""
     dtype = use_precision(precision, device)
     x = torch.randn(shape, dtype=dtype, device=device).contiguous(memory_format=memory_format)
-    folded, taps_w, c_tap, pad, h_pad, w_pad = kernels._channels_last_input(
-        x, *kernel, list(padding), 1)
+    weight_size = [4, shape[1], *kernel]
+    folded = kernels.conv2d_relu_fold_input(x, weight_size, list(padding), 1)
+    assert poisoned.allocations > 0
     n, c, h, w = shape
     c_pixel = -(-c // 4) * 4
-    assert (taps_w, pad, c_tap) == (1, [0, 0], -(-kernel[1] * c_pixel // 16) * 16)
+    n, c_folded, h_pad, w_pad, c_tap = kernels.folded_size(list(shape), weight_size, padding)
+    assert (c_folded, h_pad) == (c_pixel, h + 2 * padding[0])
+    assert c_tap == -(-kernel[1] * c_pixel // 16) * 16
     assert tuple(folded.shape) == (n, c_pixel, h_pad, w_pad) and w_pad % 4 == 0
-    assert poisoned.allocations > 0
+    assert folded.is_contiguous(memory_format=torch.channels_last)
     expected = torch.zeros((n, h_pad, w_pad, c_pixel), dtype=dtype, device=device)
     expected[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w, :c] = x.permute(0, 2, 3, 1)
     assert_close(folded.permute(0, 2, 3, 1), expected, 0.0, "folded input")
+    assert_close(reference.conv2d_relu_fold_input(x, weight_size, list(padding), 1), folded,
+                 0.0, "the reference's folded input")
+
+
+def test_a_folded_input_serves_the_forward_and_the_weight_gradient(device, poisoned):
+    """Given conv2d_relu_fold_input's copy, the forward and the weight gradient fold
+    nothing themselves and give what they give folding; a copy of another shape or layout,
+    or one for a conv that is not folded, is refused."""
+    conv = ALEXNET["conv1-63"]
+    x, weight, bias = conv_inputs(conv, torch.float32, device)
+    stride, padding = list(conv.stride), list(conv.padding)
+    folded = kernels.conv2d_relu_fold_input(x, conv.weight_size, padding, conv.groups)
+    expected = kernels.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups)
+    actual = kernels.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups,
+                                         folded_input=folded)
+    assert_close(actual, expected, 0.0, "output")
+    grad = torch.randn_like(expected)
+    expected_grads = kernels.conv2d_relu_backward_weight(grad, expected, x, conv.weight_size,
+                                                         stride, padding, conv.groups)
+    folds = []
+    fold = kernels.conv2d_relu_fold_input
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kernels, "conv2d_relu_fold_input", lambda *a: folds.append(a) or fold(*a))
+        grads = kernels.conv2d_relu_backward_weight(grad, expected, x, conv.weight_size, stride,
+                                                    padding, conv.groups, folded_input=folded)
+        kernels.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups,
+                                    folded_input=folded)
+    assert folds == []
+    for got, want, name in zip(grads, expected_grads, ("weight", "bias")):
+        assert_close(got, want, 0.0, f"grad {name}")
+    with pytest.raises(ValueError, match="folded_input"):
+        kernels.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups,
+                                    folded_input=folded.contiguous())
+    with pytest.raises(ValueError, match="folded_input"):
+        kernels.conv2d_relu_forward(x, weight, bias, stride, [1, 1], conv.groups,
+                                    folded_input=folded)
+    conv2 = SHAPES["groups2-c21"]
+    x2, weight2, bias2 = conv_inputs(conv2, torch.float32, device)
+    with pytest.raises(ValueError, match="do not fold"):
+        kernels.conv2d_relu_forward(x2, weight2, bias2, list(conv2.stride),
+                                    list(conv2.padding), conv2.groups, folded_input=folded)
+    with pytest.raises(ValueError, match="not folded"):
+        kernels.conv2d_relu_fold_input(x2, conv2.weight_size, list(conv2.padding), conv2.groups)
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last],

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as TF
 
 from alexnet_triton import functional as F
+from alexnet_triton.kernels import conv2d_relu as conv2d_relu_kernels
 from alexnet_triton.kernels.reference import dropout as dropout_reference
 from helpers import assert_close, tolerance
 
@@ -244,6 +245,36 @@ def test_compiles_without_graph_breaks_under_the_interpreter():
     (expected_grad,) = torch.autograd.grad(net(x).sum(), x)
     assert_close(out, net(x), tolerance(torch.float32), "output")
     assert_close(grad, expected_grad, tolerance(torch.float32), "grad")
+
+
+def test_an_image_is_folded_once_for_the_forward_and_the_weight_gradient(device, monkeypatch):
+    """conv1's image (3 channels) is copied into the kernels' layout once a step: the forward
+    makes the copy and the weight gradient reads it; the gradients are torch's, eager and
+    compiled. (Compiled, a triton_op's body is traced on fake tensors, which take the
+    references: only the eager run counts the kernels' copies.)"""
+    folds = []
+    fold = conv2d_relu_kernels.conv2d_relu_fold_input
+    monkeypatch.setattr(conv2d_relu_kernels, "conv2d_relu_fold_input",
+                        lambda *args: folds.append(args) or fold(*args))
+    x = _randn(2, 3, 19, 21, dtype=torch.float32, device=device, requires_grad=False)
+    w = _randn(8, 3, 11, 11, seed=1, dtype=torch.float32, device=device)
+    b = _randn(8, seed=2, dtype=torch.float32, device=device)
+
+    def net(x):
+        return F.conv2d_relu(x, w, b, stride=4, padding=2)
+
+    leaves = [t.detach().double().requires_grad_() for t in (w, b)]
+    expected = torch.relu(TF.conv2d(x.double(), *leaves, stride=4, padding=2))
+    expected_grads = torch.autograd.grad((expected * expected).sum(), leaves)
+    for run in (net, torch.compile(net, backend="aot_eager", fullgraph=True)):
+        folds.clear()
+        out = run(x)
+        grads = torch.autograd.grad((out * out).sum(), [w, b])
+        if run is net:
+            assert len(folds) == 1
+        assert_close(out, expected.float(), tolerance(torch.float32), "output")
+        for name, got, want in zip(("weight", "bias"), grads, expected_grads):
+            assert_close(got, want.float(), tolerance(torch.float32), f"grad {name}")
 
 
 def test_autocast_casts_gemm_operands_to_the_autocast_dtype():
