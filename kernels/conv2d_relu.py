@@ -23,7 +23,7 @@ are 16-byte aligned, plain masked loads elsewhere (_weight_descriptors).
 - backward, weight: GEMM over kernels x (tap, channels), reducing over output pixels
   (n, p, q), with the bias gradient (sums of the masked grad_output) in programs of its
   own. The long reduction is split over programs that each write a float32 partial sum,
-  summed after: deterministic, no atomics. Where a tap has at most half a column tile of
+  summed after (the weight's and the bias's in one launch): deterministic, no atomics. Where a tap has at most half a column tile of
   channels (conv1, conv2: 48), a program reduces two taps against one grad_output tile.
 """
 from __future__ import annotations
@@ -443,16 +443,25 @@ def conv2d_relu_backward_weight_kernel(
 
 
 @triton.jit
-def split_sum_kernel(partial_ptr, out_ptr, numel, SPLIT, ACC_DTYPE: tl.constexpr,
-                     BLOCK: tl.constexpr):
-    """out = sum over the leading axis of partial [SPLIT, numel], in a fixed order."""
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+def split_sum_kernel(partial_ptr, first_ptr, second_ptr, FIRST, SECOND, SPLIT, FIRST_PROGRAMS,
+                     ACC_DTYPE: tl.constexpr, BLOCK: tl.constexpr):
+    """first [FIRST], second [SECOND] = the sums over the leading axis of the two arrays laid
+    end to end in partial, [SPLIT, FIRST] then [SPLIT, SECOND] (the weight's partial sums,
+    then the bias's), in a fixed order: one launch for both. The first FIRST_PROGRAMS
+    programs sum the first array, the others the second."""
+    pid = tl.program_id(0)
+    in_first = pid < FIRST_PROGRAMS
+    offsets = tl.where(in_first, pid, pid - FIRST_PROGRAMS) * BLOCK + tl.arange(0, BLOCK)
+    numel = tl.where(in_first, FIRST, SECOND)
+    partial = partial_ptr + tl.where(in_first, 0, SPLIT * FIRST)
     in_bounds = offsets < numel
     acc = tl.zeros((BLOCK,), dtype=ACC_DTYPE)
     for split in range(SPLIT):
-        acc += tl.load(partial_ptr + split * numel + offsets, mask=in_bounds, other=0.0)
-    tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=in_bounds)
-
+        acc += tl.load(partial + split * numel + offsets, mask=in_bounds, other=0.0)
+    if in_first:
+        tl.store(first_ptr + offsets, acc.to(first_ptr.dtype.element_ty), mask=in_bounds)
+    else:
+        tl.store(second_ptr + offsets, acc.to(second_ptr.dtype.element_ty), mask=in_bounds)
 
 
 @triton.jit
@@ -1021,12 +1030,14 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     split = triton.cdiv(npq, chunk)
     weight_taps = torch.empty((1, k, r, taps_w, c_tap), dtype=dtype, device=device)
     bias_partial = torch.empty((split, k), dtype=dtype, device=device)
+    numel = weight_taps.numel()
     if split > 1:
-        # Every (split, kernel, tap, channel) element is written by exactly one program.
-        partial_dtype = accumulation_dtype(dtype)
-        weight_partial = torch.empty((split, k, r, taps_w, c_tap), dtype=partial_dtype,
-                                     device=device)
-        bias_partial = torch.empty((split, k), dtype=partial_dtype, device=device)
+        # Every (split, kernel, tap, channel) element is written by exactly one program: the
+        # weight's partial sums, then the bias's, in one buffer that one launch sums.
+        partials = torch.empty(split * (numel + k), dtype=accumulation_dtype(dtype),
+                               device=device)
+        weight_partial = partials[:split * numel].view(split, k, r, taps_w, c_tap)
+        bias_partial = partials[split * numel:].view(split, k)
     else:
         weight_partial = weight_taps  # the single split is the sum
     masked = torch.empty_like(grad_output) if masked_grad_output else None
@@ -1064,9 +1075,9 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     if split > 1:
         grad_bias = torch.empty((k,), dtype=dtype, device=device)
         block = 4096 if interpreting() else 1024
-        for partial, total in ((weight_partial, weight_taps[0]), (bias_partial, grad_bias)):
-            numel = total.numel()
-            launchable(split_sum_kernel)[(triton.cdiv(numel, block),)](
-                partial, total, numel, split, ACC_DTYPE=accumulator(dtype), BLOCK=block)
+        first_programs = triton.cdiv(numel, block)
+        launchable(split_sum_kernel)[(first_programs + triton.cdiv(k, block),)](
+            partials, weight_taps, grad_bias, numel, k, split, first_programs,
+            ACC_DTYPE=accumulator(dtype), BLOCK=block)
     grad_weight = _unfold_weight_grad(weight_taps[0], weight_size, _folds(c, groups))
     return (grad_weight, grad_bias) if masked is None else (grad_weight, grad_bias, masked)

@@ -325,14 +325,20 @@ def test_conv1_full_size(precision, device, poisoned):
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_backward_weight_split(precision, device, poisoned, monkeypatch):
-    """The split-K path the GPU takes: float32 partial sums per split, summed afterwards.
+@pytest.mark.parametrize("conv", [
+    Conv(2, 8, 20, 20, 12, 3, 3, (1, 1), (1, 1), 2),
+    # 289 output pixels in splits of 128, 128 and 33; 27,648 weight elements: split_sum_kernel
+    # sums the weight in 7 programs of 4096 and the bias in 1
+    Conv(1, 64, 17, 17, 48, 3, 3, (1, 1), (1, 1), 1),
+], ids=["groups2", "programs7"])
+def test_backward_weight_split(conv, precision, device, poisoned, monkeypatch):
+    """The split-K path the GPU takes: float32 partial sums per split, the weight's and
+    the bias's summed afterwards by one launch.
 
     The interpreter runs one split; force three, the last one shorter than the others.
     """
     monkeypatch.setattr(kernels, "_weight_grad_split", lambda tiles, npq, device: 3)
-    check_backward_weight(Conv(2, 8, 20, 20, 12, 3, 3, (1, 1), (1, 1), 2), precision, device,
-                          poisoned)
+    check_backward_weight(conv, precision, device, poisoned)
 
 
 # The masked grad_output the weight gradient hands the input gradient (what the model's
