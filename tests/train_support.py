@@ -102,12 +102,42 @@ def torchrun_command(*args, torchrun_args=()) -> list:
 
 def make_torchrun_run(run_dir: Path, data: Path):
     """The ``torchrun_run`` fixture's run into ``run_dir``: the finished process."""
-    import subprocess
-    return subprocess.run(
+    return run_to_the_end(
         torchrun_command("-m", "alexnet_triton.train", "--data", data, "--run-dir", run_dir,
                          *TORCHRUN_ARGS),
-        cwd=ROOT, env=subprocess_env(OMP_NUM_THREADS=1), capture_output=True, text=True,
-        timeout=300)
+        timeout=300, env=subprocess_env(OMP_NUM_THREADS=1))
+
+
+def run_to_the_end(command, timeout: float, env: dict):
+    """subprocess.run(command) with its output captured, in a session of its own; one still
+    running after ``timeout`` seconds raises, with every process of the session listed and
+    each Python one's stacks (faulthandler, on SIGABRT) in the message: a hang says where."""
+    import signal
+    import subprocess
+    process = subprocess.Popen(command, cwd=ROOT, env={**env, "PYTHONFAULTHANDLER": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        listing = subprocess.run(["ps", "-o", "pid,ppid,stat,etime,args", "-s",
+                                  str(process.pid)], capture_output=True, text=True).stdout
+        for line in listing.splitlines()[1:]:
+            pid = int(line.split()[0])
+            if "python" in line:
+                try:
+                    os.kill(pid, signal.SIGABRT)
+                except ProcessLookupError:
+                    pass
+        try:
+            out, err = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+        raise RuntimeError(f"still running after {timeout} s: {command}\n{listing}\n"
+                           f"stdout (end):\n{out[-3000:]}\nstderr, with each Python "
+                           f"process's stacks (end):\n{err[-20000:]}") from None
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 def subprocess_env(**extra) -> dict:
