@@ -66,10 +66,10 @@ def _autocast(*tensors: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
 
 
 @triton_op("alexnet_triton::conv2d_relu_fold_input", mutates_args=())
-def _conv2d_relu_fold_input(input: Tensor, weight_size: List[int], padding: List[int],
-                            groups: int) -> Tensor:
+def _conv2d_relu_fold_input(input: Tensor, weight_size: List[int], stride: List[int],
+                            padding: List[int], groups: int) -> Tensor:
     ops = _pick(input, conv2d_relu_kernels, conv2d_relu_reference)
-    return ops.conv2d_relu_fold_input(input, weight_size, padding, groups)
+    return ops.conv2d_relu_fold_input(input, weight_size, stride, padding, groups)
 
 
 @triton_op("alexnet_triton::conv2d_relu", mutates_args=())
@@ -165,8 +165,8 @@ def conv2d_relu(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     folded_input = None
     if conv2d_relu_kernels.folds(list(input.shape), groups) and _on_triton_device(input):
         # A layout copy that no gradient flows through: the input's own goes through the conv.
-        folded_input = _conv2d_relu_fold_input(input.detach(), list(weight.shape), padding,
-                                               groups)
+        folded_input = _conv2d_relu_fold_input(input.detach(), list(weight.shape), stride,
+                                               padding, groups)
     return _conv2d_relu(input, weight, bias, stride, padding, groups, folded_input)
 
 

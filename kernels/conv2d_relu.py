@@ -8,8 +8,8 @@ computed once per tap. Inputs of either layout are accepted (converted once here
 and the input gradient are channels_last, the weight and its gradient keep the state
 dict's [K, C/groups, R, S]. ``groups`` splits the channels into independent convolutions,
 as the two GPU columns of the paper's figure 2 (conv2, conv4 and conv5 only see the kernel
-maps of their own column). conv1's 3 channels are folded with its 11 pixels of a tap row
-into one 48-wide reduction block (_channels_last_input). On Hopper the forward's and the
+maps of their own column). conv1's image is copied once into blocks of 4 x 4 pixels,
+3 x 3 taps of 48 channels at stride 1 (input_layout). On Hopper the forward's and the
 input gradient's weight tiles come through TMA tensor descriptors built on the device
 (one bulk copy per tile, zero-filled past each dimension's end) wherever the weight's rows
 are 16-byte aligned, plain masked loads elsewhere (_weight_descriptors).
@@ -23,8 +23,10 @@ are 16-byte aligned, plain masked loads elsewhere (_weight_descriptors).
 - backward, weight: GEMM over kernels x (tap, channels), reducing over output pixels
   (n, p, q), with the bias gradient (sums of the masked grad_output) in programs of its
   own. The long reduction is split over programs that each write a float32 partial sum,
-  summed after (the weight's and the bias's in one launch): deterministic, no atomics. Where a tap has at most half a column tile of
-  channels (conv1, conv2: 48), a program reduces two taps against one grad_output tile.
+  summed after (the weight's and the bias's in one launch): deterministic, no atomics.
+  Where a tap has at most half a column tile of channels (conv4, conv5: 192 in three 64s),
+  a program reduces two taps against one grad_output tile; where laying every tap side by
+  side takes fewer tiles still (conv1, conv2), it does that.
 """
 from __future__ import annotations
 
@@ -62,8 +64,8 @@ def conv2d_relu_forward_kernel(
     H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
     x_stride_n, x_stride_h, x_stride_w, C_GROUP, C_TAP,
     M, K_GROUP, GROUPS,
-    R: tl.constexpr, S: tl.constexpr, TAPS_W: tl.constexpr, X_ALIGN: tl.constexpr,
-    HAS_BIAS: tl.constexpr, W_DESCRIPTOR: tl.constexpr,
+    R: tl.constexpr, S: tl.constexpr, TAPS_H: tl.constexpr, TAPS_W: tl.constexpr,
+    X_ALIGN: tl.constexpr, HAS_BIAS: tl.constexpr, W_DESCRIPTOR: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -75,14 +77,14 @@ def conv2d_relu_forward_kernel(
     rows of BLOCK_K consecutive channels (16-byte loads) and its row offsets and zero-padding
     mask are computed once per tap. One flat loop walks (tap, channel block), the tap
     advancing when the channels of the current one run out: nested loops pipeline worse.
-    The weight is [K, R, TAPS_W, C_TAP], the output [M, K] (NHWC). TAPS_W = S taps along w
-    of C_TAP = C_GROUP channels, or for a folded input (see _channels_last_input) one tap of a
-    whole row of S pixels' channels; R x S is the kernel's size either way (its FLOPs).
-    W_DESCRIPTOR: the weight tile comes through a TMA tensor descriptor over the weight seen
-    as [GROUPS, K_GROUP, R * TAPS_W, C_TAP]: its zero fill past each dimension's end is the
-    plain load's mask (channels past C_TAP, kernels past K_GROUP read zeros, never the next
-    tap's or group's weights), and the copy costs the loop one instruction, not an address
-    and a predicate per 16 bytes.
+    The weight is [K, TAPS_H, TAPS_W, C_TAP], the output [M, K] (NHWC): the R x S taps of
+    C_TAP = C_GROUP channels, or for a copied input (input_layout) 3 x 3 taps of 4 x 4 pixels'
+    channels (conv1) or R taps of a row of S pixels' channels; R x S is the kernel's size in
+    every layout (its FLOPs). W_DESCRIPTOR: the weight tile comes through a TMA tensor
+    descriptor over the weight seen as [GROUPS, K_GROUP, TAPS_H * TAPS_W, C_TAP]: its zero
+    fill past each dimension's end is the plain load's mask (channels past C_TAP, kernels
+    past K_GROUP read zeros, never the next tap's or group's weights), and the copy costs
+    the loop one instruction, not an address and a predicate per 16 bytes.
     """
     # Grouped launch order: GROUP_M row tiles share each column tile while it is in L2.
     pid = tl.program_id(0)
@@ -106,11 +108,11 @@ def conv2d_relu_forward_kernel(
     w_start = (pq % Q) * stride_w - pad_w
     x_row = n * x_stride_n + h_start * x_stride_h + w_start * x_stride_w + group * C_GROUP
     kernel = group * K_GROUP + offs_n  # [BLOCK_N]
-    w_col = kernel * (R * TAPS_W * C_TAP)
+    w_col = kernel * (TAPS_H * TAPS_W * C_TAP)
     if W_DESCRIPTOR:
         weight_tiles = tl.make_tensor_descriptor(
-            w_ptr, shape=[GROUPS, K_GROUP, R * TAPS_W, C_TAP],
-            strides=[K_GROUP * R * TAPS_W * C_TAP, R * TAPS_W * C_TAP, C_TAP, 1],
+            w_ptr, shape=[GROUPS, K_GROUP, TAPS_H * TAPS_W, C_TAP],
+            strides=[K_GROUP * TAPS_H * TAPS_W * C_TAP, TAPS_H * TAPS_W * C_TAP, C_TAP, 1],
             block_shape=[1, BLOCK_N, 1, BLOCK_K])
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
@@ -118,7 +120,7 @@ def conv2d_relu_forward_kernel(
     r = 0
     s = 0
     c0 = 0
-    for _ in range(0, R * TAPS_W * c_blocks):
+    for _ in range(0, TAPS_H * TAPS_W * c_blocks):
         h = h_start + r
         w = w_start + s
         # Out-of-image taps read the zero padding: masked, never loaded.
@@ -280,8 +282,9 @@ def conv2d_relu_backward_weight_kernel(
     H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
     x_stride_n, x_stride_h, x_stride_w, C_GROUP, C_TAP,
     NPQ, K_GROUP, GROUPS, CHUNK,
-    R: tl.constexpr, S: tl.constexpr, TAPS_W: tl.constexpr, X_ALIGN: tl.constexpr,
-    PACKED_MASK: tl.constexpr, STAGE_X_IN_REGISTERS: tl.constexpr, WRITE_MASKED: tl.constexpr,
+    R: tl.constexpr, S: tl.constexpr, TAPS_H: tl.constexpr, TAPS_W: tl.constexpr,
+    X_ALIGN: tl.constexpr, PACKED_MASK: tl.constexpr, STAGE_X_IN_REGISTERS: tl.constexpr,
+    WRITE_MASKED: tl.constexpr,
     ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
@@ -290,11 +293,12 @@ def conv2d_relu_backward_weight_kernel(
     """dw[k, r, s, c] = sum_{n,p,q} [y > 0] dy[n, p, q, k] x[n, p*sh-ph+r, q*sw-pw+s, c].
 
     Channels-last: GEMM rows are the kernels of one group, columns C_TAP channels of one
-    tap (r, s) (a folded input's tap is a row of pixels, see _channels_last_input), and the
+    tap (r, s) (a copied input's tap is a block or a row of pixels, see input_layout), and the
     reduction runs over output pixels (n, p, q), CHUNK of them per split. Both operand tiles
     are contiguous along their GEMM dimension: dy [NPQ, K] along kernels, x along channels.
     The pixels' (n, p, q) are divided out once and then stepped by BLOCK_K without division.
-    Split ``split`` writes its partial sums to dw[split] [K, R, TAPS_W, C_TAP] and db[split];
+    Split ``split`` writes its partial sums to dw[split] [K, TAPS_H, TAPS_W, C_TAP] and
+    db[split];
     with one split those are the gradients themselves. The bias gradient
     db[k] = sum_{n,p,q} [y > 0] dy[n, p, q, k] has programs of its own (the first
     ceil(K_GROUP / BLOCK_M) of axis 0), so that the GEMM's loop carries no branch.
@@ -308,9 +312,9 @@ def conv2d_relu_backward_weight_kernel(
     BLOCK_N / 2 channels, the tap and the next, both reduced against the same grad_output
     tile: the MMA work of a full tile per loop iteration, 48 of 64 columns used, not of 128.
     FLAT_TAPS (_flat_taps: where it takes fewer column tiles still) lays every tap's C_TAP
-    channels side by side as R x TAPS_W x C_TAP columns, column j being channel j % C_TAP of
-    tap t = j // C_TAP, (r, s) = (t // TAPS_W, t % TAPS_W): conv1's 11 folded tap rows of
-    48 in 5 tiles of 128 (82% used) where pairs of taps used 69%, conv2's 25 taps of 48 in
+    channels side by side as TAPS_H x TAPS_W x C_TAP columns, column j being channel
+    j % C_TAP of tap t = j // C_TAP, (r, s) = (t // TAPS_W, t % TAPS_W): conv1's 9 taps of 48
+    in 4 tiles of 128 (84% used) where pairs of taps took 5, conv2's 25 taps of 48 in
     10 (94%) where pairs took 13 (72%). FLAT_MASK (padding): whether a tap's pixel is in the
     input then depends on the column as well as the output pixel, a mask per 16 bytes of a
     row; without padding every tap of an output pixel is in the input.
@@ -342,7 +346,7 @@ def conv2d_relu_backward_weight_kernel(
     else:
         tile = pid - tiles_k
         TAP_N: tl.constexpr = BLOCK_N // TAPS_PER_PROGRAM  # columns (channels) of one tap
-        columns = R * TAPS_W * C_TAP if FLAT_TAPS else C_TAP
+        columns = TAPS_H * TAPS_W * C_TAP if FLAT_TAPS else C_TAP
         tiles_n = tl.cdiv(columns, TAP_N)
         pid_m = tile % tiles_k
         pid_n = (tile // tiles_k) % tiles_n
@@ -351,12 +355,12 @@ def conv2d_relu_backward_weight_kernel(
         s = tap % TAPS_W
         # The second tap (TAPS_PER_PROGRAM = 2), as a move (dr, ds) from the first; past the
         # last tap (an odd tap count) it reads and writes nothing.
-        second_valid = tap + 1 < R * TAPS_W
+        second_valid = tap + 1 < TAPS_H * TAPS_W
         dr = tl.where(second_valid, (tap + 1) // TAPS_W - r, 0)
         ds = tl.where(second_valid, (tap + 1) % TAPS_W - s, 0)
         # ... as masks of vectors: the interpreter's & of a scalar mask and a vector mask
         # made from a constexpr is an int32 array, which tl.load refuses.
-        second_rows = tap + 1 + 0 * offs_r < R * TAPS_W  # [BLOCK_K]
+        second_rows = tap + 1 + 0 * offs_r < TAPS_H * TAPS_W  # [BLOCK_K]
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # kernels within the group
         offs_n = pid_n * TAP_N + tl.arange(0, TAP_N)  # channels of the tap
         kernel = group * K_GROUP + offs_m
@@ -431,14 +435,14 @@ def conv2d_relu_backward_weight_kernel(
             carry_p = h >= h_end
             h = tl.where(carry_p, h - P * stride_h, h)
             n += step_n + carry_p.to(tl.int32)
-        # dw[split, kernel, tap, channel]: [K, R, TAPS_W, C_TAP] per split
-        dw_row = (split * K + kernel) * (R * TAPS_W * C_TAP) + tap * C_TAP
+        # dw[split, kernel, tap, channel]: [K, TAPS_H, TAPS_W, C_TAP] per split
+        dw_row = (split * K + kernel) * (TAPS_H * TAPS_W * C_TAP) + tap * C_TAP
         tl.store(dw_ptr + dw_row[:, None] + offs_n[None, :], acc.to(dw_ptr.dtype.element_ty),
                  mask=m_mask[:, None] & n_mask[None, :])
         if TAPS_PER_PROGRAM == 2:
             tl.store(dw_ptr + (dw_row + C_TAP)[:, None] + offs_n[None, :],
                      acc_second.to(dw_ptr.dtype.element_ty),
-                     mask=(m_mask & (tap + 1 + 0 * offs_m < R * TAPS_W))[:, None]
+                     mask=(m_mask & (tap + 1 + 0 * offs_m < TAPS_H * TAPS_W))[:, None]
                      & n_mask[None, :])
 
 
@@ -493,6 +497,37 @@ def fold_pixels_kernel(x_ptr, out_ptr, C, H, W, H_OUT, W_OUT, out_stride_row,
     tl.store(out_ptr + target, tl.reshape(tl.trans(values), [BLOCK_W * C_PIXEL]),
              mask=(target >= start) & (target < start + out_stride_row))
 
+
+@triton.jit
+def space_to_depth_kernel(x_ptr, out_ptr, C, H, W, HS, WS, out_stride_row,
+                          stride_n, stride_c, stride_h, stride_w,
+                          PH: tl.constexpr, PW: tl.constexpr, LEAD: tl.constexpr,
+                          SH: tl.constexpr, SW: tl.constexpr, C_POW2: tl.constexpr,
+                          C_TAP: tl.constexpr, BLOCK_WS: tl.constexpr):
+    """out [N, HS, WS, C_TAP] = x [N, C, H, W] (any strides) in blocks of SH x SW pixels: out
+    pixel (hs, ws) holds x's pixels (hs SH + dy - PH, ws SW + dx - PW), channel c at
+    c SH SW + dy SW + dx (zero outside x and past C). A program per row of out. The rows
+    of x are read from LEAD (a multiple of 8, >= PW) columns before 0, in 16-byte pieces,
+    and moved by LEAD - PW columns in registers (tl.gather)."""
+    row = tl.program_id(0)  # n * HS + hs
+    n = row // HS
+    BLOCK: tl.constexpr = BLOCK_WS * SW
+    i = tl.arange(0, BLOCK)
+    c = tl.arange(0, C_POW2)[:, None, None]  # [C_POW2, 1, 1]
+    h = ((row % HS) * SH - PH + tl.arange(0, SH))[None, :, None]  # [1, SH, 1]
+    w = (i - LEAD)[None, None, :]  # [1, 1, BLOCK]
+    zero = tl.zeros((C_POW2, SH, BLOCK), dtype=tl.int32)  # masks of one shape for the interpreter
+    inside = ((c + zero) < C) & ((h + zero) >= 0) & ((h + zero) < H) & ((w + zero) >= 0) & (
+        (w + zero) < W)
+    window = tl.load(x_ptr + n * stride_n + c * stride_c + h * stride_h + w * stride_w,
+                     mask=inside, other=0.0)  # [C_POW2, SH, BLOCK]
+    moved = tl.gather(window, ((i + (LEAD - PW)) % BLOCK)[None, None, :] + zero, 2)
+    blocks = tl.permute(tl.reshape(moved, [C_POW2, SH, BLOCK_WS, SW]), [2, 0, 1, 3])
+    blocks = tl.reshape(blocks, [BLOCK_WS, C_POW2 * SH * SW])
+    ws = tl.arange(0, BLOCK_WS)
+    j = tl.arange(0, C_POW2 * SH * SW)
+    tl.store(out_ptr + row * out_stride_row + ws[:, None] * C_TAP + j[None, :], blocks,
+             mask=(ws < WS)[:, None] & (j < C_TAP)[None, :])
 
 def _config(block_m: int, block_n: int, block_k: int, warps: int, stages: int, **extra):
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, **extra},
@@ -577,7 +612,8 @@ _FORWARD_CONFIGS = _forward_configs()
 _forward_autotuned = triton.autotune(
     configs=_every_config(_FORWARD_CONFIGS, GROUP_M=8),
     key=["M", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w",
-         "C_TAP", "R", "S", "TAPS_W", "X_ALIGN", "W_DESCRIPTOR", "INPUT_PRECISION"],
+         "C_TAP", "R", "S", "TAPS_H", "TAPS_W", "X_ALIGN", "W_DESCRIPTOR",
+         "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": autotune_pruner(
         "conv2d_relu", _FORWARD_CONFIGS, "x_ptr", "K_GROUP", depth="C_TAP",
         small=_SMALL_CONFIGS)})(
@@ -620,18 +656,19 @@ def _flat_taps(c_tap: int, block_n: int, taps: int) -> bool:
 
 
 def _flat(args) -> bool:
-    return _flat_taps(args["C_TAP"], args["BLOCK_N"], args["R"] * args["TAPS_W"])
+    return _flat_taps(args["C_TAP"], args["BLOCK_N"], args["TAPS_H"] * args["TAPS_W"])
 
 
 def _taps_per_program(args) -> int:
     if _flat(args):
         return 1
-    return 2 if _pairs_taps(args["C_TAP"], args["BLOCK_N"], args["R"] * args["TAPS_W"]) else 1
+    taps = args["TAPS_H"] * args["TAPS_W"]
+    return 2 if _pairs_taps(args["C_TAP"], args["BLOCK_N"], taps) else 1
 
 
 def _columns(args) -> int:
     """The weight gradient's GEMM columns per tap (per all taps, FLAT_TAPS)."""
-    return args["C_TAP"] * (args["R"] * args["TAPS_W"] if _flat(args) else 1)
+    return args["C_TAP"] * (args["TAPS_H"] * args["TAPS_W"] if _flat(args) else 1)
 
 
 # Which of the weight gradient's GEMM dimensions are whole tiles (at batch 128 the pixels
@@ -648,7 +685,7 @@ _BACKWARD_WEIGHT_CONFIGS = _backward_weight_configs()
 _backward_weight_autotuned = triton.autotune(
     configs=_every_config(_BACKWARD_WEIGHT_CONFIGS),
     key=["NPQ", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h",
-         "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_W", "X_ALIGN", "WRITE_MASKED",
+         "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_H", "TAPS_W", "X_ALIGN", "WRITE_MASKED",
          "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": autotune_pruner(
         "conv2d_relu", _BACKWARD_WEIGHT_CONFIGS, "dy_ptr", small=_SMALL_CONFIGS)})(
@@ -780,69 +817,101 @@ def _folds(channels: int, groups: int) -> bool:
 
 
 def folds(input_size: list[int], groups: int) -> bool:
-    """Whether the kernels read this conv's input folded (few channels, one group: conv1's
-    image), a copy conv2d_relu_fold_input makes once for the forward and weight gradient."""
+    """Whether the kernels read this conv's input as a copy (few channels, one group: conv1's
+    image), which conv2d_relu_fold_input makes once for the forward and weight gradient."""
     return _folds(input_size[1], groups)
 
 
-def folded_size(input_size: list[int], weight_size: list[int], padding: list[int]) -> tuple:
-    """(N, C', H', W', C_TAP): the folded input's shape [N, C', H', W'] (C' = C rounded up to
-    4 channels a pixel, H' and W' padded, W' to whole 16-element rows) and the width of its
-    one tap a row, ceil(S x C' / 16) x 16 (pixel, channel) pairs, reading a few pixels past
-    the last tap (zero weights)."""
+def _space_to_depth(weight_size: list[int], stride: list[int]) -> bool:
+    """Whether a copied input is laid out in blocks of stride x stride pixels: strides of
+    powers of two above 1, the kernel at least as large (conv1's 11x11 at 4)."""
+    return all(st > 1 and st & (st - 1) == 0 and size >= st
+               for st, size in zip(stride, weight_size[2:]))
+
+
+def input_layout(input_size: list[int], weight_size: list[int], stride: list[int],
+                 padding: list[int], groups: int) -> tuple:
+    """(kind, [N, C', H', W'], TAPS_H, TAPS_W, C_TAP, stride, padding): the input as the
+    kernels read it, and the convolution they compute on it.
+
+    "plain": the input itself (channels_last), R x S taps of C_TAP = C / groups channels.
+    A copy where folds() holds:
+    "space_to_depth" (strided, _space_to_depth): pixels of SH x SW blocks of input pixels
+    (space_to_depth_kernel; C' = C a pixel, SH SW C' a multiple of 16), read as a
+    ceil(R / SH) x ceil(S / SW) convolution at stride 1 without padding: conv1's 3 x 3 taps
+    of 48 (4 x 4 x 3), a reduction of 432 for its 363.
+    "folded" (otherwise): zero-padded pixels of C' = C rounded up to 4 channels, read as R
+    taps a row, each C_TAP = ceil(S C' / 16) x 16 contiguous (pixel, channel) pairs (a few
+    pixels past the last tap), at the conv's stride without padding.
+    _weight_taps zero-fills the weight to match: what lies past the receptive field counts
+    nothing."""
     n, c, h, w = input_size
-    s = weight_size[3]
+    _, c_group, r, s = weight_size
+    if not _folds(c, groups):
+        return "plain", [n, c, h, w], r, s, c // groups, list(stride), list(padding)
+    if _space_to_depth(weight_size, stride):
+        (sh, sw), (ph, pw) = stride, padding
+        p, q = _output_size(h, w, r, s, stride, padding)
+        taps_h, taps_w = triton.cdiv(r, sh), triton.cdiv(s, sw)
+        whole = 16 // math.gcd(16, sh * sw)  # channels that make SH SW C' a multiple of 16
+        c_pixel = triton.cdiv(c, whole) * whole
+        return ("space_to_depth", [n, c_pixel * sh * sw, p + taps_h - 1, q + taps_w - 1],
+                taps_h, taps_w, c_pixel * sh * sw, [1, 1], [0, 0])
     c_pixel = triton.cdiv(c, _FOLD_CHANNELS) * _FOLD_CHANNELS
     c_tap = triton.cdiv(s * c_pixel, 16) * 16
     extra = triton.cdiv(c_tap - s * c_pixel, c_pixel)  # pixels read past the last tap
-    w_pad = triton.cdiv(w + 2 * padding[1] + extra, 4) * 4
-    return n, c_pixel, h + 2 * padding[0], w_pad, c_tap
+    w_pad = triton.cdiv(w + 2 * padding[1] + extra, 4) * 4  # rows of 16-element multiples
+    return ("folded", [n, c_pixel, h + 2 * padding[0], w_pad], r, 1, c_tap, list(stride),
+            [0, 0])
 
 
-def conv2d_relu_fold_input(input: Tensor, weight_size: list[int], padding: list[int],
-                           groups: int) -> Tensor:
-    """The folded input [N, C', H', W'] (channels_last; folded_size) of a conv whose input
-    the kernels fold (folds()): input moved by the padding, zero around it and in the
-    channels past C. Passed as ``folded_input`` to conv2d_relu_forward and
+def conv2d_relu_fold_input(input: Tensor, weight_size: list[int], stride: list[int],
+                           padding: list[int], groups: int) -> Tensor:
+    """The copy of input the kernels read where folds() holds ([N, C', H', W'] channels_last,
+    input_layout): in blocks of pixels (space_to_depth_kernel) or zero-padded pixels of 4
+    channels (fold_pixels_kernel). Passed as ``folded_input`` to conv2d_relu_forward and
     conv2d_relu_backward_weight, one copy serves both."""
     if input.dim() != 4 or not folds(list(input.shape), groups):
         raise ValueError(f"conv2d_relu_fold_input: input {tuple(input.shape)} with "
                          f"groups={groups} is not folded (fewer than {_FOLD_BELOW_CHANNELS} "
                          f"channels in one group are)")
-    n, c_pixel, h_pad, w_pad, _ = folded_size(list(input.shape), weight_size, padding)
+    kind, (n, c_out, h_out, w_out), *_ = input_layout(list(input.shape), weight_size, stride,
+                                                       padding, groups)
     _, c, h, w = input.shape
-    x = torch.empty((n, h_pad, w_pad, c_pixel), dtype=input.dtype, device=input.device)
+    x = torch.empty((n, h_out, w_out, c_out), dtype=input.dtype, device=input.device)
     check_int32_offsets("conv2d_relu", input=input, folded_input=x)
     lead = triton.cdiv(padding[1], 8) * 8
-    grid = (n * h_pad, triton.cdiv(w_pad - padding[1] + lead, _FOLD_BLOCK_W))
-    launchable(fold_pixels_kernel)[grid](
-        input, x, c, h, w, h_pad, w_pad, w_pad * c_pixel, *input.stride(),
-        PH=padding[0], PW=padding[1], LEAD=lead, C_PIXEL=c_pixel, BLOCK_W=_FOLD_BLOCK_W,
-        num_warps=4)
+    if kind == "space_to_depth":
+        (sh, sw), c_pixel = stride, c_out // (stride[0] * stride[1])
+        block = triton.next_power_of_2(w_out * sw - padding[1] + lead)  # input columns
+        launchable(space_to_depth_kernel)[(n * h_out,)](
+            input, x, c, h, w, h_out, w_out, w_out * c_out, *input.stride(),
+            PH=padding[0], PW=padding[1], LEAD=lead, SH=sh, SW=sw,
+            C_POW2=triton.next_power_of_2(c_pixel), C_TAP=c_out, BLOCK_WS=block // sw,
+            num_warps=4)
+    else:
+        grid = (n * h_out, triton.cdiv(w_out - padding[1] + lead, _FOLD_BLOCK_W))
+        launchable(fold_pixels_kernel)[grid](
+            input, x, c, h, w, h_out, w_out, w_out * c_out, *input.stride(),
+            PH=padding[0], PW=padding[1], LEAD=lead, C_PIXEL=c_out, BLOCK_W=_FOLD_BLOCK_W,
+            num_warps=4)
     return x.permute(0, 3, 1, 2)
 
 
-def _channels_last_input(input: Tensor, weight_size: list[int], padding: list[int],
-                         groups: int, folded_input: Tensor | None = None):
-    """(x, TAPS_W, C_TAP, padding, H, W): the input as the channels-last kernels read it.
-
-    The ordinary path: x channels_last (a copy only if it is not already), S taps along w
-    of C_TAP = C / groups channels. The folded path (few channels, one group): x copied once
-    (conv2d_relu_fold_input, unless ``folded_input`` is that copy already), zero-padded,
-    into [N, H + 2 ph, W', C'] so that the kernels run with one tap along w over C_TAP
-    contiguous (pixel, channel) pairs and no padding; _weight_taps zero-fills the weight to
-    match, so the few pixels read past the receptive field count nothing.
-    """
-    n, c, h, w = input.shape
-    if not _folds(c, groups):
+def _channels_last_input(input: Tensor, weight_size: list[int], stride: list[int],
+                         padding: list[int], groups: int, folded_input: Tensor | None = None):
+    """(kind, x, TAPS_H, TAPS_W, C_TAP, stride, padding, H, W): input_layout with x, the
+    input (channels_last: a copy only if it is not already) or its copy
+    (conv2d_relu_fold_input, unless ``folded_input`` is that copy already)."""
+    kind, shape, taps_h, taps_w, c_tap, step, pad = input_layout(
+        list(input.shape), weight_size, stride, padding, groups)
+    if kind == "plain":
         if folded_input is not None:
             raise ValueError(f"conv2d_relu: folded_input given for input {tuple(input.shape)} "
                              f"with groups={groups}, which the kernels do not fold")
         x = input.contiguous(memory_format=torch.channels_last)
-        return x, weight_size[3], c // groups, padding, h, w
-    *shape, c_tap = folded_size(list(input.shape), weight_size, padding)
-    if folded_input is None:
-        folded_input = conv2d_relu_fold_input(input, weight_size, padding, groups)
+    elif folded_input is None:
+        x = conv2d_relu_fold_input(input, weight_size, stride, padding, groups)
     elif (list(folded_input.shape) != shape or folded_input.dtype != input.dtype
           or folded_input.device != input.device
           or not folded_input.permute(0, 2, 3, 1).is_contiguous()):
@@ -850,25 +919,47 @@ def _channels_last_input(input: Tensor, weight_size: list[int], padding: list[in
             f"conv2d_relu: folded_input {tuple(folded_input.shape)} {folded_input.dtype} is "
             f"not conv2d_relu_fold_input's {tuple(shape)} {input.dtype} channels_last copy "
             f"of input {tuple(input.shape)}")
-    return folded_input, 1, c_tap, [0, 0], shape[2], shape[3]
+    else:
+        x = folded_input
+    return kind, x, taps_h, taps_w, c_tap, step, pad, shape[2], shape[3]
 
 
-def _weight_taps(weight: Tensor, folded: bool, c_tap: int) -> Tensor:
-    """weight [K, C/groups, R, S] as the kernels' [K, R, TAPS_W, C_TAP], channels innermost."""
+def _weight_taps(weight: Tensor, kind: str, taps_h: int, taps_w: int, c_tap: int,
+                 block: list[int]) -> Tensor:
+    """weight [K, C/groups, R, S] as the kernels' [K, TAPS_H, TAPS_W, C_TAP] for an input
+    laid out as ``kind`` (input_layout; ``block``: a space_to_depth pixel's input pixels,
+    the conv's stride), channels innermost, zero where the layout reads past the receptive
+    field or the channels."""
     k, c_group, r, s = weight.shape
-    if not folded:
+    if kind == "plain":
         return weight.permute(0, 2, 3, 1).contiguous()
+    taps = torch.zeros((k, taps_h, taps_w, c_tap), dtype=weight.dtype, device=weight.device)
+    if kind == "space_to_depth":  # channel c of block pixel (dy, dx) at (c SH + dy) SW + dx
+        sh, sw = block
+        padded = torch.zeros((k, c_tap // (sh * sw), taps_h * sh, taps_w * sw),
+                             dtype=weight.dtype, device=weight.device)
+        padded[:, :c_group, :r, :s] = weight
+        return taps.copy_(padded.view(k, -1, taps_h, sh, taps_w, sw)
+                          .permute(0, 2, 4, 1, 3, 5).reshape(k, taps_h, taps_w, c_tap))
     c_pixel = triton.cdiv(c_group, _FOLD_CHANNELS) * _FOLD_CHANNELS
-    folded = torch.zeros((k, r, c_tap), dtype=weight.dtype, device=weight.device)
-    folded[:, :, :s * c_pixel].view(k, r, s, c_pixel)[..., :c_group] = weight.permute(0, 2, 3, 1)
-    return folded.view(k, r, 1, c_tap)
+    taps.view(k, r, c_tap)[:, :, :s * c_pixel].view(k, r, s, c_pixel)[..., :c_group] = (
+        weight.permute(0, 2, 3, 1))
+    return taps
 
 
-def _unfold_weight_grad(taps: Tensor, weight_size: list[int], folded: bool) -> Tensor:
-    """The inverse of _weight_taps: [K, R, TAPS_W, C_TAP] -> contiguous [K, C/groups, R, S]."""
+def _unfold_weight_grad(taps: Tensor, weight_size: list[int], kind: str,
+                        block: list[int]) -> Tensor:
+    """The inverse of _weight_taps: [K, TAPS_H, TAPS_W, C_TAP] -> contiguous
+    [K, C/groups, R, S]."""
     k, c_group, r, s = weight_size
-    if not folded:
+    if kind == "plain":
         return taps.permute(0, 3, 1, 2).contiguous()
+    _, taps_h, taps_w, c_tap = taps.shape
+    if kind == "space_to_depth":
+        sh, sw = block
+        blocks = taps.reshape(k, taps_h, taps_w, c_tap // (sh * sw), sh, sw)
+        pixels = blocks.permute(0, 3, 1, 4, 2, 5).reshape(k, -1, taps_h * sh, taps_w * sw)
+        return pixels[:, :c_group, :r, :s].contiguous()
     c_pixel = triton.cdiv(c_group, _FOLD_CHANNELS) * _FOLD_CHANNELS
     rows = taps.reshape(k, r, -1)[:, :, :s * c_pixel].reshape(k, r, s, c_pixel)
     return rows[..., :c_group].permute(0, 3, 1, 2).contiguous()
@@ -890,9 +981,10 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
     if c != c_group * groups or k % groups:
         raise ValueError(f"conv2d_relu: channels {c}, kernels {k} and groups={groups} disagree")
     p, q = _output_size(h, w, r, s, stride, padding)
-    x, taps_w, c_tap, pad, h_x, w_x = _channels_last_input(input, list(weight.shape),
-                                                           padding, groups, folded_input)
-    weight_taps = _weight_taps(weight, _folds(c, groups), c_tap)
+    # the convolution the kernel computes on x (R x S stay the kernel's size: its FLOPs)
+    kind, x, taps_h, taps_w, c_tap, step, pad, h_x, w_x = _channels_last_input(
+        input, list(weight.shape), stride, padding, groups, folded_input)
+    weight_taps = _weight_taps(weight, kind, taps_h, taps_w, c_tap, stride)
     bias = None if bias is None else bias.contiguous()
     # [N, K, P, Q] with NHWC memory: the kernel's [M, K] rows.
     output = torch.empty((n, p, q, k), dtype=input.dtype, device=input.device).permute(0, 3, 1, 2)
@@ -900,13 +992,14 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
     x_stride_n, _, x_stride_h, x_stride_w = x.stride()
     # Every row offset is n sxn + h sxh + w sxw (+ group C_GROUP); w moves by the stride
     # alone when each row has a single tap (folded) and pads nothing.
-    w_step = stride[1] * x_stride_w if taps_w == 1 and pad[1] == 0 else x_stride_w
+    w_step = step[1] * x_stride_w if taps_w == 1 and pad[1] == 0 else x_stride_w
     x_align = _alignment(x_stride_n, x_stride_h, w_step, c_group if groups > 1 else 0)
     m, k_group = n * p * q, k // groups
-    # [GROUPS, K_GROUP, R * TAPS_W, C_TAP]: the descriptor's dimensions, each zero-filled past
-    # its end (conv1's folded C_TAP of 48 channels is 96 bytes in bf16: TMA-aligned).
-    descriptor_shape = (groups, k_group, r * taps_w, c_tap)
-    descriptor_strides = (k_group * r * taps_w * c_tap, r * taps_w * c_tap, c_tap, 1)
+    # [GROUPS, K_GROUP, TAPS_H * TAPS_W, C_TAP]: the descriptor's dimensions, each zero-filled
+    # past its end (conv1's C_TAP of 48 channels is 96 bytes in bf16: TMA-aligned).
+    taps = taps_h * taps_w
+    descriptor_shape = (groups, k_group, taps, c_tap)
+    descriptor_strides = (k_group * taps * c_tap, taps * c_tap, c_tap, 1)
     use_descriptors = _weight_descriptors(tensor_descriptors, weight_taps, descriptor_shape,
                                           descriptor_strides)
     kernel, blocks = _kernel_and_blocks(_forward_autotuned, conv2d_relu_forward_kernel, k_group)
@@ -919,10 +1012,11 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
     with descriptor_scratch(input.device):
         launchable(kernel)[grid](
             x, weight_taps, weight if bias is None else bias, output,
-            h_x, w_x, k, p, q, stride[0], stride[1], pad[0], pad[1],
+            h_x, w_x, k, p, q, step[0], step[1], pad[0], pad[1],
             x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
             m, k_group, groups,
-            R=r, S=s, TAPS_W=taps_w, X_ALIGN=x_align, HAS_BIAS=bias is not None,
+            R=r, S=s, TAPS_H=taps_h, TAPS_W=taps_w, X_ALIGN=x_align,
+            HAS_BIAS=bias is not None,
             W_DESCRIPTOR=use_descriptors,
             ACC_DTYPE=accumulator(input.dtype), INPUT_PRECISION=_input_precision(input.dtype),
             **blocks,
@@ -1008,11 +1102,12 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
                          f"{tuple(output.shape)} must be [N, K, P, Q] = {[n, k, p, q]}")
     grad_output = grad_output.contiguous(memory_format=torch.channels_last)  # [NPQ, K]
     output = output.contiguous(memory_format=torch.channels_last)
-    x, taps_w, c_tap, pad, h_x, w_x = _channels_last_input(input, weight_size, padding,
-                                                           groups, folded_input)
+    # the convolution the kernel computes on x (R x S stay the kernel's size: its FLOPs)
+    kind, x, taps_h, taps_w, c_tap, step, pad, h_x, w_x = _channels_last_input(
+        input, weight_size, stride, padding, groups, folded_input)
     dtype, device = grad_output.dtype, grad_output.device
     npq, k_group = n * p * q, k // groups
-    taps = r * taps_w
+    taps = taps_h * taps_w
 
     # the tiles of the first config, 128 x 128 (or two taps of 64 columns, or the tap rows
     # side by side: FLAT_TAPS)
@@ -1028,7 +1123,7 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     split = _weight_grad_split(tiles, npq, device)
     chunk = triton.cdiv(triton.cdiv(npq, split), _SPLIT_ALIGN) * _SPLIT_ALIGN
     split = triton.cdiv(npq, chunk)
-    weight_taps = torch.empty((1, k, r, taps_w, c_tap), dtype=dtype, device=device)
+    weight_taps = torch.empty((1, k, taps_h, taps_w, c_tap), dtype=dtype, device=device)
     bias_partial = torch.empty((split, k), dtype=dtype, device=device)
     numel = weight_taps.numel()
     if split > 1:
@@ -1036,7 +1131,7 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         # weight's partial sums, then the bias's, in one buffer that one launch sums.
         partials = torch.empty(split * (numel + k), dtype=accumulation_dtype(dtype),
                                device=device)
-        weight_partial = partials[:split * numel].view(split, k, r, taps_w, c_tap)
+        weight_partial = partials[:split * numel].view(split, k, taps_h, taps_w, c_tap)
         bias_partial = partials[split * numel:].view(split, k)
     else:
         weight_partial = weight_taps  # the single split is the sum
@@ -1044,7 +1139,7 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     check_int32_offsets("conv2d_relu", input=x, grad_output=grad_output,
                         grad_weight=weight_partial)
     x_stride_n, _, x_stride_h, x_stride_w = x.stride()
-    w_step = stride[1] * x_stride_w if taps_w == 1 and pad[1] == 0 else x_stride_w
+    w_step = step[1] * x_stride_w if taps_w == 1 and pad[1] == 0 else x_stride_w
     x_align = _alignment(x_stride_n, x_stride_h, w_step, c_group if groups > 1 else 0)
     kernel, blocks = _kernel_and_blocks(_backward_weight_autotuned, _backward_weight_even,
                                         columns)
@@ -1062,10 +1157,11 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     launchable(kernel)[grid](
         grad_output, output, x, weight_partial, bias_partial,
         grad_output if masked is None else masked,
-        h_x, w_x, k, p, q, stride[0], stride[1], pad[0], pad[1],
+        h_x, w_x, k, p, q, step[0], step[1], pad[0], pad[1],
         x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
         npq, k_group, groups, chunk,
-        R=r, S=s, TAPS_W=taps_w, X_ALIGN=x_align, PACKED_MASK=_packed_mask(dtype),
+        R=r, S=s, TAPS_H=taps_h, TAPS_W=taps_w, X_ALIGN=x_align,
+        PACKED_MASK=_packed_mask(dtype),
         STAGE_X_IN_REGISTERS=_input_precision(dtype) == "tf32" and not interpreting(),
         WRITE_MASKED=masked is not None,
         ACC_DTYPE=accumulator(dtype), INPUT_PRECISION=_input_precision(dtype),
@@ -1079,5 +1175,5 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         launchable(split_sum_kernel)[(first_programs + triton.cdiv(k, block),)](
             partials, weight_taps, grad_bias, numel, k, split, first_programs,
             ACC_DTYPE=accumulator(dtype), BLOCK=block)
-    grad_weight = _unfold_weight_grad(weight_taps[0], weight_size, _folds(c, groups))
+    grad_weight = _unfold_weight_grad(weight_taps[0], weight_size, kind, stride)
     return (grad_weight, grad_bias) if masked is None else (grad_weight, grad_bias, masked)

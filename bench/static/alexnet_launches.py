@@ -83,12 +83,11 @@ def launches(dtype, layers=LAYERS, batch: int = 128):
             raise AssertionError(f"alexnet_launches.FOLDED disagrees with the kernels on {name}")
         folded = None
         if name in FOLDED:
-            folded = empty(*conv2d_relu.folded_size(list(x.shape), list(w.shape),
-                                                    [layer.padding] * 2)[:4])
-            folded = folded.to(memory_format=torch.channels_last)
+            _, shape, *_ = conv2d_relu.input_layout(list(x.shape), list(w.shape), *conv)
+            folded = activation(*shape)
             calls[f"{name}.fold_input"] = (
                 lambda x=x, w=w, conv=conv: conv2d_relu.conv2d_relu_fold_input(
-                    x, list(w.shape), conv[1], conv[2]))
+                    x, list(w.shape), *conv))
         calls[f"{name}.forward"] = (
             lambda x=x, w=w, b=b, conv=conv, folded=folded: conv2d_relu.conv2d_relu_forward(
                 x, w, b, *conv, folded_input=folded))

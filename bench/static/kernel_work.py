@@ -14,10 +14,11 @@ import math
 
 
 def _conv_forward(a: dict) -> tuple[float, float]:
-    # Every group: M x K_GROUP x (C_GROUP R S); the loop walks R x TAPS_W taps of C_TAP
-    # channels (TAPS_W = 1, C_TAP = a row of S pixels' channels when conv1's input is folded).
+    # Every group: M x K_GROUP x (C_GROUP R S); the loop walks TAPS_H x TAPS_W taps of C_TAP
+    # channels (conv1's copied image: 3 x 3 taps of 4 x 4 pixels' channels, or R taps of a
+    # row of S pixels' channels: kernels.conv2d_relu.input_layout).
     flops = 2 * a["M"] * a["K"] * a["C_GROUP"] * a["R"] * a["S"]
-    return flops, a["R"] * a["TAPS_W"] * math.ceil(a["C_TAP"] / a["BLOCK_K"])
+    return flops, a["TAPS_H"] * a["TAPS_W"] * math.ceil(a["C_TAP"] / a["BLOCK_K"])
 
 
 def _conv_backward_input(a: dict) -> tuple[float, float]:

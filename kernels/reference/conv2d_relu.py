@@ -5,20 +5,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from alexnet_triton.kernels.conv2d_relu import folded_size, folds
+from alexnet_triton.kernels.conv2d_relu import folds, input_layout
 
 
-def conv2d_relu_fold_input(input: Tensor, weight_size: list[int], padding: list[int],
-                           groups: int) -> Tensor:
-    """The kernels' folded copy of input [N, C', H', W'] (channels_last): input moved by the
-    padding into zeros, C channels of C' a pixel."""
+def conv2d_relu_fold_input(input: Tensor, weight_size: list[int], stride: list[int],
+                           padding: list[int], groups: int) -> Tensor:
+    """The kernels' copy of input [N, C', H', W'] (channels_last; input_layout): blocks of
+    stride pixels, or zero-padded pixels of C' channels."""
     if input.dim() != 4 or not folds(list(input.shape), groups):
         raise ValueError(f"conv2d_relu_fold_input: input {tuple(input.shape)} with "
                          f"groups={groups} is not folded")
-    n, c_pixel, h_pad, w_pad, _ = folded_size(list(input.shape), weight_size, padding)
+    kind, (n, c_out, h_out, w_out), *_ = input_layout(list(input.shape), weight_size, stride,
+                                                       padding, groups)
     _, c, h, w = input.shape
-    folded = torch.zeros((n, h_pad, w_pad, c_pixel), dtype=input.dtype, device=input.device)
-    folded[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w, :c] = input.permute(0, 2, 3, 1)
+    (ph, pw) = padding
+    if kind == "space_to_depth":  # [N, C', HS, SH, WS, SW] -> [N, HS, WS, C', SH, SW]
+        sh, sw = stride
+        c_pixel = c_out // (sh * sw)
+        image = torch.zeros((n, c_pixel, h_out * sh, w_out * sw), dtype=input.dtype,
+                            device=input.device)
+        rows, columns = min(h, h_out * sh - ph), min(w, w_out * sw - pw)
+        image[:, :c, ph:ph + rows, pw:pw + columns] = input[:, :, :rows, :columns]
+        blocks = image.view(n, c_pixel, h_out, sh, w_out, sw).permute(0, 2, 4, 1, 3, 5)
+        return blocks.reshape(n, h_out, w_out, c_out).permute(0, 3, 1, 2)
+    folded = torch.zeros((n, h_out, w_out, c_out), dtype=input.dtype, device=input.device)
+    folded[:, ph:ph + h, pw:pw + w, :c] = input.permute(0, 2, 3, 1)
     return folded.permute(0, 3, 1, 2)
 
 

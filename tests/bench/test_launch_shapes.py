@@ -31,8 +31,8 @@ def _as_op(function: str, args: tuple, kwargs: dict) -> tuple:
         _, _, w, x_shape, stride, padding, groups = args
         return ("conv", shape(x_shape), shape(w.shape), stride[0], padding[0], groups)
     if function == "conv2d_relu_fold_input":
-        x, w_shape, padding, groups = args  # a copy of the input: no stride
-        return ("conv", shape(x.shape), shape(w_shape), None, padding[0], groups)
+        x, w_shape, stride, padding, groups = args
+        return ("conv", shape(x.shape), shape(w_shape), stride[0], padding[0], groups)
     if function == "conv2d_relu_backward_weight":
         _, _, x, w_shape, stride, padding, groups = args
         return ("conv", shape(x.shape), shape(w_shape), stride[0], padding[0], groups)
@@ -93,10 +93,7 @@ def test_every_launch_is_its_layers_benchmarked_op(recorded):
     ops = {op.name: _op_as_launch(op) for op in alexnet_ops(BATCH)}
     for name, call in recorded.items():
         layer = name.split(".")[0]
-        op = ops[layer]
-        if name.endswith(".fold_input"):  # conv1's input copied: all but the stride
-            op = (*op[:3], None, *op[4:])
-        assert call == op, f"{name} launches {call}, bench_ops has {op}"
+        assert call == ops[layer], f"{name} launches {call}, bench_ops has {ops[layer]}"
 
 
 def test_the_launches_and_the_ops_are_the_same_layers(recorded):

@@ -105,7 +105,10 @@ def plan(targets: str | None = None, scope: str | None = None) -> list[tuple[str
 # take, compiled wherever their layer is in scope. {launch name: layer}.
 # pool1.backward_2s2: max_pool2d's general backward (every window but the paper's 3x3/2,
 # which takes max_pool2d_backward_3s2_kernel), on pool1's maps with 2x2/2 windows.
-BEYOND_ALEXNET = {"pool1.backward_2s2": "pool1"}
+# conv1.fold_input_3x3s1: the copy of a few-channel input that an unstrided conv reads
+# (fold_pixels_kernel; conv1's stride 4 takes space_to_depth_kernel), conv1's image for a
+# 3x3 kernel at stride 1.
+BEYOND_ALEXNET = {"pool1.backward_2s2": "pool1", "conv1.fold_input_3x3s1": "conv1"}
 
 
 def launch_names(scope: str = "full") -> list[str]:
@@ -118,16 +121,20 @@ def launch_names(scope: str = "full") -> list[str]:
 def _beyond_alexnet(dtype) -> dict:
     """{launch name: a function that calls the launcher} for BEYOND_ALEXNET."""
     import torch
-    from alexnet_triton.kernels import max_pool2d
+    from alexnet_triton.kernels import conv2d_relu, max_pool2d
 
     pool1 = alexnet_launches.POOLS["pool1"]
     n, c, h, w = pool1.input(BATCH)
     window = ([2, 2], [2, 2])
     out = (n, c, h // 2, w // 2)
+    conv1 = alexnet_launches.CONVS["conv1"]
+    image = torch.empty(conv1.input(BATCH), dtype=dtype)
     return {"pool1.backward_2s2": lambda: max_pool2d.max_pool2d_backward(
         torch.empty(out, dtype=dtype).to(memory_format=torch.channels_last),
         torch.empty(out, dtype=torch.int8).to(memory_format=torch.channels_last),
-        [n, c, h, w], *window)}
+        [n, c, h, w], *window),
+        "conv1.fold_input_3x3s1": lambda: conv2d_relu.conv2d_relu_fold_input(
+            image, [conv1.out_channels, conv1.in_channels, 3, 3], [1, 1], [1, 1], 1)}
 
 
 def launches(dtype, scope: str):

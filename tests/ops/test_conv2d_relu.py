@@ -163,14 +163,14 @@ def check_backward_weight(conv: Conv, precision: str, device, poisoned) -> None:
 @pytest.fixture
 def launches(monkeypatch):
     """The keyword arguments of every kernel launch the conv launchers make, in order, but
-    the fold of a folded input (fold_pixels_kernel), which precedes conv1's GEMMs."""
+    the copy of a few-channel input (input_layout), which precedes conv1's GEMMs."""
     recorded = []
     launchable = kernels.launchable
 
     class Recording:
         def __init__(self, kernel):
             self.kernel = launchable(kernel)
-            self.folds = kernel is kernels.fold_pixels_kernel
+            self.folds = kernel in (kernels.fold_pixels_kernel, kernels.space_to_depth_kernel)
 
         def __getitem__(self, grid):
             launch = self.kernel[grid]
@@ -459,20 +459,20 @@ def test_weight_gradients_pair_taps_where_that_takes_fewer_column_tiles():
 
 def test_which_weight_gradients_lay_their_taps_side_by_side():
     """FLAT_TAPS where it takes at most 7/8 of the column tiles of one or two taps per
-    program: conv1's folded tap rows (5 against 6), conv2's 25 taps of 48 (10 against 13),
+    program: conv1's 9 taps of 4 x 4 pixels (4 against 5), conv2's 25 taps of 48 (10 against 13),
     not conv4's 9 of 192 (14 against 15), conv3's 9 of 256 (18 either way) nor one tap;
     FLAT_MASK where there is padding (conv2: a mask per column). The shapes above that take
     them check their results against the reference."""
     def layout(conv):
-        _, taps_w, c_tap, pad, _, _ = kernels._channels_last_input(
-            torch.empty(1, conv.c, conv.h, conv.w), conv.weight_size, list(conv.padding),
-            conv.groups)
-        args = {"C_TAP": c_tap, "BLOCK_N": 128, "R": conv.r, "TAPS_W": taps_w,
+        _, _, taps_h, taps_w, c_tap, _, pad, _, _ = kernels._channels_last_input(
+            torch.randn(1, conv.c, conv.h, conv.w), conv.weight_size, list(conv.stride),
+            list(conv.padding), conv.groups)
+        args = {"C_TAP": c_tap, "BLOCK_N": 128, "TAPS_H": taps_h, "TAPS_W": taps_w,
                 "pad_h": pad[0], "pad_w": pad[1]}
         heuristics = kernels._backward_weight_even.values
         return (heuristics["FLAT_TAPS"](args), heuristics["FLAT_MASK"](args),
                 kernels._columns(args))
-    assert layout(ALEXNET["conv1-63"]) == (True, False, 528)  # 11 rows of 48, folded: no pad
+    assert layout(ALEXNET["conv1-63"]) == (True, False, 432)  # 3 x 3 blocks of 48: no pad
     assert layout(ALEXNET["conv2-27"]) == (True, True, 1200)
     assert layout(ALEXNET["conv4-13"]) == (False, False, 192)
     assert layout(ALEXNET["conv3-13"]) == (False, False, 256)
@@ -494,34 +494,41 @@ def test_strided_input(device, poisoned):
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last],
                          ids=["nchw", "channels_last"])
-@pytest.mark.parametrize("shape,kernel,padding", [
-    ((2, 3, 19, 21), (11, 11), (2, 2)),  # conv1's channels and taps
-    ((1, 5, 9, 7), (3, 5), (1, 0)),  # 5 channels in pixels of 8, unpadded columns
-    ((1, 3, 5, 260), (3, 3), (1, 5)),  # rows of two programs, odd padding
-], ids=["conv1-like", "c5", "wide"])
+@pytest.mark.parametrize("shape,kernel,stride,padding,kind", [
+    # conv1's channels, taps and stride: blocks of 4 x 4 pixels, 3 x 3 taps of 48
+    ((2, 3, 19, 21), (11, 11), (4, 4), (2, 2), "space_to_depth"),
+    # 5 channels in blocks of 2 x 2 (8 channels a pixel: 32); 1 in 2 x 4 (16), unpadded rows
+    ((1, 5, 13, 12), (5, 5), (2, 2), (1, 1), "space_to_depth"),
+    ((1, 1, 9, 20), (4, 8), (2, 4), (0, 3), "space_to_depth"),
+    # unstrided: pixels of 8 channels (5 of them), unpadded columns; rows of two programs
+    ((1, 5, 9, 7), (3, 5), (1, 1), (1, 0), "folded"),
+    ((1, 3, 5, 260), (3, 3), (1, 1), (1, 5), "folded"),
+], ids=["conv1-like", "c5-2x2", "c1-2x4", "c5", "wide"])
 @pytest.mark.parametrize("precision", ["float32", "float64", "bfloat16"])
-def test_folded_input_is_the_padded_image_in_pixels_of_four_channels(
-        shape, kernel, padding, memory_format, precision, device, poisoned):
-    """fold_pixels_kernel writes every element of the folded input: the image moved by the
-    padding, zero around it and in the channels past C (which the zero-filled weight taps
-    multiply), in either input layout; the reference's copy is the same."""
+def test_the_copied_input_is_the_references(shape, kernel, stride, padding, kind,
+                                            memory_format, precision, device, poisoned):
+    """space_to_depth_kernel and fold_pixels_kernel write every element of the copy the
+    kernels read (input_layout), as the reference lays it out: zero around the image and in
+    the channels past C (which the zero-filled weight taps multiply), in either input
+    layout. (The conv tests check the layouts against torch's convolution.)"""
     dtype = use_precision(precision, device)
     x = torch.randn(shape, dtype=dtype, device=device).contiguous(memory_format=memory_format)
     weight_size = [4, shape[1], *kernel]
-    folded = kernels.conv2d_relu_fold_input(x, weight_size, list(padding), 1)
+    conv = (list(stride), list(padding), 1)
+    layout, shape_out, *_ = kernels.input_layout(list(shape), weight_size, *conv)
+    assert layout == kind
+    copied = kernels.conv2d_relu_fold_input(x, weight_size, *conv)
     assert poisoned.allocations > 0
-    n, c, h, w = shape
-    c_pixel = -(-c // 4) * 4
-    n, c_folded, h_pad, w_pad, c_tap = kernels.folded_size(list(shape), weight_size, padding)
-    assert (c_folded, h_pad) == (c_pixel, h + 2 * padding[0])
-    assert c_tap == -(-kernel[1] * c_pixel // 16) * 16
-    assert tuple(folded.shape) == (n, c_pixel, h_pad, w_pad) and w_pad % 4 == 0
-    assert folded.is_contiguous(memory_format=torch.channels_last)
-    expected = torch.zeros((n, h_pad, w_pad, c_pixel), dtype=dtype, device=device)
-    expected[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w, :c] = x.permute(0, 2, 3, 1)
-    assert_close(folded.permute(0, 2, 3, 1), expected, 0.0, "folded input")
-    assert_close(reference.conv2d_relu_fold_input(x, weight_size, list(padding), 1), folded,
-                 0.0, "the reference's folded input")
+    assert list(copied.shape) == shape_out
+    assert copied.is_contiguous(memory_format=torch.channels_last)
+    assert_close(copied, reference.conv2d_relu_fold_input(x, weight_size, *conv), 0.0,
+                 "copied input")
+    if kind == "folded":  # the image moved by the padding into zeros
+        n, c, h, w = shape
+        expected = torch.zeros_like(copied.permute(0, 2, 3, 1))
+        expected[:, padding[0]:padding[0] + h, padding[1]:padding[1] + w, :c] = (
+            x.permute(0, 2, 3, 1))
+        assert_close(copied.permute(0, 2, 3, 1), expected, 0.0, "folded input")
 
 
 def test_a_folded_input_serves_the_forward_and_the_weight_gradient(device, poisoned):
@@ -531,7 +538,7 @@ def test_a_folded_input_serves_the_forward_and_the_weight_gradient(device, poiso
     conv = ALEXNET["conv1-63"]
     x, weight, bias = conv_inputs(conv, torch.float32, device)
     stride, padding = list(conv.stride), list(conv.padding)
-    folded = kernels.conv2d_relu_fold_input(x, conv.weight_size, padding, conv.groups)
+    folded = kernels.conv2d_relu_fold_input(x, conv.weight_size, stride, padding, conv.groups)
     expected = kernels.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups)
     actual = kernels.conv2d_relu_forward(x, weight, bias, stride, padding, conv.groups,
                                          folded_input=folded)
@@ -562,7 +569,8 @@ def test_a_folded_input_serves_the_forward_and_the_weight_gradient(device, poiso
         kernels.conv2d_relu_forward(x2, weight2, bias2, list(conv2.stride),
                                     list(conv2.padding), conv2.groups, folded_input=folded)
     with pytest.raises(ValueError, match="not folded"):
-        kernels.conv2d_relu_fold_input(x2, conv2.weight_size, list(conv2.padding), conv2.groups)
+        kernels.conv2d_relu_fold_input(x2, conv2.weight_size, list(conv2.stride),
+                                       list(conv2.padding), conv2.groups)
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last],
