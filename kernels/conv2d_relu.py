@@ -1150,8 +1150,11 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         tiles_k = triton.cdiv(k_group, meta["BLOCK_M"])
         pair = meta["TAPS_PER_PROGRAM"]
         # the bias programs, then the GEMM tiles of every tap (pair of taps; all taps at once)
-        per_tap = 1 if meta["FLAT_TAPS"] else triton.cdiv(taps, pair)
-        return (tiles_k * (1 + triton.cdiv(columns, meta["BLOCK_N"] // pair) * per_tap),
+        # (the config's own FLAT_TAPS: a tile width other than the 128 of ``columns`` may
+        # choose otherwise)
+        per_tap, width = ((1, taps * c_tap) if meta["FLAT_TAPS"]
+                          else (triton.cdiv(taps, pair), c_tap))
+        return (tiles_k * (1 + triton.cdiv(width, meta["BLOCK_N"] // pair) * per_tap),
                 groups * split)
 
     launchable(kernel)[grid](
