@@ -113,27 +113,32 @@ def config_key(config) -> tuple:
             config.num_stages)
 
 
-def _least_padding(configs: list, size: int, block: str) -> list:
+def _least_padding(configs: list, size: int, block: str, tail=None) -> list:
     """The configs whose ``block`` pads ``size`` (a GEMM dimension) the least, and of those
     the widest: fewer tiles read each operand fewer times, and the loop's fixed cost
     spreads over more MMA work (64 columns where 128 would pad as little: the loop issued
-    1.0-1.01x its MMAs at conv3's input gradient, against 0.66)."""
+    1.0-1.01x its MMAs at conv3's input gradient, against 0.66). ``tail(size, block)``:
+    the columns a kernel adds to each tile of that width (conv2d_relu's forward TAIL_N)."""
+    def width(config):
+        return config.kwargs[block] + (tail(size, config.kwargs[block]) if tail else 0)
+
     def padded(config):
-        return triton.cdiv(size, config.kwargs[block]) * config.kwargs[block]
+        return triton.cdiv(size, width(config)) * width(config)
     least = min(padded(c) for c in configs)
-    widest = max(c.kwargs[block] for c in configs if padded(c) == least)
-    return [c for c in configs if padded(c) == least and c.kwargs[block] == widest]
+    widest = max(width(c) for c in configs if padded(c) == least)
+    return [c for c in configs if padded(c) == least and width(c) == widest]
 
 
 def autotune_pruner(op: str, lists: dict, operand: str, width: str | None = None,
                     flag: str | None = None, depth: str | None = None,
-                    small: list | None = None):
+                    small: list | None = None, tail=None):
     """An autotuner's early_config_prune: of the configs that are still candidates (the GPU
     check restricts them), those of ``lists`` for ``operand``'s element size (and the
     constexpr ``flag``'s value, where the lists are keyed by both), of those the ones whose
     BLOCK_N pads the runtime argument ``width`` least, and of those the ones whose BLOCK_K
     pads ``depth`` (a reduction block's length) least; and on a GPU with less shared memory
-    per block than Hopper's, the ``small`` configs of a 16- or 32-bit operand besides. A
+    per block than Hopper's, the ``small`` configs of a 16- or 32-bit operand besides
+    (``tail(named_args)``: _least_padding's ``tail`` at these arguments, for ``width``). A
     GPU's autotuner times only these; ``op`` names the launcher in the error where none is
     left."""
     keys = {key: {config_key(c) for c in configs} for key, configs in lists.items()}
@@ -147,7 +152,8 @@ def autotune_pruner(op: str, lists: dict, operand: str, width: str | None = None
             raise ValueError(f"{op}: no autotune config for {size}-byte operands "
                              f"among {len(configs)} candidates")
         if width:
-            kept = _least_padding(kept, named_args[width], "BLOCK_N")
+            kept = _least_padding(kept, named_args[width], "BLOCK_N",
+                                  tail(named_args) if tail else None)
         if depth:
             kept = _least_padding(kept, named_args[depth], "BLOCK_K")
         if small and size < 8 and less_shared_memory_than_hopper():

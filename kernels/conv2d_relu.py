@@ -66,8 +66,9 @@ def conv2d_relu_forward_kernel(
     M, K_GROUP, GROUPS,
     R: tl.constexpr, S: tl.constexpr, TAPS_H: tl.constexpr, TAPS_W: tl.constexpr,
     X_ALIGN: tl.constexpr, HAS_BIAS: tl.constexpr, W_DESCRIPTOR: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    IN_IMAGE: tl.constexpr, ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    TAIL_N: tl.constexpr,
 ):
     """y[n, p, q, k] = relu(b[k] + sum_{r,s,c} x[n, p*sh-ph+r, q*sw-pw+s, c] w[k, r, s, c]).
 
@@ -85,12 +86,16 @@ def conv2d_relu_forward_kernel(
     fill past each dimension's end is the plain load's mask (channels past C_TAP, kernels
     past K_GROUP read zeros, never the next tap's or group's weights), and the copy costs
     the loop one instruction, not an address and a predicate per 16 bytes.
+    IN_IMAGE (no padding): every tap of an output pixel lies in the input, which needs no
+    bounds test (conv1 on its zero-padded copy). TAIL_N (_tail_n): each program also
+    computes the TAIL_N kernels after its BLOCK_N, a second accumulator beside the first:
+    conv1's 96 kernels as 64 + 32 columns, all used, where a 128-wide tile used 75%.
     """
     # Grouped launch order: GROUP_M row tiles share each column tile while it is in L2.
     pid = tl.program_id(0)
     group = tl.program_id(1)
     tiles_m = tl.cdiv(M, BLOCK_M)
-    tiles_n = tl.cdiv(K_GROUP, BLOCK_N)
+    tiles_n = tl.cdiv(K_GROUP, BLOCK_N + TAIL_N)
     band = pid // (GROUP_M * tiles_n)
     first_m = band * GROUP_M
     band_m = tl.minimum(tiles_m - first_m, GROUP_M)
@@ -98,7 +103,7 @@ def conv2d_relu_forward_kernel(
     pid_n = (pid % (GROUP_M * tiles_n)) // band_m
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels (n, p, q)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # kernels within the group
+    offs_n = pid_n * (BLOCK_N + TAIL_N) + tl.arange(0, BLOCK_N)  # kernels within the group
     offs_c = tl.arange(0, BLOCK_K)  # channels within the block
     m_mask = offs_m < M
     n_mask = offs_n < K_GROUP
@@ -110,10 +115,17 @@ def conv2d_relu_forward_kernel(
     kernel = group * K_GROUP + offs_n  # [BLOCK_N]
     w_col = kernel * (TAPS_H * TAPS_W * C_TAP)
     if W_DESCRIPTOR:
-        weight_tiles = tl.make_tensor_descriptor(
-            w_ptr, shape=[GROUPS, K_GROUP, TAPS_H * TAPS_W, C_TAP],
-            strides=[K_GROUP * TAPS_H * TAPS_W * C_TAP, TAPS_H * TAPS_W * C_TAP, C_TAP, 1],
-            block_shape=[1, BLOCK_N, 1, BLOCK_K])
+        weight_tiles = _weight_tiles(w_ptr, GROUPS, K_GROUP, TAPS_H * TAPS_W, C_TAP, BLOCK_N,
+                                     BLOCK_K)
+    if TAIL_N > 0:
+        offs_tail = pid_n * (BLOCK_N + TAIL_N) + BLOCK_N + tl.arange(0, TAIL_N)
+        tail_mask = offs_tail < K_GROUP
+        kernel_tail = group * K_GROUP + offs_tail  # [TAIL_N]
+        w_col_tail = kernel_tail * (TAPS_H * TAPS_W * C_TAP)
+        if W_DESCRIPTOR:
+            tail_tiles = _weight_tiles(w_ptr, GROUPS, K_GROUP, TAPS_H * TAPS_W, C_TAP, TAIL_N,
+                                       BLOCK_K)
+        acc_tail = tl.zeros((BLOCK_M, TAIL_N), dtype=ACC_DTYPE)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     c_blocks = tl.cdiv(C_TAP, BLOCK_K)
@@ -124,7 +136,10 @@ def conv2d_relu_forward_kernel(
         h = h_start + r
         w = w_start + s
         # Out-of-image taps read the zero padding: masked, never loaded.
-        row_mask = m_mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)  # [BLOCK_M]
+        if IN_IMAGE:
+            row_mask = m_mask
+        else:
+            row_mask = m_mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)  # [BLOCK_M]
         row = tl.multiple_of(x_row + (r * x_stride_h + s * x_stride_w), X_ALIGN)
         # c0 is loop-carried, which hides that it is a multiple of BLOCK_K: say so.
         c = tl.max_contiguous(tl.multiple_of(c0 + offs_c, BLOCK_K), BLOCK_K)
@@ -138,13 +153,45 @@ def conv2d_relu_forward_kernel(
             weight = tl.load(w_ptr + w_col[None, :] + ((r * TAPS_W + s) * C_TAP + c)[:, None],
                              mask=c_mask[:, None] & n_mask[None, :], other=0.0)
         acc = tl.dot(x, weight, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+        if TAIL_N > 0:
+            if W_DESCRIPTOR:
+                weight = tail_tiles.load([group, pid_n * (BLOCK_N + TAIL_N) + BLOCK_N,
+                                          r * TAPS_W + s, c0])
+                weight = weight.reshape(TAIL_N, BLOCK_K).T  # [BLOCK_K, TAIL_N]
+            else:
+                weight = tl.load(
+                    w_ptr + w_col_tail[None, :] + ((r * TAPS_W + s) * C_TAP + c)[:, None],
+                    mask=c_mask[:, None] & tail_mask[None, :], other=0.0)
+            acc_tail = tl.dot(x, weight, acc_tail, input_precision=INPUT_PRECISION,
+                              out_dtype=ACC_DTYPE)
         c0, s, r = _next_block(c0, s, r, C_TAP, TAPS_W, BLOCK_K)
 
+    _bias_relu_store(acc, b_ptr, y_ptr, offs_m, m_mask, kernel, n_mask, K, HAS_BIAS, ACC_DTYPE)
+    if TAIL_N > 0:
+        _bias_relu_store(acc_tail, b_ptr, y_ptr, offs_m, m_mask, kernel_tail, tail_mask, K,
+                         HAS_BIAS, ACC_DTYPE)
+
+
+@triton.jit
+def _weight_tiles(w_ptr, GROUPS, K_GROUP, TAPS, C_TAP, ROWS: tl.constexpr,
+                  BLOCK_K: tl.constexpr):
+    """A TMA descriptor over the weight [GROUPS, K_GROUP, TAPS, C_TAP], tiles of ROWS
+    kernels x BLOCK_K channels of one tap."""
+    return tl.make_tensor_descriptor(
+        w_ptr, shape=[GROUPS, K_GROUP, TAPS, C_TAP],
+        strides=[K_GROUP * TAPS * C_TAP, TAPS * C_TAP, C_TAP, 1],
+        block_shape=[1, ROWS, 1, BLOCK_K])
+
+
+@triton.jit
+def _bias_relu_store(acc, b_ptr, y_ptr, offs_m, m_mask, kernel, n_mask, K,
+                     HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """relu(acc + b[kernel]) into the NHWC output's [M, K] rows offs_m, columns kernel."""
     if HAS_BIAS:
         bias = tl.load(b_ptr + kernel, mask=n_mask, other=0.0)
         acc += bias.to(ACC_DTYPE)[None, :]
     acc = tl.maximum(acc, 0.0)
-    tl.store(y_ptr + (offs_m * K)[:, None] + kernel[None, :],  # NHWC: [M, K]
+    tl.store(y_ptr + (offs_m * K)[:, None] + kernel[None, :],
              acc.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
@@ -554,7 +601,7 @@ def _forward_configs() -> dict:
     tiles = [(128, 128, 64, 8, 3), (128, 128, 32, 4, 4), (128, 64, 64, 4, 4),
              (128, 128, 16, 4, 4)]
     return {2: [_config(*t, GROUP_M=8) for t in tiles],
-            4: [_config(*t, GROUP_M=8) for t in tiles],
+            4: [_config(*t, GROUP_M=8) for t in tiles + [(128, 64, 16, 4, 4)]],
             8: [_config(*_FLOAT64, GROUP_M=8)]}
 
 
@@ -609,6 +656,31 @@ def _every_config(by_size: dict, **extra) -> list:
 # weight paths are different code (TMA's barriers and swizzled tiles against cp.async).
 _SMALL_CONFIGS = [_config(*t) for t in _SMALL]
 _FORWARD_CONFIGS = _forward_configs()
+
+
+def _tail_n(k_group: int, block_n: int, element_size: int) -> int:
+    """The forward's TAIL_N: 32 more kernels per program of a 64-wide tile where 96-wide
+    tiles pad the group's kernels less than 64-wide ones (conv1's 96 kernels: one tile of
+    64 + 32, all used, where a 128-wide tile used 75%), else 0.
+    - 32-bit operands only (tf32): bench.static predicts conv1's forward 108.8 -> 81.6 us on
+      the H100 SXM. In bf16 the tail's loop issues 1.41x what its MMAs take (tensor cores
+      twice as fast, the same instructions): 57.5 us, slower than the 128-wide tile's 54.4.
+    - 64-wide tiles only: 128 + 64 (conv4's 192) takes 246 KB of shared memory in tf32, and
+      in bf16 was predicted slower than three 64-wide tiles (48.0 against 37.8 us)."""
+    if (element_size != 4 or block_n != 64
+            or triton.cdiv(k_group, 96) * 96 >= triton.cdiv(k_group, 64) * 64):
+        return 0
+    return 32
+
+
+def _forward_tail(named_args: dict):
+    """The pruner's view of _tail_n: (K_GROUP, BLOCK_N) -> TAIL_N at the launch's operands."""
+    return lambda k_group, block_n: _tail_n(k_group, block_n, named_args["x_ptr"].element_size())
+
+
+_forward_kernel = triton.heuristics({"TAIL_N": lambda a: _tail_n(
+    a["K_GROUP"], a["BLOCK_N"], a["x_ptr"].element_size())})(
+    conv2d_relu_forward_kernel)
 _forward_autotuned = triton.autotune(
     configs=_every_config(_FORWARD_CONFIGS, GROUP_M=8),
     key=["M", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w",
@@ -616,8 +688,8 @@ _forward_autotuned = triton.autotune(
          "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": autotune_pruner(
         "conv2d_relu", _FORWARD_CONFIGS, "x_ptr", "K_GROUP", depth="C_TAP",
-        small=_SMALL_CONFIGS)})(
-        conv2d_relu_forward_kernel)
+        small=_SMALL_CONFIGS, tail=_forward_tail)})(
+        _forward_kernel)
 _BACKWARD_INPUT_CONFIGS = _backward_input_configs()
 _backward_input_autotuned = triton.autotune(
     configs=_every_config(_BACKWARD_INPUT_CONFIGS),
@@ -1002,12 +1074,18 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
     descriptor_strides = (k_group * taps * c_tap, taps * c_tap, c_tap, 1)
     use_descriptors = _weight_descriptors(tensor_descriptors, weight_taps, descriptor_shape,
                                           descriptor_strides)
-    kernel, blocks = _kernel_and_blocks(_forward_autotuned, conv2d_relu_forward_kernel, k_group)
-    if interpreting():  # the channel block no wider than a tap's channels
+    kernel, blocks = _kernel_and_blocks(_forward_autotuned, _forward_kernel, k_group)
+    if interpreting():  # the channel block no wider than a tap's channels; a tail where the
+        # GPU's pruner would take one (conv1's 96 kernels: 64 + 32)
+        narrow = blocks["BLOCK_N"] // 2
+        tail = _tail_n(k_group, narrow, input.element_size())
+        if tail and narrow + tail >= k_group:
+            blocks["BLOCK_N"] = narrow
         blocks.update(BLOCK_K=max(16, min(128, triton.next_power_of_2(c_tap))), GROUP_M=8)
 
     def grid(meta):
-        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(k_group, meta["BLOCK_N"]), groups)
+        columns = meta["BLOCK_N"] + meta["TAIL_N"]
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(k_group, columns), groups)
 
     with descriptor_scratch(input.device):
         launchable(kernel)[grid](
@@ -1017,7 +1095,7 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
             m, k_group, groups,
             R=r, S=s, TAPS_H=taps_h, TAPS_W=taps_w, X_ALIGN=x_align,
             HAS_BIAS=bias is not None,
-            W_DESCRIPTOR=use_descriptors,
+            W_DESCRIPTOR=use_descriptors, IN_IMAGE=pad[0] == 0 and pad[1] == 0,
             ACC_DTYPE=accumulator(input.dtype), INPUT_PRECISION=_input_precision(input.dtype),
             **blocks,
         )

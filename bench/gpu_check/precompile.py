@@ -218,8 +218,9 @@ def slice_configs(candidates: list, index: int) -> tuple[list, list]:
 def _slice(tuners: dict, index: int, recorder) -> None:
     """Give each autotuner slice ``index`` of its candidates (slice_configs). The recorder
     knows a fallback by its kernel and values: linear_kernel's two autotuners share both
-    lists, which is safe while no share holds more than one config (SLICES = 4 of 3-4
-    candidates each)."""
+    lists, which is safe while no share of theirs holds more than one config (SLICES = 4
+    of 3-4 candidates each). A kernel of one autotuner may have more (the conv forward's 5:
+    slice 0 compiles two, neither ever a fallback of its own tuning)."""
     for tuner in tuners.values():
         tuner.configs, fallbacks = slice_configs(tuner.restricted, index)
         recorder.fallbacks.setdefault(tuner.base_fn.__name__, []).extend(

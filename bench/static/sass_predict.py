@@ -29,7 +29,9 @@ def _floor_precision(variant: str, options: dict) -> str:
 
 def _unroll(loop_math: dict, config: dict, warps: int) -> int:
     """k-steps per SASS iteration: the loop's multiply-adds over one k-step's tile."""
-    tile = config.get("BLOCK_M", 0) * config.get("BLOCK_N", 0) * config.get("BLOCK_K", 0)
+    # conv's forward: TAIL_N more columns of the tile (kernels/conv2d_relu.py)
+    columns = config.get("BLOCK_N", 0) + config.get("TAIL_N", 0)
+    tile = config.get("BLOCK_M", 0) * columns * config.get("BLOCK_K", 0)
     if not loop_math or not tile:
         return 1
     per_warp = sum(h100_model.fma_per_warp_instruction(op) * n for op, n in loop_math.items())

@@ -242,6 +242,22 @@ def test_aligned_groups(precision, device, poisoned, launches):
     assert_weight_path(conv, precision, launches, 1)
 
 
+# A 32-bit forward's group of 65 to 96 kernels takes one 64-wide tile and a 32-wide tail
+# (TAIL_N): 80 per group leaves 16 of the tail's columns past the group's end, and the
+# second group's tail starts at kernel 80 + 64.
+TAILS = {"groups2-k80": Conv(2, 12, 9, 8, 160, 3, 3, (1, 1), (1, 1), 2),
+         "k96-stride2-pad0": Conv(1, 5, 13, 11, 96, 3, 5, (2, 2), (0, 0), 1)}
+
+
+@pytest.mark.parametrize("tensor_descriptors", [None, False], ids=["default", "plain-loads"])
+@pytest.mark.parametrize("conv", TAILS.values(), ids=TAILS.keys())
+def test_forward_tail_of_32_kernels(conv, tensor_descriptors, device, poisoned, launches):
+    use_precision("float32", device)
+    assert kernels._tail_n(conv.k // conv.groups, 64, 4) == 32
+    check_forward(conv, "float32", device, poisoned, tensor_descriptors=tensor_descriptors)
+    assert launches[-1]["BLOCK_N"] == 64
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("conv", SHAPES.values(), ids=SHAPES.keys())
 def test_backward_weight(conv, precision, device, poisoned):
