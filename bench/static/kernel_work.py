@@ -59,10 +59,6 @@ def _linear_masked_grad(a: dict) -> tuple[float, float]:
     return 0, math.ceil(a["M"] / a["BLOCK_ROWS"])
 
 
-def _split_sum(a: dict) -> tuple[float, float]:
-    return 0, a["SPLIT"]
-
-
 WORK = {
     "conv2d_relu_forward_kernel": _conv_forward,
     "conv2d_relu_backward_input_kernel": _conv_backward_input,
@@ -70,7 +66,6 @@ WORK = {
     "linear_kernel": _linear,
     "linear_epilogue_kernel": _linear_epilogue,
     "linear_masked_grad_kernel": _linear_masked_grad,
-    "split_sum_kernel": _split_sum,
 }
 
 

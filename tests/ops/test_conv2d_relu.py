@@ -343,13 +343,12 @@ def test_conv1_full_size(precision, device, poisoned):
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize("conv", [
     Conv(2, 8, 20, 20, 12, 3, 3, (1, 1), (1, 1), 2),
-    # 289 output pixels in splits of 128, 128 and 33; 27,648 weight elements: split_sum_kernel
-    # sums the weight in 7 programs of 4096 and the bias in 1
+    # 289 output pixels in splits of 128, 128 and 33; 64 channels a tap, two taps a program
     Conv(1, 64, 17, 17, 48, 3, 3, (1, 1), (1, 1), 1),
-], ids=["groups2", "programs7"])
+], ids=["groups2", "paired-taps"])
 def test_backward_weight_split(conv, precision, device, poisoned, monkeypatch):
-    """The split-K path the GPU takes: float32 partial sums per split, the weight's and
-    the bias's summed afterwards by one launch.
+    """The split-K path the GPU takes: float32 partial sums per split, which the last
+    program of each tile (the bias's and the GEMM's) sums into the gradients.
 
     The interpreter runs one split; force three, the last one shorter than the others.
     """
