@@ -22,8 +22,9 @@ are 16-byte aligned, plain masked loads elsewhere (_weight_descriptors).
   only over the taps that reach an output pixel from it.
 - backward, weight: GEMM over kernels x (tap, channels), reducing over output pixels
   (n, p, q), with the bias gradient (sums of the masked grad_output) in programs of its
-  own. The long reduction is split over programs that each write a float32 partial sum,
-  summed after (the weight's and the bias's in one launch): deterministic, no atomics.
+  own. The long reduction is split over programs that each write a float32 partial sum;
+  the last program of each tile to finish (one atomic count per tile) adds the tile's
+  partial sums in split order: deterministic.
   Where a tap has at most half a column tile of channels (conv4, conv5: 192 in three 64s),
   a program reduces two taps against one grad_output tile; where laying every tap side by
   side takes fewer tiles still (conv1, conv2), it does that.
@@ -879,10 +880,10 @@ def weight_grad_splits(tiles: int, steps: int, sms: int) -> int:
     shorter than 8 blocks (1024 pixels), which comes first: of those, the split whose
     critical path is the shortest (the programs of the busiest SM, ceil(programs / SMs),
     times the blocks of one split and _PROGRAM_BLOCKS), the fewest splits on a tie (each
-    writes a float32 partial of the whole gradient, summed after). conv3 (57 programs per
-    split, 169 blocks): 9 splits, 4 programs of 19 blocks on the busiest SM (84), where two
-    programs per SM (5 splits) gave 3 of 34 (108); conv1 (6 per split, 3025 blocks): 22
-    splits, 1 of 138 (140), where 44 gave 2 of 69 (142).
+    writes a float32 partial of the whole gradient, read again by the sum). conv3 (57
+    programs per split, 169 blocks): 9 splits, 4 programs of 19 blocks on the busiest SM
+    (84), where two programs per SM (5 splits) gave 3 of 34 (108); conv1 (6 per split,
+    3025 blocks): 22 splits, 1 of 138 (140), where 44 gave 2 of 69 (142).
     """
     most = max(1, min(2 * triton.cdiv(2 * sms, tiles), triton.cdiv(steps, 8)))
     least = min(triton.cdiv(sms, tiles), most)  # fewer where the blocks run out first
