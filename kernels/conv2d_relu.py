@@ -347,8 +347,10 @@ def conv2d_relu_backward_weight_kernel(
     are contiguous along their GEMM dimension: dy [NPQ, K] along kernels, x along channels.
     The pixels' (n, p, q) are divided out once and then stepped by BLOCK_K without division.
     Split ``split`` writes its partial sums to dw[split] [K, TAPS_H, TAPS_W, C_TAP] and
-    db[split];
-    with one split those are the gradients themselves. The bias gradient
+    db[split]; with one split those are the gradients themselves. With more (SUM_SPLITS),
+    the last program of each tile to finish (_last_split, over counts) adds the tile's
+    partial sums in split order into w_sum [K, TAPS_H, TAPS_W, C_TAP] and b_sum [K]
+    (_sum_splits). The bias gradient
     db[k] = sum_{n,p,q} [y > 0] dy[n, p, q, k] has programs of its own (the first
     ceil(K_GROUP / BLOCK_M) of axis 0), so that the GEMM's loop carries no branch.
     WRITE_MASKED: those programs also write the masked gradient [y > 0] dy to masked
@@ -491,7 +493,8 @@ def conv2d_relu_backward_weight_kernel(
         dw_row = (split * K + kernel) * (TAPS_H * TAPS_W * C_TAP) + tap * C_TAP
         tl.store(dw_ptr + dw_row[:, None] + offs_n[None, :], acc.to(dw_ptr.dtype.element_ty),
                  mask=m_mask[:, None] & n_mask[None, :])
-        second_mask = (m_mask & (tap + 1 + 0 * offs_m < TAPS_H * TAPS_W))[:, None] & n_mask[None, :]
+        second_mask = ((m_mask & (tap + 1 + 0 * offs_m < TAPS_H * TAPS_W))[:, None]
+                       & n_mask[None, :])
         if TAPS_PER_PROGRAM == 2:
             tl.store(dw_ptr + (dw_row + C_TAP)[:, None] + offs_n[None, :],
                      acc_second.to(dw_ptr.dtype.element_ty), mask=second_mask)
