@@ -1228,17 +1228,11 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     npq, k_group = n * p * q, k // groups
     taps = taps_h * taps_w
 
-    # the tiles of the first config, 128 x 128 (or two taps of 64 columns, or the tap rows
-    # side by side: FLAT_TAPS)
     flat = _flat_taps(c_tap, 128, taps)
     columns = taps * c_tap if flat else c_tap
-    if flat:
-        tap_tiles = triton.cdiv(columns, 128)
-    else:
-        tap_tiles = (triton.cdiv(c_tap, 64) * triton.cdiv(taps, 2)
-                     if _pairs_taps(c_tap, 128, taps) else taps * triton.cdiv(c_tap, 128))
-    # and the bias programs: each holds an SM as long as it runs (the same shared memory)
-    tiles = triton.cdiv(k_group, 128) * (tap_tiles + 1) * groups
+    # the programs of the first config, 128 x 128, the bias programs among them: each holds
+    # an SM as long as it runs (the same shared memory)
+    tiles = _weight_grad_programs(k_group, taps, c_tap, 128, 128) * groups
     split = _weight_grad_split(tiles, npq, device)
     chunk = triton.cdiv(triton.cdiv(npq, split), _SPLIT_ALIGN) * _SPLIT_ALIGN
     split = triton.cdiv(npq, chunk)
@@ -1258,7 +1252,7 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         counts = torch.zeros((groups, most), dtype=torch.int32, device=device)
     else:  # the single split is the sum
         weight_partial, bias_partial = weight_taps, grad_bias.view(1, k)
-        counts = torch.zeros((1,), dtype=torch.int32, device=device)
+        counts = torch.empty((1,), dtype=torch.int32, device=device)  # not read
     masked = torch.empty_like(grad_output) if masked_grad_output else None
     check_int32_offsets("conv2d_relu", input=x, grad_output=grad_output,
                         grad_weight=weight_partial)
