@@ -377,6 +377,24 @@ def test_interpreted_launches_need_no_wrap_triton(monkeypatch):
     assert torch.isfinite(out).all() and torch.isfinite(w.grad).all()
 
 
+def test_the_skipped_kernel_search_would_find_no_kernel():
+    """functional registers its triton_ops without torch's search of their bodies for
+    kernels (4 s an import), with the empty list the search returns. Run it: once it finds
+    a kernel in any op's body, that op must register what it finds."""
+    import torch._library.triton as library
+
+    search = getattr(library, "get_inner_triton_kernels", None)
+    if search is None:
+        pytest.skip(f"torch {torch.__version__} registers triton_ops without the search")
+    registered = {name: kernels for name, kernels in library.triton_ops_to_kernels.items()
+                  if name.startswith("alexnet_triton::")}
+    assert set(F._OP_BODIES) == set(registered) and len(registered) == 13
+    for name, body in F._OP_BODIES.items():
+        assert registered[name] == [] and search(body) == [], name
+    # the search is torch's own again after the registrations
+    assert torch.library.triton_op.__globals__["get_inner_triton_kernels"] is search
+
+
 # --------------------------------------------------------------------------------------
 # torch.nn.functional's names, signatures and defaults (issue 14)
 # --------------------------------------------------------------------------------------
