@@ -22,9 +22,8 @@ are 16-byte aligned, plain masked loads elsewhere (_weight_descriptors).
   only over the taps that reach an output pixel from it.
 - backward, weight: GEMM over kernels x (tap, channels), reducing over output pixels
   (n, p, q), with the bias gradient (sums of the masked grad_output) in programs of its
-  own. The long reduction is split over programs that each write a float32 partial sum;
-  the last program of each tile to finish (one atomic count per tile) adds the tile's
-  partial sums in split order: deterministic.
+  own. The long reduction is split over programs that each write a float32 partial sum,
+  summed after (the weight's and the bias's in one launch): deterministic, no atomics.
   Where a tap has at most half a column tile of channels (conv4, conv5: 192 in three 64s),
   a program reduces two taps against one grad_output tile; where laying every tap side by
   side takes fewer tiles still (conv1, conv2), it does that.
@@ -326,7 +325,7 @@ def conv2d_relu_backward_input_kernel(
 
 @triton.jit
 def conv2d_relu_backward_weight_kernel(
-    dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, masked_ptr, w_sum_ptr, b_sum_ptr, counts_ptr,
+    dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, masked_ptr,
     H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
     x_stride_n, x_stride_h, x_stride_w, C_GROUP, C_TAP,
     NPQ, K_GROUP, GROUPS, CHUNK,
@@ -337,7 +336,6 @@ def conv2d_relu_backward_weight_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     TAPS_PER_PROGRAM: tl.constexpr, FLAT_TAPS: tl.constexpr, FLAT_MASK: tl.constexpr,
-    SUM_SPLITS: tl.constexpr,
 ):
     """dw[k, r, s, c] = sum_{n,p,q} [y > 0] dy[n, p, q, k] x[n, p*sh-ph+r, q*sw-pw+s, c].
 
@@ -347,10 +345,8 @@ def conv2d_relu_backward_weight_kernel(
     are contiguous along their GEMM dimension: dy [NPQ, K] along kernels, x along channels.
     The pixels' (n, p, q) are divided out once and then stepped by BLOCK_K without division.
     Split ``split`` writes its partial sums to dw[split] [K, TAPS_H, TAPS_W, C_TAP] and
-    db[split]; with one split those are the gradients themselves. With more (SUM_SPLITS),
-    the last program of each tile to finish (_last_split, over counts) adds the tile's
-    partial sums in split order into w_sum [K, TAPS_H, TAPS_W, C_TAP] and b_sum [K]
-    (_sum_splits). The bias gradient
+    db[split];
+    with one split those are the gradients themselves. The bias gradient
     db[k] = sum_{n,p,q} [y > 0] dy[n, p, q, k] has programs of its own (the first
     ceil(K_GROUP / BLOCK_M) of axis 0), so that the GEMM's loop carries no branch.
     WRITE_MASKED: those programs also write the masked gradient [y > 0] dy to masked
@@ -394,9 +390,6 @@ def conv2d_relu_backward_weight_kernel(
             bias_acc += masked.to(ACC_DTYPE)
         tl.store(db_ptr + split * K + kernel, tl.sum(bias_acc, axis=1).to(db_ptr.dtype.element_ty),
                  mask=m_mask)
-        if SUM_SPLITS:
-            if _last_split(counts_ptr, GROUPS):
-                _sum_splits(db_ptr, b_sum_ptr, kernel, m_mask, K, tl.num_programs(1) // GROUPS)
     else:
         tile = pid - tiles_k
         TAP_N: tl.constexpr = BLOCK_N // TAPS_PER_PROGRAM  # columns (channels) of one tap
@@ -493,44 +486,33 @@ def conv2d_relu_backward_weight_kernel(
         dw_row = (split * K + kernel) * (TAPS_H * TAPS_W * C_TAP) + tap * C_TAP
         tl.store(dw_ptr + dw_row[:, None] + offs_n[None, :], acc.to(dw_ptr.dtype.element_ty),
                  mask=m_mask[:, None] & n_mask[None, :])
-        second_mask = ((m_mask & (tap + 1 + 0 * offs_m < TAPS_H * TAPS_W))[:, None]
-                       & n_mask[None, :])
         if TAPS_PER_PROGRAM == 2:
             tl.store(dw_ptr + (dw_row + C_TAP)[:, None] + offs_n[None, :],
-                     acc_second.to(dw_ptr.dtype.element_ty), mask=second_mask)
-        if SUM_SPLITS:
-            if _last_split(counts_ptr, GROUPS):
-                splits = tl.num_programs(1) // GROUPS
-                w_split = K * TAPS_H * TAPS_W * C_TAP  # elements of one split's partial sums
-                at = (dw_row - split * w_split)[:, None] + offs_n[None, :]  # in split 0
-                _sum_splits(dw_ptr, w_sum_ptr, at, m_mask[:, None] & n_mask[None, :],
-                            w_split, splits)
-                if TAPS_PER_PROGRAM == 2:
-                    _sum_splits(dw_ptr, w_sum_ptr, at + C_TAP, second_mask, w_split, splits)
+                     acc_second.to(dw_ptr.dtype.element_ty),
+                     mask=(m_mask & (tap + 1 + 0 * offs_m < TAPS_H * TAPS_W))[:, None]
+                     & n_mask[None, :])
 
 
 @triton.jit
-def _last_split(counts_ptr, GROUPS):
-    """Whether this program is the last of its tile's splits to be done: counts [GROUPS,
-    programs along axis 0] holds one count per tile, zero at the launch. The barrier has
-    every thread's partial sums stored before the count, and the count's release and
-    acquire (the GPU's scope) make them visible to the last program."""
-    tl.debug_barrier()
-    count = tl.atomic_add(counts_ptr + (tl.program_id(1) % GROUPS) * tl.num_programs(0)
-                          + tl.program_id(0), 1, sem="acq_rel", scope="gpu")
-    return count == tl.num_programs(1) // GROUPS - 1
-
-
-@triton.jit
-def _sum_splits(partial_ptr, sum_ptr, offsets, mask, split_elements, splits):
-    """sum[offsets] = the partial sums at offsets of splits 0, 1, ... in that order (the
-    same float32 additions whichever program is last, so the gradient is deterministic),
-    read past L1 (.cg: other SMs wrote them)."""
-    total = tl.load(partial_ptr + offsets, mask=mask, other=0.0, cache_modifier=".cg")
-    for split in range(1, splits):
-        total += tl.load(partial_ptr + split * split_elements + offsets, mask=mask, other=0.0,
-                         cache_modifier=".cg")
-    tl.store(sum_ptr + offsets, total.to(sum_ptr.dtype.element_ty), mask=mask)
+def split_sum_kernel(partial_ptr, first_ptr, second_ptr, FIRST, SECOND, SPLIT, FIRST_PROGRAMS,
+                     ACC_DTYPE: tl.constexpr, BLOCK: tl.constexpr):
+    """first [FIRST], second [SECOND] = the sums over the leading axis of the two arrays laid
+    end to end in partial, [SPLIT, FIRST] then [SPLIT, SECOND] (the weight's partial sums,
+    then the bias's), in a fixed order: one launch for both. The first FIRST_PROGRAMS
+    programs sum the first array, the others the second."""
+    pid = tl.program_id(0)
+    in_first = pid < FIRST_PROGRAMS
+    offsets = tl.where(in_first, pid, pid - FIRST_PROGRAMS) * BLOCK + tl.arange(0, BLOCK)
+    numel = tl.where(in_first, FIRST, SECOND)
+    partial = partial_ptr + tl.where(in_first, 0, SPLIT * FIRST)
+    in_bounds = offsets < numel
+    acc = tl.zeros((BLOCK,), dtype=ACC_DTYPE)
+    for split in range(SPLIT):
+        acc += tl.load(partial + split * numel + offsets, mask=in_bounds, other=0.0)
+    if in_first:
+        tl.store(first_ptr + offsets, acc.to(first_ptr.dtype.element_ty), mask=in_bounds)
+    else:
+        tl.store(second_ptr + offsets, acc.to(second_ptr.dtype.element_ty), mask=in_bounds)
 
 
 @triton.jit
@@ -614,8 +596,9 @@ def _forward_configs() -> dict:
     """The forward's tiles per element size, the one the launcher uses first (bench.static).
     The 64-wide tile is for a group of kernels that 128-wide tiles pad (conv4's 192: three
     tiles of 64, not two of 128 of which a quarter is padding); the pruner
-    (kernels.autotune_pruner) keeps it where it pads the least. Every 16- and 32-bit tile meets issue 11's budgets at every
-    launch that keeps it (bench/results/static-sm90.md, every candidate)."""
+    (kernels.autotune_pruner) keeps it where it pads the least. Every 16- and 32-bit tile
+    meets issue 11's budgets at every launch that keeps it (bench/results/static-sm90.md,
+    every candidate)."""
     tiles = [(128, 128, 64, 8, 3), (128, 128, 32, 4, 4), (128, 64, 64, 4, 4),
              (128, 128, 16, 4, 4)]
     return {2: [_config(*t, GROUP_M=8) for t in tiles],
@@ -761,27 +744,6 @@ def _columns(args) -> int:
     return args["C_TAP"] * (args["TAPS_H"] * args["TAPS_W"] if _flat(args) else 1)
 
 
-def _weight_grad_programs(k_group: int, taps: int, c_tap: int, block_m: int,
-                          block_n: int) -> int:
-    """The weight gradient's programs along grid axis 0 at a tile: the bias programs, then
-    the GEMM tiles of every tap (pair of taps; all taps at once: FLAT_TAPS), as that tile's
-    heuristics lay the taps."""
-    if _flat_taps(c_tap, block_n, taps):
-        per_tap, width, pair = 1, taps * c_tap, 1
-    else:
-        pair = 2 if _pairs_taps(c_tap, block_n, taps) else 1
-        per_tap, width = triton.cdiv(taps, pair), c_tap
-    tiles_k = triton.cdiv(k_group, block_m)
-    return tiles_k * (1 + triton.cdiv(width, block_n // pair) * per_tap)
-
-
-def _weight_grad_blocks() -> list:
-    """(BLOCK_M, BLOCK_N) of every tile the weight gradient's launch may take: the
-    autotuner's configs, or the interpreter's (_kernel_and_blocks)."""
-    tiles = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in _backward_weight_autotuned.configs}
-    return sorted(tiles | {(128, n) for n in (16, 32, 64, 128)})
-
-
 # Which of the weight gradient's GEMM dimensions are whole tiles (at batch 128 the pixels
 # always are, NPQ = 128 P Q; conv2, conv3 and conv5's kernels and conv3's channels too).
 _backward_weight_even = triton.heuristics({
@@ -799,9 +761,7 @@ _backward_weight_autotuned = triton.autotune(
          "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_H", "TAPS_W", "X_ALIGN", "WRITE_MASKED",
          "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": autotune_pruner(
-        "conv2d_relu", _BACKWARD_WEIGHT_CONFIGS, "dy_ptr", small=_SMALL_CONFIGS)},
-    # each timed run counts its splits afresh (_last_split), and so does the run after
-    reset_to_zero=["counts_ptr"])(
+        "conv2d_relu", _BACKWARD_WEIGHT_CONFIGS, "dy_ptr", small=_SMALL_CONFIGS)})(
         _backward_weight_even)
 # Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
 # same whichever config wins.
@@ -883,10 +843,10 @@ def weight_grad_splits(tiles: int, steps: int, sms: int) -> int:
     shorter than 8 blocks (1024 pixels), which comes first: of those, the split whose
     critical path is the shortest (the programs of the busiest SM, ceil(programs / SMs),
     times the blocks of one split and _PROGRAM_BLOCKS), the fewest splits on a tie (each
-    writes a float32 partial of the whole gradient, read again by the sum). conv3 (57
-    programs per split, 169 blocks): 9 splits, 4 programs of 19 blocks on the busiest SM
-    (84), where two programs per SM (5 splits) gave 3 of 34 (108); conv1 (6 per split,
-    3025 blocks): 22 splits, 1 of 138 (140), where 44 gave 2 of 69 (142).
+    writes a float32 partial of the whole gradient, summed after). conv3 (57 programs per
+    split, 169 blocks): 9 splits, 4 programs of 19 blocks on the busiest SM (84), where two
+    programs per SM (5 splits) gave 3 of 34 (108); conv1 (6 per split, 3025 blocks): 22
+    splits, 1 of 138 (140), where 44 gave 2 of 69 (142).
     """
     most = max(1, min(2 * triton.cdiv(2 * sms, tiles), triton.cdiv(steps, 8)))
     least = min(triton.cdiv(sms, tiles), most)  # fewer where the blocks run out first
@@ -1176,7 +1136,8 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor | None, weigh
     few_channels = c_group < _DESCRIPTOR_MIN_CHANNELS and tensor_descriptors is None
     use_descriptors = _weight_descriptors(
         False if few_channels else tensor_descriptors, weight_taps,
-        (groups, r * s, c_group, k_group), (r * s * c_group * k_group, c_group * k_group, k_group, 1))
+        (groups, r * s, c_group, k_group),
+        (r * s * c_group * k_group, c_group * k_group, k_group, 1))
     # Phase 0 has the most input pixels: ceil(H / sh) x ceil(W / sw) per image.
     m, phases = n * triton.cdiv(h, stride[0]) * triton.cdiv(w, stride[1]), stride[0] * stride[1]
     kernel, blocks = _kernel_and_blocks(_backward_input_autotuned,
@@ -1228,31 +1189,32 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     npq, k_group = n * p * q, k // groups
     taps = taps_h * taps_w
 
+    # the tiles of the first config, 128 x 128 (or two taps of 64 columns, or the tap rows
+    # side by side: FLAT_TAPS)
     flat = _flat_taps(c_tap, 128, taps)
     columns = taps * c_tap if flat else c_tap
-    # the programs of the first config, 128 x 128, the bias programs among them: each holds
-    # an SM as long as it runs (the same shared memory)
-    tiles = _weight_grad_programs(k_group, taps, c_tap, 128, 128) * groups
+    if flat:
+        tap_tiles = triton.cdiv(columns, 128)
+    else:
+        tap_tiles = (triton.cdiv(c_tap, 64) * triton.cdiv(taps, 2)
+                     if _pairs_taps(c_tap, 128, taps) else taps * triton.cdiv(c_tap, 128))
+    # and the bias programs: each holds an SM as long as it runs (the same shared memory)
+    tiles = triton.cdiv(k_group, 128) * (tap_tiles + 1) * groups
     split = _weight_grad_split(tiles, npq, device)
     chunk = triton.cdiv(triton.cdiv(npq, split), _SPLIT_ALIGN) * _SPLIT_ALIGN
     split = triton.cdiv(npq, chunk)
     weight_taps = torch.empty((1, k, taps_h, taps_w, c_tap), dtype=dtype, device=device)
-    grad_bias = torch.empty((k,), dtype=dtype, device=device)
+    bias_partial = torch.empty((split, k), dtype=dtype, device=device)
     numel = weight_taps.numel()
     if split > 1:
-        # Every (split, kernel, tap, channel) element is written by exactly one program, and
-        # the last program of each tile to finish sums its splits into weight_taps and
-        # grad_bias (_last_split): one count per tile, zeroed here.
+        # Every (split, kernel, tap, channel) element is written by exactly one program: the
+        # weight's partial sums, then the bias's, in one buffer that one launch sums.
         partials = torch.empty(split * (numel + k), dtype=accumulation_dtype(dtype),
                                device=device)
         weight_partial = partials[:split * numel].view(split, k, taps_h, taps_w, c_tap)
         bias_partial = partials[split * numel:].view(split, k)
-        most = max(_weight_grad_programs(k_group, taps, c_tap, *blocks)
-                   for blocks in _weight_grad_blocks())
-        counts = torch.zeros((groups, most), dtype=torch.int32, device=device)
-    else:  # the single split is the sum
-        weight_partial, bias_partial = weight_taps, grad_bias.view(1, k)
-        counts = torch.empty((1,), dtype=torch.int32, device=device)  # not read
+    else:
+        weight_partial = weight_taps  # the single split is the sum
     masked = torch.empty_like(grad_output) if masked_grad_output else None
     check_int32_offsets("conv2d_relu", input=x, grad_output=grad_output,
                         grad_weight=weight_partial)
@@ -1265,12 +1227,19 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         blocks["BLOCK_N"] = 2 * min(64, blocks["BLOCK_N"])
 
     def grid(meta):
-        return (_weight_grad_programs(k_group, taps, c_tap, meta["BLOCK_M"], meta["BLOCK_N"]),
+        tiles_k = triton.cdiv(k_group, meta["BLOCK_M"])
+        pair = meta["TAPS_PER_PROGRAM"]
+        # the bias programs, then the GEMM tiles of every tap (pair of taps; all taps at once)
+        # (the config's own FLAT_TAPS: a tile width other than the 128 of ``columns`` may
+        # choose otherwise)
+        per_tap, width = ((1, taps * c_tap) if meta["FLAT_TAPS"]
+                          else (triton.cdiv(taps, pair), c_tap))
+        return (tiles_k * (1 + triton.cdiv(width, meta["BLOCK_N"] // pair) * per_tap),
                 groups * split)
 
     launchable(kernel)[grid](
         grad_output, output, x, weight_partial, bias_partial,
-        grad_output if masked is None else masked, weight_taps, grad_bias, counts,
+        grad_output if masked is None else masked,
         h_x, w_x, k, p, q, step[0], step[1], pad[0], pad[1],
         x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
         npq, k_group, groups, chunk,
@@ -1279,7 +1248,15 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         STAGE_X_IN_REGISTERS=_input_precision(dtype) == "tf32" and not interpreting(),
         WRITE_MASKED=masked is not None,
         ACC_DTYPE=accumulator(dtype), INPUT_PRECISION=_input_precision(dtype),
-        SUM_SPLITS=split > 1, **blocks,
+        **blocks,
     )
+    grad_bias = bias_partial[0]
+    if split > 1:
+        grad_bias = torch.empty((k,), dtype=dtype, device=device)
+        block = 4096 if interpreting() else 1024
+        first_programs = triton.cdiv(numel, block)
+        launchable(split_sum_kernel)[(first_programs + triton.cdiv(k, block),)](
+            partials, weight_taps, grad_bias, numel, k, split, first_programs,
+            ACC_DTYPE=accumulator(dtype), BLOCK=block)
     grad_weight = _unfold_weight_grad(weight_taps[0], weight_size, kind, stride)
     return (grad_weight, grad_bias) if masked is None else (grad_weight, grad_bias, masked)

@@ -43,6 +43,10 @@ def _conv_backward_weight(a: dict) -> tuple[float, float]:
     return flops, sum(trips) / len(trips)
 
 
+def _split_sum(a: dict) -> tuple[float, float]:
+    return 0, a["SPLIT"]
+
+
 def _linear(a: dict) -> tuple[float, float]:
     # Split-K: program (i, j, s) runs the k-steps of [s * K_CHUNK, min((s + 1) * K_CHUNK, K)).
     k, chunk = a["K"], a["K_CHUNK"]
@@ -66,6 +70,7 @@ WORK = {
     "linear_kernel": _linear,
     "linear_epilogue_kernel": _linear_epilogue,
     "linear_masked_grad_kernel": _linear_masked_grad,
+    "split_sum_kernel": _split_sum,
 }
 
 

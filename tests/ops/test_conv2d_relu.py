@@ -343,17 +343,20 @@ def test_conv1_full_size(precision, device, poisoned):
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize("conv", [
     Conv(2, 8, 20, 20, 12, 3, 3, (1, 1), (1, 1), 2),
-    # 289 output pixels in splits of 128, 128 and 33; 64 channels a tap, two taps a program
+    # 289 output pixels in splits of 128, 128 and 33; 64 channels a tap, two taps a program;
+    # 27,648 weight elements: split_sum_kernel sums the weight in 7 programs of 4096 and the
+    # bias in 1
     Conv(1, 64, 17, 17, 48, 3, 3, (1, 1), (1, 1), 1),
 ], ids=["groups2", "paired-taps"])
-def test_backward_weight_split(conv, precision, device, poisoned, monkeypatch):
-    """The split-K path the GPU takes: float32 partial sums per split, which the last
-    program of each tile (the bias's and the GEMM's) sums into the gradients.
+def test_backward_weight_split(conv, precision, device, poisoned, monkeypatch, launches):
+    """The split-K path the GPU takes: float32 partial sums per split, the weight's and
+    the bias's summed afterwards by one launch (split_sum_kernel).
 
     The interpreter runs one split; force three, the last one shorter than the others.
     """
     monkeypatch.setattr(kernels, "_weight_grad_split", lambda tiles, npq, device: 3)
     check_backward_weight(conv, precision, device, poisoned)
+    assert [sorted(launch) == ["ACC_DTYPE", "BLOCK"] for launch in launches] == [False, True]
 
 
 # The masked grad_output the weight gradient hands the input gradient (what the model's
