@@ -237,6 +237,52 @@ def summary(instructions) -> dict:
     }
 
 
+def _successors(code: list[Instruction], program: Program) -> dict[int, list[int]]:
+    """Each instruction's address -> the addresses it can hand control to (per instruction:
+    the code is short enough that basic blocks would buy nothing)."""
+    following = {a.address: b.address for a, b in zip(code, code[1:])}
+    successors = {}
+    for instruction in code:
+        found = []
+        if instruction.base in _BRANCHES and instruction.target is not None:
+            target = program.labels.get(instruction.target)
+            if target is not None:
+                found.append(target)
+        ends = instruction.base in ("EXIT", *_BRANCHES) and not instruction.predicate
+        if not ends and instruction.address in following:
+            found.append(following[instruction.address])
+        successors[instruction.address] = found
+    return successors
+
+
+def _reachable(starts, edges: dict[int, list[int]]) -> set[int]:
+    seen, pending = set(), list(starts)
+    while pending:
+        address = pending.pop()
+        if address not in seen:
+            seen.add(address)
+            pending.extend(edges.get(address, ()))
+    return seen
+
+
+def path_outside(program: Program, loop: Loop) -> int:
+    """Instructions outside ``loop`` that a program running it can execute, each once: those
+    on a way from the kernel's start into the loop, and those it can reach from the loop.
+    Code only programs that never enter the loop run is not: conv's weight gradient leaves
+    its bias programs' branch (about 650 instructions) to them."""
+    code = executed(program)
+    successors = _successors(code, program)
+    inside = {i.address for i in code if loop.start <= i.address <= loop.end}
+    predecessors: dict[int, list[int]] = {}
+    for source, targets in successors.items():
+        for target in targets:
+            predecessors.setdefault(target, []).append(source)
+    before = _reachable([code[0].address], successors) & _reachable([loop.start], predecessors)
+    after = _reachable([t for a in inside for t in successors[a] if t not in inside],
+                       successors)
+    return len((before | after) & set(successors) - inside)
+
+
 def copy_pipeline(program: Program, loop: Loop) -> dict:
     """How far ahead a main loop's asynchronous copies run: what bounds it by load latency.
 
@@ -276,5 +322,6 @@ def analyse(sass: str) -> dict:
         "main_loop": None if loop is None else {
             "start": f"{loop.start:#06x}", "end": f"{loop.end:#06x}",
             "conditional": conditional(program, loop), **summary(body(program, loop)),
-            "copies": copy_pipeline(program, loop)},
+            "copies": copy_pipeline(program, loop),
+            "path_outside": path_outside(program, loop)},
     }

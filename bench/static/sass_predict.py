@@ -116,8 +116,10 @@ def _issued_work(found: dict, attempt: dict, loop: dict | None, config: dict,
         * warps / schedulers,
         "loop_iterations": iterations if loop else 0,
         "loop_issue_cycles": loop["instructions"] * warps / schedulers if loop else 0.0,
-        "other_issue_cycles": (found["kernel_instructions"]
-                               - (loop["instructions"] if loop else 0)) * warps / schedulers,
+        # the code a program running the main loop can reach outside it (sass_parse's
+        # path_outside): not a branch only other programs take
+        "other_issue_cycles": (loop["path_outside"] if loop else found["kernel_instructions"])
+        * warps / schedulers,
         "copies_ahead": h100_model.copies_ahead(copies, config["num_stages"]),
         "copies_issued_at_cycles": ((copies or {}).get("issued_at") or 0) * warps / schedulers,
     }

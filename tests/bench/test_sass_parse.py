@@ -87,6 +87,37 @@ TMA_WAIT = """
         /*0120*/                   BRA `(.L_x_4);
 """
 
+# A kernel laid out as conv's weight gradient was with its split-K sums in the kernel: the
+# bias programs' branch first (0x10-0x50, with a loop of its own, and its EXIT), the GEMM
+# programs' path from 0x60: the main loop (0x70-0xa0), the partial sums' store, an EXIT for
+# all but a tile's last program, then that program's loop over the splits (0xd0-0xf0).
+WEIGHT_GRADIENT = """
+        /*0000*/               @P0 BRA `(.L_x_0) ;
+.L_x_1:
+        /*0010*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
+        /*0020*/                   FADD R8, R8, R4 ;
+        /*0030*/               @P1 BRA `(.L_x_1) ;
+        /*0040*/                   STG.E desc[UR4][R2.64], R8 ;
+        /*0050*/                   EXIT ;
+.L_x_0:
+        /*0060*/                   LDGSTS.E.BYPASS.128 [R6], desc[UR14][R8.64] ;
+.L_x_2:
+        /*0070*/                   LDGSTS.E.BYPASS.128 [R6], desc[UR14][R8.64] ;
+        /*0080*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR4], R24 ;
+        /*0090*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR4], R24, gsb0 ;
+        /*00a0*/               @P2 BRA `(.L_x_2) ;
+        /*00b0*/                   STG.E.128 desc[UR14][R40.64], R24 ;
+        /*00c0*/               @P3 EXIT ;
+.L_x_3:
+        /*00d0*/                   LDG.E.128.STRONG.GPU R44, desc[UR14][R40.64] ;
+        /*00e0*/                   LDG.E.128.STRONG.GPU R48, desc[UR14][R42.64] ;
+        /*00f0*/               @P4 BRA `(.L_x_3) ;
+        /*0100*/                   STG.E.128 desc[UR14][R40.64], R44 ;
+        /*0110*/                   EXIT ;
+.L_x_4:
+        /*0120*/                   BRA `(.L_x_4);
+"""
+
 # A 32-bit runtime division (ptxas's reciprocal sequence), a division by a constant (a
 # multiply by a magic number: not a division sequence), and a 64-bit division with its
 # 32-bit fast path and its slow-path call into the subroutine after the kernel.
@@ -311,6 +342,22 @@ def test_the_busiest_sm_runs_whole_programs():
     assert seconds["latency"] == seconds["predicted"] == pytest.approx(
         exposed["chain"] / h100_model.DEFAULT.clock_hz)
     assert h100_model.issued_seconds(busiest(338, ahead=1, issued_at=0), 0)["latency"] == 0.0
+
+
+def test_the_path_of_a_program_that_runs_the_main_loop():
+    """Code outside the main loop counts once, but not the branch only the programs that never
+    enter it take (the weight gradient's bias programs)."""
+    program = sass_parse.parse(WEIGHT_GRADIENT)
+    loop = sass_parse.main_loop(program)
+    assert (loop.start, loop.end) == (0x70, 0xa0)
+    # 0x00 and 0x60 before it; 0xb0 to 0x110 after it (the sum's loop once): not 0x10-0x50
+    assert sass_parse.path_outside(program, loop) == 2 + 7
+    tma = sass_parse.parse(TMA_WAIT)
+    tma_loop = sass_parse.main_loop(tma)
+    # every instruction outside the loop is on its path: the retry at 0xf0-0x110 too
+    assert sass_parse.path_outside(tma, tma_loop) == len(sass_parse.executed(tma)) - 9
+    gemm = sass_parse.parse(GEMM)
+    assert sass_parse.path_outside(gemm, sass_parse.main_loop(gemm)) == 3 + 2
 
 
 def test_resident_programs():
