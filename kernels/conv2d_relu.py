@@ -744,6 +744,20 @@ def _columns(args) -> int:
     return args["C_TAP"] * (args["TAPS_H"] * args["TAPS_W"] if _flat(args) else 1)
 
 
+def _weight_grad_programs(k_group: int, taps: int, c_tap: int, block_m: int,
+                          block_n: int) -> int:
+    """The weight gradient's programs along grid axis 0 at a tile: the bias programs, then
+    the GEMM tiles of every tap (pair of taps; all taps at once: FLAT_TAPS), as that tile's
+    heuristics lay the taps."""
+    if _flat_taps(c_tap, block_n, taps):
+        per_tap, width, pair = 1, taps * c_tap, 1
+    else:
+        pair = 2 if _pairs_taps(c_tap, block_n, taps) else 1
+        per_tap, width = triton.cdiv(taps, pair), c_tap
+    tiles_k = triton.cdiv(k_group, block_m)
+    return tiles_k * (1 + triton.cdiv(width, block_n // pair) * per_tap)
+
+
 # Which of the weight gradient's GEMM dimensions are whole tiles (at batch 128 the pixels
 # always are, NPQ = 128 P Q; conv2, conv3 and conv5's kernels and conv3's channels too).
 _backward_weight_even = triton.heuristics({
@@ -1189,17 +1203,11 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     npq, k_group = n * p * q, k // groups
     taps = taps_h * taps_w
 
-    # the tiles of the first config, 128 x 128 (or two taps of 64 columns, or the tap rows
-    # side by side: FLAT_TAPS)
     flat = _flat_taps(c_tap, 128, taps)
     columns = taps * c_tap if flat else c_tap
-    if flat:
-        tap_tiles = triton.cdiv(columns, 128)
-    else:
-        tap_tiles = (triton.cdiv(c_tap, 64) * triton.cdiv(taps, 2)
-                     if _pairs_taps(c_tap, 128, taps) else taps * triton.cdiv(c_tap, 128))
-    # and the bias programs: each holds an SM as long as it runs (the same shared memory)
-    tiles = triton.cdiv(k_group, 128) * (tap_tiles + 1) * groups
+    # the programs of the first config, 128 x 128, the bias programs among them: each holds
+    # an SM as long as it runs (the same shared memory)
+    tiles = _weight_grad_programs(k_group, taps, c_tap, 128, 128) * groups
     split = _weight_grad_split(tiles, npq, device)
     chunk = triton.cdiv(triton.cdiv(npq, split), _SPLIT_ALIGN) * _SPLIT_ALIGN
     split = triton.cdiv(npq, chunk)
@@ -1226,15 +1234,8 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     if interpreting() and not flat and _pairs_taps(c_tap, 128, taps):  # two taps, as on the GPU
         blocks["BLOCK_N"] = 2 * min(64, blocks["BLOCK_N"])
 
-    def grid(meta):
-        tiles_k = triton.cdiv(k_group, meta["BLOCK_M"])
-        pair = meta["TAPS_PER_PROGRAM"]
-        # the bias programs, then the GEMM tiles of every tap (pair of taps; all taps at once)
-        # (the config's own FLAT_TAPS: a tile width other than the 128 of ``columns`` may
-        # choose otherwise)
-        per_tap, width = ((1, taps * c_tap) if meta["FLAT_TAPS"]
-                          else (triton.cdiv(taps, pair), c_tap))
-        return (tiles_k * (1 + triton.cdiv(width, meta["BLOCK_N"] // pair) * per_tap),
+    def grid(meta):  # the config's own layout of the taps, not the 128-wide one of ``flat``
+        return (_weight_grad_programs(k_group, taps, c_tap, meta["BLOCK_M"], meta["BLOCK_N"]),
                 groups * split)
 
     launchable(kernel)[grid](

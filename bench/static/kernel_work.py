@@ -43,10 +43,6 @@ def _conv_backward_weight(a: dict) -> tuple[float, float]:
     return flops, sum(trips) / len(trips)
 
 
-def _split_sum(a: dict) -> tuple[float, float]:
-    return 0, a["SPLIT"]
-
-
 def _linear(a: dict) -> tuple[float, float]:
     # Split-K: program (i, j, s) runs the k-steps of [s * K_CHUNK, min((s + 1) * K_CHUNK, K)).
     k, chunk = a["K"], a["K_CHUNK"]
@@ -61,6 +57,10 @@ def _linear_epilogue(a: dict) -> tuple[float, float]:
 
 def _linear_masked_grad(a: dict) -> tuple[float, float]:
     return 0, math.ceil(a["M"] / a["BLOCK_ROWS"])
+
+
+def _split_sum(a: dict) -> tuple[float, float]:
+    return 0, a["SPLIT"]
 
 
 WORK = {
