@@ -117,10 +117,11 @@ def _least_padding(configs: list, size: int, block: str, tail=None) -> list:
     """The configs whose ``block`` pads ``size`` (a GEMM dimension) the least, and of those
     the widest: fewer tiles read each operand fewer times, and the loop's fixed cost
     spreads over more MMA work (64 columns where 128 would pad as little: the loop issued
-    1.0-1.01x its MMAs at conv3's input gradient, against 0.66). ``tail(size, block)``:
-    the columns a kernel adds to each tile of that width (conv2d_relu's forward TAIL_N)."""
+    1.0-1.01x its MMAs at conv3's input gradient, against 0.66). ``tail(size, blocks)``:
+    the columns a kernel adds to each tile of a config's blocks (conv2d_relu's forward
+    TAIL_N)."""
     def width(config):
-        return config.kwargs[block] + (tail(size, config.kwargs[block]) if tail else 0)
+        return config.kwargs[block] + (tail(size, config.kwargs) if tail else 0)
 
     def padded(config):
         return triton.cdiv(size, width(config)) * width(config)
@@ -138,7 +139,8 @@ def autotune_pruner(op: str, lists: dict, operand: str, width: str | None = None
     BLOCK_N pads the runtime argument ``width`` least, and of those the ones whose BLOCK_K
     pads ``depth`` (a reduction block's length) least; and on a GPU with less shared memory
     per block than Hopper's, the ``small`` configs of a 16- or 32-bit operand besides
-    (``tail(named_args)``: _least_padding's ``tail`` at these arguments, for ``width``). A
+    (``tail(arguments)``: _least_padding's ``tail`` at the launch's arguments, constexprs
+    too, for ``width``). A
     GPU's autotuner times only these; ``op`` names the launcher in the error where none is
     left."""
     keys = {key: {config_key(c) for c in configs} for key, configs in lists.items()}
@@ -153,7 +155,7 @@ def autotune_pruner(op: str, lists: dict, operand: str, width: str | None = None
                              f"among {len(configs)} candidates")
         if width:
             kept = _least_padding(kept, named_args[width], "BLOCK_N",
-                                  tail(named_args) if tail else None)
+                                  tail({**named_args, **kwargs}) if tail else None)
         if depth:
             kept = _least_padding(kept, named_args[depth], "BLOCK_K")
         if small and size < 8 and less_shared_memory_than_hopper():

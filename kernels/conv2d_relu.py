@@ -68,7 +68,7 @@ def conv2d_relu_forward_kernel(
     X_ALIGN: tl.constexpr, HAS_BIAS: tl.constexpr, W_DESCRIPTOR: tl.constexpr,
     IN_IMAGE: tl.constexpr, ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    TAIL_N: tl.constexpr,
+    TAIL_N: tl.constexpr, FLAT_TAPS: tl.constexpr,
 ):
     """y[n, p, q, k] = relu(b[k] + sum_{r,s,c} x[n, p*sh-ph+r, q*sw-pw+s, c] w[k, r, s, c]).
 
@@ -90,6 +90,12 @@ def conv2d_relu_forward_kernel(
     bounds test (conv1 on its zero-padded copy). TAIL_N (_tail_n): each program also
     computes the TAIL_N kernels after its BLOCK_N, a second accumulator beside the first:
     conv1's 96 kernels as 64 + 32 columns, all used, where a 128-wide tile used 75%.
+    FLAT_TAPS (_flat_reduction, IN_IMAGE only): the reduction laid flat over every tap's
+    C_TAP channels, column j being channel j % C_TAP of tap j // C_TAP, so a block spans
+    taps and pads only the last: conv1's 9 taps of 48 in 7 blocks of 64 (432 of 448
+    used), where blocks of one tap took 9 of 64 (75%) or 27 of 16, whose loop's fixed cost
+    per MMA bound it. Without padding no tap needs a row mask: the block's columns alone
+    move the pixel.
     """
     # Grouped launch order: GROUP_M row tiles share each column tile while it is in L2.
     pid = tl.program_id(0)
@@ -112,10 +118,19 @@ def conv2d_relu_forward_kernel(
     h_start = (pq // Q) * stride_h - pad_h  # top-left input pixel of each receptive field
     w_start = (pq % Q) * stride_w - pad_w
     x_row = n * x_stride_n + h_start * x_stride_h + w_start * x_stride_w + group * C_GROUP
+    x_row = tl.multiple_of(x_row, X_ALIGN)  # said here: the flat loop adds no tap to it
     kernel = group * K_GROUP + offs_n  # [BLOCK_N]
     w_col = kernel * (TAPS_H * TAPS_W * C_TAP)
+    # The weight as the loop walks it: [GROUPS, K_GROUP, TAPS, C_TAP], or one flat tap of
+    # every tap's channels (FLAT_TAPS, where r and s stay 0).
+    if FLAT_TAPS:
+        w_taps = 1
+        w_channels = TAPS_H * TAPS_W * C_TAP
+    else:
+        w_taps = TAPS_H * TAPS_W
+        w_channels = C_TAP
     if W_DESCRIPTOR:
-        weight_tiles = _weight_tiles(w_ptr, GROUPS, K_GROUP, TAPS_H * TAPS_W, C_TAP, BLOCK_N,
+        weight_tiles = _weight_tiles(w_ptr, GROUPS, K_GROUP, w_taps, w_channels, BLOCK_N,
                                      BLOCK_K)
     if TAIL_N > 0:
         offs_tail = pid_n * (BLOCK_N + TAIL_N) + BLOCK_N + tl.arange(0, TAIL_N)
@@ -123,16 +138,16 @@ def conv2d_relu_forward_kernel(
         kernel_tail = group * K_GROUP + offs_tail  # [TAIL_N]
         w_col_tail = kernel_tail * (TAPS_H * TAPS_W * C_TAP)
         if W_DESCRIPTOR:
-            tail_tiles = _weight_tiles(w_ptr, GROUPS, K_GROUP, TAPS_H * TAPS_W, C_TAP, TAIL_N,
+            tail_tiles = _weight_tiles(w_ptr, GROUPS, K_GROUP, w_taps, w_channels, TAIL_N,
                                        BLOCK_K)
         acc_tail = tl.zeros((BLOCK_M, TAIL_N), dtype=ACC_DTYPE)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
-    c_blocks = tl.cdiv(C_TAP, BLOCK_K)
+    blocks = tl.cdiv(w_channels, BLOCK_K) * w_taps
     r = 0
     s = 0
     c0 = 0
-    for _ in range(0, TAPS_H * TAPS_W * c_blocks):
+    for _ in range(0, blocks):
         h = h_start + r
         w = w_start + s
         # Out-of-image taps read the zero padding: masked, never loaded.
@@ -143,8 +158,16 @@ def conv2d_relu_forward_kernel(
         row = tl.multiple_of(x_row + (r * x_stride_h + s * x_stride_w), X_ALIGN)
         # c0 is loop-carried, which hides that it is a multiple of BLOCK_K: say so.
         c = tl.max_contiguous(tl.multiple_of(c0 + offs_c, BLOCK_K), BLOCK_K)
-        c_mask = c < C_TAP
-        x = tl.load(x_ptr + row[:, None] + c[None, :],  # [BLOCK_M, BLOCK_K]
+        c_mask = c < w_channels
+        if FLAT_TAPS:  # column c reads channel c % C_TAP of tap c // C_TAP's pixel
+            # C_TAP is a multiple of X_ALIGN (_flat_reduction): so is every run of one tap's
+            # columns, each run contiguous in the input.
+            tap = c // C_TAP
+            x_c = (tap // TAPS_W) * x_stride_h + (tap % TAPS_W) * x_stride_w + c % C_TAP
+            x_c = tl.max_contiguous(tl.multiple_of(x_c, X_ALIGN), X_ALIGN)
+        else:
+            x_c = c
+        x = tl.load(x_ptr + row[:, None] + x_c[None, :],  # [BLOCK_M, BLOCK_K]
                     mask=row_mask[:, None] & c_mask[None, :], other=0.0)
         if W_DESCRIPTOR:
             weight = weight_tiles.load([group, pid_n * BLOCK_N, r * TAPS_W + s, c0])
@@ -164,7 +187,10 @@ def conv2d_relu_forward_kernel(
                     mask=c_mask[:, None] & tail_mask[None, :], other=0.0)
             acc_tail = tl.dot(x, weight, acc_tail, input_precision=INPUT_PRECISION,
                               out_dtype=ACC_DTYPE)
-        c0, s, r = _next_block(c0, s, r, C_TAP, TAPS_W, BLOCK_K)
+        if FLAT_TAPS:
+            c0 += BLOCK_K
+        else:
+            c0, s, r = _next_block(c0, s, r, C_TAP, TAPS_W, BLOCK_K)
 
     _bias_relu_store(acc, b_ptr, y_ptr, offs_m, m_mask, kernel, n_mask, K, HAS_BIAS, ACC_DTYPE)
     if TAIL_N > 0:
@@ -596,10 +622,13 @@ def _forward_configs() -> dict:
     """The forward's tiles per element size, the one the launcher uses first (bench.static).
     The 64-wide tile is for a group of kernels that 128-wide tiles pad (conv4's 192: three
     tiles of 64, not two of 128 of which a quarter is padding); the pruner
-    (kernels.autotune_pruner) keeps it where it pads the least. Every 16- and 32-bit tile
-    meets issue 11's budgets at every launch that keeps it (bench/results/static-sm90.md,
-    every candidate)."""
-    tiles = [(128, 128, 64, 8, 3), (128, 128, 32, 4, 4), (128, 64, 64, 4, 4),
+    (kernels.autotune_pruner) keeps it where it pads the least, and with conv1's tail
+    (TAIL_N, 64 + 32 kernels) it takes 3 stages: at 4 its 113 KB of shared memory let one
+    program on an SM, whose prologue and epilogue then ran alone (bench.static, bf16:
+    68.9 us against 42.3; conv4's forward 37.8 at either, tf32 85.7 against 87.2). Every
+    16- and 32-bit tile meets issue 11's budgets at every launch that keeps it
+    (bench/results/static-sm90.md, every candidate)."""
+    tiles = [(128, 128, 64, 8, 3), (128, 128, 32, 4, 4), (128, 64, 64, 4, 3),
              (128, 128, 16, 4, 4)]
     return {2: [_config(*t, GROUP_M=8) for t in tiles],
             4: [_config(*t, GROUP_M=8) for t in tiles + [(128, 64, 16, 4, 4)]],
@@ -659,28 +688,53 @@ _SMALL_CONFIGS = [_config(*t) for t in _SMALL]
 _FORWARD_CONFIGS = _forward_configs()
 
 
-def _tail_n(k_group: int, block_n: int, element_size: int) -> int:
+def _flat_reduction(in_image: bool, taps: int, c_tap: int, block_k: int,
+                    x_align: int) -> bool:
+    """The forward's FLAT_TAPS: the reduction laid flat over the taps where that takes
+    fewer blocks than blocks of one tap each (conv1's 9 taps of 48 channels: 7 blocks of
+    64, not 9), and only without padding (IN_IMAGE), where no column needs a mask, and where
+    a tap's channels are whole runs of X_ALIGN (the kernel's contiguity hint; every layout
+    of _channels_last_input has them)."""
+    return (bool(in_image) and c_tap % x_align == 0
+            and triton.cdiv(taps * c_tap, block_k) < taps * triton.cdiv(c_tap, block_k))
+
+
+def _tail_n(k_group: int, block_n: int, element_size: int, flat: bool) -> int:
     """The forward's TAIL_N: 32 more kernels per program of a 64-wide tile where 96-wide
     tiles pad the group's kernels less than 64-wide ones (conv1's 96 kernels: one tile of
     64 + 32, all used, where a 128-wide tile used 75%), else 0.
-    - 32-bit operands only (tf32): bench.static predicts conv1's forward 108.8 -> 81.6 us on
-      the H100 SXM. In bf16 the tail's loop issues 1.41x what its MMAs take (tensor cores
-      twice as fast, the same instructions): 57.5 us, slower than the 128-wide tile's 54.4.
+    - 32-bit operands (tf32): bench.static predicts conv1's forward 108.8 -> 81.6 us on the
+      H100 SXM.
+    - 16-bit operands only on a flat reduction (``flat``, _flat_reduction): over blocks of
+      one tap (16 of conv1's 48 channels) the tail's loop issued 1.41x what its MMAs take
+      (tensor cores twice as fast as tf32's, the same instructions), 57.5 us, slower than
+      the 128-wide tile's 54.4; blocks of 64 spread the loop's fixed cost over 4x the MMAs.
     - 64-wide tiles only: 128 + 64 (conv4's 192) takes 246 KB of shared memory in tf32, and
       in bf16 was predicted slower than three 64-wide tiles (48.0 against 37.8 us)."""
-    if (element_size != 4 or block_n != 64
+    if (block_n != 64 or not (element_size == 4 or (element_size == 2 and flat))
             or triton.cdiv(k_group, 96) * 96 >= triton.cdiv(k_group, 64) * 64):
         return 0
     return 32
 
 
-def _forward_tail(named_args: dict):
-    """The pruner's view of _tail_n: (K_GROUP, BLOCK_N) -> TAIL_N at the launch's operands."""
-    return lambda k_group, block_n: _tail_n(k_group, block_n, named_args["x_ptr"].element_size())
+def _forward_flat(a: dict) -> bool:
+    """_flat_reduction at a launch's arguments and config."""
+    return _flat_reduction(a["IN_IMAGE"], a["TAPS_H"] * a["TAPS_W"], a["C_TAP"], a["BLOCK_K"],
+                           a["X_ALIGN"])
 
 
-_forward_kernel = triton.heuristics({"TAIL_N": lambda a: _tail_n(
-    a["K_GROUP"], a["BLOCK_N"], a["x_ptr"].element_size())})(
+def _forward_tail(args: dict):
+    """The pruner's view of _tail_n: (K_GROUP, a config's blocks) -> TAIL_N at the launch's
+    arguments."""
+    return lambda k_group, blocks: _tail_n(k_group, blocks["BLOCK_N"],
+                                           args["x_ptr"].element_size(),
+                                           _forward_flat({**args, **blocks}))
+
+
+_forward_kernel = triton.heuristics({
+    "FLAT_TAPS": _forward_flat,
+    "TAIL_N": lambda a: _tail_n(a["K_GROUP"], a["BLOCK_N"], a["x_ptr"].element_size(),
+                                a["FLAT_TAPS"])})(
     conv2d_relu_forward_kernel)
 _forward_autotuned = triton.autotune(
     configs=_every_config(_FORWARD_CONFIGS, GROUP_M=8),
@@ -1092,11 +1146,13 @@ def conv2d_relu_forward(input: Tensor, weight: Tensor, bias: Tensor | None, stri
     kernel, blocks = _kernel_and_blocks(_forward_autotuned, _forward_kernel, k_group)
     if interpreting():  # the channel block no wider than a tap's channels; a tail where the
         # GPU's pruner would take one (conv1's 96 kernels: 64 + 32)
+        blocks.update(BLOCK_K=max(16, min(128, triton.next_power_of_2(c_tap))), GROUP_M=8)
         narrow = blocks["BLOCK_N"] // 2
-        tail = _tail_n(k_group, narrow, input.element_size())
+        flat = _flat_reduction(pad[0] == 0 and pad[1] == 0, taps_h * taps_w, c_tap,
+                               blocks["BLOCK_K"], x_align)
+        tail = _tail_n(k_group, narrow, input.element_size(), flat)
         if tail and narrow + tail >= k_group:
             blocks["BLOCK_N"] = narrow
-        blocks.update(BLOCK_K=max(16, min(128, triton.next_power_of_2(c_tap))), GROUP_M=8)
 
     def grid(meta):
         columns = meta["BLOCK_N"] + meta["TAIL_N"]

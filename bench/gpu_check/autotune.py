@@ -24,7 +24,8 @@ from typing import Callable, Dict, List, Optional
 # precompile slice) but the conv forward's 5 (slice 0 compiles two). Conv: the Hopper tiles
 # their pruners choose from at AlexNet's shapes and the float64 one (kernels/conv2d_relu.py;
 # not the small tiles of GPUs with less shared memory, nor the forward's 32-deep reduction
-# block, which pads no AlexNet layer least; 128 x 64 x 16 is tf32 conv1's, 64 + 32 kernels).
+# block, which pads no AlexNet layer least; conv1's 64 + 32 kernels: 128 x 64 x 16 in tf32,
+# 128 x 64 x 64 over its flat taps in bf16).
 # Linear at M=128 (one
 # autotuner per operand width, each named by its kernel and its module attribute): every tile
 # of kernels/linear.py's lists, which hold only those that meet issue 11's budgets (the

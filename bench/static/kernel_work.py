@@ -16,9 +16,13 @@ import math
 def _conv_forward(a: dict) -> tuple[float, float]:
     # Every group: M x K_GROUP x (C_GROUP R S); the loop walks TAPS_H x TAPS_W taps of C_TAP
     # channels (conv1's copied image: 3 x 3 taps of 4 x 4 pixels' channels, or R taps of a
-    # row of S pixels' channels: kernels.conv2d_relu.input_layout).
+    # row of S pixels' channels: kernels.conv2d_relu.input_layout), or blocks of all the
+    # taps' channels laid flat (FLAT_TAPS).
     flops = 2 * a["M"] * a["K"] * a["C_GROUP"] * a["R"] * a["S"]
-    return flops, a["TAPS_H"] * a["TAPS_W"] * math.ceil(a["C_TAP"] / a["BLOCK_K"])
+    taps = a["TAPS_H"] * a["TAPS_W"]
+    if a.get("FLAT_TAPS"):
+        return flops, math.ceil(taps * a["C_TAP"] / a["BLOCK_K"])
+    return flops, taps * math.ceil(a["C_TAP"] / a["BLOCK_K"])
 
 
 def _conv_backward_input(a: dict) -> tuple[float, float]:
@@ -74,12 +78,14 @@ WORK = {
 }
 
 
-def work(kernel: str, scalars: dict, config: dict) -> tuple[float, float | None]:
-    """(FLOPs, main-loop trips per program); (0, None) for a kernel without a runtime loop
-    (the element-wise and window kernels unroll theirs: tl.static_range)."""
+def work(kernel: str, scalars: dict, config: dict,
+         options: dict | None = None) -> tuple[float, float | None]:
+    """(FLOPs, main-loop trips per program) at a launch's runtime scalars, int constexprs
+    (config) and string and bool constexprs (options); (0, None) for a kernel without a
+    runtime loop (the element-wise and window kernels unroll theirs: tl.static_range)."""
     if kernel not in WORK:
         return 0, None
-    return WORK[kernel]({**scalars, **config})
+    return WORK[kernel]({**scalars, **(options or {}), **config})
 
 
 def gemm_programs(kernel: str, scalars: dict, config: dict, grid: list[int]) -> int:

@@ -53,7 +53,8 @@ def row(variant: str, launch: str, attempt: dict, cubin: dict,
     warps = config["num_warps"]
     programs = math.prod(attempt["grid"])
     loop = sass["main_loop"]
-    flops, trips = kernel_work.work(attempt["kernel"], attempt["scalars"], config)
+    flops, trips = kernel_work.work(attempt["kernel"], attempt["scalars"], config,
+                                    attempt.get("options", {}))
     kernel_instructions = sass["kernel"]["instructions"]
     issue_ratio = unroll = None
     if loop is None:

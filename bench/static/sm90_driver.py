@@ -103,8 +103,10 @@ class Recorder:
         config = {name: named[name] for name in constexprs if type(named.get(name)) is int}
         config = {p.name: config[p.name] for p in fn.params if p.name in config}
         config.update((k, named[k]) for k in ("num_warps", "num_stages") if k in named)
-        # The string constexprs: INPUT_PRECISION ("tf32" or "ieee") says which peak applies.
-        options = {name: named[name] for name in constexprs if type(named.get(name)) is str}
+        # The string and bool constexprs: INPUT_PRECISION ("tf32" or "ieee") says which peak
+        # applies, a flag such as FLAT_TAPS which loop the kernel runs (bench/static/kernel_work).
+        options = {name: named[name] for name in constexprs
+                   if type(named.get(name)) in (str, bool)}
         # The runtime scalars (shapes, strides) and the bytes of every distinct tensor
         # argument: what the launch's work and memory traffic are computed from.
         scalars = {name: value for name, value in named.items()

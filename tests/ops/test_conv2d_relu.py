@@ -253,9 +253,43 @@ TAILS = {"groups2-k80": Conv(2, 12, 9, 8, 160, 3, 3, (1, 1), (1, 1), 2),
 @pytest.mark.parametrize("conv", TAILS.values(), ids=TAILS.keys())
 def test_forward_tail_of_32_kernels(conv, tensor_descriptors, device, poisoned, launches):
     use_precision("float32", device)
-    assert kernels._tail_n(conv.k // conv.groups, 64, 4) == 32
+    assert kernels._tail_n(conv.k // conv.groups, 64, 4, flat=False) == 32
     check_forward(conv, "float32", device, poisoned, tensor_descriptors=tensor_descriptors)
     assert launches[-1]["BLOCK_N"] == 64
+
+
+# Without padding (conv1's folded copy, a convolution that pads nothing) the forward lays
+# its reduction flat over the taps (FLAT_TAPS), a block of channels spanning taps, where
+# blocks of one tap's channels take more steps: conv1's 9 taps of 48 channels (80 for 5
+# channels), and 9 taps of a group's 24 channels in blocks of 32 (7 blocks, not 9), the
+# second group's columns 24 channels on. Forced off, the same launches take a tap at a time.
+FLAT = {name: SHAPES[name] for name in ("conv1-63", "conv1-like-c5")}
+FLAT["groups2-c24-pad0"] = Conv(2, 48, 7, 9, 20, 3, 3, (1, 1), (0, 0), 2)
+
+
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "tap-at-a-time"])
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("conv", FLAT.values(), ids=FLAT.keys())
+def test_forward_flat_taps(conv, precision, flat, device, poisoned, monkeypatch):
+    use_precision(precision, device)
+    decided = []
+    rule = kernels._flat_reduction
+
+    def flat_reduction(*args):
+        decided.append(rule(*args))
+        return decided[-1] and flat
+    monkeypatch.setattr(kernels, "_flat_reduction", flat_reduction)
+    check_forward(conv, precision, device, poisoned)
+    assert decided and all(decided)
+
+
+def test_which_forwards_lay_their_taps_flat():
+    assert kernels._flat_reduction(True, 9, 48, 64, 16)  # conv1 in bf16: 7 blocks, not 9
+    assert not kernels._flat_reduction(True, 9, 48, 16, 16)  # 27 blocks either way
+    assert not kernels._flat_reduction(False, 9, 48, 64, 16)  # padding: a mask per column
+    assert not kernels._flat_reduction(True, 1, 48, 64, 16)  # one tap
+    assert not kernels._flat_reduction(True, 9, 128, 64, 16)  # whole blocks per tap
+    assert not kernels._flat_reduction(True, 9, 24, 64, 16)  # runs of 16 would cross taps
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -423,13 +457,18 @@ def test_autotune_candidates_per_dtype_and_width(monkeypatch):
     monkeypatch.undo()
     forward = kernels._forward_autotuned
 
-    def forward_tiles(dtype, width, depth):
+    def forward_tiles(dtype, width, depth, in_image=False):
         named = {"x_ptr": torch.empty(1, dtype=dtype), "K_GROUP": width, "C_TAP": depth}
         return {(c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in
-                forward.early_config_prune(forward.configs, named)}
+                forward.early_config_prune(forward.configs, named, IN_IMAGE=in_image,
+                                           TAPS_H=3, TAPS_W=3, X_ALIGN=16)}
 
     assert forward_tiles(torch.bfloat16, 192, 192) == {(64, 64)}  # conv4
-    assert forward_tiles(torch.bfloat16, 96, 48) == {(128, 16)}  # conv1's folded rows of 48
+    # conv1's folded copy: 9 taps of 48 channels, 96 kernels. Laid flat (no padding), a
+    # 64-wide tile's 32-kernel tail comes in bf16 too; a tap at a time, only in 32 bits.
+    assert forward_tiles(torch.bfloat16, 96, 48, in_image=True) == {(64, 64)}
+    assert forward_tiles(torch.bfloat16, 96, 48) == {(128, 16)}
+    assert forward_tiles(torch.float32, 96, 48, in_image=True) == {(64, 16)}
     assert forward_tiles(torch.float32, 128, 256) == {(128, 64)}  # the widest block
     weight = kernels._backward_weight_autotuned
     for dtype, stages in ((torch.bfloat16, {3, 2}), (torch.float32, {3, 2})):
