@@ -709,6 +709,9 @@ def _tail_n(k_group: int, block_n: int, element_size: int, flat: bool) -> int:
       one tap (16 of conv1's 48 channels) the tail's loop issued 1.41x what its MMAs take
       (tensor cores twice as fast as tf32's, the same instructions), 57.5 us, slower than
       the 128-wide tile's 54.4; blocks of 64 spread the loop's fixed cost over 4x the MMAs.
+      Not modelled: the tail's wgmmas read both operands from shared memory, the input
+      tile twice, 149 bytes a cycle per SM at the MMAs' pace; if they share the 128 bytes
+      a cycle of LDS (unmeasured), the MMAs take 1.17x as long, ~49 us, still below 54.4.
     - 64-wide tiles only: 128 + 64 (conv4's 192) takes 246 KB of shared memory in tf32, and
       in bf16 was predicted slower than three 64-wide tiles (48.0 against 37.8 us)."""
     if (block_n != 64 or not (element_size == 4 or (element_size == 2 and flat))
