@@ -140,9 +140,8 @@ def autotune_pruner(op: str, lists: dict, operand: str, width: str | None = None
     pads ``depth`` (a reduction block's length) least; and on a GPU with less shared memory
     per block than Hopper's, the ``small`` configs of a 16- or 32-bit operand besides
     (``tail(arguments)``: _least_padding's ``tail`` at the launch's arguments, constexprs
-    too, for ``width``). A
-    GPU's autotuner times only these; ``op`` names the launcher in the error where none is
-    left."""
+    too, for ``width``). A GPU's autotuner times only these; ``op`` names the launcher in
+    the error where none is left."""
     keys = {key: {config_key(c) for c in configs} for key, configs in lists.items()}
     small = small or []
 

@@ -1271,7 +1271,6 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
     chunk = triton.cdiv(triton.cdiv(npq, split), _SPLIT_ALIGN) * _SPLIT_ALIGN
     split = triton.cdiv(npq, chunk)
     weight_taps = torch.empty((1, k, taps_h, taps_w, c_tap), dtype=dtype, device=device)
-    bias_partial = torch.empty((split, k), dtype=dtype, device=device)
     numel = weight_taps.numel()
     if split > 1:
         # Every (split, kernel, tap, channel) element is written by exactly one program: the
@@ -1280,8 +1279,9 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
                                device=device)
         weight_partial = partials[:split * numel].view(split, k, taps_h, taps_w, c_tap)
         bias_partial = partials[split * numel:].view(split, k)
-    else:
-        weight_partial = weight_taps  # the single split is the sum
+    else:  # the single split is the sum
+        weight_partial = weight_taps
+        bias_partial = torch.empty((1, k), dtype=dtype, device=device)
     masked = torch.empty_like(grad_output) if masked_grad_output else None
     check_int32_offsets("conv2d_relu", input=x, grad_output=grad_output,
                         grad_weight=weight_partial)
