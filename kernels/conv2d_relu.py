@@ -249,8 +249,9 @@ def conv2d_relu_backward_input_kernel(
     C_GROUP, K_GROUP, GROUPS,
     R: tl.constexpr, S: tl.constexpr, PACKED_MASK: tl.constexpr, W_DESCRIPTOR: tl.constexpr,
     MASKED: tl.constexpr, ACC_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    EVEN_K: tl.constexpr, TAP_BITS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr = 8,
+    GROUP_M: tl.constexpr = 8, TAIL_N: tl.constexpr = 0,
 ):
     """dx[n, h, w, c] = sum_{r, s, k} [y > 0] dy[n, p, q, k] w[k, c, r, s], p = (h + ph - r) / sh.
 
@@ -269,6 +270,16 @@ def conv2d_relu_backward_input_kernel(
     past K_GROUP, channels past C_GROUP read zeros, never the next channel's or tap's).
     MASKED: dy is the masked gradient already (the weight gradient's bias programs wrote
     it), y is not read: a lighter loop, whose A tile goes straight to the tensor cores.
+    TAIL_N (a config's): each program also computes the TAIL_N channels after its BLOCK_N,
+    a second accumulator beside the first: conv2's 48 channels a group as 32 + 16, all
+    used, where a 64-wide tile used 75%. Its weights come through plain loads whatever
+    W_DESCRIPTOR says: two TMA copies a step cost the loop more instructions than three
+    cp.async (bench.static, bf16: 218 against 183 per 16 HGMMA, where its MMAs take 192).
+    The loop's cost per grad_output row is what bounds the narrow tile: each row keeps its
+    pointer, which a tap moves by one offset for all rows, and, with TAP_BITS (R S < 32),
+    a bit per tap saying whether that tap's output pixel lies in the image, computed once,
+    so a row's mask is one test per step, not four compares (EVEN_K: K_GROUP a multiple of
+    BLOCK_K, no kernel mask): conv4's loop 256 -> 151 instructions per 8 HGMMA.
     """
     group = tl.program_id(1) % GROUPS
     phase = tl.program_id(1) // GROUPS
@@ -288,14 +299,14 @@ def conv2d_relu_backward_input_kernel(
     # each row tile's grad_output is read by its column tiles while it is in L2.
     pid = tl.program_id(0)
     tiles_m = tl.cdiv(N * hw_phase, BLOCK_M)
-    tiles_n = tl.cdiv(C_GROUP, BLOCK_N)
+    tiles_n = tl.cdiv(C_GROUP, BLOCK_N + TAIL_N)
     first_m = (pid // (GROUP_M * tiles_n)) * GROUP_M
     band_m = tl.maximum(tl.minimum(tiles_m - first_m, GROUP_M), 1)
     pid_m = first_m + (pid % (GROUP_M * tiles_n)) % band_m
     pid_n = (pid % (GROUP_M * tiles_n)) // band_m
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # input pixels (n, hh, ww) of the phase
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # channels within the group
+    offs_n = pid_n * (BLOCK_N + TAIL_N) + tl.arange(0, BLOCK_N)  # channels within the group
     offs_k = tl.arange(0, BLOCK_K)  # kernels within the block
     m_mask = offs_m < N * hw_phase
     n_mask = offs_n < C_GROUP
@@ -305,12 +316,37 @@ def conv2d_relu_backward_input_kernel(
     p_start = hh + p_offset  # the output pixel tap (i, j) = (0, 0) reaches
     q_start = ww + q_offset
     dy_row = (n * P * Q + p_start * Q + q_start) * K + group * K_GROUP  # [BLOCK_M]
+    dy_rows = dy_ptr + dy_row
+    y_rows = y_ptr + dy_row
     w_col = group * (R * S * C_GROUP * K_GROUP) + offs_n * K_GROUP  # [BLOCK_N]
-    if W_DESCRIPTOR:
+    WEIGHT_TMA: tl.constexpr = W_DESCRIPTOR and TAIL_N == 0
+    if WEIGHT_TMA:
         weight_tiles = tl.make_tensor_descriptor(
             w_ptr, shape=[GROUPS, R * S, C_GROUP, K_GROUP],
             strides=[R * S * C_GROUP * K_GROUP, C_GROUP * K_GROUP, K_GROUP, 1],
             block_shape=[1, 1, BLOCK_N, BLOCK_K])
+    if TAIL_N > 0:
+        offs_tail = pid_n * (BLOCK_N + TAIL_N) + BLOCK_N + tl.arange(0, TAIL_N)
+        tail_mask = offs_tail < C_GROUP
+        w_col_tail = group * (R * S * C_GROUP * K_GROUP) + offs_tail * K_GROUP  # [TAIL_N]
+        if WEIGHT_TMA:
+            tail_tiles = tl.make_tensor_descriptor(
+                w_ptr, shape=[GROUPS, R * S, C_GROUP, K_GROUP],
+                strides=[R * S * C_GROUP * K_GROUP, C_GROUP * K_GROUP, K_GROUP, 1],
+                block_shape=[1, 1, TAIL_N, BLOCK_K])
+        acc_tail = tl.zeros((BLOCK_M, TAIL_N), dtype=ACC_DTYPE)
+
+    if TAP_BITS:
+        # bit i S + j: whether tap (i, j) of the phase reaches an output pixel in the image
+        in_columns = tl.zeros_like(q_start)
+        for j in tl.static_range(S):
+            in_columns |= tl.where((q_start - j >= 0) & (q_start - j < Q) & (j < taps_w),
+                                   1 << j, 0)
+        taps_in_image = tl.zeros_like(p_start)
+        for i in tl.static_range(R):
+            taps_in_image |= tl.where((p_start - i >= 0) & (p_start - i < P) & (i < taps_h),
+                                      in_columns << (i * S), 0)
+        taps_in_image = tl.where(m_mask, taps_in_image, 0)  # [BLOCK_M]
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC_DTYPE)
     k_blocks = tl.cdiv(K_GROUP, BLOCK_K)
@@ -318,27 +354,43 @@ def conv2d_relu_backward_input_kernel(
     j = 0
     k0 = 0
     for _ in range(0, taps_h * taps_w * k_blocks):
-        p = p_start - i
-        q = q_start - j
-        row_mask = m_mask & (p >= 0) & (p < P) & (q >= 0) & (q < Q)  # [BLOCK_M]
-        row = dy_row - (i * Q + j) * K
+        if TAP_BITS:
+            row_mask = (taps_in_image & (1 << (i * S + j))) != 0
+        else:
+            p = p_start - i
+            q = q_start - j
+            row_mask = m_mask & (p >= 0) & (p < P) & (q >= 0) & (q < Q)  # [BLOCK_M]
         # k0 is loop-carried, which hides that it is a multiple of BLOCK_K: say so.
         k = tl.max_contiguous(tl.multiple_of(k0 + offs_k, BLOCK_K), BLOCK_K)
-        k_mask = k < K_GROUP
-        dy_offsets = row[:, None] + k[None, :]  # [BLOCK_M, BLOCK_K]
+        if EVEN_K:
+            k_mask = tl.full((BLOCK_K,), True, tl.int1)
+        else:
+            k_mask = k < K_GROUP
+        # The tap moves every row by the same offset: one add to each row's pointer.
+        columns = (k - (i * Q + j) * K)[None, :]
         dy_mask = row_mask[:, None] & k_mask[None, :]
-        dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
+        dy = tl.load(dy_rows[:, None] + columns, mask=dy_mask, other=0.0)
         if not MASKED:
-            y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
+            y = tl.load(y_rows[:, None] + columns, mask=dy_mask, other=0.0)
             dy = _relu_gradient(dy, y, PACKED_MASK)
         tap = (r0 + i * stride_h) * S + s0 + j * stride_w
-        if W_DESCRIPTOR:
+        if WEIGHT_TMA:
             weight = weight_tiles.load([group, tap, pid_n * BLOCK_N, k0])
             weight = weight.reshape(BLOCK_N, BLOCK_K).T  # [BLOCK_K, BLOCK_N]
         else:
             weight = tl.load(w_ptr + w_col[None, :] + (tap * (C_GROUP * K_GROUP) + k)[:, None],
                              mask=k_mask[:, None] & n_mask[None, :], other=0.0)
         acc = tl.dot(dy, weight, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+        if TAIL_N > 0:
+            if WEIGHT_TMA:
+                weight = tail_tiles.load([group, tap, pid_n * (BLOCK_N + TAIL_N) + BLOCK_N, k0])
+                weight = weight.reshape(TAIL_N, BLOCK_K).T  # [BLOCK_K, TAIL_N]
+            else:
+                weight = tl.load(
+                    w_ptr + w_col_tail[None, :] + (tap * (C_GROUP * K_GROUP) + k)[:, None],
+                    mask=k_mask[:, None] & tail_mask[None, :], other=0.0)
+            acc_tail = tl.dot(dy, weight, acc_tail, input_precision=INPUT_PRECISION,
+                              out_dtype=ACC_DTYPE)
         k0, j, i = _next_block(k0, j, i, K_GROUP, taps_w, BLOCK_K)
 
     # Phases without taps (a kernel narrower than the stride) store their zeros too.
@@ -347,6 +399,9 @@ def conv2d_relu_backward_input_kernel(
     dx_row = ((n * H + h) * W + w) * C + group * C_GROUP
     tl.store(dx_ptr + dx_row[:, None] + offs_n[None, :], acc.to(dx_ptr.dtype.element_ty),
              mask=m_mask[:, None] & n_mask[None, :])
+    if TAIL_N > 0:
+        tl.store(dx_ptr + dx_row[:, None] + offs_tail[None, :],
+                 acc_tail.to(dx_ptr.dtype.element_ty), mask=m_mask[:, None] & tail_mask[None, :])
 
 
 @triton.jit
@@ -644,15 +699,21 @@ def _backward_input_configs() -> dict:
     masked:
     the ReLU mask, applied in registers, costs the same per grad_output element at any
     width, and at 64 columns the loop issued 1.5x what its MMAs take (bf16 128x64x64 on 4
-    warps and 256x64x64 on 8: 386 instructions per 8 HGMMA.64x64x16; issue 11's budget is
-    1.0); masked, 256 per 8 (1.00). 256x64x64 on 8 warps: slower than 128x64x64 on 4 at
-    every launch (bench.static), out of shared memory in 32 bits. Smaller tiles missed the
-    budget at every launch (1.14 to 2.14)."""
+    warps and 256x64x64 on 8: 386 instructions per 8 HGMMA.64x64x16, before the kernel's
+    TAP_BITS and row pointers; issue 11's budget is 1.0); masked, 151 per 8 (0.59).
+    256x64x64 on 8 warps: slower than 128x64x64 on 4 at every launch (bench.static), out
+    of shared memory in 32 bits. Smaller tiles missed the budget at every launch (1.14 to
+    2.14, measured before TAP_BITS; _SMALL's are not measured since) but one, added with
+    TAP_BITS: 32 + 16 columns (TAIL_N) for a masked grad_output's groups of 33 to 48
+    channels (conv2's 48, which 64 columns pad by a third): bf16 183 instructions per
+    16 HGMMA (0.95 of its MMAs' 192 cycles), tf32 381 per 32 (0.99); bench.static's bf16
+    conv2 input gradient 105.1 -> 78.8 us."""
     wide, narrow = [(128, 128, 64, 8, 3)], [(128, 64, 64, 4, 4)]
     configs = {}
     for size in (2, 4):
         configs[size, False] = [_config(*t) for t in wide]
-        configs[size, True] = [_config(*t) for t in wide + narrow]
+        configs[size, True] = [_config(*t) for t in wide + narrow] + [
+            _config(128, 32, 64, 4, 4, TAIL_N=16)]
     configs[8, False] = configs[8, True] = [_config(*_FLOAT64)]
     return configs
 
@@ -748,6 +809,9 @@ _forward_autotuned = triton.autotune(
         "conv2d_relu", _FORWARD_CONFIGS, "x_ptr", "K_GROUP", depth="C_TAP",
         small=_SMALL_CONFIGS, tail=_forward_tail)})(
         _forward_kernel)
+_backward_input_kernel = triton.heuristics({
+    "EVEN_K": lambda a: a["K_GROUP"] % a["BLOCK_K"] == 0,
+    "TAP_BITS": lambda a: a["R"] * a["S"] < 32})(conv2d_relu_backward_input_kernel)
 _BACKWARD_INPUT_CONFIGS = _backward_input_configs()
 _backward_input_autotuned = triton.autotune(
     configs=_every_config(_BACKWARD_INPUT_CONFIGS),
@@ -755,8 +819,9 @@ _backward_input_autotuned = triton.autotune(
          "stride_w", "pad_h", "pad_w", "W_DESCRIPTOR", "MASKED", "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": autotune_pruner(
         "conv2d_relu", _BACKWARD_INPUT_CONFIGS, "dy_ptr", "C_GROUP", "MASKED",
-        small=_SMALL_CONFIGS)})(
-        conv2d_relu_backward_input_kernel)
+        small=_SMALL_CONFIGS,
+        tail=lambda args: lambda c_group, blocks: blocks.get("TAIL_N", 0))})(
+        _backward_input_kernel)
 
 
 def _pairs_taps(c_tap: int, block_n: int, taps: int) -> bool:
@@ -1185,7 +1250,8 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor | None, weigh
     Any layout of grad_output and output (read channels_last); the gradient is channels_last.
     ``output`` None: grad_output is masked already (conv2d_relu_backward_weight's
     ``masked_grad_output``), and the loop reads it alone. ``tensor_descriptors``: the
-    weight tiles through TMA (None: where possible, see _weight_descriptors).
+    weight tiles through TMA (None: where possible, see _weight_descriptors), but for the
+    32 + 16-channel tile of a masked grad_output (TAIL_N), whose loop loads them plainly.
     """
     n, c, h, w = input_size
     k, c_group, r, s = weight.shape
@@ -1213,13 +1279,17 @@ def conv2d_relu_backward_input(grad_output: Tensor, output: Tensor | None, weigh
         (r * s * c_group * k_group, c_group * k_group, k_group, 1))
     # Phase 0 has the most input pixels: ceil(H / sh) x ceil(W / sw) per image.
     m, phases = n * triton.cdiv(h, stride[0]) * triton.cdiv(w, stride[1]), stride[0] * stride[1]
-    kernel, blocks = _kernel_and_blocks(_backward_input_autotuned,
-                                        conv2d_relu_backward_input_kernel, c_group)
-    if interpreting():  # the kernel block no wider than a group's kernels
+    kernel, blocks = _kernel_and_blocks(_backward_input_autotuned, _backward_input_kernel,
+                                        c_group)
+    if interpreting():  # the kernel block no wider than a group's kernels; conv2's tile
+        # (masked, 32 + 16 columns) for its 33 to 48 channels a group
         blocks["BLOCK_K"] = max(16, min(128, triton.next_power_of_2(k_group)))
+        if masked and blocks["BLOCK_N"] == 64 and c_group <= 48:
+            blocks.update(BLOCK_N=32, TAIL_N=16)
 
     def grid(meta):  # row tiles of phase 0, the largest; smaller phases mask the rest
-        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(c_group, meta["BLOCK_N"]),
+        columns = meta["BLOCK_N"] + meta.get("TAIL_N", 0)
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(c_group, columns),
                 groups * phases)
 
     with descriptor_scratch(grad_output.device):

@@ -433,6 +433,38 @@ def test_masked_gradient_feeds_the_input_gradient(conv, precision, split, device
                            conv.reduction("backward_input"), "grad_input")
 
 
+# A masked grad_output's 33 to 48 channels a group take a 32-wide tile and a 16-wide tail
+# (TAIL_N), whose weights come through plain loads whatever tensor_descriptors says:
+# conv2 itself (48 a group, 5 x 5 taps), 40 a group (8 of the tail's columns past the
+# group's end), and a non-square kernel and padding (conv2 in float32 only: 4 s a case
+# under the interpreter).
+TAILS_16 = {"groups2-c40-k12": Conv(3, 80, 7, 9, 24, 3, 3, (1, 1), (1, 1), 2),
+            "c36-3x5-pad1x2": Conv(2, 36, 6, 5, 16, 3, 5, (1, 1), (1, 2), 1)}
+TAIL_16_CASES = [pytest.param(conv, precision, id=f"{name}-{precision}")
+                 for name, conv in TAILS_16.items() for precision in ("float32", "float64")]
+TAIL_16_CASES.append(pytest.param(ALEXNET["conv2-27"], "float32", id="conv2-27-float32"))
+
+
+@pytest.mark.parametrize("conv, precision", TAIL_16_CASES)
+def test_masked_input_gradient_tail_of_16_channels(conv, precision, device, poisoned,
+                                                   launches):
+    use_precision(precision, device)
+    dtype = PRECISIONS[precision]
+    x, weight, bias = conv_inputs(conv, dtype, device)
+    output, grad_output = output_and_grad(conv, x, weight, bias)
+    masked = torch.where(output > 0, grad_output, torch.zeros_like(grad_output))
+    stride, padding = list(conv.stride), list(conv.padding)
+    grad_input = kernels.conv2d_relu_backward_input(masked, None, weight, conv.input_size,
+                                                    stride, padding, conv.groups)
+    assert poisoned.allocations > 0
+    assert (launches[-1]["BLOCK_N"], launches[-1]["TAIL_N"]) == (32, 16)
+    expected = reference.conv2d_relu_backward_input(
+        float64(grad_output), float64(output), float64(weight), conv.input_size, stride,
+        padding, conv.groups)
+    assert_precision_close(grad_input, expected, precision, conv.reduction("backward_input"),
+                           "grad_input")
+
+
 def test_autotune_candidates_per_dtype_and_width(monkeypatch):
     """What a GPU's autotuner may time: float64 only its one tile, 16 and 32 bits never it
     on Hopper; 64-wide column tiles only where they pad a group's width less than 128
@@ -443,17 +475,21 @@ def test_autotune_candidates_per_dtype_and_width(monkeypatch):
 
     def tiles(dtype, width, masked):
         named = {"dy_ptr": torch.empty(1, dtype=dtype), "C_GROUP": width}
-        return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in
-                prune(configs, named, MASKED=masked)]
+        return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"],
+                 c.kwargs.get("TAIL_N", 0)) for c in prune(configs, named, MASKED=masked)]
 
-    assert tiles(torch.bfloat16, 48, True) == [(128, 64, 64)]
-    assert tiles(torch.bfloat16, 48, False) == [(128, 128, 64)]
-    assert tiles(torch.float32, 192, True) == [(128, 64, 64)]
-    assert tiles(torch.bfloat16, 256, True) == [(128, 128, 64)]  # 64 pads no less: the wider
-    assert tiles(torch.float64, 48, True) == tiles(torch.float64, 256, False) == [(64, 64, 32)]
+    # conv2's 48 channels a group: 32 + 16 columns (TAIL_N), masked only
+    assert tiles(torch.bfloat16, 48, True) == tiles(torch.float32, 40, True) == [
+        (128, 32, 64, 16)]
+    assert tiles(torch.bfloat16, 48, False) == [(128, 128, 64, 0)]
+    assert tiles(torch.float32, 192, True) == [(128, 64, 64, 0)]  # 48 pads no less: the wider
+    assert tiles(torch.bfloat16, 256, True) == [(128, 128, 64, 0)]  # 64 pads no less
+    assert tiles(torch.float64, 48, True) == tiles(torch.float64, 256, False) == [
+        (64, 64, 32, 0)]
     monkeypatch.setattr(kernel_package, "less_shared_memory_than_hopper", lambda: True)
-    assert tiles(torch.float32, 48, False) == [(128, 128, 64), (128, 64, 32), (64, 64, 32)]
-    assert tiles(torch.float64, 48, False) == [(64, 64, 32)]
+    assert tiles(torch.float32, 48, False) == [(128, 128, 64, 0), (128, 64, 32, 0),
+                                               (64, 64, 32, 0)]
+    assert tiles(torch.float64, 48, False) == [(64, 64, 32, 0)]
     monkeypatch.undo()
     forward = kernels._forward_autotuned
 
