@@ -201,8 +201,8 @@ def slice_configs(candidates: list, index: int) -> tuple[list, list]:
     so a slice compiles its share alone unless its share holds only candidates too large
     for the kernel at hand (ieee float32 conv2-5 weight gradients at slice 0: 128 x 128 x
     128 in 3 stages, over the 232,448 bytes of shared memory an H100 has), or that the
-    kernel's pruner drops for the launch at hand, or none (the input gradient's 3
-    candidates at slice 3): then it goes on to the smallest
+    kernel's pruner drops for the launch at hand, or none (an autotuner of 3 candidates
+    at slice 3): then it goes on to the smallest
     that fits, as the GPU's autotuner prunes what is out of resources, and the rest of the
     step still compiles. Before, such a slice kept its one candidate and the launch raised
     OutOfResources, leaving the rest of the step uncompiled. Never a single config: the

@@ -467,9 +467,10 @@ def test_masked_input_gradient_tail_of_16_channels(conv, precision, device, pois
 
 def test_autotune_candidates_per_dtype_and_width(monkeypatch):
     """What a GPU's autotuner may time: float64 only its one tile, 16 and 32 bits never it
-    on Hopper; 64-wide column tiles only where they pad a group's width less than 128
-    (conv4's 192, conv2's 48 channels), the input gradient's only for a grad_output masked
-    already; on a GPU with less shared memory, the small tiles besides."""
+    on Hopper; narrower column tiles only where they pad a group's width less than 128
+    (conv4's 192: 64; the input gradient's conv2's 48: 32 + 16), the input gradient's only
+    for a grad_output masked already; on a GPU with less shared memory, the small tiles
+    besides."""
     prune = kernels._backward_input_autotuned.early_config_prune
     configs = kernels._backward_input_autotuned.configs
 
