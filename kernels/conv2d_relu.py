@@ -405,8 +405,17 @@ def conv2d_relu_backward_input_kernel(
 
 
 @triton.jit
+def _input_tile_product(x_ptrs, x_mask, dy, acc, STAGE_X_IN_REGISTERS: tl.constexpr,
+                        INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """acc + dy @ x, x the [BLOCK_K, TAP_N] input tile at x_ptrs (zero where masked)."""
+    x = tl.load(x_ptrs, mask=x_mask, other=0.0)
+    x = through_registers(x, STAGE_X_IN_REGISTERS)
+    return tl.dot(dy, x, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
+
+
+@triton.jit
 def conv2d_relu_backward_weight_kernel(
-    dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, masked_ptr,
+    dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, masked_ptr, taps_ptr,
     H, W, K, P, Q, stride_h, stride_w, pad_h, pad_w,
     x_stride_n, x_stride_h, x_stride_w, C_GROUP, C_TAP,
     NPQ, K_GROUP, GROUPS, CHUNK,
@@ -417,6 +426,7 @@ def conv2d_relu_backward_weight_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     TAPS_PER_PROGRAM: tl.constexpr, FLAT_TAPS: tl.constexpr, FLAT_MASK: tl.constexpr,
+    SHIFTED_ROWS: tl.constexpr = False,
 ):
     """dw[k, r, s, c] = sum_{n,p,q} [y > 0] dy[n, p, q, k] x[n, p*sh-ph+r, q*sw-pw+s, c].
 
@@ -446,6 +456,13 @@ def conv2d_relu_backward_weight_kernel(
     10 (94%) where pairs took 13 (72%). FLAT_MASK (padding): whether a tap's pixel is in the
     input then depends on the column as well as the output pixel, a mask per 16 bytes of a
     row; without padding every tap of an output pixel is in the input.
+    SHIFTED_ROWS (_shifted_rows: stride 1, the output the input's size, conv3 to conv5):
+    output pixel m's tap (r, s) is input row m + (r - ph) W + (s - pw), so an input tile's
+    row address is one multiply-add of m, and whether the tap lies in the image is a bit
+    of a 16-byte record per output pixel (p, q) (taps_ptr, _taps_in_image), looked up as
+    (p, q) steps, where stepping h, w and n and testing both taps' pixels took about twice
+    the instructions: bf16 conv4's 64-row tile 607 -> 470 per 16 HGMMA.64x64 (issue ratio
+    1.19 -> 0.92), which lets its 192 kernels take three 64-row tiles, none padded.
     """
     pid = tl.program_id(0)
     group = tl.program_id(1) % GROUPS
@@ -520,6 +537,13 @@ def conv2d_relu_backward_weight_kernel(
         second_shift = dr * x_stride_h + ds * x_stride_w
         acc = tl.zeros((BLOCK_M, TAP_N), dtype=ACC_DTYPE)
         acc_second = tl.zeros((BLOCK_M, TAP_N), dtype=ACC_DTYPE)
+        if SHIFTED_ROWS:
+            shift = ((r - pad_h) * W + (s - pad_w)) * x_stride_w + group * C_GROUP
+            pq = first % (P * Q)  # [BLOCK_K]
+            step_pq = BLOCK_K % (P * Q)
+            word = tl.arange(0, 4)
+            tap_bit = 1 << tap
+            second_bit = tl.where(second_valid, 2 << tap, 0)
         for pixel in range(start, end, BLOCK_K):
             rows = pixel + offs_r
             row_in = (rows < end) | EVEN_K
@@ -528,41 +552,57 @@ def conv2d_relu_backward_weight_kernel(
             dy = tl.load(dy_ptr + dy_offsets, mask=dy_mask, other=0.0)
             y = tl.load(y_ptr + dy_offsets, mask=dy_mask, other=0.0)
             dy = _relu_gradient(dy, y, PACKED_MASK)
-            # 0 <= h < H as one unsigned compare (a negative h wraps above H).
-            x_mask = (row_in & (h.to(tl.uint32, bitcast=True) < H.to(tl.uint32))
-                      & (w.to(tl.uint32, bitcast=True) < W.to(tl.uint32)))  # [BLOCK_K]
-            x_row = tl.multiple_of(n * x_stride_n + h * x_stride_h + w * x_stride_w, X_ALIGN)
-            if FLAT_MASK:  # [BLOCK_K, TAP_N]: each column's tap moves the pixel
-                x_mask = (row_in[:, None] & n_mask[None, :]
-                          & ((h[:, None] + col_r[None, :]).to(tl.uint32, bitcast=True)
-                             < H.to(tl.uint32))
-                          & ((w[:, None] + col_s[None, :]).to(tl.uint32, bitcast=True)
-                             < W.to(tl.uint32)))
+            if SHIFTED_ROWS:
+                record = tl.load(taps_ptr + tl.multiple_of(pq * 4, 4)[:, None] + word[None, :])
+                bits = tl.sum(record, axis=1)  # [BLOCK_K]: words 1 to 3 are 0
+                x_mask = row_in & ((bits & tap_bit) != 0)
+                x_row = tl.multiple_of(rows * x_stride_w + shift, X_ALIGN)
+                acc = _input_tile_product(x_ptr + x_row[:, None] + offs_n[None, :],
+                                          x_mask[:, None] & n_mask[None, :], dy, acc,
+                                          STAGE_X_IN_REGISTERS, INPUT_PRECISION, ACC_DTYPE)
+                if TAPS_PER_PROGRAM == 2:
+                    x_mask = row_in & ((bits & second_bit) != 0)
+                    x_row = tl.multiple_of(x_row + second_shift, X_ALIGN)
+                    acc_second = _input_tile_product(
+                        x_ptr + x_row[:, None] + offs_n[None, :],
+                        x_mask[:, None] & n_mask[None, :], dy, acc_second,
+                        STAGE_X_IN_REGISTERS, INPUT_PRECISION, ACC_DTYPE)
+                pq += step_pq
+                pq = tl.where(pq >= P * Q, pq - P * Q, pq)
             else:
-                x_mask = x_mask[:, None] & n_mask[None, :]
-            x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],  # [BLOCK_K, TAP_N]
-                        mask=x_mask, other=0.0)
-            x = through_registers(x, STAGE_X_IN_REGISTERS)
-            acc = tl.dot(dy, x, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-            if TAPS_PER_PROGRAM == 2:
-                h_second = h + dr
-                w_second = w + ds
-                x_mask = (row_in & second_rows
-                          & (h_second.to(tl.uint32, bitcast=True) < H.to(tl.uint32))
-                          & (w_second.to(tl.uint32, bitcast=True) < W.to(tl.uint32)))
-                x_row = tl.multiple_of(x_row + second_shift, X_ALIGN)
-                x = tl.load(x_ptr + x_row[:, None] + x_col[None, :],
-                            mask=x_mask[:, None] & n_mask[None, :], other=0.0)
-                x = through_registers(x, STAGE_X_IN_REGISTERS)
-                acc_second = tl.dot(dy, x, acc_second, input_precision=INPUT_PRECISION,
-                                    out_dtype=ACC_DTYPE)
-            w += step_w
-            carry_q = w >= w_end
-            w = tl.where(carry_q, w - Q * stride_w, w)
-            h += step_h + tl.where(carry_q, stride_h, 0)
-            carry_p = h >= h_end
-            h = tl.where(carry_p, h - P * stride_h, h)
-            n += step_n + carry_p.to(tl.int32)
+                # 0 <= h < H as one unsigned compare (a negative h wraps above H).
+                x_mask = (row_in & (h.to(tl.uint32, bitcast=True) < H.to(tl.uint32))
+                          & (w.to(tl.uint32, bitcast=True) < W.to(tl.uint32)))  # [BLOCK_K]
+                x_row = tl.multiple_of(n * x_stride_n + h * x_stride_h + w * x_stride_w, X_ALIGN)
+                if FLAT_MASK:  # [BLOCK_K, TAP_N]: each column's tap moves the pixel
+                    x_mask = (row_in[:, None] & n_mask[None, :]
+                              & ((h[:, None] + col_r[None, :]).to(tl.uint32, bitcast=True)
+                                 < H.to(tl.uint32))
+                              & ((w[:, None] + col_s[None, :]).to(tl.uint32, bitcast=True)
+                                 < W.to(tl.uint32)))
+                else:
+                    x_mask = x_mask[:, None] & n_mask[None, :]
+                acc = _input_tile_product(x_ptr + x_row[:, None] + x_col[None, :], x_mask, dy,
+                                          acc, STAGE_X_IN_REGISTERS, INPUT_PRECISION,
+                                          ACC_DTYPE)
+                if TAPS_PER_PROGRAM == 2:
+                    h_second = h + dr
+                    w_second = w + ds
+                    x_mask = (row_in & second_rows
+                              & (h_second.to(tl.uint32, bitcast=True) < H.to(tl.uint32))
+                              & (w_second.to(tl.uint32, bitcast=True) < W.to(tl.uint32)))
+                    x_row = tl.multiple_of(x_row + second_shift, X_ALIGN)
+                    acc_second = _input_tile_product(
+                        x_ptr + x_row[:, None] + x_col[None, :],
+                        x_mask[:, None] & n_mask[None, :], dy, acc_second,
+                        STAGE_X_IN_REGISTERS, INPUT_PRECISION, ACC_DTYPE)
+                w += step_w
+                carry_q = w >= w_end
+                w = tl.where(carry_q, w - Q * stride_w, w)
+                h += step_h + tl.where(carry_q, stride_h, 0)
+                carry_p = h >= h_end
+                h = tl.where(carry_p, h - P * stride_h, h)
+                n += step_n + carry_p.to(tl.int32)
         # dw[split, kernel, tap, channel]: [K, TAPS_H, TAPS_W, C_TAP] per split
         dw_row = (split * K + kernel) * (TAPS_H * TAPS_W * C_TAP) + tap * C_TAP
         tl.store(dw_ptr + dw_row[:, None] + offs_n[None, :], acc.to(dw_ptr.dtype.element_ty),
@@ -719,7 +759,12 @@ def _backward_input_configs() -> dict:
 
 
 def _backward_weight_configs() -> dict:
-    """The weight gradient's tiles per element size: 128 pixels per step, which halves the
+    """The weight gradient's tiles per (element size, SHIFTED_ROWS). 16-bit shifted rows
+    (conv3 to conv5): 64 kernel rows on 4 warps, which pad conv4's and conv5's 192 kernels
+    not at all (two 128-row tiles used 75%); its loop meets issue 11's budget only with the
+    shifted rows' lighter address and mask code (bench.static, bf16: conv4 62.1 -> 47.0 us,
+    conv5 32.4 -> 29.6, conv3 58.9 -> 59.2 but its split sum 11.2 -> 2.9 at 2 splits, not
+    9). Elsewhere: 128 pixels per step, which halves the
     loop's fixed cost per MMA (bf16 issue ratio 0.87-0.91 against 0.95-1.12 at 64, and what
     lets bf16 take two taps per program; conv1 and conv2 fit it in tf32 too, two taps of
     64 columns), 3 stages where they fit: with 2 the loop waits for every copy it issued,
@@ -727,9 +772,12 @@ def _backward_weight_configs() -> dict:
     105 us against 66 us of MMA work). 32-bit operands take 64-pixel steps where 128 do not
     fit in shared memory (fp32 conv3 to conv5)."""
     wide = [(128, 128, 128, 8, 3), (128, 128, 128, 8, 2)]
-    return {2: [_config(*t) for t in wide],
-            4: [_config(*t) for t in wide + [(128, 128, 64, 8, 3)]],
-            8: [_config(*_FLOAT64)]}
+    configs = {(2, False): [_config(*t) for t in wide],
+               (2, True): [_config(64, 128, 128, 4, 3)],
+               (8, False): [_config(*_FLOAT64)]}
+    configs[4, False] = [_config(*t) for t in wide + [(128, 128, 64, 8, 3)]]
+    configs[4, True], configs[8, True] = configs[4, False], configs[8, False]
+    return configs
 
 
 def _every_config(by_size: dict, **extra) -> list:
@@ -895,9 +943,10 @@ _backward_weight_autotuned = triton.autotune(
     configs=_every_config(_BACKWARD_WEIGHT_CONFIGS),
     key=["NPQ", "H", "W", "K_GROUP", "GROUPS", "P", "Q", "stride_h", "stride_w", "pad_h",
          "pad_w", "C_TAP", "CHUNK", "R", "S", "TAPS_H", "TAPS_W", "X_ALIGN", "WRITE_MASKED",
-         "INPUT_PRECISION"],
+         "SHIFTED_ROWS", "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": autotune_pruner(
-        "conv2d_relu", _BACKWARD_WEIGHT_CONFIGS, "dy_ptr", small=_SMALL_CONFIGS)})(
+        "conv2d_relu", _BACKWARD_WEIGHT_CONFIGS, "dy_ptr", flag="SHIFTED_ROWS",
+        small=_SMALL_CONFIGS)})(
         _backward_weight_even)
 # Every config's BLOCK_K divides 128, so the split boundaries (multiples of 128) are the
 # same whichever config wins.
@@ -994,6 +1043,36 @@ def weight_grad_splits(tiles: int, steps: int, sms: int) -> int:
         if best_path is None or path < best_path:
             best, best_path = real, path
     return best
+
+
+def _shifted_rows(kind: str, stride: list[int], output_size: tuple, input_size: tuple,
+                  taps: int, flat: bool, dtype: torch.dtype) -> bool:
+    """The weight gradient's SHIFTED_ROWS: where output pixel m's tap (r, s) is input row
+    m + (r - ph) W + (s - pw) (an input of its own layout, stride 1, the output the input's
+    size: conv3 to conv5), and where the taps are not laid flat. 16-bit operands only on
+    the GPU: the 32-bit tiles' 8 warps load the 16-byte records 8 bytes a thread (issue
+    11's budget); under the interpreter every dtype, which is how the CPU tests run it."""
+    return (kind == "plain" and list(stride) == [1, 1] and tuple(output_size) == tuple(input_size)
+            and 1 < taps < 32 and not flat
+            and (torch.empty((), dtype=dtype).element_size() == 2 or interpreting()))
+
+
+def _taps_in_image(p: int, q: int, r: int, s: int, padding: list[int], input_size: tuple,
+                   device: torch.device) -> Tensor:
+    """[P Q, 4] int32 records, one per output pixel (p, q) of an image: in word 0, bit
+    r S + s says whether its tap (r, s) lies in the input (stride 1); words 1 to 3 are 0, so
+    that a record is one 16-byte load."""
+    h, w = input_size
+    rows = torch.arange(p, device=device)[:, None, None, None] - padding[0]
+    columns = torch.arange(q, device=device)[None, :, None, None] - padding[1]
+    tap_r = torch.arange(r, device=device)[None, None, :, None]
+    tap_s = torch.arange(s, device=device)[None, None, None, :]
+    inside = ((rows + tap_r >= 0) & (rows + tap_r < h)
+              & (columns + tap_s >= 0) & (columns + tap_s < w))  # [P, Q, R, S]
+    bits = torch.arange(r * s, device=device, dtype=torch.int32)
+    records = torch.zeros((p * q, 4), dtype=torch.int32, device=device)
+    records[:, 0] = (inside.reshape(p * q, r * s).to(torch.int32) << bits).sum(1)
+    return records
 
 
 def _weight_grad_split(tiles: int, npq: int, device: torch.device) -> int:
@@ -1334,9 +1413,14 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
 
     flat = _flat_taps(c_tap, 128, taps)
     columns = taps * c_tap if flat else c_tap
-    # the programs of the first config, 128 x 128, the bias programs among them: each holds
-    # an SM as long as it runs (the same shared memory)
-    tiles = _weight_grad_programs(k_group, taps, c_tap, 128, 128) * groups
+    # (the kernel takes x's rows as m W-strided: x is channels_last and dense)
+    shifted = (_shifted_rows(kind, stride, (p, q), (h, w), taps, flat, dtype)
+               and x.stride() == (h * w * c, 1, w * c, c))
+    # the programs of the first config (kernel rows: 64 where the rows are shifted in 16
+    # bits, else 128; 128 columns), the bias programs among them: each holds an SM as long
+    # as it runs
+    first = _BACKWARD_WEIGHT_CONFIGS[grad_output.element_size(), shifted][0].kwargs
+    tiles = _weight_grad_programs(k_group, taps, c_tap, first["BLOCK_M"], 128) * groups
     split = _weight_grad_split(tiles, npq, device)
     chunk = triton.cdiv(triton.cdiv(npq, split), _SPLIT_ALIGN) * _SPLIT_ALIGN
     split = triton.cdiv(npq, chunk)
@@ -1367,16 +1451,17 @@ def conv2d_relu_backward_weight(grad_output: Tensor, output: Tensor, input: Tens
         return (_weight_grad_programs(k_group, taps, c_tap, meta["BLOCK_M"], meta["BLOCK_N"]),
                 groups * split)
 
+    taps_in_image = _taps_in_image(p, q, r, s, padding, (h, w), device) if shifted else x
     launchable(kernel)[grid](
         grad_output, output, x, weight_partial, bias_partial,
-        grad_output if masked is None else masked,
+        grad_output if masked is None else masked, taps_in_image,
         h_x, w_x, k, p, q, step[0], step[1], pad[0], pad[1],
         x_stride_n, x_stride_h, x_stride_w, c_group, c_tap,
         npq, k_group, groups, chunk,
         R=r, S=s, TAPS_H=taps_h, TAPS_W=taps_w, X_ALIGN=x_align,
         PACKED_MASK=_packed_mask(dtype),
         STAGE_X_IN_REGISTERS=_input_precision(dtype) == "tf32" and not interpreting(),
-        WRITE_MASKED=masked is not None,
+        WRITE_MASKED=masked is not None, SHIFTED_ROWS=shifted,
         ACC_DTYPE=accumulator(dtype), INPUT_PRECISION=_input_precision(dtype),
         **blocks,
     )

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 # Per autotuner: the tiles (BLOCK_M, BLOCK_N, BLOCK_K) kept, at most 4 configs each (one per
-# precompile slice) but the conv forward's 5 (slice 0 compiles two). Conv: the Hopper tiles
+# precompile slice) but the conv forward's and weight gradient's 5 (slice 0 compiles two). Conv: the Hopper tiles
 # their pruners choose from at AlexNet's shapes and the float64 one (kernels/conv2d_relu.py;
 # not the small tiles of GPUs with less shared memory, nor the forward's 32-deep reduction
 # block, which pads no AlexNet layer least; conv1's 64 + 32 kernels: 128 x 64 x 16 in tf32,
 # 128 x 64 x 64 over its flat taps in bf16; conv2's masked input gradient: 128 x 32 x 64 with
-# its 16-channel tail).
+# its 16-channel tail; conv3-5's bf16 weight gradients: 64 x 128 x 128 over shifted rows).
 # Linear at M=128 (one
 # autotuner per operand width, each named by its kernel and its module attribute): every tile
 # of kernels/linear.py's lists, which hold only those that meet issue 11's budgets (the
@@ -35,7 +35,7 @@ LINEAR_TILES_16BIT = {(128, 64, 64), (64, 128, 64), (64, 64, 64), (128, 32, 64)}
 LINEAR_TILES_32BIT = {(128, 128, 64), (64, 128, 64), (32, 32, 64)}
 CONV_FORWARD_TILES = {(128, 128, 64), (128, 64, 64), (128, 128, 16), (128, 64, 16), (64, 64, 32)}
 CONV_INPUT_GRAD_TILES = {(128, 128, 64), (128, 64, 64), (128, 32, 64), (64, 64, 32)}
-CONV_WEIGHT_GRAD_TILES = {(128, 128, 128), (128, 128, 64), (64, 64, 32)}
+CONV_WEIGHT_GRAD_TILES = {(128, 128, 128), (128, 128, 64), (64, 128, 128), (64, 64, 32)}
 CANDIDATES = {
     "conv2d_relu_forward_kernel": CONV_FORWARD_TILES,
     "conv2d_relu_backward_input_kernel": CONV_INPUT_GRAD_TILES,

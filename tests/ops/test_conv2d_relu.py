@@ -465,6 +465,41 @@ def test_masked_input_gradient_tail_of_16_channels(conv, precision, device, pois
                            "grad_input")
 
 
+# The weight gradient's shifted rows (SHIFTED_ROWS: stride 1, the output the input's size)
+# against the stepped pixels they replace, on the same inputs: the taps' bits at both
+# edges, groups, a non-square kernel and padding, 5 x 5 taps, and tap counts whose last
+# pair's second tap is past the end (9, 15 and 25 taps in pairs).
+# (Fewer channels a tap lay the taps flat, FLAT_TAPS, which keeps the stepped pixels.)
+SHIFTED = {"groups2-c64": Conv(2, 128, 5, 6, 10, 3, 3, (1, 1), (1, 1), 2),
+           "c64-3x5-pad1x2": Conv(2, 64, 6, 5, 16, 3, 5, (1, 1), (1, 2), 1),
+           "c64-5x5-pad2": Conv(1, 64, 5, 6, 8, 5, 5, (1, 1), (2, 2), 1)}
+
+
+@pytest.mark.parametrize("shifted", [True, False], ids=["shifted", "stepped"])
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("conv", SHIFTED.values(), ids=SHIFTED.keys())
+def test_weight_gradient_rows_at_a_shift(conv, precision, shifted, device, poisoned,
+                                         monkeypatch, launches):
+    use_precision(precision, device)
+    if not shifted:
+        monkeypatch.setattr(kernels, "_shifted_rows", lambda *args: False)
+    check_backward_weight(conv, precision, device, poisoned)
+    assert launches[0]["SHIFTED_ROWS"] is shifted
+
+
+def test_taps_in_image_records():
+    """Bit r S + s of word 0: tap (r, s) of output pixel (p, q) inside the input, at stride 1."""
+    p, q, r, s, padding = 4, 5, 3, 4, [1, 2]
+    records = kernels._taps_in_image(p, q, r, s, padding, (4, 5), torch.device("cpu"))
+    assert records.shape == (p * q, 4) and records.dtype == torch.int32
+    assert (records[:, 1:] == 0).all()
+    for pq in range(p * q):
+        for tap in range(r * s):
+            h = pq // q - padding[0] + tap // s
+            w = pq % q - padding[1] + tap % s
+            assert bool(records[pq, 0] >> tap & 1) == (0 <= h < 4 and 0 <= w < 5), (pq, tap)
+
+
 def test_autotune_candidates_per_dtype_and_width(monkeypatch):
     """What a GPU's autotuner may time: float64 only its one tile, 16 and 32 bits never it
     on Hopper; narrower column tiles only where they pad a group's width less than 128
@@ -510,9 +545,16 @@ def test_autotune_candidates_per_dtype_and_width(monkeypatch):
     weight = kernels._backward_weight_autotuned
     for dtype, stages in ((torch.bfloat16, {3, 2}), (torch.float32, {3, 2})):
         named = {"dy_ptr": torch.empty(1, dtype=dtype)}
-        kept = weight.early_config_prune(weight.configs, named)
+        kept = weight.early_config_prune(weight.configs, named, SHIFTED_ROWS=False)
         assert {c.num_stages for c in kept} == stages and kept[0].num_stages == 3
         assert all(c.kwargs["BLOCK_M"] == 128 for c in kept)
+    # conv3 to conv5 in 16 bits: 64 kernel rows over shifted rows; in 32 bits as before
+    shifted = [(c.kwargs["BLOCK_M"], c.num_warps) for c in weight.early_config_prune(
+        weight.configs, {"dy_ptr": torch.empty(1, dtype=torch.bfloat16)}, SHIFTED_ROWS=True)]
+    assert shifted == [(64, 4)]
+    assert [c.kwargs["BLOCK_M"] for c in weight.early_config_prune(
+        weight.configs, {"dy_ptr": torch.empty(1, dtype=torch.float32)},
+        SHIFTED_ROWS=True)] == [128, 128, 128]
 
 
 def test_weight_gradient_splits_against_waves():
