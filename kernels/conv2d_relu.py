@@ -329,11 +329,6 @@ def conv2d_relu_backward_input_kernel(
         offs_tail = pid_n * (BLOCK_N + TAIL_N) + BLOCK_N + tl.arange(0, TAIL_N)
         tail_mask = offs_tail < C_GROUP
         w_col_tail = group * (R * S * C_GROUP * K_GROUP) + offs_tail * K_GROUP  # [TAIL_N]
-        if WEIGHT_TMA:
-            tail_tiles = tl.make_tensor_descriptor(
-                w_ptr, shape=[GROUPS, R * S, C_GROUP, K_GROUP],
-                strides=[R * S * C_GROUP * K_GROUP, C_GROUP * K_GROUP, K_GROUP, 1],
-                block_shape=[1, 1, TAIL_N, BLOCK_K])
         acc_tail = tl.zeros((BLOCK_M, TAIL_N), dtype=ACC_DTYPE)
 
     if TAP_BITS:
@@ -381,14 +376,10 @@ def conv2d_relu_backward_input_kernel(
             weight = tl.load(w_ptr + w_col[None, :] + (tap * (C_GROUP * K_GROUP) + k)[:, None],
                              mask=k_mask[:, None] & n_mask[None, :], other=0.0)
         acc = tl.dot(dy, weight, acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
-        if TAIL_N > 0:
-            if WEIGHT_TMA:
-                weight = tail_tiles.load([group, tap, pid_n * (BLOCK_N + TAIL_N) + BLOCK_N, k0])
-                weight = weight.reshape(TAIL_N, BLOCK_K).T  # [BLOCK_K, TAIL_N]
-            else:
-                weight = tl.load(
-                    w_ptr + w_col_tail[None, :] + (tap * (C_GROUP * K_GROUP) + k)[:, None],
-                    mask=k_mask[:, None] & tail_mask[None, :], other=0.0)
+        if TAIL_N > 0:  # plain loads (WEIGHT_TMA is False with a tail)
+            weight = tl.load(
+                w_ptr + w_col_tail[None, :] + (tap * (C_GROUP * K_GROUP) + k)[:, None],
+                mask=k_mask[:, None] & tail_mask[None, :], other=0.0)
             acc_tail = tl.dot(dy, weight, acc_tail, input_precision=INPUT_PRECISION,
                               out_dtype=ACC_DTYPE)
         k0, j, i = _next_block(k0, j, i, K_GROUP, taps_w, BLOCK_K)
